@@ -93,9 +93,22 @@ def run_demo(
         t,
     )
 
+    with repository.open_store(repo, profile) as store:
+        _materialize_and_read(store, summary.end, data, profile, show, result, step)
+    return result
+
+
+def _materialize_and_read(
+    store: Any,
+    data_end: str,
+    data: Path,
+    profile: Profile,
+    show: int,
+    result: DemoResult,
+    step: Callable[[str, str, float], None],
+) -> None:
     t = time.perf_counter()
-    store = repository.load_store(repo, profile)
-    end = datetime.fromisoformat(summary.end) + timedelta(days=1)
+    end = datetime.fromisoformat(data_end) + timedelta(days=1)
     # From long before the sample: static profiles (no TTL) date from sign-up.
     start = datetime(2000, 1, 1, tzinfo=UTC)
     try:
@@ -125,7 +138,6 @@ def run_demo(
         f"{FEATURE_SERVICE!r}",
         t,
     )
-    return result
 
 
 def _latest_transactions(path: Path, n: int) -> list[dict[str, Any]]:

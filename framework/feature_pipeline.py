@@ -79,14 +79,13 @@ _QUERIES = {
                    date_trunc('day', max(ts)) + INTERVAL 1 DAY AS last_day
             FROM tx
         ),
-        days AS (
-            SELECT unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS day
+        -- Every calendar day of the data, so that the 30-day sums see every
+        -- transaction, including those on days that are not snapshot days
+        -- (the first day of the data, the day a merchant opened).
+        all_days AS (
+            SELECT unnest(generate_series(first_day - INTERVAL 1 DAY, last_day, INTERVAL 1 DAY))
+                   AS day
             FROM bounds
-        ),
-        -- Dense (merchant, day) grid from the day after the merchant opened.
-        grid AS (
-            SELECT m.merchant_id, d.day
-            FROM read_parquet($merchants) m JOIN days d ON d.day > m.created_timestamp
         ),
         daily AS (
             SELECT merchant_id, date_trunc('day', ts) AS day, COUNT(*) AS n
@@ -99,7 +98,14 @@ _QUERIES = {
                        PARTITION BY g.merchant_id ORDER BY g.day
                        RANGE BETWEEN INTERVAL 30 DAYS PRECEDING AND INTERVAL 1 DAY PRECEDING
                    ), 0)::BIGINT AS merchant_txn_count_30d
-            FROM grid g LEFT JOIN daily d USING (merchant_id, day)
+            FROM (SELECT merchant_id, day FROM read_parquet($merchants), all_days) g
+            LEFT JOIN daily d USING (merchant_id, day)
+        ),
+        -- Snapshots: from the day after the first transaction, once the merchant is open.
+        snapshots AS (
+            SELECT t.*
+            FROM txn_30d t JOIN read_parquet($merchants) m USING (merchant_id), bounds b
+            WHERE t.day >= b.first_day AND t.day > m.created_timestamp
         ),
         chargebacks AS (
             -- A fraud counts for snapshot D when D - 30 d <= ts < D and its
@@ -123,7 +129,7 @@ _QUERIES = {
                CASE WHEN t.merchant_txn_count_30d > 0
                     THEN COALESCE(c.n, 0) / t.merchant_txn_count_30d END
                    AS merchant_fraud_rate_30d
-        FROM txn_30d t LEFT JOIN chargebacks c USING (merchant_id, day)
+        FROM snapshots t LEFT JOIN chargebacks c USING (merchant_id, day)
     """,
 }
 

@@ -89,6 +89,8 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
         load_repo_config(repo.resolve(), yaml_path.resolve())  # validate first: clear errors
     except Exception as exc:  # Feast raises pydantic and YAML errors alike
         raise ConfigError(f"{yaml_path}: {_one_line(exc)}") from exc
+    if profile is Profile.PRODUCTION:
+        _check_registry_database(os.environ["PARITY_REGISTRY_URL"])
     (data_dir(repo) / "feast").mkdir(parents=True, exist_ok=True)
     try:
         # repo_path matters: Feast resolves relative registry and SQLite paths against it.
@@ -97,6 +99,78 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
         raise FeatureStoreError(
             f"Could not open the Feast registry for profile {profile.value!r}: {_one_line(exc)}"
         ) from exc
+
+
+def _check_registry_database(url: str) -> None:
+    """Fail fast and clearly when the SQL registry is unreachable; create a missing database.
+
+    Feast would otherwise fail on first use, deep inside apply or a query, and
+    leave connections behind.
+    """
+    import sqlalchemy as sa
+
+    target = sa.make_url(url)
+    where = f"{target.host}:{target.port or 5432}/{target.database}"
+
+    def connect(u: sa.URL) -> None:
+        engine = sa.create_engine(u, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+
+    try:
+        connect(target)
+        return
+    except sa.exc.OperationalError as exc:
+        if f'database "{target.database}" does not exist' not in str(exc):
+            raise FeatureStoreError(
+                f"The production registry (PARITY_REGISTRY_URL, PostgreSQL at {where}) "
+                f"is unreachable: {_one_line(exc.orig or exc)}"
+            ) from exc
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"PARITY_REGISTRY_URL is not a valid database URL: {exc}") from exc
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as con:
+            con.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    except sa.exc.SQLAlchemyError as exc:
+        raise FeatureStoreError(
+            f"The production registry database {where} does not exist and could not be "
+            f"created: {_one_line(exc)}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def close_store(store: Any) -> None:
+    """Release the connections a ``FeatureStore`` holds (SQL registry pools, Redis client).
+
+    Feast has no synchronous close; without this, pooled PostgreSQL
+    connections linger until garbage collection.
+    """
+    registry = getattr(store, "_registry", None)
+    for attr in ("write_engine", "read_engine"):
+        engine = getattr(registry, attr, None)
+        if engine is not None:
+            engine.dispose()
+    provider = getattr(store, "_provider", None)
+    online = getattr(provider, "_online_store", None)
+    client = getattr(online, "_client", None)
+    if client is not None:
+        client.close()
+        online._client = None  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def open_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Iterator[Any]:
+    """:func:`load_store` as a context manager that closes the store afterwards."""
+    store = load_store(repo, profile)
+    try:
+        yield store
+    finally:
+        close_store(store)
 
 
 @contextlib.contextmanager
@@ -164,19 +238,20 @@ def apply(repo: Path, profile: Profile = Profile.EMBEDDED) -> ApplySummary:
     from feast.feature_view import DUMMY_ENTITY_NAME
     from feast.repo_operations import apply_total_with_repo_instance
 
-    store = load_store(repo, profile)
+    _check_repo(repo, profile)
     contents = parse_definitions(repo)
-    project = store.config.project
-    if contents.projects[0].name != project:
-        contents.projects[0].name = project
     out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            apply_total_with_repo_instance(
-                store, project, store.registry, contents, skip_source_validation=False
-            )
-    except Exception as exc:
-        raise FeatureStoreError(f"feast apply failed: {_one_line(exc)}") from exc
+    with open_store(repo, profile) as store:
+        project = store.config.project
+        if contents.projects[0].name != project:
+            contents.projects[0].name = project
+        try:
+            with contextlib.redirect_stdout(out):
+                apply_total_with_repo_instance(
+                    store, project, store.registry, contents, skip_source_validation=False
+                )
+        except Exception as exc:
+            raise FeatureStoreError(f"feast apply failed: {_one_line(exc)}") from exc
     return ApplySummary(
         profile=profile.value,
         project=project,

@@ -1,0 +1,167 @@
+"""Shared fixtures: workspaces with a copy of the feature repository, sample data,
+and real PostgreSQL and Redis servers for the production profile.
+
+A test that needs a server it cannot reach is skipped with the reason, except
+under CI (``CI=true``), where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Imported here, before any test runs: Feast calls warnings.simplefilter("once", ...)
+# at import time, which would otherwise override `filterwarnings = error` inside
+# whichever test happened to import Feast first.
+import feast  # noqa: F401
+import pytest
+
+from framework.feature_pipeline import build_offline_sources
+from framework.sample_data import GenerationConfig, GenerationSummary, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass
+class Workspace:
+    """A folder laid out like the checkout: ``feature_repo/`` next to ``data/``."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "feature_repo"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+
+def make_workspace(root: Path) -> Workspace:
+    shutil.copytree(
+        ROOT / "feature_repo",
+        root / "feature_repo",
+        ignore=shutil.ignore_patterns("__pycache__", "data"),
+    )
+    return Workspace(root)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace: the feature repository, no data yet."""
+    return make_workspace(tmp_path)
+
+
+SAMPLE = GenerationConfig(seed=11, transactions=5_000)
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationSummary]:
+    """Raw sample plus offline sources at test scale, generated once per session."""
+    data = tmp_path_factory.mktemp("sample") / "data"
+    summary = generate(SAMPLE, data)
+    build_offline_sources(data / "raw", data / "offline")
+    return data, summary
+
+
+@pytest.fixture
+def sample_workspace(
+    workspace: Workspace, sample_data: tuple[Path, GenerationSummary]
+) -> Workspace:
+    """A workspace whose data/ holds the session's sample (raw + offline)."""
+    data, _ = sample_data
+    shutil.copytree(data, workspace.data)
+    return workspace
+
+
+# ----------------------------------------------------------------- real servers
+
+
+def _missing(what: str) -> None:
+    message = f"{what} (set up by .ci/run via scripts/ensure-services)"
+    if IN_CI:
+        pytest.fail(f"CI=true but {message}")
+    pytest.skip(message)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a Redis server of this test session's own.
+
+    Starts ``redis-server`` on a free port when the binary exists; otherwise
+    uses a database of the machine's Redis on 6379, flushed before use.
+    """
+    binary = shutil.which("redis-server")
+    if binary:
+        port = _free_port()
+        workdir = tmp_path_factory.mktemp("redis")
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while not _reachable("127.0.0.1", port):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    _missing(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        return
+    if not _reachable("127.0.0.1", 6379):
+        _missing("Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed")
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=13).flushdb()
+    yield "127.0.0.1:6379,db=13"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the session."""
+    if not _reachable("127.0.0.1", 5432):
+        _missing("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"parity_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as con:
+            con.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _missing(f"cannot create a PostgreSQL database as user postgres: {exc}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as con:
+            con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
