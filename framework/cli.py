@@ -303,14 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Feast warns on every on-demand view it touches; it says nothing a user can act on.
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     args = build_parser().parse_args(argv)
-    handler = _COMMANDS[(args.command, getattr(args, "data_command", None))]
+    key = (args.command, getattr(args, "data_command", None))
+    handler = _COMMANDS[key]
+    name = " ".join(k for k in ("parity", *key) if k)
     try:
         handler(args)
     except ParityError as exc:
-        print(f"parity {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"parity {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -36,6 +36,8 @@ def connect(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        # Progress bars would go to stdout and corrupt --json output.
+        con.execute("SET enable_progress_bar = false")
         if memory_limit is not None:
             con.execute("SET memory_limit = ?", [memory_limit])
         if temp_directory is not None:

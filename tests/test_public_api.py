@@ -1,0 +1,25 @@
+"""The public API is exactly what ``framework.__all__`` claims."""
+
+import framework
+
+
+def test_public_api() -> None:
+    assert sorted(framework.__all__) == [
+        "ConfigError",
+        "DataError",
+        "FeatureStoreError",
+        "GenerationConfig",
+        "ParityError",
+        "Profile",
+        "apply",
+        "build_offline_sources",
+        "generate",
+        "load_store",
+        "open_store",
+    ]
+    for name in framework.__all__:
+        assert getattr(framework, name) is not None
+    public = {n for n in vars(framework) if not n.startswith("_")}
+    # Submodules are importable, but every other public name is listed.
+    modules = {n for n in public if type(getattr(framework, n)).__name__ == "module"}
+    assert public - modules == set(framework.__all__)
