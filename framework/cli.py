@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -300,8 +299,6 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parity`` console script."""
-    # Feast warns on every on-demand view it touches; it says nothing a user can act on.
-    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     args = build_parser().parse_args(argv)
     key = (args.command, getattr(args, "data_command", None))
     handler = _COMMANDS[key]

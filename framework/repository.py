@@ -22,6 +22,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -246,7 +247,11 @@ def apply(repo: Path, profile: Profile = Profile.EMBEDDED) -> ApplySummary:
         if contents.projects[0].name != project:
             contents.projects[0].name = project
         try:
-            with contextlib.redirect_stdout(out):
+            with contextlib.redirect_stdout(out), warnings.catch_warnings():
+                # Feast warns on every apply of an on-demand view; nothing a user can act on.
+                warnings.filterwarnings(
+                    "ignore", message="On demand feature view is an experimental"
+                )
                 apply_total_with_repo_instance(
                     store, project, store.registry, contents, skip_source_validation=False
                 )

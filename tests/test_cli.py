@@ -107,6 +107,7 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     assert (workspace.data / "feast" / "online.db").exists()
     assert out.count("  user ") == 3  # three online feature vectors shown
     assert len(out.splitlines()) <= 15
+    assert "Warning" not in result.stderr, result.stderr  # a clean demo: no library noise
 
 
 @pytest.mark.integration
@@ -130,3 +131,22 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         # and the on-demand feature equals amount / mean, computed by Feast's own code.
         assert f["txn_count_7d"] >= 1
         assert f["amount_to_mean_7d"] == pytest.approx(req["amount"] / f["amount_mean_7d"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_on_the_production_profile(
+    workspace: Workspace, postgres_url: str, redis_address: str
+) -> None:
+    env = {"PARITY_REGISTRY_URL": postgres_url, "PARITY_REDIS": redis_address}
+    result = run(
+        "demo", "--profile", "production", "--scale", "3k", "--json", cwd=workspace.root, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["profile"] == "production"
+    assert "into Redis" in report["steps"][3]["detail"]
+    assert all(v["features"]["txn_count_7d"] >= 1 for v in report["online_vectors"])
+    # The embedded stores were not touched.
+    assert not (workspace.data / "feast" / "registry.db").exists()
+    assert not (workspace.data / "feast" / "online.db").exists()
