@@ -106,8 +106,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def redis_address(redis_server: str) -> str:
+    """``host:port`` of an empty Redis: the session's server, flushed for this test."""
+    import redis
+
+    host_port, _, options = redis_server.partition(",")
+    host, port = host_port.split(":")
+    db = int(options.removeprefix("db=")) if options else 0
+    client = redis.Redis(host=host, port=int(port), db=db)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server
+
+
 @pytest.fixture(scope="session")
-def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a Redis server of this test session's own.
 
     Starts ``redis-server`` on a free port when the binary exists; otherwise
@@ -136,15 +152,12 @@ def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     if not _reachable("127.0.0.1", 6379):
         _missing("Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed")
-    import redis
-
-    redis.Redis(host="127.0.0.1", port=6379, db=13).flushdb()
     yield "127.0.0.1:6379,db=13"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the session."""
+    """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the test."""
     if not _reachable("127.0.0.1", 5432):
         _missing("PostgreSQL is not reachable on 127.0.0.1:5432")
     import sqlalchemy as sa
