@@ -1,0 +1,712 @@
+"""Point-in-time-correct training sets, joined by DuckDB over the offline Parquet sources.
+
+For each entity row (join keys + event timestamp) each feature view contributes
+its feature row with the latest event timestamp at or before the entity
+timestamp and no older than the view's TTL (both bounds inclusive; no TTL or a
+zero TTL means no limit); ties on event timestamp go to the latest created
+timestamp; no match gives nulls. Every entity row is kept, in input order,
+duplicates included. On-demand features are computed by Feast's own
+transformation code (``OnDemandFeatureView.transform_arrow``), the code the
+online path runs. The result equals Feast's ``get_historical_features`` on the
+same repository (column for column, row for row) — see
+``tests/test_training_set_parity.py``.
+
+How: one DuckDB query per training set. The entity frame is registered (or
+read straight from Parquet) with a row index; each feature view becomes an
+``ASOF LEFT JOIN`` on its join keys and ``entity_ts >= feature_ts`` straight
+over the view's FileSource path(s); TTL is a ``CASE`` on the matched row's
+timestamp; ``ORDER BY`` the row index restores input order. Nothing is pulled
+into pandas. Results stream out in record batches, so writing to Parquet runs
+in bounded memory (DuckDB spills to its temp directory beyond its memory
+limit). Feature views whose source is not a local file fall back to Feast's
+``get_historical_features``, and the metadata says so.
+
+Every result carries a dataset fingerprint (definitions + entity frame +
+source file identities) in its Arrow schema metadata.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from framework.duck import connect
+from framework.errors import ConfigError, DataError
+
+METADATA_KEY = b"parity.training_set"
+FINGERPRINT_KEY = b"parity.fingerprint"
+ROW = "__parity_row"
+BATCH_ROWS = 65_536
+
+
+@dataclass
+class TrainingSetInfo:
+    """What a training set was built from; stored as JSON in the schema metadata."""
+
+    fingerprint: str
+    engine: str  # "duckdb" or "feast"
+    engine_reason: str
+    feature_service: str | None
+    features: list[str]
+    full_feature_names: bool
+    timestamp_column: str
+    entity_rows: int
+    entity_digest: str
+    definitions_digest: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+# ------------------------------------------------------------------ resolution
+
+
+@dataclass
+class _View:
+    """One feature view, as the join needs it."""
+
+    name: str
+    projection_name: str
+    join_keys: dict[str, str]  # feature-table column -> entity column
+    features: list[str]  # feature columns to read
+    output: list[str]  # their output names
+    timestamp_field: str
+    created_field: str | None
+    ttl: timedelta | None
+    source: Any  # feast DataSource
+    files: list[str] = field(default_factory=list)
+    scan: str = ""  # DuckDB table expression over the files
+
+
+@dataclass
+class _Plan:
+    store: Any
+    service_name: str | None
+    refs: list[str]
+    provider_refs: list[str]
+    views: list[_View]
+    odfvs: list[Any]
+    features_arg: Any  # what Feast's get_historical_features takes
+
+
+def _open(repo: Any) -> Any:
+    from feast import FeatureStore
+
+    from framework.repository import load_store
+
+    if isinstance(repo, FeatureStore):
+        return repo
+    if isinstance(repo, str | os.PathLike):
+        return load_store(Path(repo))
+    raise ConfigError(
+        "The 'repo' parameter must be a repository path or a feast.FeatureStore. "
+        f"Got {type(repo).__name__}."
+    )
+
+
+def _plan(store: Any, features: str | Sequence[str] | Any, full_feature_names: bool) -> _Plan:
+    from feast import FeatureService, utils
+
+    service_name: str | None = None
+    if isinstance(features, str):
+        try:
+            features = store.get_feature_service(features)
+        except Exception as exc:
+            known = sorted(s.name for s in store.list_feature_services())
+            raise ConfigError(
+                f"Unknown feature service {features!r}; the registry has: "
+                f"{', '.join(known) or 'none (run parity apply)'}."
+            ) from exc
+    if isinstance(features, FeatureService):
+        service_name = features.name
+    else:
+        features = list(features)
+        if not features:
+            raise ConfigError("The 'features' parameter is empty: name a feature service or refs.")
+        _check_refs(store, features)
+    try:
+        refs = utils._get_features(store.registry, store.project, features, allow_cache=True)
+        all_fvs, all_odfvs = utils._get_feature_views_to_use(
+            store.registry, store.project, features
+        )
+        fvs, odfvs = utils._group_feature_refs(refs, all_fvs, all_odfvs)
+        utils._validate_feature_refs(refs, full_feature_names)
+    except Exception as exc:
+        raise ConfigError(f"Cannot resolve the features: {' '.join(str(exc).split())}") from exc
+
+    provider_refs = list(refs)
+    for view, feats in fvs:
+        for feat in feats:
+            ref = f"{view.projection.name_to_use()}:{feat}"
+            if ref not in provider_refs:
+                provider_refs.append(ref)
+
+    views = []
+    for view, _ in fvs:
+        prefix = view.projection.name_to_use()
+        base = view.projection.name_alias or view.name
+        names = [r.split(":", 1)[1] for r in provider_refs if r.startswith(f"{prefix}:")]
+        source = view.batch_source
+        mapping = dict(source.field_mapping or {})
+        views.append(
+            _View(
+                name=view.name,
+                projection_name=prefix,
+                join_keys={
+                    mapping.get(k, k): v
+                    for k, v in (
+                        view.projection.join_key_map
+                        or {e.name: e.name for e in view.entity_columns}
+                    ).items()
+                },
+                features=names,
+                output=[f"{base}__{n}" if full_feature_names else n for n in names],
+                timestamp_field=source.timestamp_field,
+                created_field=source.created_timestamp_column or None,
+                ttl=view.ttl or None,
+                source=source,
+            )
+        )
+    import copy
+
+    odfv_list = copy.deepcopy([v for v, _ in odfvs])
+    for odfv in odfv_list:
+        odfv.write_to_online_store = False
+    return _Plan(
+        store=store,
+        service_name=service_name,
+        refs=list(refs),
+        provider_refs=provider_refs,
+        views=views,
+        odfvs=odfv_list,
+        features_arg=features,
+    )
+
+
+def _check_refs(store: Any, refs: Sequence[str]) -> None:
+    """Name the unknown view or feature instead of Feast's generic error."""
+    views = {v.name: v for v in store.list_feature_views()}
+    views.update({v.name: v for v in store.list_on_demand_feature_views()})
+    for ref in refs:
+        if not isinstance(ref, str) or ref.count(":") != 1:
+            raise ConfigError(f"Feature reference {ref!r} must have the form 'view:feature'.")
+        view_name, feature = ref.split(":")
+        view = views.get(view_name)
+        if view is None:
+            raise ConfigError(
+                f"Unknown feature view {view_name!r} in {ref!r}; known views: "
+                f"{', '.join(sorted(views)) or 'none (run parity apply)'}."
+            )
+        if feature not in {f.name for f in view.features}:
+            raise ConfigError(
+                f"Feature view {view_name!r} has no feature {feature!r}; it has: "
+                f"{', '.join(f.name for f in view.features)}."
+            )
+
+
+def _local_files(view: _View, repo_path: Path) -> list[str] | None:
+    """The Parquet files behind a view's FileSource, or None when DuckDB cannot read them."""
+    from feast import FileSource
+    from feast.data_format import ParquetFormat
+
+    source = view.source
+    if type(source) is not FileSource:
+        return None
+    if source.file_format is not None and not isinstance(source.file_format, ParquetFormat):
+        return None
+    path = source.path
+    if "://" in path and not path.startswith("file://"):
+        return None
+    path = path.removeprefix("file://")
+    if not os.path.isabs(path) and (repo_path / path).exists():
+        path = str(repo_path / path)
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    elif glob.has_magic(path):
+        files = sorted(glob.glob(path, recursive=True))
+    else:
+        files = [path] if os.path.exists(path) else []
+    if not files:
+        raise DataError(
+            f"The source of feature view {view.name!r} has no Parquet files at {source.path!r}."
+        )
+    return files
+
+
+def _scan(view: _View, con: duckdb.DuckDBPyConnection, index: int) -> str:
+    """A SELECT over the view's files with normalised names and UTC timestamps."""
+    files = ", ".join("'" + f.replace("'", "''") + "'" for f in view.files)
+    partitioned = any(os.sep + "=" in f or "=" in Path(f).parent.name for f in view.files)
+    table = (
+        f"read_parquet([{files}], hive_partitioning = {str(partitioned).lower()}, "
+        "union_by_name = true)"
+    )
+    mapping = dict(view.source.field_mapping or {})
+    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()]
+
+    def col(name: str) -> str:
+        # field_mapping maps source column -> feature name; find the source column.
+        for src, dst in mapping.items():
+            if dst == name and src in available:
+                return _q(src)
+        if name not in available:
+            raise DataError(
+                f"The source of feature view {view.name!r} has no column {name!r} "
+                f"(it has: {', '.join(available)})."
+            )
+        return _q(name)
+
+    select = [f"{col(k)} AS {_q(f'k{index}_{i}')}" for i, k in enumerate(view.join_keys)]
+    select.append(f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ) AS __ts")
+    if view.created_field:
+        select.append(f"CAST({col(view.created_field)} AS TIMESTAMPTZ) AS __created")
+    select += [f"{col(f)} AS {_q(f'f{index}_{i}')}" for i, f in enumerate(view.features)]
+    sql = f"SELECT {', '.join(select)} FROM {table}"
+    if view.created_field:
+        # Ties on event time go to the latest created timestamp (ASOF would pick any).
+        keys = ", ".join(_q(f"k{index}_{i}") for i in range(len(view.join_keys)))
+        sql += (
+            f" QUALIFY row_number() OVER (PARTITION BY {keys}, __ts"
+            " ORDER BY __created DESC NULLS LAST) = 1"
+        )
+    return sql
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -------------------------------------------------------------- entity frame
+
+
+@dataclass
+class _Entities:
+    columns: list[str]
+    timestamp: str
+    rows: int
+
+
+def _register_entities(con: duckdb.DuckDBPyConnection, entity_df: Any, plan: _Plan) -> _Entities:
+    """Register the entity frame as view ``entities`` with a row index and UTC timestamps."""
+    if isinstance(entity_df, str | os.PathLike):
+        path = str(entity_df).replace("'", "''")
+        if not os.path.exists(entity_df):
+            raise DataError(f"The entity file {entity_df} does not exist.")
+        try:
+            con.execute(
+                f"CREATE VIEW entity_input AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {ROW} FROM read_parquet('{path}', file_row_number = true)"
+            )
+        except duckdb.Error as exc:
+            raise DataError(f"Cannot read the entity file {entity_df}: {exc}") from exc
+    else:
+        if isinstance(entity_df, pd.DataFrame):
+            table = pa.Table.from_pandas(entity_df, preserve_index=False)
+        elif isinstance(entity_df, pa.Table):
+            table = entity_df
+        else:
+            raise ConfigError(
+                "The 'entity_df' parameter must be a pandas DataFrame, a pyarrow Table or a "
+                f"Parquet path. Got {type(entity_df).__name__}."
+            )
+        if ROW in table.column_names:
+            raise DataError(f"The entity frame may not have a column named {ROW!r}.")
+        table = table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+        con.register("entity_arrow", table)
+        con.execute("CREATE VIEW entity_input AS SELECT * FROM entity_arrow")
+
+    described = con.execute("DESCRIBE SELECT * FROM entity_input").fetchall()
+    types = {name: str(kind) for name, kind, *_ in described}
+    columns = [name for name in types if name != ROW]
+    (rows,) = con.execute("SELECT count(*) FROM entity_input").fetchone() or (0,)
+    if rows == 0:
+        raise DataError("The entity frame is empty: there is nothing to join features to.")
+
+    timestamp = _timestamp_column(types, columns)
+    kind = types[timestamp]
+    if not (kind.startswith("TIMESTAMP") or kind in ("DATE", "VARCHAR")):
+        raise DataError(
+            f"The entity timestamp column {timestamp!r} has type {kind}, which cannot be "
+            "compared with feature timestamps; use a timestamp (naive means UTC) or a date."
+        )
+    for view in plan.views:
+        missing = [k for k in view.join_keys.values() if k not in types]
+        if missing:
+            raise DataError(
+                f"The entity frame has no join-key column {missing[0]!r}, needed by feature "
+                f"view {view.name!r} (entity frame columns: {', '.join(columns)})."
+            )
+    for odfv in plan.odfvs:
+        for name in odfv.get_request_data_schema():
+            if name not in types:
+                raise DataError(
+                    f"The entity frame has no column {name!r}: it is request data of the "
+                    f"on-demand feature view {odfv.name!r}."
+                )
+    ts = _q(timestamp)
+    select = [f"CAST({ts} AS TIMESTAMPTZ) AS {ts}" if c == timestamp else _q(c) for c in columns]
+    try:
+        con.execute(f"CREATE TABLE entities AS SELECT {', '.join(select)}, {ROW} FROM entity_input")
+    except duckdb.Error as exc:
+        raise DataError(
+            f"The entity timestamp column {timestamp!r} holds values that are not "
+            f"timestamps: {' '.join(str(exc).split())}"
+        ) from exc
+    return _Entities(columns=columns, timestamp=timestamp, rows=int(rows))
+
+
+def _timestamp_column(types: dict[str, str], columns: list[str]) -> str:
+    """Feast's rule: ``event_timestamp`` if present, else the only timestamp column."""
+    if "event_timestamp" in types:
+        return "event_timestamp"
+    candidates = [c for c in columns if types[c].startswith("TIMESTAMP") or types[c] == "DATE"]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise DataError(
+        "The entity frame needs an 'event_timestamp' column (or exactly one timestamp "
+        f"column); it has {', '.join(f'{c} ({types[c]})' for c in columns)}."
+    )
+
+
+# --------------------------------------------------------------------- query
+
+
+def _query(plan: _Plan, entities: _Entities) -> str:
+    ets = _q(entities.timestamp)
+    select = [f"e.{_q(c)}" for c in entities.columns]
+    joins = []
+    for i, view in enumerate(plan.views):
+        alias = f"v{i}"
+        on = [
+            f"e.{_q(entity_col)} = {alias}.{_q(f'k{i}_{j}')}"
+            for j, entity_col in enumerate(view.join_keys.values())
+        ]
+        on.append(f"e.{ets} >= {alias}.__ts")
+        joins.append(f"ASOF LEFT JOIN ({view.scan}) {alias} ON {' AND '.join(on)}")
+        for j, out in enumerate(view.output):
+            value = f"{alias}.{_q(f'f{i}_{j}')}"
+            if view.ttl:
+                micros = view.ttl // timedelta(microseconds=1)
+                value = (
+                    f"CASE WHEN {alias}.__ts >= e.{ets} - to_microseconds({micros}) "
+                    f"THEN {value} END"
+                )
+            select.append(f"{value} AS {_q(out)}")
+    return f"SELECT {', '.join(select)} FROM entities e {' '.join(joins)} ORDER BY e.{ROW}"
+
+
+def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.Table:
+    """Append on-demand features exactly as Feast's RetrievalJob.to_arrow does."""
+    for odfv in plan.odfvs:
+        name = odfv.projection.name_to_use()
+        requested = {
+            (f"{name}__{r.split(':', 1)[1]}" if full_feature_names else r.split(":", 1)[1])
+            for r in plan.refs
+            if r.split(":", 1)[0] in (odfv.name, name)
+        }
+        transformed = odfv.transform_arrow(table, full_feature_names)
+        for col in transformed.column_names:
+            if not col.startswith("__index") and col in requested:
+                table = table.append_column(col, transformed[col])
+    return table
+
+
+# --------------------------------------------------------------- fingerprint
+
+
+def _definitions_digest(plan: _Plan) -> str:
+    h = hashlib.sha256()
+    store = plan.store
+    for view in sorted(plan.views, key=lambda v: v.name):
+        h.update(
+            store.get_feature_view(view.name).to_proto().spec.SerializeToString(deterministic=True)
+        )
+    for odfv in sorted(plan.odfvs, key=lambda v: v.name):
+        spec = odfv.to_proto().spec
+        spec.write_to_online_store = False
+        h.update(spec.SerializeToString(deterministic=True))
+    h.update(json.dumps(plan.refs).encode())
+    return h.hexdigest()
+
+
+def _source_identities(plan: _Plan) -> list[dict[str, Any]]:
+    out = []
+    for view in plan.views:
+        for f in view.files:
+            st = os.stat(f)
+            out.append(
+                {"view": view.name, "path": f, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            )
+    return out
+
+
+def _fingerprint(definitions: str, entity_digest: str, sources: list[dict[str, Any]]) -> str:
+    payload = json.dumps(
+        {"definitions": definitions, "entities": entity_digest, "sources": sources},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class _EntityHasher:
+    """SHA-256 of the entity columns of the output, batch by batch, in row order.
+
+    DuckDB hands out batches of a fixed size, so the same entity frame always
+    produces the same byte stream, whether it came from pandas, Arrow or Parquet.
+    """
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.h = hashlib.sha256()
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        sink = pa.BufferOutputStream()
+        part = batch.select(self.columns)
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_batch(part)
+        self.h.update(sink.getvalue())
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+# ------------------------------------------------------------------ public API
+
+
+@dataclass
+class _Run:
+    plan: _Plan
+    entities: _Entities
+    con: duckdb.DuckDBPyConnection
+    definitions: str
+    sources: list[dict[str, Any]]
+    full_feature_names: bool
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        yield from self.con.execute(_query(self.plan, self.entities)).to_arrow_reader(BATCH_ROWS)
+
+    def info(self, entity_digest: str, engine: str, reason: str) -> TrainingSetInfo:
+        return TrainingSetInfo(
+            fingerprint=_fingerprint(self.definitions, entity_digest, self.sources),
+            engine=engine,
+            engine_reason=reason,
+            feature_service=self.plan.service_name,
+            features=self.plan.refs,
+            full_feature_names=self.full_feature_names,
+            timestamp_column=self.entities.timestamp,
+            entity_rows=self.entities.rows,
+            entity_digest=entity_digest,
+            definitions_digest=self.definitions,
+            sources=self.sources,
+        )
+
+
+def _prepare(
+    repo: Any,
+    features: Any,
+    entity_df: Any,
+    full_feature_names: bool,
+    memory_limit: str | None,
+    temp_directory: Path | None,
+    threads: int | None,
+) -> tuple[_Run, str | None]:
+    """Resolve everything; return the run and, when DuckDB cannot do it, why not."""
+    store = _open(repo)
+    plan = _plan(store, features, full_feature_names)
+    con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
+    try:
+        entities = _register_entities(con, entity_df, plan)
+        fallback = None
+        for i, view in enumerate(plan.views):
+            files = _local_files(view, Path(store.repo_path))
+            if files is None:
+                fallback = (
+                    f"feature view {view.name!r} reads a {type(view.source).__name__} "
+                    f"({getattr(view.source, 'path', '') or 'non-file source'}), which DuckDB "
+                    "does not read directly"
+                )
+                break
+            view.files = files
+            view.scan = _scan(view, con, i)
+    except BaseException:
+        con.close()
+        raise
+    run = _Run(
+        plan=plan,
+        entities=entities,
+        con=con,
+        definitions=_definitions_digest(plan),
+        sources=_source_identities(plan) if fallback is None else [],
+        full_feature_names=full_feature_names,
+    )
+    return run, fallback
+
+
+def _with_metadata(schema: pa.Schema, info: TrainingSetInfo) -> pa.Schema:
+    meta = dict(schema.metadata or {})
+    meta[METADATA_KEY] = info.to_json().encode()
+    meta[FINGERPRINT_KEY] = info.fingerprint.encode()
+    return schema.with_metadata(meta)
+
+
+def _feast_table(run: _Run) -> pa.Table:
+    """Feast's own get_historical_features, for sources DuckDB cannot read directly."""
+    entity_df = run.con.execute(f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}").df()
+    entity_df[ROW] = range(len(entity_df))
+    job = run.plan.store.get_historical_features(
+        entity_df=entity_df,
+        features=run.plan.features_arg,
+        full_feature_names=run.full_feature_names,
+    )
+    table = job.to_arrow()
+    table = table.sort_by(ROW).drop_columns([ROW])
+    return table
+
+
+def build_training_set(
+    repo: Any,
+    features: str | Sequence[str] | Any,
+    entity_df: Any,
+    *,
+    full_feature_names: bool = False,
+    memory_limit: str | None = None,
+    temp_directory: Path | None = None,
+    threads: int | None = None,
+) -> pa.Table:
+    """Join point-in-time-correct features to every entity row.
+
+    Parameters
+    ----------
+    repo
+        A Feast repository path or a ``feast.FeatureStore``.
+    features
+        A feature service name, a ``FeatureService``, or ``view:feature`` refs.
+    entity_df
+        A pandas DataFrame, a pyarrow Table or a Parquet path with the join
+        keys, an ``event_timestamp`` column (or exactly one timestamp column;
+        naive means UTC) and any request data the on-demand views need.
+    full_feature_names
+        Name output columns ``view__feature`` instead of ``feature``.
+
+    Returns
+    -------
+    pyarrow.Table
+        The entity columns (timestamps as UTC), then the features, in the
+        entity frame's row order; schema metadata ``parity.fingerprint`` and
+        ``parity.training_set`` (JSON :class:`TrainingSetInfo`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> entities = pd.DataFrame({"user_id": [1], "merchant_id": [3], "amount": [12.5],
+    ...     "hour_of_day": [14], "event_timestamp": [pd.Timestamp("2026-02-01", tz="UTC")]})
+    >>> table = build_training_set("feature_repo", "fraud_model_v1", entities)  # doctest: +SKIP
+    >>> table.schema.metadata[b"parity.fingerprint"]  # doctest: +SKIP
+    """
+    run, fallback = _prepare(
+        repo, features, entity_df, full_feature_names, memory_limit, temp_directory, threads
+    )
+    try:
+        hasher = _EntityHasher(run.entities.columns)
+        if fallback is not None:
+            for batch in run.con.execute(
+                f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}"
+            ).to_arrow_reader(BATCH_ROWS):
+                hasher.update(batch)
+            table = _feast_table(run)
+            info = run.info(hasher.hexdigest(), "feast", fallback)
+            return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+        batches = []
+        for batch in run.batches():
+            hasher.update(batch)
+            batches.append(batch)
+        if batches:
+            table = pa.Table.from_batches(batches)
+        else:  # pragma: no cover - an empty entity frame is rejected earlier
+            table = run.con.execute(_query(run.plan, run.entities)).to_arrow_table()
+        table = _apply_odfvs(table, run.plan, full_feature_names)
+        info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
+        return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+    finally:
+        run.con.close()
+
+
+def write_training_set(
+    repo: Any,
+    features: str | Sequence[str] | Any,
+    entity_df: Any,
+    out: Path,
+    *,
+    full_feature_names: bool = False,
+    memory_limit: str | None = None,
+    temp_directory: Path | None = None,
+    threads: int | None = None,
+) -> TrainingSetInfo:
+    """Like :func:`build_training_set`, streamed to a Parquet file in bounded memory.
+
+    The file is written under a temporary name and renamed when complete.
+    """
+    run, fallback = _prepare(
+        repo, features, entity_df, full_feature_names, memory_limit, temp_directory, threads
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        hasher = _EntityHasher(run.entities.columns)
+        if fallback is not None:
+            table = build_training_set(
+                run.plan.store, run.plan.features_arg, entity_df,
+                full_feature_names=full_feature_names,
+            )  # fmt: skip
+            pq.write_table(table, tmp)
+            info = TrainingSetInfo(**json.loads(table.schema.metadata[METADATA_KEY]))
+        else:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in run.batches():
+                    hasher.update(batch)
+                    part = _apply_odfvs(
+                        pa.Table.from_batches([batch]), run.plan, full_feature_names
+                    )
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                    writer.write_table(part)
+                info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
+                if writer is not None:
+                    writer.add_key_value_metadata(
+                        {METADATA_KEY: info.to_json(), FINGERPRINT_KEY: info.fingerprint}
+                    )
+            finally:
+                if writer is not None:
+                    writer.close()
+        tmp.replace(out)
+        return info
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        run.con.close()
+
+
+def read_info(table_or_path: pa.Table | Path) -> TrainingSetInfo:
+    """The :class:`TrainingSetInfo` stored with a training set (table or Parquet file)."""
+    if isinstance(table_or_path, pa.Table):
+        meta = table_or_path.schema.metadata or {}
+    else:
+        meta = pq.read_schema(table_or_path).metadata or {}
+    if METADATA_KEY not in meta:
+        raise DataError("This table carries no parity training-set metadata.")
+    return TrainingSetInfo(**json.loads(meta[METADATA_KEY]))
