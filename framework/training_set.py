@@ -427,15 +427,38 @@ def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.T
 # --------------------------------------------------------------- fingerprint
 
 
+_VOLATILE = {"meta", "created_timestamp", "last_updated_timestamp"}
+
+
+def _canonical(message: Any) -> Any:
+    """Clear bookkeeping timestamps (Feast stamps some objects when loaded) in place."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for desc, value in message.ListFields():
+        if desc.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if desc.name in _VOLATILE:
+            message.ClearField(desc.name)
+        elif desc.message_type.GetOptions().map_entry:
+            if desc.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                for item in value.values():
+                    _canonical(item)
+        elif desc.is_repeated:
+            for item in value:
+                _canonical(item)
+        else:
+            _canonical(value)
+    return message
+
+
 def _definitions_digest(plan: _Plan) -> str:
     h = hashlib.sha256()
     store = plan.store
     for view in sorted(plan.views, key=lambda v: v.name):
-        h.update(
-            store.get_feature_view(view.name).to_proto().spec.SerializeToString(deterministic=True)
-        )
+        spec = _canonical(store.get_feature_view(view.name).to_proto().spec)
+        h.update(spec.SerializeToString(deterministic=True))
     for odfv in sorted(plan.odfvs, key=lambda v: v.name):
-        spec = odfv.to_proto().spec
+        spec = _canonical(odfv.to_proto().spec)
         spec.write_to_online_store = False
         h.update(spec.SerializeToString(deterministic=True))
     h.update(json.dumps(plan.refs).encode())
@@ -462,25 +485,55 @@ def _fingerprint(definitions: str, entity_digest: str, sources: list[dict[str, A
 
 
 class _EntityHasher:
-    """SHA-256 of the entity columns of the output, batch by batch, in row order.
+    """SHA-256 of the entity columns, in row order, independent of how rows are batched.
 
-    DuckDB hands out batches of a fixed size, so the same entity frame always
-    produces the same byte stream, whether it came from pandas, Arrow or Parquet.
+    Each column feeds its own digests: validity (one byte per row), then fixed-width
+    values, or for text the lengths and the bytes separately. Those streams are the
+    same however the rows are cut into batches, so an entity frame has one digest
+    whether it came from pandas, Arrow or Parquet, in batches of any size.
     """
 
     def __init__(self, columns: list[str]) -> None:
         self.columns = columns
-        self.h = hashlib.sha256()
+        self.parts: dict[str, list[Any]] = {
+            c: [hashlib.sha256(), hashlib.sha256(), hashlib.sha256()] for c in columns
+        }
+        self.types: dict[str, str] = {}
 
     def update(self, batch: pa.RecordBatch) -> None:
-        sink = pa.BufferOutputStream()
-        part = batch.select(self.columns)
-        with pa.ipc.new_stream(sink, part.schema) as writer:
-            writer.write_batch(part)
-        self.h.update(sink.getvalue())
+        import pyarrow.compute as pc
+
+        for name in self.columns:
+            arr = batch.column(name)
+            validity, values, extra = self.parts[name]
+            self.types[name] = str(arr.type)
+            validity.update(pc.is_valid(arr).to_numpy(zero_copy_only=False).tobytes())
+            kind = arr.type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                texts = arr.fill_null("").to_pylist()
+                encoded = [t.encode() for t in texts]
+                extra.update(pa.array([len(e) for e in encoded], pa.int64()).to_numpy().tobytes())
+                values.update(b"".join(encoded))
+            elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+                micros = arr.cast(pa.timestamp("us", tz="UTC") if pa.types.is_timestamp(kind)
+                                  else pa.date32()).cast(pa.int64())  # fmt: skip
+                values.update(micros.fill_null(0).to_numpy().tobytes())
+            elif (
+                pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            ):
+                values.update(arr.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
+            else:  # anything else: its text form, length-prefixed
+                encoded = [repr(v).encode() for v in arr.to_pylist()]
+                extra.update(pa.array([len(e) for e in encoded], pa.int64()).to_numpy().tobytes())
+                values.update(b"".join(encoded))
 
     def hexdigest(self) -> str:
-        return self.h.hexdigest()
+        h = hashlib.sha256()
+        for name in self.columns:
+            h.update(f"{name}:{self.types.get(name, '')}".encode())
+            for part in self.parts[name]:
+                h.update(part.digest())
+        return h.hexdigest()
 
 
 # ------------------------------------------------------------------ public API
@@ -705,8 +758,8 @@ def read_info(table_or_path: pa.Table | Path) -> TrainingSetInfo:
     """The :class:`TrainingSetInfo` stored with a training set (table or Parquet file)."""
     if isinstance(table_or_path, pa.Table):
         meta = table_or_path.schema.metadata or {}
-    else:
-        meta = pq.read_schema(table_or_path).metadata or {}
+    else:  # the file's key-value metadata, where write_training_set puts it
+        meta = pq.read_metadata(table_or_path).metadata or {}
     if METADATA_KEY not in meta:
         raise DataError("This table carries no parity training-set metadata.")
     return TrainingSetInfo(**json.loads(meta[METADATA_KEY]))
