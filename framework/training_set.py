@@ -100,6 +100,9 @@ class _Plan:
     views: list[_View]
     odfvs: list[Any]
     features_arg: Any  # what Feast's get_historical_features takes
+    #: Views over the same files, keys and timestamps share one ASOF join
+    #: (the sample's 1h/24h/7d views all read one source): (scan view, members).
+    groups: list[tuple[_View, list[_View]]] = field(default_factory=list)
 
 
 def _open(repo: Any) -> Any:
@@ -246,6 +249,41 @@ def _local_files(view: _View, repo_path: Path) -> list[str] | None:
     return files
 
 
+def _group(views: list[_View]) -> list[tuple[_View, list[_View]]]:
+    """Views reading the same rows the same way, each group with one combined scan view."""
+    groups: dict[tuple[Any, ...], tuple[_View, list[_View]]] = {}
+    for view in views:
+        key = (
+            tuple(view.files),
+            tuple(view.join_keys.items()),
+            view.timestamp_field,
+            view.created_field,
+            tuple(sorted((view.source.field_mapping or {}).items())),
+        )
+        if key not in groups:
+            scan = _View(
+                name=view.name,
+                projection_name=view.projection_name,
+                join_keys=view.join_keys,
+                features=[],
+                output=[],
+                timestamp_field=view.timestamp_field,
+                created_field=view.created_field,
+                ttl=None,
+                source=view.source,
+                files=view.files,
+            )
+            groups[key] = (scan, [])
+        scan, members = groups[key]
+        if len(members) == 1:
+            scan.name = f"{members[0].name}, {view.name}"
+        elif members:
+            scan.name += f", {view.name}"
+        members.append(view)
+        scan.features += [f for f in view.features if f not in scan.features]
+    return list(groups.values())
+
+
 def _scan(view: _View, con: duckdb.DuckDBPyConnection, index: int) -> str:
     """A SELECT over the view's files with normalised names and UTC timestamps."""
     files = ", ".join("'" + f.replace("'", "''") + "'" for f in view.files)
@@ -388,23 +426,29 @@ def _query(plan: _Plan, entities: _Entities) -> str:
     ets = _q(entities.timestamp)
     select = [f"e.{_q(c)}" for c in entities.columns]
     joins = []
-    for i, view in enumerate(plan.views):
-        alias = f"v{i}"
+    outputs: dict[tuple[int, int], str] = {}  # (view index, feature index) -> expression
+    for g, (scan, members) in enumerate(plan.groups):
+        alias = f"v{g}"
         on = [
-            f"e.{_q(entity_col)} = {alias}.{_q(f'k{i}_{j}')}"
-            for j, entity_col in enumerate(view.join_keys.values())
+            f"e.{_q(entity_col)} = {alias}.{_q(f'k{g}_{j}')}"
+            for j, entity_col in enumerate(scan.join_keys.values())
         ]
         on.append(f"e.{ets} >= {alias}.__ts")
-        joins.append(f"ASOF LEFT JOIN ({view.scan}) {alias} ON {' AND '.join(on)}")
+        joins.append(f"ASOF LEFT JOIN ({scan.scan}) {alias} ON {' AND '.join(on)}")
+        for view in members:
+            for j, feature in enumerate(view.features):
+                value = f"{alias}.{_q(f'f{g}_{scan.features.index(feature)}')}"
+                if view.ttl:
+                    micros = view.ttl // timedelta(microseconds=1)
+                    value = (
+                        f"CASE WHEN {alias}.__ts >= e.{ets} - to_microseconds({micros}) "
+                        f"THEN {value} END"
+                    )
+                outputs[(plan.views.index(view), j)] = value
+    # Output columns in Feast's order: view by view, feature by feature.
+    for i, view in enumerate(plan.views):
         for j, out in enumerate(view.output):
-            value = f"{alias}.{_q(f'f{i}_{j}')}"
-            if view.ttl:
-                micros = view.ttl // timedelta(microseconds=1)
-                value = (
-                    f"CASE WHEN {alias}.__ts >= e.{ets} - to_microseconds({micros}) "
-                    f"THEN {value} END"
-                )
-            select.append(f"{value} AS {_q(out)}")
+            select.append(f"{outputs[(i, j)]} AS {_q(out)}")
     return f"SELECT {', '.join(select)} FROM entities e {' '.join(joins)} ORDER BY e.{ROW}"
 
 
@@ -580,10 +624,13 @@ def _prepare(
     store = _open(repo)
     plan = _plan(store, features, full_feature_names)
     con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
+    # Never plan an ASOF join as a nested loop: DuckDB does that below 64 estimated left
+    # rows, and an estimate can be far off (it is 0 for a registered Arrow table).
+    con.execute("SET asof_loop_join_threshold = 0")
     try:
         entities = _register_entities(con, entity_df, plan)
         fallback = None
-        for i, view in enumerate(plan.views):
+        for view in plan.views:
             files = _local_files(view, Path(store.repo_path))
             if files is None:
                 fallback = (
@@ -593,7 +640,10 @@ def _prepare(
                 )
                 break
             view.files = files
-            view.scan = _scan(view, con, i)
+        if fallback is None:
+            plan.groups = _group(plan.views)
+            for g, (scan, _) in enumerate(plan.groups):
+                scan.scan = _scan(scan, con, g)
     except BaseException:
         con.close()
         raise
@@ -682,14 +732,9 @@ def build_training_set(
             table = _feast_table(run)
             info = run.info(hasher.hexdigest(), "feast", fallback)
             return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
-        batches = []
-        for batch in run.batches():
+        table = run.con.execute(_query(run.plan, run.entities)).to_arrow_table()
+        for batch in table.to_batches():
             hasher.update(batch)
-            batches.append(batch)
-        if batches:
-            table = pa.Table.from_batches(batches)
-        else:  # pragma: no cover - an empty entity frame is rejected earlier
-            table = run.con.execute(_query(run.plan, run.entities)).to_arrow_table()
         table = _apply_odfvs(table, run.plan, full_feature_names)
         info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
         return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
