@@ -1,9 +1,11 @@
 """``parity demo``: the loop, as far as it exists, on the embedded defaults.
 
 Today that is: generate the sample, build the offline sources, register the
-feature definitions, materialise them into the online store with Feast, and
-read a few online feature vectors back for recent transactions. Later stages
-(training, serving, monitoring, retraining) join as they land.
+feature definitions, materialise them into the online store with Feast, read
+a few online feature vectors back for recent transactions, and build a
+point-in-time-correct training set from the labels that had arrived by the
+end of the sample. Later stages (training, serving, monitoring, retraining)
+join as they land.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from framework import repository
 from framework.errors import FeatureStoreError
 from framework.feature_pipeline import build_offline_sources
+from framework.labels import entity_frame_from_labels
 from framework.repository import Profile
 from framework.sample_data import GenerationConfig, generate
+from framework.training_set import build_training_set, read_info
 
 FEATURE_SERVICE = "fraud_model_v1"
 
@@ -41,6 +47,7 @@ class DemoResult:
     data_dir: str
     steps: list[DemoStep] = field(default_factory=list)
     online_vectors: list[dict[str, Any]] = field(default_factory=list)
+    training_set: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +102,19 @@ def run_demo(
 
     with repository.open_store(repo, profile) as store:
         _materialize_and_read(store, summary.end, data, profile, show, result, step)
+
+        t = time.perf_counter()
+        table = _training_set(store, data, datetime.fromisoformat(summary.end))
+        info = read_info(table)
+        positives = pc.sum(table.column("is_fraud")).as_py() or 0
+        result.training_set = {"rows": table.num_rows, "columns": table.num_columns, **asdict(info)}
+        step(
+            "training-set",
+            f"{table.num_rows:,} labelled transactions x {len(info.features)} features, "
+            f"{positives / max(table.num_rows, 1):.2%} fraud, point-in-time joined by "
+            f"{info.engine} (fingerprint {info.fingerprint[:12]})",
+            t,
+        )
     return result
 
 
@@ -138,6 +158,27 @@ def _materialize_and_read(
         f"{FEATURE_SERVICE!r}",
         t,
     )
+
+
+def _training_set(store: Any, data: Path, end: datetime) -> Any:
+    """Labels known at the end of the sample, joined as of just before each transaction."""
+    labels = pq.read_table(data / "raw" / "labels.parquet")
+    tx = pq.read_table(data / "raw" / "transactions.parquet", columns=["transaction_id", "amount"])
+    labels = labels.join(tx, "transaction_id")
+    hours = pc.hour(labels.column("transaction_timestamp")).cast("int64")
+    labels = labels.append_column("hour_of_day", hours)
+    entities = entity_frame_from_labels(
+        labels,
+        keys=["user_id", "merchant_id"],
+        label="is_fraud",
+        event_timestamp="transaction_timestamp",
+        label_timestamp="label_timestamp",
+        as_of=end,
+        # Features as known just before the transaction (its own row includes it).
+        offset=-timedelta(microseconds=1),
+        extra=["amount", "hour_of_day"],
+    )
+    return build_training_set(store, FEATURE_SERVICE, entities)
 
 
 def _latest_transactions(path: Path, n: int) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     result = run("demo", "--scale", "5k", cwd=workspace.root)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for step in ("generate", "features", "apply", "materialize", "online"):
+    for step in ("generate", "features", "apply", "materialize", "online", "training-set"):
         assert f"  {step}" in out, out
     assert str(workspace.repo) in out  # it used the workspace's repository, not the checkout's
     assert (workspace.data / "feast" / "registry.db").exists()
@@ -122,7 +122,12 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         "apply",
         "materialize",
         "online",
+        "training-set",
     ]
+    training = report["training_set"]
+    assert training["engine"] == "duckdb"
+    assert 0 < training["rows"] <= training["entity_rows"] + 1
+    assert len(training["fingerprint"]) == 64
     vectors = report["online_vectors"]
     assert len(vectors) == 3
     for v in vectors:

@@ -11,11 +11,17 @@ def test_public_api() -> None:
         "GenerationConfig",
         "ParityError",
         "Profile",
+        "TrainingSetInfo",
         "apply",
         "build_offline_sources",
+        "build_training_set",
+        "entity_frame_from_labels",
         "generate",
         "load_store",
         "open_store",
+        "read_info",
+        "time_split",
+        "write_training_set",
     ]
     for name in framework.__all__:
         assert getattr(framework, name) is not None
