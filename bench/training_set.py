@@ -208,8 +208,8 @@ def main() -> None:
         )
         print()
         print("| features | engine | wall s, median (min–max) | peak RSS MiB | above baseline MiB "
-              "| wall vs parity | memory above baseline vs parity |")  # fmt: skip
-        print("|---|---|---:|---:|---:|---:|---:|")
+              "| wall vs parity | peak RSS vs parity | above baseline vs parity |")  # fmt: skip
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for label, features, engines in cases:
             results: dict[str, list[dict[str, float]]] = {}
             for _ in range(args.repeat):
@@ -217,12 +217,15 @@ def main() -> None:
                     results.setdefault(engine, []).append(child(engine, repo, entities, features))
             base_wall = statistics.median(r["wall"] for r in results["parity"])
             base_rss = statistics.median(r["rss_mb"] for r in results["parity"])
+            base_delta = statistics.median(r["delta_mb"] for r in results["parity"])
             for engine in engines:
                 walls = [r["wall"] for r in results[engine]]
                 rss = statistics.median(r["rss_mb"] for r in results[engine])
+                delta = statistics.median(r["delta_mb"] for r in results[engine])
                 print(
-                    f"| {label} | {engine} | {stats(walls)} | {rss:,.0f} "
-                    f"| {statistics.median(walls) / base_wall:.2f}× | {rss / base_rss:.2f}× |"
+                    f"| {label} | {engine} | {stats(walls)} | {rss:,.0f} | {delta:,.0f} "
+                    f"| {statistics.median(walls) / base_wall:.2f}× | {rss / base_rss:.2f}× "
+                    f"| {delta / base_delta:.2f}× |"
                 )
             sys.stdout.flush()
 
