@@ -452,6 +452,25 @@ def _query(plan: _Plan, entities: _Entities) -> str:
     return f"SELECT {', '.join(select)} FROM entities e {' '.join(joins)} ORDER BY e.{ROW}"
 
 
+def _odfv_inputs(table: pa.Table, odfv: Any, plan: _Plan) -> pa.Table:
+    """The columns an on-demand view declares it reads: join keys, request data, sources.
+
+    Feast's python-mode transformation turns its whole input table into Python
+    lists; handing it only these columns (not every feature of the service, and
+    not the entity timestamps, which become slow datetime objects) gives the
+    same result several times faster.
+    """
+    wanted = set(odfv.get_request_data_schema())
+    for projection in odfv.source_feature_view_projections.values():
+        for feature in projection.features:
+            wanted.add(feature.name)
+            wanted.add(f"{projection.name}__{feature.name}")
+            wanted.add(f"{projection.name_to_use()}__{feature.name}")
+    for view in plan.views:
+        wanted.update(view.join_keys.values())
+    return table.select([c for c in table.column_names if c in wanted])
+
+
 def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.Table:
     """Append on-demand features exactly as Feast's RetrievalJob.to_arrow does."""
     for odfv in plan.odfvs:
@@ -461,7 +480,7 @@ def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.T
             for r in plan.refs
             if r.split(":", 1)[0] in (odfv.name, name)
         }
-        transformed = odfv.transform_arrow(table, full_feature_names)
+        transformed = odfv.transform_arrow(_odfv_inputs(table, odfv, plan), full_feature_names)
         for col in transformed.column_names:
             if not col.startswith("__index") and col in requested:
                 table = table.append_column(col, transformed[col])
