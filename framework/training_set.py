@@ -394,6 +394,7 @@ def _register_entities(con: duckdb.DuckDBPyConnection, entity_df: Any, plan: _Pl
                     f"The entity frame has no column {name!r}: it is request data of the "
                     f"on-demand feature view {odfv.name!r}."
                 )
+    _check_microseconds(entity_df, timestamp)
     ts = _q(timestamp)
     select = [f"CAST({ts} AS TIMESTAMPTZ) AS {ts}" if c == timestamp else _q(c) for c in columns]
     try:
@@ -404,6 +405,43 @@ def _register_entities(con: duckdb.DuckDBPyConnection, entity_df: Any, plan: _Pl
             f"timestamps: {' '.join(str(exc).split())}"
         ) from exc
     return _Entities(columns=columns, timestamp=timestamp, rows=int(rows))
+
+
+def _check_microseconds(entity_df: Any, column: str) -> None:
+    """Refuse entity timestamps finer than a microsecond, as Feast does.
+
+    Feature timestamps are microseconds; casting a nanosecond entity time would
+    silently move it (truncation) across a TTL or event-time boundary.
+    """
+    import numpy as np
+
+    if isinstance(entity_df, pd.DataFrame):
+        values = entity_df[column]
+        if not pd.api.types.is_datetime64_any_dtype(values):
+            return
+        chunks: Iterator[np.ndarray] = iter([values.to_numpy(dtype="datetime64[ns]").view("i8")])
+    elif isinstance(entity_df, pa.Table):
+        arr = entity_df.column(column)
+        if not (pa.types.is_timestamp(arr.type) and arr.type.unit == "ns"):
+            return
+        chunks = iter([arr.cast(pa.int64()).fill_null(0).to_numpy()])
+    else:
+        file = pq.ParquetFile(entity_df)
+        kind = file.schema_arrow.field(column).type
+        if not (pa.types.is_timestamp(kind) and kind.unit == "ns"):
+            return
+        chunks = (
+            b.column(0).cast(pa.int64()).fill_null(0).to_numpy()
+            for b in file.iter_batches(columns=[column], batch_size=1_000_000)
+        )
+    for ns in chunks:
+        bad = np.flatnonzero(ns % 1000 != 0)
+        if len(bad):
+            raise DataError(
+                f"The entity timestamp column {column!r} has values finer than a microsecond "
+                f"(row {int(bad[0])}: {pd.Timestamp(int(ns[bad[0]]), tz='UTC')}); feature "
+                "timestamps are microseconds, so round the entity times first."
+            )
 
 
 def _timestamp_column(types: dict[str, str], columns: list[str]) -> str:
@@ -646,6 +684,11 @@ def _prepare(
     # Never plan an ASOF join as a nested loop: DuckDB does that below 64 estimated left
     # rows, and an estimate can be far off (it is 0 for a registered Arrow table).
     con.execute("SET asof_loop_join_threshold = 0")
+    # DuckDB 1.5.6's top_n_window_elimination rewrites "row_number() ... = 1" into an
+    # arg_max over the wrong columns when the window orders by an aliased column:
+    # the created-timestamp tie-break then picks an arbitrary row (found by
+    # tests/test_training_set_parity.py; regression test in test_training_set.py).
+    con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
     try:
         entities = _register_entities(con, entity_df, plan)
         fallback = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
@@ -261,3 +263,279 @@ def raw_datasets(
             )
         )
     return RawDataset(users=users, merchants=merchants, transactions=tuple(txns))
+
+
+# ------------------------------------- generated Feast repositories (training sets)
+#
+# Small random Feast repositories, described as plain data, for the point-in-time
+# join's parity and property tests (tests/test_training_set_parity.py writes the
+# Parquet sources and applies the definitions). Times are microseconds since the
+# Unix epoch, UTC, like everything above.
+
+#: Join keys of the two generated entities ("driver" and "rider", both int64).
+TS_ENTITIES = {"driver_id": "driver", "rider_id": "rider"}
+#: Key combinations a generated view is keyed by: one entity or a composite key.
+TS_VIEW_KEYS = (("driver_id",), ("rider_id",), ("driver_id", "rider_id"), ("rider_id", "driver_id"))
+#: TTLs in microseconds; with many rows on an hourly grid, exact boundaries are common.
+TS_TTLS = (SECOND, MINUTE, HOUR, 2 * HOUR, DAY, 10 * DAY)
+#: Far beyond every generated feature row: 50 years after day 0.
+TS_FAR_FUTURE = BASE + 50 * 365 * DAY
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One row of a generated view's source."""
+
+    keys: tuple[int, ...]  # in the order of the view's join keys
+    ts: int
+    created: int | None
+    row_id: int  # unique over all sources of a case
+    count: int | None
+    score: float | None
+    tag: str | None
+
+    def values(self) -> tuple[int, int | None, float | None, str | None]:
+        """The feature values, in the order of :attr:`ViewSpec.features`."""
+        return (self.row_id, self.count, self.score, self.tag)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A feature view over its own Parquet source with features row_id, count, score, tag."""
+
+    name: str
+    keys: tuple[str, ...]
+    #: Microseconds; None: no TTL given; 0: ``timedelta(0)``.
+    ttl: int | None
+    timestamp_field: str
+    created_field: str | None
+    #: Prefix of the feature names: "" when full feature names keep views apart.
+    prefix: str
+    rows: tuple[FeatureRow, ...]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}{f}" for f in ("row_id", "count", "score", "tag"))
+
+    @property
+    def window(self) -> int | None:
+        """How far back a feature row may lie, or None for no limit (TTL unset or 0)."""
+        return self.ttl or None
+
+    def table(self) -> pa.Table:
+        """The source as Arrow, in the generated (shuffled) row order."""
+        ts = pa.timestamp("us", tz="UTC")
+        rows = self.rows
+        columns: dict[str, pa.Array] = {
+            key: pa.array([r.keys[i] for r in rows], pa.int64()) for i, key in enumerate(self.keys)
+        }
+        columns[self.timestamp_field] = pa.array([r.ts for r in rows], ts)
+        if self.created_field:
+            columns[self.created_field] = pa.array([r.created for r in rows], ts)
+        kinds = (pa.int64(), pa.int64(), pa.float64(), pa.string())
+        for i, (name, kind) in enumerate(zip(self.features, kinds, strict=True)):
+            columns[name] = pa.array([r.values()[i] for r in rows], kind)
+        return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    driver_id: int | None
+    rider_id: int | None
+    ts: int
+
+    def key(self, columns: tuple[str, ...]) -> tuple[int | None, ...]:
+        return tuple(getattr(self, c) for c in columns)
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """A generated repository, an entity frame and the features to join."""
+
+    views: tuple[ViewSpec, ...]
+    entities: tuple[EntityRow, ...]
+    refs: tuple[str, ...]
+    full_feature_names: bool
+    #: Entity frame columns, in frame order (join keys, event_timestamp, row_idx).
+    columns: tuple[str, ...]
+    #: Time zone of the entity timestamps; None: naive (which means UTC).
+    tz: str | None
+    #: Hand the entity frame to parity as a pyarrow Table instead of pandas.
+    as_arrow: bool
+
+    def view(self, name: str) -> ViewSpec:
+        return next(v for v in self.views if v.name == name)
+
+    def output_name(self, view: str, feature: str) -> str:
+        return f"{view}__{feature}" if self.full_feature_names else feature
+
+    def row_id_refs(self) -> tuple[str, ...]:
+        """``refs`` plus every view's row_id (for finding the joined row)."""
+        extra = [f"{v.name}:{v.features[0]}" for v in self.views]
+        return self.refs + tuple(r for r in extra if r not in self.refs)
+
+    def entity_frame(self) -> pd.DataFrame:
+        """The entity frame as pandas: int64 keys (Int64 when null), datetime64 timestamps."""
+        data: dict[str, Any] = {}
+        for col in self.columns:
+            if col == "event_timestamp":
+                ts = pd.to_datetime([e.ts for e in self.entities], unit="us", utc=True)
+                data[col] = ts.tz_localize(None) if self.tz is None else ts.tz_convert(self.tz)
+            elif col == "row_idx":
+                data[col] = pd.array(range(len(self.entities)), "int64")
+            else:
+                values = [getattr(e, col) for e in self.entities]
+                data[col] = pd.array(values, "Int64" if None in values else "int64")
+        return pd.DataFrame(data)
+
+
+@st.composite
+def _feature_time(draw: st.DrawFn, earlier: list[int], ttl: int | None) -> int:
+    """An hourly grid time, or one 1 µs / 1 s / one TTL away from an earlier row's time."""
+    kinds = ["grid"]
+    if earlier:
+        kinds += ["near", "ttl"] if ttl else ["near"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "grid":
+        return BASE + draw(st.integers(0, 48)) * HOUR
+    anchor = draw(st.sampled_from(earlier))
+    if kind == "near":
+        return anchor + draw(st.sampled_from((-SECOND, -US, US, SECOND)))
+    assert ttl
+    return anchor + draw(st.sampled_from((-1, 1))) * ttl
+
+
+@st.composite
+def view_specs(
+    draw: st.DrawFn, name: str, first_row_id: int, full_feature_names: bool, max_rows: int = 10
+) -> ViewSpec:
+    """A view with a random TTL, key and source rows, dense in ties and exact boundaries.
+
+    With a created-timestamp column, rows repeat (key, event time) with other
+    created times (at most one of them null); without, (key, event time) is
+    unique: anything else is a tie even Feast breaks arbitrarily.
+    """
+    keys = draw(st.sampled_from(TS_VIEW_KEYS))
+    ttl = draw(
+        st.one_of(
+            st.none(),
+            st.just(0),
+            st.sampled_from(TS_TTLS),
+            st.integers(1, 10 * 86_400).map(lambda s: s * SECOND),
+        )
+    )
+    created_field = draw(st.sampled_from((None, "created", "created_ts")))
+    timestamp_field = draw(st.sampled_from(("ts", "event_timestamp", "feature_time")))
+    rows: list[FeatureRow] = []
+    seen: set[tuple[Any, ...]] = set()
+    for _ in range(draw(st.integers(0, max_rows))):
+        if rows and created_field and draw(st.integers(0, 2)) == 0:
+            tied = draw(st.sampled_from(rows))  # same key and event time, another created time
+            key, ts = tied.keys, tied.ts
+        else:
+            key = tuple(draw(st.integers(1, 3)) for _ in keys)
+            ts = draw(_feature_time([r.ts for r in rows], ttl))
+        created = None
+        if created_field and draw(st.integers(0, 5)):
+            created = ts + draw(st.integers(-2, 4)) * MINUTE
+        ident = (key, ts, created)
+        if ident in seen or (not created_field and (key, ts, None) in seen):
+            continue
+        seen.add(ident)
+        rows.append(
+            FeatureRow(
+                keys=key,
+                ts=ts,
+                created=created,
+                row_id=first_row_id + len(rows),
+                count=draw(st.one_of(st.none(), st.integers(-5, 1_000))),
+                score=draw(
+                    st.one_of(
+                        st.none(),
+                        st.just(float("nan")),
+                        st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+                    )
+                ),
+                tag=draw(st.one_of(st.none(), st.sampled_from(("", "a", "b", "ü ß")))),
+            )
+        )
+    order = draw(st.permutations(range(len(rows))))
+    return ViewSpec(
+        name=name,
+        keys=keys,
+        ttl=ttl,
+        timestamp_field=timestamp_field,
+        created_field=created_field,
+        prefix="" if full_feature_names else f"{name}_",
+        rows=tuple(rows[i] for i in order),
+    )
+
+
+@st.composite
+def _entity_rows(draw: st.DrawFn, views: tuple[ViewSpec, ...], max_rows: int) -> list[EntityRow]:
+    """Entity rows at, just before, and exactly on the TTL edge of feature rows; before
+    every feature row, far in the future, on the grid; some keys null; some duplicated."""
+    anchors = [(v, r) for v in views for r in v.rows]
+    first = min((r.ts for _, r in anchors), default=BASE)
+    out: list[EntityRow] = []
+    for _ in range(draw(st.integers(1, max_rows))):
+        kinds = ["before_all", "future", "grid"]
+        if anchors:
+            kinds += ["exact", "exact", "just_before", "ttl_edge", "ttl_edge"]
+        kind = draw(st.sampled_from(kinds))
+        key = {c: draw(st.integers(1, 4)) for c in TS_ENTITIES}
+        if kind == "before_all":
+            ts = first - draw(st.sampled_from((US, SECOND, DAY, 400 * DAY)))
+        elif kind == "future":
+            ts = TS_FAR_FUTURE
+        elif kind == "grid":
+            ts = BASE + draw(st.integers(-2, 60)) * HOUR
+        else:
+            view, row = draw(st.sampled_from(anchors))
+            key.update(zip(view.keys, row.keys, strict=True))
+            if kind == "exact":
+                ts = row.ts
+            elif kind == "just_before":
+                ts = row.ts - US
+            else:
+                ttl = view.ttl or draw(st.sampled_from(TS_TTLS))
+                ts = row.ts + ttl + draw(st.sampled_from((-US, 0, US)))
+        for c in TS_ENTITIES:
+            if draw(st.integers(0, 19)) == 0:
+                key[c] = None
+        out.append(EntityRow(driver_id=key["driver_id"], rider_id=key["rider_id"], ts=ts))
+    duplicates = draw(st.lists(st.sampled_from(out), max_size=4))
+    rows = out + duplicates
+    order = draw(st.permutations(range(len(rows))))
+    return [rows[i] for i in order]
+
+
+@st.composite
+def training_cases(
+    draw: st.DrawFn, *, max_views: int = 3, max_rows: int = 10, max_entities: int = 12
+) -> TrainingCase:
+    """1-``max_views`` views (single or composite keys, random TTLs), an entity frame of
+    1-``max_entities`` rows (plus duplicates) and a random selection of their features."""
+    full_feature_names = draw(st.booleans())
+    views = tuple(
+        draw(view_specs(f"fv{i}", 1_000 * (i + 1), full_feature_names, max_rows))
+        for i in range(draw(st.integers(1, max_views)))
+    )
+    entities = draw(_entity_rows(views, max_entities))
+    refs: list[str] = []
+    for v in views:
+        chosen = draw(st.lists(st.sampled_from(v.features), min_size=1, unique=True))
+        refs += [f"{v.name}:{f}" for f in chosen]
+    refs = draw(st.permutations(refs))
+    used = {k for v in views for k in v.keys}
+    keys = [k for k in TS_ENTITIES if k in used or draw(st.booleans())]
+    columns = draw(st.permutations([*keys, "event_timestamp", "row_idx"]))
+    return TrainingCase(
+        views=views,
+        entities=tuple(entities),
+        refs=tuple(refs),
+        full_feature_names=full_feature_names,
+        columns=tuple(columns),
+        tz=draw(st.sampled_from((None, "UTC", "Asia/Kolkata"))),
+        as_arrow=draw(st.booleans()),
+    )

@@ -128,6 +128,59 @@ def test_full_feature_names(tiny: Any) -> None:
     assert out.column_names == ["driver_id", "event_timestamp", "stats__trips"]
 
 
+def test_ties_on_event_time_go_to_the_latest_created(tmp_path: Path) -> None:
+    """Regression: DuckDB 1.5.6's top_n_window_elimination picked row 2007 here."""
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast.types import Int64
+    from feast.value_type import ValueType
+
+    t = T0 + timedelta(hours=2)
+    minute = timedelta(minutes=1)
+    pq.write_table(
+        pa.table(
+            {
+                "driver_id": pa.array([1, 1, 1, 1], pa.int64()),
+                "ts": pa.array([t, t, t, t], TS),
+                "created": pa.array([None, t - minute, t + minute, t], TS),
+                "count": pa.array([0, 1, 2, 7], pa.int64()),
+                "row_id": pa.array([2000, 2001, 2002, 2007], pa.int64()),
+            }
+        ),
+        tmp_path / "ties.parquet",
+    )
+    store = FeatureStore(
+        config=RepoConfig(
+            project="ties",
+            provider="local",
+            registry=str(tmp_path / "registry.db"),
+            offline_store={"type": "duckdb"},
+            online_store={"type": "sqlite", "path": str(tmp_path / "online.db")},
+            entity_key_serialization_version=3,
+            repo_path=tmp_path,
+        )
+    )
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name="ties",
+        entities=[driver],
+        schema=[Field(name="count", dtype=Int64), Field(name="row_id", dtype=Int64)],
+        source=FileSource(
+            path=str(tmp_path / "ties.parquet"),
+            timestamp_field="ts",
+            created_timestamp_column="created",
+        ),
+    )
+    store.apply([driver, view])
+    try:
+        # Two features, the second one checked: the shape that made DuckDB pick wrongly.
+        refs = ["ties:count", "ties:row_id"]
+        out = build_training_set(store, refs, entities((1, t), (1, t + minute)))
+    finally:
+        repository.close_store(store)
+    assert out.column("row_id").to_pylist() == [2002, 2002]
+    assert out.column("count").to_pylist() == [2, 2]
+
+
 # ------------------------------------------------------------------- errors
 
 
@@ -148,6 +201,9 @@ def test_full_feature_names(tiny: Any) -> None:
         (["stats:trips"], pd.DataFrame({"driver_id": [1], "event_timestamp": ["soon"]}),
          DataError, "not timestamps"),
         (["stats:trips"], entities()[0:0], DataError, "entity frame is empty"),
+        (["stats:trips"], pa.table({"driver_id": [1], "event_timestamp": pa.array(
+            [1_767_225_600_000_000_400], pa.timestamp("ns"))}), DataError,
+         "finer than a microsecond"),
         (["stats:trips"], [1, 2], ConfigError, "'entity_df' parameter must be"),
     ],
 )  # fmt: skip
