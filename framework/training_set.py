@@ -28,7 +28,6 @@ source file identities) in its Arrow schema metadata.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -38,16 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framework.duck import connect
+from framework.entity_frame import ROW, Entities, register_entities
 from framework.errors import ConfigError, DataError
+from framework.fingerprint import (
+    EntityHasher,
+    definitions_digest,
+    fingerprint,
+    source_identities,
+)
 
 METADATA_KEY = b"parity.training_set"
 FINGERPRINT_KEY = b"parity.fingerprint"
-ROW = "__parity_row"
 BATCH_ROWS = 65_536
 
 
@@ -327,140 +331,10 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# -------------------------------------------------------------- entity frame
-
-
-@dataclass
-class _Entities:
-    columns: list[str]
-    timestamp: str
-    rows: int
-
-
-def _register_entities(con: duckdb.DuckDBPyConnection, entity_df: Any, plan: _Plan) -> _Entities:
-    """Register the entity frame as view ``entities`` with a row index and UTC timestamps."""
-    if isinstance(entity_df, str | os.PathLike):
-        path = str(entity_df).replace("'", "''")
-        if not os.path.exists(entity_df):
-            raise DataError(f"The entity file {entity_df} does not exist.")
-        try:
-            con.execute(
-                f"CREATE VIEW entity_input AS SELECT * EXCLUDE (file_row_number), "
-                f"file_row_number AS {ROW} FROM read_parquet('{path}', file_row_number = true)"
-            )
-        except duckdb.Error as exc:
-            raise DataError(f"Cannot read the entity file {entity_df}: {exc}") from exc
-    else:
-        if isinstance(entity_df, pd.DataFrame):
-            table = pa.Table.from_pandas(entity_df, preserve_index=False)
-        elif isinstance(entity_df, pa.Table):
-            table = entity_df
-        else:
-            raise ConfigError(
-                "The 'entity_df' parameter must be a pandas DataFrame, a pyarrow Table or a "
-                f"Parquet path. Got {type(entity_df).__name__}."
-            )
-        if ROW in table.column_names:
-            raise DataError(f"The entity frame may not have a column named {ROW!r}.")
-        table = table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
-        con.register("entity_arrow", table)
-        con.execute("CREATE VIEW entity_input AS SELECT * FROM entity_arrow")
-
-    described = con.execute("DESCRIBE SELECT * FROM entity_input").fetchall()
-    types = {name: str(kind) for name, kind, *_ in described}
-    columns = [name for name in types if name != ROW]
-    (rows,) = con.execute("SELECT count(*) FROM entity_input").fetchone() or (0,)
-    if rows == 0:
-        raise DataError("The entity frame is empty: there is nothing to join features to.")
-
-    timestamp = _timestamp_column(types, columns)
-    kind = types[timestamp]
-    if not (kind.startswith("TIMESTAMP") or kind in ("DATE", "VARCHAR")):
-        raise DataError(
-            f"The entity timestamp column {timestamp!r} has type {kind}, which cannot be "
-            "compared with feature timestamps; use a timestamp (naive means UTC) or a date."
-        )
-    for view in plan.views:
-        missing = [k for k in view.join_keys.values() if k not in types]
-        if missing:
-            raise DataError(
-                f"The entity frame has no join-key column {missing[0]!r}, needed by feature "
-                f"view {view.name!r} (entity frame columns: {', '.join(columns)})."
-            )
-    for odfv in plan.odfvs:
-        for name in odfv.get_request_data_schema():
-            if name not in types:
-                raise DataError(
-                    f"The entity frame has no column {name!r}: it is request data of the "
-                    f"on-demand feature view {odfv.name!r}."
-                )
-    _check_microseconds(entity_df, timestamp)
-    ts = _q(timestamp)
-    select = [f"CAST({ts} AS TIMESTAMPTZ) AS {ts}" if c == timestamp else _q(c) for c in columns]
-    try:
-        con.execute(f"CREATE TABLE entities AS SELECT {', '.join(select)}, {ROW} FROM entity_input")
-    except duckdb.Error as exc:
-        raise DataError(
-            f"The entity timestamp column {timestamp!r} holds values that are not "
-            f"timestamps: {' '.join(str(exc).split())}"
-        ) from exc
-    return _Entities(columns=columns, timestamp=timestamp, rows=int(rows))
-
-
-def _check_microseconds(entity_df: Any, column: str) -> None:
-    """Refuse entity timestamps finer than a microsecond, as Feast does.
-
-    Feature timestamps are microseconds; casting a nanosecond entity time would
-    silently move it (truncation) across a TTL or event-time boundary.
-    """
-    import numpy as np
-
-    if isinstance(entity_df, pd.DataFrame):
-        values = entity_df[column]
-        if not pd.api.types.is_datetime64_any_dtype(values):
-            return
-        chunks: Iterator[np.ndarray] = iter([values.to_numpy(dtype="datetime64[ns]").view("i8")])
-    elif isinstance(entity_df, pa.Table):
-        arr = entity_df.column(column)
-        if not (pa.types.is_timestamp(arr.type) and arr.type.unit == "ns"):
-            return
-        chunks = iter([arr.cast(pa.int64()).fill_null(0).to_numpy()])
-    else:
-        file = pq.ParquetFile(entity_df)
-        kind = file.schema_arrow.field(column).type
-        if not (pa.types.is_timestamp(kind) and kind.unit == "ns"):
-            return
-        chunks = (
-            b.column(0).cast(pa.int64()).fill_null(0).to_numpy()
-            for b in file.iter_batches(columns=[column], batch_size=1_000_000)
-        )
-    for ns in chunks:
-        bad = np.flatnonzero(ns % 1000 != 0)
-        if len(bad):
-            raise DataError(
-                f"The entity timestamp column {column!r} has values finer than a microsecond "
-                f"(row {int(bad[0])}: {pd.Timestamp(int(ns[bad[0]]), tz='UTC')}); feature "
-                "timestamps are microseconds, so round the entity times first."
-            )
-
-
-def _timestamp_column(types: dict[str, str], columns: list[str]) -> str:
-    """Feast's rule: ``event_timestamp`` if present, else the only timestamp column."""
-    if "event_timestamp" in types:
-        return "event_timestamp"
-    candidates = [c for c in columns if types[c].startswith("TIMESTAMP") or types[c] == "DATE"]
-    if len(candidates) == 1:
-        return candidates[0]
-    raise DataError(
-        "The entity frame needs an 'event_timestamp' column (or exactly one timestamp "
-        f"column); it has {', '.join(f'{c} ({types[c]})' for c in columns)}."
-    )
-
-
 # --------------------------------------------------------------------- query
 
 
-def _query(plan: _Plan, entities: _Entities) -> str:
+def _query(plan: _Plan, entities: Entities) -> str:
     ets = _q(entities.timestamp)
     select = [f"e.{_q(c)}" for c in entities.columns]
     joins = []
@@ -525,125 +399,13 @@ def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.T
     return table
 
 
-# --------------------------------------------------------------- fingerprint
-
-
-_VOLATILE = {"meta", "created_timestamp", "last_updated_timestamp"}
-
-
-def _canonical(message: Any) -> Any:
-    """Clear bookkeeping timestamps (Feast stamps some objects when loaded) in place."""
-    from google.protobuf.descriptor import FieldDescriptor
-
-    for desc, value in message.ListFields():
-        if desc.type != FieldDescriptor.TYPE_MESSAGE:
-            continue
-        if desc.name in _VOLATILE:
-            message.ClearField(desc.name)
-        elif desc.message_type.GetOptions().map_entry:
-            if desc.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
-                for item in value.values():
-                    _canonical(item)
-        elif desc.is_repeated:
-            for item in value:
-                _canonical(item)
-        else:
-            _canonical(value)
-    return message
-
-
-def _definitions_digest(plan: _Plan) -> str:
-    h = hashlib.sha256()
-    store = plan.store
-    for view in sorted(plan.views, key=lambda v: v.name):
-        spec = _canonical(store.get_feature_view(view.name).to_proto().spec)
-        h.update(spec.SerializeToString(deterministic=True))
-    for odfv in sorted(plan.odfvs, key=lambda v: v.name):
-        spec = _canonical(odfv.to_proto().spec)
-        spec.write_to_online_store = False
-        h.update(spec.SerializeToString(deterministic=True))
-    h.update(json.dumps(plan.refs).encode())
-    return h.hexdigest()
-
-
-def _source_identities(plan: _Plan) -> list[dict[str, Any]]:
-    out = []
-    for view in plan.views:
-        for f in view.files:
-            st = os.stat(f)
-            out.append(
-                {"view": view.name, "path": f, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-            )
-    return out
-
-
-def _fingerprint(definitions: str, entity_digest: str, sources: list[dict[str, Any]]) -> str:
-    payload = json.dumps(
-        {"definitions": definitions, "entities": entity_digest, "sources": sources},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class _EntityHasher:
-    """SHA-256 of the entity columns, in row order, independent of how rows are batched.
-
-    Each column feeds its own digests: validity (one byte per row), then fixed-width
-    values, or for text the lengths and the bytes separately. Those streams are the
-    same however the rows are cut into batches, so an entity frame has one digest
-    whether it came from pandas, Arrow or Parquet, in batches of any size.
-    """
-
-    def __init__(self, columns: list[str]) -> None:
-        self.columns = columns
-        self.parts: dict[str, list[Any]] = {
-            c: [hashlib.sha256(), hashlib.sha256(), hashlib.sha256()] for c in columns
-        }
-        self.types: dict[str, str] = {}
-
-    def update(self, batch: pa.RecordBatch) -> None:
-        import pyarrow.compute as pc
-
-        for name in self.columns:
-            arr = batch.column(name)
-            validity, values, extra = self.parts[name]
-            self.types[name] = str(arr.type)
-            validity.update(pc.is_valid(arr).to_numpy(zero_copy_only=False).tobytes())
-            kind = arr.type
-            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-                texts = arr.fill_null("").to_pylist()
-                encoded = [t.encode() for t in texts]
-                extra.update(pa.array([len(e) for e in encoded], pa.int64()).to_numpy().tobytes())
-                values.update(b"".join(encoded))
-            elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-                micros = arr.cast(pa.timestamp("us", tz="UTC") if pa.types.is_timestamp(kind)
-                                  else pa.date32()).cast(pa.int64())  # fmt: skip
-                values.update(micros.fill_null(0).to_numpy().tobytes())
-            elif (
-                pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-            ):
-                values.update(arr.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
-            else:  # anything else: its text form, length-prefixed
-                encoded = [repr(v).encode() for v in arr.to_pylist()]
-                extra.update(pa.array([len(e) for e in encoded], pa.int64()).to_numpy().tobytes())
-                values.update(b"".join(encoded))
-
-    def hexdigest(self) -> str:
-        h = hashlib.sha256()
-        for name in self.columns:
-            h.update(f"{name}:{self.types.get(name, '')}".encode())
-            for part in self.parts[name]:
-                h.update(part.digest())
-        return h.hexdigest()
-
-
 # ------------------------------------------------------------------ public API
 
 
 @dataclass
 class _Run:
     plan: _Plan
-    entities: _Entities
+    entities: Entities
     con: duckdb.DuckDBPyConnection
     definitions: str
     sources: list[dict[str, Any]]
@@ -654,7 +416,7 @@ class _Run:
 
     def info(self, entity_digest: str, engine: str, reason: str) -> TrainingSetInfo:
         return TrainingSetInfo(
-            fingerprint=_fingerprint(self.definitions, entity_digest, self.sources),
+            fingerprint=fingerprint(self.definitions, entity_digest, self.sources),
             engine=engine,
             engine_reason=reason,
             feature_service=self.plan.service_name,
@@ -690,7 +452,12 @@ def _prepare(
     # tests/test_training_set_parity.py; regression test in test_training_set.py).
     con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
     try:
-        entities = _register_entities(con, entity_df, plan)
+        entities = register_entities(
+            con,
+            entity_df,
+            join_keys={v.name: list(v.join_keys.values()) for v in plan.views},
+            request_data={o.name: list(o.get_request_data_schema()) for o in plan.odfvs},
+        )
         fallback = None
         for view in plan.views:
             files = _local_files(view, Path(store.repo_path))
@@ -713,8 +480,12 @@ def _prepare(
         plan=plan,
         entities=entities,
         con=con,
-        definitions=_definitions_digest(plan),
-        sources=_source_identities(plan) if fallback is None else [],
+        definitions=definitions_digest(
+            [store.get_feature_view(v.name) for v in plan.views], plan.odfvs, plan.refs
+        ),
+        sources=source_identities([(v.name, v.files) for v in plan.views])
+        if fallback is None
+        else [],
         full_feature_names=full_feature_names,
     )
     return run, fallback
@@ -785,7 +556,7 @@ def build_training_set(
         repo, features, entity_df, full_feature_names, memory_limit, temp_directory, threads
     )
     try:
-        hasher = _EntityHasher(run.entities.columns)
+        hasher = EntityHasher(run.entities.columns)
         if fallback is not None:
             for batch in run.con.execute(
                 f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}"
@@ -825,7 +596,7 @@ def write_training_set(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        hasher = _EntityHasher(run.entities.columns)
+        hasher = EntityHasher(run.entities.columns)
         if fallback is not None:
             table = build_training_set(
                 run.plan.store, run.plan.features_arg, entity_df,
