@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Imported here, before any test runs: Feast calls warnings.simplefilter("once", ...)
 # at import time, which would otherwise override `filterwarnings = error` inside
@@ -80,6 +81,23 @@ def sample_workspace(
     data, _ = sample_data
     shutil.copytree(data, workspace.data)
     return workspace
+
+
+def embedded_store(root: Path, project: str) -> Any:
+    """A Feast store built in code (no repository files): file registry, SQLite, DuckDB."""
+    from feast import FeatureStore, RepoConfig
+
+    return FeatureStore(
+        config=RepoConfig(
+            project=project,
+            provider="local",
+            registry=str(root / "registry.db"),
+            offline_store={"type": "duckdb"},
+            online_store={"type": "sqlite", "path": str(root / "online.db")},
+            entity_key_serialization_version=3,
+            repo_path=str(root),
+        )
+    )
 
 
 # ----------------------------------------------------------------- real servers

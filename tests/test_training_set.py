@@ -28,7 +28,7 @@ from framework.training_set import (
     read_info,
     write_training_set,
 )
-from tests.conftest import Workspace
+from tests.conftest import Workspace, embedded_store
 
 pytestmark = pytest.mark.integration
 
@@ -41,20 +41,11 @@ TS = pa.timestamp("us", tz="UTC")
 
 def tiny_store(root: Path, source_path: str, *, ttl: timedelta | None = None) -> Any:
     """A programmatic Feast store with one view 'stats' keyed by driver_id."""
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Float64, Int64
     from feast.value_type import ValueType
 
-    config = RepoConfig(
-        project="tiny",
-        provider="local",
-        registry=str(root / "registry.db"),
-        offline_store={"type": "duckdb"},
-        online_store={"type": "sqlite", "path": str(root / "online.db")},
-        entity_key_serialization_version=3,
-        repo_path=root,
-    )
-    store = FeatureStore(config=config)
+    store = embedded_store(root, "tiny")
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
     view = FeatureView(
         name="stats",
@@ -130,7 +121,7 @@ def test_full_feature_names(tiny: Any) -> None:
 
 def test_ties_on_event_time_go_to_the_latest_created(tmp_path: Path) -> None:
     """Regression: DuckDB 1.5.6's top_n_window_elimination picked row 2007 here."""
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Int64
     from feast.value_type import ValueType
 
@@ -148,17 +139,7 @@ def test_ties_on_event_time_go_to_the_latest_created(tmp_path: Path) -> None:
         ),
         tmp_path / "ties.parquet",
     )
-    store = FeatureStore(
-        config=RepoConfig(
-            project="ties",
-            provider="local",
-            registry=str(tmp_path / "registry.db"),
-            offline_store={"type": "duckdb"},
-            online_store={"type": "sqlite", "path": str(tmp_path / "online.db")},
-            entity_key_serialization_version=3,
-            repo_path=tmp_path,
-        )
-    )
+    store = embedded_store(tmp_path, "ties")
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
     view = FeatureView(
         name="ties",

@@ -47,7 +47,7 @@ from framework import repository
 from framework.errors import DataError
 from framework.repository import close_store
 from framework.training_set import build_training_set, write_training_set
-from tests.conftest import Workspace
+from tests.conftest import Workspace, embedded_store
 from tests.strategies import (
     BASE,
     DAY,
@@ -293,21 +293,9 @@ def _feast_objects(case: TrainingCase, directory: Path) -> list[Any]:
 @contextlib.contextmanager
 def generated_store(case: TrainingCase) -> Iterator[Any]:
     """A fresh Feast repository for ``case`` in its own temporary directory."""
-    from feast import FeatureStore
-    from feast.repo_config import RepoConfig
-
     with tempfile.TemporaryDirectory(prefix="parity-prop-") as tmp:
         directory = Path(tmp)
-        config = RepoConfig(
-            project="prop",
-            provider="local",
-            registry=str(directory / "registry.db"),
-            offline_store={"type": "duckdb"},
-            online_store={"type": "sqlite", "path": str(directory / "online.db")},
-            entity_key_serialization_version=3,
-            repo_path=str(directory),
-        )
-        store = FeatureStore(config=config)
+        store = embedded_store(directory, "prop")
         try:
             store.apply(_feast_objects(case, directory))
             yield store
