@@ -27,7 +27,6 @@ source file identities) in its Arrow schema metadata.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,7 @@ from framework.fingerprint import (
     fingerprint,
     source_identities,
 )
+from framework.view_sources import View, group_views, local_files, quote, scan_sql
 
 METADATA_KEY = b"parity.training_set"
 FINGERPRINT_KEY = b"parity.fingerprint"
@@ -79,34 +79,17 @@ class TrainingSetInfo:
 
 
 @dataclass
-class _View:
-    """One feature view, as the join needs it."""
-
-    name: str
-    projection_name: str
-    join_keys: dict[str, str]  # feature-table column -> entity column
-    features: list[str]  # feature columns to read
-    output: list[str]  # their output names
-    timestamp_field: str
-    created_field: str | None
-    ttl: timedelta | None
-    source: Any  # feast DataSource
-    files: list[str] = field(default_factory=list)
-    scan: str = ""  # DuckDB table expression over the files
-
-
-@dataclass
 class _Plan:
     store: Any
     service_name: str | None
     refs: list[str]
     provider_refs: list[str]
-    views: list[_View]
+    views: list[View]
     odfvs: list[Any]
     features_arg: Any  # what Feast's get_historical_features takes
     #: Views over the same files, keys and timestamps share one ASOF join
     #: (the sample's 1h/24h/7d views all read one source): (scan view, members).
-    groups: list[tuple[_View, list[_View]]] = field(default_factory=list)
+    groups: list[tuple[View, list[View]]] = field(default_factory=list)
 
 
 def _open(repo: Any) -> Any:
@@ -169,7 +152,7 @@ def _plan(store: Any, features: str | Sequence[str] | Any, full_feature_names: b
         source = view.batch_source
         mapping = dict(source.field_mapping or {})
         views.append(
-            _View(
+            View(
                 name=view.name,
                 projection_name=prefix,
                 join_keys={
@@ -224,132 +207,25 @@ def _check_refs(store: Any, refs: Sequence[str]) -> None:
             )
 
 
-def _local_files(view: _View, repo_path: Path) -> list[str] | None:
-    """The Parquet files behind a view's FileSource, or None when DuckDB cannot read them."""
-    from feast import FileSource
-    from feast.data_format import ParquetFormat
-
-    source = view.source
-    if type(source) is not FileSource:
-        return None
-    if source.file_format is not None and not isinstance(source.file_format, ParquetFormat):
-        return None
-    path = source.path
-    if "://" in path and not path.startswith("file://"):
-        return None
-    path = path.removeprefix("file://")
-    if not os.path.isabs(path) and (repo_path / path).exists():
-        path = str(repo_path / path)
-    if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
-    elif glob.has_magic(path):
-        files = sorted(glob.glob(path, recursive=True))
-    else:
-        files = [path] if os.path.exists(path) else []
-    if not files:
-        raise DataError(
-            f"The source of feature view {view.name!r} has no Parquet files at {source.path!r}."
-        )
-    return files
-
-
-def _group(views: list[_View]) -> list[tuple[_View, list[_View]]]:
-    """Views reading the same rows the same way, each group with one combined scan view."""
-    groups: dict[tuple[Any, ...], tuple[_View, list[_View]]] = {}
-    for view in views:
-        key = (
-            tuple(view.files),
-            tuple(view.join_keys.items()),
-            view.timestamp_field,
-            view.created_field,
-            tuple(sorted((view.source.field_mapping or {}).items())),
-        )
-        if key not in groups:
-            scan = _View(
-                name=view.name,
-                projection_name=view.projection_name,
-                join_keys=view.join_keys,
-                features=[],
-                output=[],
-                timestamp_field=view.timestamp_field,
-                created_field=view.created_field,
-                ttl=None,
-                source=view.source,
-                files=view.files,
-            )
-            groups[key] = (scan, [])
-        scan, members = groups[key]
-        if len(members) == 1:
-            scan.name = f"{members[0].name}, {view.name}"
-        elif members:
-            scan.name += f", {view.name}"
-        members.append(view)
-        scan.features += [f for f in view.features if f not in scan.features]
-    return list(groups.values())
-
-
-def _scan(view: _View, con: duckdb.DuckDBPyConnection, index: int) -> str:
-    """A SELECT over the view's files with normalised names and UTC timestamps."""
-    files = ", ".join("'" + f.replace("'", "''") + "'" for f in view.files)
-    partitioned = any(os.sep + "=" in f or "=" in Path(f).parent.name for f in view.files)
-    table = (
-        f"read_parquet([{files}], hive_partitioning = {str(partitioned).lower()}, "
-        "union_by_name = true)"
-    )
-    mapping = dict(view.source.field_mapping or {})
-    available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()]
-
-    def col(name: str) -> str:
-        # field_mapping maps source column -> feature name; find the source column.
-        for src, dst in mapping.items():
-            if dst == name and src in available:
-                return _q(src)
-        if name not in available:
-            raise DataError(
-                f"The source of feature view {view.name!r} has no column {name!r} "
-                f"(it has: {', '.join(available)})."
-            )
-        return _q(name)
-
-    select = [f"{col(k)} AS {_q(f'k{index}_{i}')}" for i, k in enumerate(view.join_keys)]
-    select.append(f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ) AS __ts")
-    if view.created_field:
-        select.append(f"CAST({col(view.created_field)} AS TIMESTAMPTZ) AS __created")
-    select += [f"{col(f)} AS {_q(f'f{index}_{i}')}" for i, f in enumerate(view.features)]
-    sql = f"SELECT {', '.join(select)} FROM {table}"
-    if view.created_field:
-        # Ties on event time go to the latest created timestamp (ASOF would pick any).
-        keys = ", ".join(_q(f"k{index}_{i}") for i in range(len(view.join_keys)))
-        sql += (
-            f" QUALIFY row_number() OVER (PARTITION BY {keys}, __ts"
-            " ORDER BY __created DESC NULLS LAST) = 1"
-        )
-    return sql
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # --------------------------------------------------------------------- query
 
 
 def _query(plan: _Plan, entities: Entities) -> str:
-    ets = _q(entities.timestamp)
-    select = [f"e.{_q(c)}" for c in entities.columns]
+    ets = quote(entities.timestamp)
+    select = [f"e.{quote(c)}" for c in entities.columns]
     joins = []
     outputs: dict[tuple[int, int], str] = {}  # (view index, feature index) -> expression
     for g, (scan, members) in enumerate(plan.groups):
         alias = f"v{g}"
         on = [
-            f"e.{_q(entity_col)} = {alias}.{_q(f'k{g}_{j}')}"
+            f"e.{quote(entity_col)} = {alias}.{quote(f'k{g}_{j}')}"
             for j, entity_col in enumerate(scan.join_keys.values())
         ]
         on.append(f"e.{ets} >= {alias}.__ts")
         joins.append(f"ASOF LEFT JOIN ({scan.scan}) {alias} ON {' AND '.join(on)}")
         for view in members:
             for j, feature in enumerate(view.features):
-                value = f"{alias}.{_q(f'f{g}_{scan.features.index(feature)}')}"
+                value = f"{alias}.{quote(f'f{g}_{scan.features.index(feature)}')}"
                 if view.ttl:
                     micros = view.ttl // timedelta(microseconds=1)
                     value = (
@@ -360,7 +236,7 @@ def _query(plan: _Plan, entities: Entities) -> str:
     # Output columns in Feast's order: view by view, feature by feature.
     for i, view in enumerate(plan.views):
         for j, out in enumerate(view.output):
-            select.append(f"{outputs[(i, j)]} AS {_q(out)}")
+            select.append(f"{outputs[(i, j)]} AS {quote(out)}")
     return f"SELECT {', '.join(select)} FROM entities e {' '.join(joins)} ORDER BY e.{ROW}"
 
 
@@ -460,7 +336,7 @@ def _prepare(
         )
         fallback = None
         for view in plan.views:
-            files = _local_files(view, Path(store.repo_path))
+            files = local_files(view, Path(store.repo_path))
             if files is None:
                 fallback = (
                     f"feature view {view.name!r} reads a {type(view.source).__name__} "
@@ -470,9 +346,9 @@ def _prepare(
                 break
             view.files = files
         if fallback is None:
-            plan.groups = _group(plan.views)
+            plan.groups = group_views(plan.views)
             for g, (scan, _) in enumerate(plan.groups):
-                scan.scan = _scan(scan, con, g)
+                scan.scan = scan_sql(scan, con, g)
     except BaseException:
         con.close()
         raise

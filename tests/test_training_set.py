@@ -315,7 +315,7 @@ def test_fallback_to_feast_for_sources_duckdb_cannot_read(
     df = entities((2, T0 + timedelta(days=4)), (1, T0 + timedelta(days=9, hours=3)))
     ours = build_training_set(tiny, ["stats:trips", "stats:rating"], df)
     # Pretend the source is of a kind DuckDB cannot read: Feast does the join.
-    monkeypatch.setattr(ts_module, "_local_files", lambda view, repo_path: None)
+    monkeypatch.setattr(ts_module, "local_files", lambda view, repo_path: None)
     feast = build_training_set(tiny, ["stats:trips", "stats:rating"], df)
     info = read_info(feast)
     assert info.engine == "feast" and "DuckDB" in info.engine_reason
