@@ -388,6 +388,17 @@ def _feast_table(run: _Run) -> pa.Table:
     return table
 
 
+def _feast_training_set(run: _Run, reason: str) -> pa.Table:
+    """The whole training set by Feast, fingerprinted like ours."""
+    hasher = EntityHasher(run.entities.columns)
+    query = f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}"
+    for batch in run.con.execute(query).to_arrow_reader(BATCH_ROWS):
+        hasher.update(batch)
+    table = _feast_table(run)
+    info = run.info(hasher.hexdigest(), "feast", reason)
+    return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+
+
 def build_training_set(
     repo: Any,
     features: str | Sequence[str] | Any,
@@ -434,13 +445,7 @@ def build_training_set(
     try:
         hasher = EntityHasher(run.entities.columns)
         if fallback is not None:
-            for batch in run.con.execute(
-                f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}"
-            ).to_arrow_reader(BATCH_ROWS):
-                hasher.update(batch)
-            table = _feast_table(run)
-            info = run.info(hasher.hexdigest(), "feast", fallback)
-            return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+            return _feast_training_set(run, fallback)
         table = run.con.execute(_query(run.plan, run.entities)).to_arrow_table()
         for batch in table.to_batches():
             hasher.update(batch)
@@ -474,12 +479,9 @@ def write_training_set(
     try:
         hasher = EntityHasher(run.entities.columns)
         if fallback is not None:
-            table = build_training_set(
-                run.plan.store, run.plan.features_arg, entity_df,
-                full_feature_names=full_feature_names,
-            )  # fmt: skip
+            table = _feast_training_set(run, fallback)
             pq.write_table(table, tmp)
-            info = TrainingSetInfo(**json.loads(table.schema.metadata[METADATA_KEY]))
+            info = read_info(table)
         else:
             writer: pq.ParquetWriter | None = None
             try:

@@ -310,7 +310,7 @@ def test_missing_source_files_are_named(tmp_path: Path) -> None:
 
 
 def test_fallback_to_feast_for_sources_duckdb_cannot_read(
-    tiny: Any, monkeypatch: pytest.MonkeyPatch
+    tiny: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     df = entities((2, T0 + timedelta(days=4)), (1, T0 + timedelta(days=9, hours=3)))
     ours = build_training_set(tiny, ["stats:trips", "stats:rating"], df)
@@ -321,6 +321,12 @@ def test_fallback_to_feast_for_sources_duckdb_cannot_read(
     assert info.engine == "feast" and "DuckDB" in info.engine_reason
     assert read_info(ours).engine == "duckdb"
     assert feast.column("trips").to_pylist() == ours.column("trips").to_pylist() == [24, 19]
+    written = write_training_set(
+        tiny, ["stats:trips", "stats:rating"], df, tmp_path / "fallback.parquet"
+    )
+    assert written.engine == "feast"
+    assert written.fingerprint == info.fingerprint
+    assert pq.read_table(tmp_path / "fallback.parquet").column("trips").to_pylist() == [24, 19]
 
 
 # -------------------------------------------------------------------- labels
