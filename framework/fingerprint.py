@@ -48,6 +48,12 @@ def definitions_digest(views: list[Any], odfvs: list[Any], refs: list[str]) -> s
     for odfv in sorted(odfvs, key=lambda v: v.name):
         spec = _canonical(odfv.to_proto().spec)
         spec.write_to_online_store = False
+        # The UDF's dill pickle is not stable across processes (it serialises sets of
+        # global names in hash-seed order); its source text, which stays, is.
+        for holder in (spec.feature_transformation, spec):
+            udf = getattr(holder, "user_defined_function", None)
+            if udf is not None and udf.body_text:
+                udf.ClearField("body")
         h.update(spec.SerializeToString(deterministic=True))
     h.update(json.dumps(refs).encode())
     return h.hexdigest()

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from framework.duck import connect
 from framework.entity_frame import ROW, Entities, register_entities
 from framework.errors import ConfigError, DataError
+from framework.estimator import FeatureField
 from framework.fingerprint import (
     EntityHasher,
     definitions_digest,
@@ -205,6 +206,55 @@ def _check_refs(store: Any, refs: Sequence[str]) -> None:
                 f"Feature view {view_name!r} has no feature {feature!r}; it has: "
                 f"{', '.join(f.name for f in view.features)}."
             )
+
+
+@dataclass(frozen=True)
+class FeatureContract:
+    """What a feature service gives a model: its features (output names, Feast types,
+    views) in training-set column order, the entity join keys and request-data fields
+    the serving path needs, and the digest of the definitions behind them."""
+
+    feature_service: str | None
+    fields: list[FeatureField]
+    join_keys: list[str]
+    request_data: dict[str, str]
+    definitions_digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feature_contract(repo: Any, features: str | Sequence[str] | Any) -> FeatureContract:
+    """The :class:`FeatureContract` of a feature service (or refs) in the current registry."""
+    store = _open(repo)
+    plan = _plan(store, features, False)
+    dtypes: dict[str, tuple[str, str]] = {}
+    join_keys: list[str] = []
+    for v in plan.views:
+        fv = store.get_feature_view(v.name)
+        for f in fv.features:
+            dtypes[f"{v.projection_name}:{f.name}"] = (str(f.dtype), v.name)
+        join_keys.extend(k for k in v.join_keys.values() if k not in join_keys)
+    request_data: dict[str, str] = {}
+    for odfv in plan.odfvs:
+        for f in odfv.features:
+            dtypes[f"{odfv.projection.name_to_use()}:{f.name}"] = (str(f.dtype), odfv.name)
+        for name, value_type in odfv.get_request_data_schema().items():
+            request_data[name] = value_type.name
+    fields = [
+        FeatureField(name=ref.split(":", 1)[1], dtype=dtypes[ref][0], view=dtypes[ref][1])
+        for ref in plan.refs
+    ]
+    digest = definitions_digest(
+        [store.get_feature_view(v.name) for v in plan.views], plan.odfvs, plan.refs
+    )
+    return FeatureContract(
+        feature_service=plan.service_name,
+        fields=fields,
+        join_keys=join_keys,
+        request_data=request_data,
+        definitions_digest=digest,
+    )
 
 
 # --------------------------------------------------------------------- query

@@ -1,0 +1,130 @@
+"""The scikit-learn pipeline a model version is, and how it scores.
+
+Preprocessing lives inside the artifact, so the server cannot skew from
+training: numerical features are imputed by their training median with a
+missing-indicator column (and standard-scaled unless the estimator is a tree
+ensemble); categorical (string) features are imputed with a marker value and
+one-hot encoded, with rare and never-seen categories mapped to one
+"infrequent" column instead of failing.
+
+:func:`feature_frame` is the one conversion from Arrow (training set, online
+feature vectors) to what the pipeline takes; :func:`score` turns the
+pipeline's output into score, label and confidence the same way for training,
+batch scoring and the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from framework.errors import DataError
+from framework.model_spec import EstimatorSpec, Task
+
+#: Feast value types parity encodes as categories; every other scalar type is numerical.
+CATEGORICAL_DTYPES = {"String", "Bytes"}
+MISSING_CATEGORY = "__missing__"
+
+
+@dataclass(frozen=True)
+class FeatureField:
+    """One model input: output name, Feast type, and the view it comes from."""
+
+    name: str
+    dtype: str
+    view: str
+
+    @property
+    def categorical(self) -> bool:
+        return self.dtype in CATEGORICAL_DTYPES
+
+
+def feature_frame(table: pa.Table, fields: list[FeatureField]) -> pd.DataFrame:
+    """The model's input frame: columns in ``fields`` order, numbers as float64, strings as
+    objects, every missing value NaN."""
+    missing = [f.name for f in fields if f.name not in table.column_names]
+    if missing:
+        raise DataError(f"The features {', '.join(missing)} are missing from the input.")
+    columns: dict[str, Any] = {}
+    for f in fields:
+        column = table.column(f.name)
+        if f.categorical:
+            values = np.array(column.cast(pa.string()).to_pylist(), dtype=object)
+            values[pd.isna(values)] = np.nan
+            columns[f.name] = values
+        else:
+            columns[f.name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(columns)
+
+
+def build_pipeline(spec: EstimatorSpec, fields: list[FeatureField], random_state: int) -> Any:
+    """An unfitted ``Pipeline([("preprocess", ColumnTransformer), ("model", estimator)])``."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numerical = [f.name for f in fields if not f.categorical]
+    categorical = [f.name for f in fields if f.categorical]
+    scale = spec.scale == "yes" or (spec.scale == "auto" and not spec.is_tree_ensemble)
+    num_steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True))
+    ]
+    if scale:
+        num_steps.append(("scale", StandardScaler()))
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numerical:
+        transformers.append(("numerical", Pipeline(num_steps), numerical))
+    if categorical:
+        cat = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                (
+                    "encode",
+                    OneHotEncoder(
+                        handle_unknown="infrequent_if_exist",
+                        min_frequency=spec.min_category_frequency,
+                        sparse_output=False,
+                    ),
+                ),
+            ]
+        )
+        transformers.append(("categorical", cat, categorical))
+    estimator_cls = spec.resolve()
+    params = dict(spec.params)
+    if "random_state" in estimator_cls().get_params() and "random_state" not in params:
+        params["random_state"] = random_state
+    try:
+        estimator = estimator_cls(**params)
+    except TypeError as exc:
+        from framework.errors import ConfigError
+
+        raise ConfigError(f"estimator.params: {exc}.") from exc
+    return Pipeline(
+        [("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)]
+    )
+
+
+@dataclass
+class Scores:
+    """Per-row score (probability of the positive class, or the regression value),
+    predicted label and confidence (probability of the predicted label; NaN for regression)."""
+
+    score: np.ndarray
+    label: np.ndarray
+    confidence: np.ndarray
+
+
+def score(model: Any, frame: pd.DataFrame, task: Task, threshold: float) -> Scores:
+    """Score ``frame`` with a fitted pipeline (or calibrated wrapper of one)."""
+    if task is Task.CLASSIFICATION:
+        p = np.asarray(model.predict_proba(frame))[:, 1].astype(np.float64)
+        label = (p >= threshold).astype(np.int64)
+        confidence = np.where(label == 1, p, 1.0 - p)
+        return Scores(score=p, label=label, confidence=confidence)
+    value = np.asarray(model.predict(frame), dtype=np.float64)
+    return Scores(score=value, label=value, confidence=np.full(len(value), np.nan))

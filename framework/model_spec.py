@@ -1,0 +1,237 @@
+"""Model specs: what ``parity train`` fits, declared in a TOML file in the repository.
+
+A spec names the model, the Feast feature service it reads, where its labels
+come from (a DuckDB query over the data folder), the training window, the
+time-based split, the scikit-learn estimator, calibration, the serving
+thresholds and the promotion gate. The sample's spec is
+``feature_repo/models/fraud_model.toml``; ``parity train`` uses the only spec in
+``<repo>/models/`` unless ``--spec`` names another.
+
+Validation is pydantic's: a wrong spec fails with the field's dotted path and
+the reason, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from framework.errors import ConfigError
+
+#: Metrics where a higher value is better; the others (losses, errors) are lower-better.
+HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "precision", "recall", "r2"}
+CLASSIFICATION_METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "ece"}
+REGRESSION_METRICS = {"mae", "rmse", "r2"}
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelSpec(_Strict):
+    """Where labels come from and how they become an entity frame."""
+
+    query: str = Field(
+        description="DuckDB SQL returning the keys, the label, the event time, the label's "
+        "arrival time (optional) and any request data; relative file paths in it are "
+        "resolved against the data folder."
+    )
+    keys: list[str] = Field(min_length=1, description="Entity join-key columns.")
+    column: str = Field(description="The label column.")
+    event_timestamp: str = Field(description="When the prediction would have been made.")
+    label_timestamp: str | None = Field(
+        default=None, description="When the label became known; later labels are not used."
+    )
+    offset_microseconds: int = Field(
+        default=0,
+        description="Added to the event time before the join, e.g. -1 to use the features "
+        "known just before the event (when a feature row at the event includes the event).",
+    )
+
+
+class WindowSpec(_Strict):
+    """Which labelled events to train on (``start`` <= event time < ``end``)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    lookback_days: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> WindowSpec:
+        if self.start is not None and self.lookback_days is not None:
+            raise ValueError("give 'start' or 'lookback_days', not both")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Consecutive time periods: train, calibration, holdout (fractions of the rows)."""
+
+    train: float = Field(default=0.7, gt=0, lt=1)
+    calibration: float = Field(default=0.1, ge=0, lt=1)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSpec:
+        total = self.train + self.calibration + self.holdout
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"train + calibration + holdout must be 1, got {total:g}")
+        return self
+
+
+class EstimatorSpec(_Strict):
+    """A scikit-learn estimator class and its keyword parameters."""
+
+    class_: str = Field(alias="class", description="Dotted path, e.g. sklearn.linear_model.X.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale: Literal["auto", "yes", "no"] = Field(
+        default="auto",
+        description="Standard-scale numerical features; auto scales for every estimator "
+        "except tree ensembles, which do not need it.",
+    )
+    min_category_frequency: int = Field(
+        default=5,
+        ge=1,
+        description="Categories seen fewer times in training share one 'infrequent' column; "
+        "categories never seen map there too.",
+    )
+
+    @field_validator("class_")
+    @classmethod
+    def _sklearn_only(cls, value: str) -> str:
+        if not value.startswith("sklearn.") or value.count(".") < 2:
+            raise ValueError(
+                f"must be a scikit-learn estimator such as "
+                f"'sklearn.linear_model.LogisticRegression', got {value!r}"
+            )
+        return value
+
+    def resolve(self) -> type:
+        module, _, name = self.class_.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"estimator.class: cannot import {self.class_!r} ({exc}).") from exc
+
+    @property
+    def is_tree_ensemble(self) -> bool:
+        return ".ensemble." in self.class_ or ".tree." in self.class_
+
+
+class CalibrationSpec(_Strict):
+    """Probability calibration on the calibration period (classification only)."""
+
+    method: Literal["isotonic", "sigmoid", "none"] = "isotonic"
+    bins: int = Field(default=10, ge=2, description="Bins of the expected calibration error.")
+
+
+class ServingSpec(_Strict):
+    """Thresholds the server uses; training reports metrics at them."""
+
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="score >= threshold: label 1")
+    accept: float = Field(default=0.85, gt=0, le=1, description="confidence >= accept: ACCEPT")
+    review_below: float = Field(default=0.60, gt=0, le=1, description="confidence < it: REVIEW")
+    report_thresholds: list[float] = Field(
+        default_factory=list, description="More score thresholds to report precision/recall at."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServingSpec:
+        if self.review_below > self.accept:
+            raise ValueError(
+                f"review_below ({self.review_below}) must not exceed accept ({self.accept})"
+            )
+        return self
+
+
+class GateSpec(_Strict):
+    """Promotion gate: the candidate's holdout metric against the current champion's."""
+
+    metric: str = "pr_auc"
+    tolerance: float = Field(
+        default=0.01, ge=0, description="How much worse than the champion is still accepted."
+    )
+    smoke_rows: int = Field(default=64, ge=1, le=10_000)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+
+class ModelSpec(_Strict):
+    """One model: features, labels, window, split, estimator, calibration, serving, gate."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    task: Task = Task.CLASSIFICATION
+    feature_service: str
+    labels: LabelSpec
+    window: WindowSpec = WindowSpec()
+    split: SplitSpec = SplitSpec()
+    estimator: EstimatorSpec
+    calibration: CalibrationSpec = CalibrationSpec()
+    serving: ServingSpec = ServingSpec()
+    gate: GateSpec = GateSpec()
+    random_state: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        known = CLASSIFICATION_METRICS if self.task is Task.CLASSIFICATION else REGRESSION_METRICS
+        if self.gate.metric not in known:
+            raise ValueError(
+                f"gate.metric {self.gate.metric!r} is not a {self.task.value} metric "
+                f"(one of {', '.join(sorted(known))})"
+            )
+        if self.task is Task.REGRESSION and self.split.calibration:
+            raise ValueError("split.calibration must be 0 for a regression model")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Read and validate a spec file; errors name the file, the field and the reason."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"No model spec at {path}.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    return spec_from_dict(raw, source=str(path))
+
+
+def spec_from_dict(raw: dict[str, Any], *, source: str = "spec") -> ModelSpec:
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {where}: {first['msg']}{more}.") from exc
+    spec.estimator.resolve()  # fail now on an unknown class, not after the join
+    return spec
+
+
+def find_spec(repo: Path, spec: Path | None) -> Path:
+    """The spec to use: ``spec`` if given, else the only ``*.toml`` in ``<repo>/models/``."""
+    if spec is not None:
+        return spec
+    folder = repo / "models"
+    found = sorted(folder.glob("*.toml"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"No model spec in {folder}; pass --spec PATH.")
+    names = ", ".join(p.name for p in found)
+    raise ConfigError(f"{folder} has several specs ({names}); pick one with --spec PATH.")

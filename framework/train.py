@@ -1,0 +1,363 @@
+"""``parity train``: labels -> point-in-time training set -> fitted, calibrated,
+evaluated pipeline -> a new registry version with full lineage.
+
+The rows are split by event time into consecutive train, calibration and
+holdout periods (never randomly): the pipeline is fitted on the first, its
+probabilities are calibrated on the second (``CalibratedClassifierCV`` over the
+frozen pipeline), and every reported metric comes from the third, which
+neither step saw. A trivial model (the training base rate) is scored on the
+same holdout for comparison.
+
+The version's manifest pins the feature service, the exact features and their
+types, the definitions digest, the dataset fingerprint, the window, the code
+version, library versions, metrics and reference statistics.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from framework import artifact, evaluation, reference_stats
+from framework.duck import connect
+from framework.errors import DataError
+from framework.estimator import build_pipeline, feature_frame, score
+from framework.labels import entity_frame_from_labels, time_split
+from framework.model_spec import ModelSpec, Task
+from framework.registry import ARTIFACT, SMOKE, ModelRef, ModelRegistry, default_actor, now
+from framework.repository import data_dir
+from framework.training_set import build_training_set, feature_contract, read_info
+
+_LIBRARIES = (
+    "parity",
+    "feast",
+    "scikit-learn",
+    "skops",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "duckdb",
+)
+
+
+@dataclass
+class TrainResult:
+    ref: ModelRef
+    manifest: dict[str, Any]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_registry(repo: Path) -> ModelRegistry:
+    return ModelRegistry(data_dir(repo) / "models")
+
+
+def load_labels(spec: ModelSpec, data: Path) -> pa.Table:
+    """Run the spec's label query in DuckDB, relative paths resolved in ``data``."""
+    con = connect()
+    try:
+        con.execute("SET file_search_path = ?", [str(data)])
+        try:
+            table = con.execute(spec.labels.query).to_arrow_table()
+        except Exception as exc:
+            raise DataError(f"labels.query failed: {' '.join(str(exc).split())}") from exc
+    finally:
+        con.close()
+    if table.num_rows == 0:
+        raise DataError("labels.query returned no rows.")
+    return table
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def entity_frame(
+    spec: ModelSpec,
+    labels: pa.Table,
+    *,
+    as_of: datetime | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Labels known by ``as_of`` with events in the window, as an entity frame."""
+    lab = spec.labels
+    used = {*lab.keys, lab.column, lab.event_timestamp, lab.label_timestamp}
+    extra = [c for c in labels.column_names if c not in used]
+    if as_of is None:
+        column = lab.label_timestamp or lab.event_timestamp
+        if column not in labels.column_names:
+            raise DataError(f"labels.query returned no column {column!r}.")
+        as_of = pc.max(labels.column(column)).as_py()
+    frame = entity_frame_from_labels(
+        labels,
+        keys=lab.keys,
+        label=lab.column,
+        event_timestamp=lab.event_timestamp,
+        label_timestamp=lab.label_timestamp,
+        as_of=as_of if lab.label_timestamp else None,
+        offset=timedelta(microseconds=lab.offset_microseconds),
+        extra=extra,
+    )
+    if not lab.label_timestamp:
+        frame = frame.filter(pc.less_equal(frame["event_timestamp"], pa.scalar(_utc(as_of))))
+    end = end or spec.window.end
+    start = start or spec.window.start
+    if start is None and spec.window.lookback_days and frame.num_rows:
+        last = _utc(end) if end else pd.Timestamp(pc.max(frame["event_timestamp"]).as_py())
+        start = (last - pd.Timedelta(days=spec.window.lookback_days)).to_pydatetime()
+    ts = frame["event_timestamp"]
+    if start is not None:
+        frame = frame.filter(pc.greater_equal(ts, pa.scalar(_utc(start))))
+        ts = frame["event_timestamp"]
+    if end is not None:
+        frame = frame.filter(pc.less(ts, pa.scalar(_utc(end))))
+    window = {
+        "as_of": str(_utc(as_of)),
+        "start": str(_utc(start)) if start else None,
+        "end": str(_utc(end)) if end else None,
+    }
+    if frame.num_rows:
+        window["first_event"] = str(pc.min(frame["event_timestamp"]).as_py())
+        window["last_event"] = str(pc.max(frame["event_timestamp"]).as_py())
+    return frame, window
+
+
+def _labels_array(table: pa.Table, column: str, task: Task) -> np.ndarray:
+    col = table.column(column)
+    if col.null_count:
+        raise DataError(f"The label column {column!r} has {col.null_count} null values.")
+    y = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if task is Task.CLASSIFICATION:
+        values = set(np.unique(y).tolist())
+        if not values <= {0.0, 1.0}:
+            raise DataError(
+                f"A classification label must be 0/1 or boolean; {column!r} has "
+                f"{sorted(values)[:5]}."
+            )
+        return np.asarray(y, dtype=np.int64)
+    return np.asarray(y, dtype=np.float64)
+
+
+def _period(table: pa.Table) -> dict[str, Any]:
+    ts = table["event_timestamp"]
+    return {
+        "rows": table.num_rows,
+        "start": str(pc.min(ts).as_py()) if table.num_rows else None,
+        "end": str(pc.max(ts).as_py()) if table.num_rows else None,
+    }
+
+
+def code_version(where: Path) -> dict[str, Any]:
+    """The git commit of the repository holding the spec, and whether it had changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "dirty": None}
+    return {"git_commit": commit, "dirty": bool(dirty)}
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def train_model(
+    repo: Path,
+    spec: ModelSpec,
+    *,
+    store: Any = None,
+    registry: ModelRegistry | None = None,
+    spec_path: Path | None = None,
+    as_of: datetime | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    by: str | None = None,
+    progress: Callable[[str, float], None] = lambda step, seconds: None,
+) -> TrainResult:
+    """Build the training set, fit, calibrate, evaluate and register a new version."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str, t: float) -> None:
+        timings[name] = round(time.perf_counter() - t, 3)
+        progress(name, timings[name])
+
+    registry = registry or default_registry(repo)
+    source = store if store is not None else repo
+
+    t = time.perf_counter()
+    contract = feature_contract(source, spec.feature_service)
+    labels = load_labels(spec, data_dir(repo))
+    entities, window = entity_frame(spec, labels, as_of=as_of, start=start, end=end)
+    if entities.num_rows == 0:
+        raise DataError(f"No labelled events in the training window {window}.")
+    table = build_training_set(source, spec.feature_service, entities)
+    info = read_info(table)
+    step("training-set", t)
+
+    t = time.perf_counter()
+    s = spec.split
+    fractions = [s.train, s.calibration, s.holdout] if s.calibration else [s.train, s.holdout]
+    parts = time_split(table, fractions=fractions)
+    train_t, holdout_t = parts[0], parts[-1]
+    calib_t = parts[1] if s.calibration else None
+    for name, part in (("train", train_t), ("holdout", holdout_t), ("calibration", calib_t)):
+        if part is not None and part.num_rows == 0:
+            raise DataError(
+                f"The {name} period is empty ({table.num_rows} rows in the window); "
+                "widen the window or change the split."
+            )
+    fields = contract.fields
+    x_train = feature_frame(train_t, fields)
+    y_train = _labels_array(train_t, spec.labels.column, spec.task)
+    x_hold = feature_frame(holdout_t, fields)
+    y_hold = _labels_array(holdout_t, spec.labels.column, spec.task)
+    if spec.task is Task.CLASSIFICATION and len(np.unique(y_train)) < 2:
+        raise DataError("The training period has only one label value; nothing to learn.")
+    pipeline = build_pipeline(spec.estimator, fields, spec.random_state)
+    pipeline.fit(x_train, y_train)
+    step("fit", t)
+
+    t = time.perf_counter()
+    threshold = spec.serving.threshold
+    bins = spec.calibration.bins
+    raw_scores = score(pipeline, x_hold, spec.task, threshold)
+    model: Any = pipeline
+    calibration: dict[str, Any] = {"method": "none"}
+    if spec.task is Task.CLASSIFICATION:
+        calibration["ece_before"] = evaluation.expected_calibration_error(
+            y_hold, raw_scores.score, bins
+        )
+        if calib_t is not None and spec.calibration.method != "none":
+            y_cal = _labels_array(calib_t, spec.labels.column, spec.task)
+            if len(np.unique(y_cal)) < 2:
+                raise DataError(
+                    "The calibration period has only one label value; cannot calibrate "
+                    "(set calibration.method = 'none' or widen the window)."
+                )
+            model = CalibratedClassifierCV(
+                FrozenEstimator(pipeline), method=spec.calibration.method
+            )
+            model.fit(feature_frame(calib_t, fields), y_cal)
+            calibration["method"] = spec.calibration.method
+            calibration["rows"] = calib_t.num_rows
+    final = score(model, x_hold, spec.task, threshold)
+    metrics = evaluation.metrics(spec.task, y_hold, final, spec.serving, bins)
+    uncalibrated = evaluation.metrics(spec.task, y_hold, raw_scores, spec.serving, bins)
+    baseline = evaluation.metrics(
+        spec.task,
+        y_hold,
+        evaluation.baseline_scores(spec.task, y_train, len(y_hold), threshold),
+        spec.serving,
+        bins,
+    )
+    if spec.task is Task.CLASSIFICATION:
+        calibration["ece_after"] = metrics["ece"]
+    step("evaluate", t)
+
+    t = time.perf_counter()
+    blob = artifact.dump(model)
+    smoke_t = holdout_t.slice(0, spec.gate.smoke_rows)
+    smoke_x = feature_frame(smoke_t, fields)
+    smoke = pa.Table.from_pandas(smoke_x, preserve_index=False).append_column(
+        "expected_score", pa.array(score(model, smoke_x, spec.task, threshold).score)
+    )
+    sink = io.BytesIO()
+    pq.write_table(smoke, sink)
+    manifest: dict[str, Any] = {
+        "created_at": now(),
+        "created_by": by or default_actor(),
+        "task": spec.task.value,
+        "description": spec.description,
+        "feature_service": spec.feature_service,
+        "features": [{"name": f.name, "dtype": f.dtype, "view": f.view} for f in fields],
+        "join_keys": contract.join_keys,
+        "request_data": contract.request_data,
+        "definitions_digest": contract.definitions_digest,
+        "label": spec.labels.column,
+        "dataset": {
+            "fingerprint": info.fingerprint,
+            "engine": info.engine,
+            "entity_rows": info.entity_rows,
+            "entity_digest": info.entity_digest,
+            "sources": info.sources,
+        },
+        "window": window,
+        "split": {
+            "train": _period(train_t),
+            "calibration": _period(calib_t) if calib_t is not None else None,
+            "holdout": _period(holdout_t),
+        },
+        "estimator": {"class": spec.estimator.class_, "params": pipeline[-1].get_params()},
+        "calibration": calibration,
+        "serving": spec.serving.model_dump(mode="json"),
+        "gate": spec.gate.model_dump(mode="json"),
+        "metrics": {"holdout": metrics, "uncalibrated": uncalibrated, "baseline": baseline},
+        "reference": {
+            "features": reference_stats.feature_profiles(x_train, fields),
+            "score": reference_stats.numeric_profile(final.score),
+            "confidence": reference_stats.numeric_profile(final.confidence),
+            "label_rate": float(np.mean(y_train)),
+        },
+        "code": code_version((spec_path or repo).resolve().parent),
+        "libraries": library_versions(),
+        "spec": spec.to_dict(),
+        "spec_path": str(spec_path) if spec_path else None,
+        "artifact": {
+            "file": ARTIFACT,
+            "format": artifact.FORMAT,
+            "sha256": _sha256(blob),
+            "bytes": len(blob),
+        },
+        "smoke": {"file": SMOKE, "rows": smoke.num_rows},
+    }
+    ref = registry.register(spec.name, {ARTIFACT: blob, SMOKE: sink.getvalue()}, manifest)
+    step("register", t)
+    manifest = registry.manifest(ref)
+    return TrainResult(
+        ref=ref, manifest=manifest, seconds=round(time.perf_counter() - started, 2), timings=timings
+    )
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
