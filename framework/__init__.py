@@ -4,34 +4,51 @@ The public Python API. Everything else in ``framework`` is an implementation
 detail and may change.
 """
 
+from framework.artifact import ArtifactError
 from framework.errors import ConfigError, DataError, FeatureStoreError, ParityError
 from framework.feature_pipeline import build_offline_sources
 from framework.labels import entity_frame_from_labels, time_split
+from framework.model_spec import ModelSpec, load_spec
+from framework.promotion import PromotionRefused, promote, rollback
+from framework.registry import ModelRef, ModelRegistry
 from framework.repository import Profile, apply, load_store, open_store
 from framework.sample_data import GenerationConfig, generate
+from framework.train import TrainResult, train_model
 from framework.training_set import (
     TrainingSetInfo,
     build_training_set,
+    feature_contract,
     read_info,
     write_training_set,
 )
 
 __all__ = [
+    "ArtifactError",
     "ConfigError",
     "DataError",
     "FeatureStoreError",
     "GenerationConfig",
+    "ModelRef",
+    "ModelRegistry",
+    "ModelSpec",
     "ParityError",
     "Profile",
+    "PromotionRefused",
+    "TrainResult",
     "TrainingSetInfo",
     "apply",
     "build_offline_sources",
     "build_training_set",
     "entity_frame_from_labels",
+    "feature_contract",
     "generate",
+    "load_spec",
     "load_store",
     "open_store",
+    "promote",
     "read_info",
+    "rollback",
     "time_split",
+    "train_model",
     "write_training_set",
 ]

@@ -324,8 +324,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             f"merchant_fraud_rate_30d={_fmt(f['merchant_fraud_rate_30d'])}"
         )
     print(
-        f"Done in {time.perf_counter() - started:.1f}s. Not in the demo yet: model training, "
-        "serving, monitoring and retraining (they join as they are built)."
+        f"Done in {time.perf_counter() - started:.1f}s. Not in the demo yet: serving, "
+        "monitoring and retraining (they join as they are built)."
     )
 
 

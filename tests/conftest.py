@@ -90,6 +90,60 @@ def sample_workspace(
     return workspace
 
 
+#: Larger than SAMPLE so the holdout has enough fraud cases to measure a model by.
+TRAIN_SAMPLE = GenerationConfig(seed=5, transactions=20_000)
+
+
+@dataclass
+class Trained:
+    """A workspace with the training sample applied and one registered model version."""
+
+    workspace: Workspace
+    registry_root: Path
+    version: int
+    manifest: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """Trains the shipped fraud spec once per session (read-only for tests: copy to change)."""
+    from framework.model_spec import load_spec
+    from framework.registry import ModelRegistry
+    from framework.repository import apply
+    from framework.train import train_model
+
+    ws = make_workspace(tmp_path_factory.mktemp("trained"))
+    generate(TRAIN_SAMPLE, ws.data)
+    build_offline_sources(ws.data / "raw", ws.data / "offline")
+    apply(ws.repo)
+    spec_path = ws.repo / "models" / "fraud_model.toml"
+    registry = ModelRegistry(ws.data / "models")
+    result = train_model(ws.repo, load_spec(spec_path), registry=registry, spec_path=spec_path)
+    return Trained(ws, registry.root, result.ref.version, result.manifest)
+
+
+@pytest.fixture
+def registry_copy(trained: Trained, tmp_path: Path) -> Any:
+    """A private copy of the trained registry (same Feast workspace, read-only)."""
+    from framework.registry import ModelRegistry
+
+    root = tmp_path / "models"
+    shutil.copytree(trained.registry_root, root)
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)  # copies of read-only files; tests may tamper with them
+    return ModelRegistry(root)
+
+
+@pytest.fixture
+def trained_store(trained: Trained) -> Iterator[Any]:
+    """The Feast store of the trained workspace."""
+    from framework.repository import open_store
+
+    with open_store(trained.workspace.repo) as store:
+        yield store
+
+
 def embedded_store(root: Path, project: str) -> Any:
     """A Feast store built in code (no repository files): file registry, SQLite, DuckDB."""
     from feast import FeatureStore, RepoConfig

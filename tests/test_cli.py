@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Workspace
+from tests.conftest import ROOT, Trained, Workspace
 
 PARITY = [sys.executable, "-m", "framework.cli"]
 
@@ -31,19 +31,32 @@ def run(
 def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "data", "apply"):
+    for command in ("demo", "data", "apply", "training-set", "train", "models"):
         assert command in result.stdout
 
 
 @pytest.mark.parametrize(
     "command",
-    [["demo"], ["data"], ["data", "generate"], ["data", "features"], ["apply"]],
+    [
+        ["demo"],
+        ["data"],
+        ["data", "generate"],
+        ["data", "features"],
+        ["apply"],
+        ["training-set"],
+        ["train"],
+        ["models"],
+        ["models", "list"],
+        ["models", "show"],
+        ["models", "promote"],
+        ["models", "rollback"],
+    ],
 )
 def test_each_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: parity " + " ".join(command))
-    assert "--json" in result.stdout or command == ["data"]
+    assert "--json" in result.stdout or command in (["data"], ["models"])
 
 
 @pytest.mark.parametrize(
@@ -100,8 +113,11 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     result = run("demo", "--scale", "5k", cwd=workspace.root)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for step in ("generate", "features", "apply", "materialize", "online", "training-set"):
+    steps = ("generate", "features", "apply", "materialize", "online", "training-set", "train")
+    for step in (*steps, "promote"):
         assert f"  {step}" in out, out
+    assert "fraud_model@champion: unset -> 1" in out
+    assert (workspace.data / "models" / "fraud_model" / "versions" / "1" / "model.skops").exists()
     assert str(workspace.repo) in out  # it used the workspace's repository, not the checkout's
     assert (workspace.data / "feast" / "registry.db").exists()
     assert (workspace.data / "feast" / "online.db").exists()
@@ -123,7 +139,12 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         "materialize",
         "online",
         "training-set",
+        "train",
+        "promote",
     ]
+    model = report["model"]
+    assert model["model"] == "fraud_model:1" and model["champion"] == 1
+    assert model["holdout"]["roc_auc"] > model["baseline"]["roc_auc"]
     training = report["training_set"]
     assert training["engine"] == "duckdb"
     assert 0 < training["rows"] <= training["entity_rows"] + 1
@@ -155,3 +176,78 @@ def test_demo_on_the_production_profile(
     # The embedded stores were not touched.
     assert not (workspace.data / "feast" / "registry.db").exists()
     assert not (workspace.data / "feast" / "online.db").exists()
+
+
+# ------------------------------------------------------------- train and models
+
+
+@pytest.mark.integration
+def test_train_and_the_models_commands(trained: Trained, tmp_path: Path) -> None:
+    repo = str(trained.workspace.repo)
+    registry = str(tmp_path / "models")
+    where = ["--repo", repo, "--registry", registry]
+
+    result = run("train", *where, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "fraud_model:1"
+    assert summary["metrics"]["holdout"]["roc_auc"] > 0.7
+    text = run("train", *where)
+    assert text.returncode == 0, text.stderr
+    assert "registered fraud_model:2" in text.stdout
+    assert "holdout:  roc_auc" in text.stdout and "calibration (sigmoid)" in text.stdout
+
+    promoted = run("models", "promote", "fraud_model", "1", *where, "--reason", "first", "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    move = json.loads(promoted.stdout)
+    assert (move["previous"], move["version"]) == (None, 1)
+    assert [c["name"] for c in move["checks"]] == ["artifact", "smoke", "definitions", "metrics"]
+    assert run("models", "promote", "fraud_model", "2", *where).returncode == 0
+
+    listing = json.loads(run("models", "list", "--registry", registry, "--json").stdout)
+    assert [(v["model"], v["aliases"]) for v in listing["versions"]] == [
+        ("fraud_model:1", []),
+        ("fraud_model:2", ["champion"]),
+    ]
+    shown = run("models", "show", "fraud_model@champion", "--registry", registry)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("fraud_model:2  @champion")
+    assert "merchant_profile:category String" in shown.stdout
+    assert "promote @champion: 1 -> 2" in shown.stdout
+
+    back = run("models", "rollback", "fraud_model", "--registry", registry, "--reason", "oops")
+    assert back.returncode == 0, back.stderr
+    assert "rolled back 2 -> 1" in back.stdout
+    full = json.loads(run("models", "show", "fraud_model", "--registry", registry, "--json").stdout)
+    assert full["version"] == 1 and full["aliases"] == ["champion"]
+    assert [e["action"] for e in full["history"]] == ["promote", "promote", "rollback"]
+    assert full["history"][-1]["reason"] == "oops"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "names"),
+    [
+        (["models", "show", "nope"], 2, "No model 'nope'"),
+        (["models", "show", "fraud_model:9"], 2, "has no version 9"),
+        (["models", "show", "fraud_model@staging"], 2, "no alias 'staging'"),
+        (["models", "rollback", "fraud_model"], 2, "no earlier version"),
+        (["models", "promote", "fraud_model", "one"], 2, "a version is a positive number"),
+        (["models", "promote", "fraud_model", "1", "--force"], 2, "needs a reason"),
+        (["train", "--spec", "/nonexistent.toml"], 2, "No model spec at /nonexistent.toml"),
+        (["train", "--as-of", "yesterday"], 2, "not an ISO 8601 time"),
+    ],
+)
+def test_models_errors_are_one_line(
+    args: list[str], code: int, names: str, trained: Trained, tmp_path: Path
+) -> None:
+    import shutil
+
+    registry = tmp_path / "models"
+    shutil.copytree(trained.registry_root, registry)
+    result = run(*args, "--registry", str(registry), "--repo", str(trained.workspace.repo))
+    if args[:2] == ["models", "show"] or args[:2] == ["models", "rollback"]:
+        result = run(*args, "--registry", str(registry))
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert names in lines[0]

@@ -5,22 +5,33 @@ import framework
 
 def test_public_api() -> None:
     assert sorted(framework.__all__) == [
+        "ArtifactError",
         "ConfigError",
         "DataError",
         "FeatureStoreError",
         "GenerationConfig",
+        "ModelRef",
+        "ModelRegistry",
+        "ModelSpec",
         "ParityError",
         "Profile",
+        "PromotionRefused",
+        "TrainResult",
         "TrainingSetInfo",
         "apply",
         "build_offline_sources",
         "build_training_set",
         "entity_frame_from_labels",
+        "feature_contract",
         "generate",
+        "load_spec",
         "load_store",
         "open_store",
+        "promote",
         "read_info",
+        "rollback",
         "time_split",
+        "train_model",
         "write_training_set",
     ]
     for name in framework.__all__:

@@ -6,6 +6,7 @@ Equality with Feast's get_historical_features is in test_training_set_parity.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,6 +277,29 @@ def test_fingerprint_follows_entities_definitions_and_sources(
     source = sample_workspace.data / "offline" / "user_profile.parquet"
     pq.write_table(pq.read_table(source), source)
     assert fp(df) != base
+
+
+def test_definitions_digest_is_the_same_in_every_process(sample_workspace: Workspace) -> None:
+    """The digest pins a model's definitions, so it must not depend on the hash seed
+    (Feast's dill pickle of an on-demand UDF does; the digest uses its source text)."""
+    repository.apply(sample_workspace.repo)
+    code = (
+        "from framework.training_set import feature_contract; "
+        f"print(feature_contract({str(sample_workspace.repo)!r}, "
+        "'fraud_model_v1').definitions_digest)"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(digests) == 1
+    assert len(next(iter(digests))) == 64
 
 
 # ------------------------------------------------------------ source layouts
