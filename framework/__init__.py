@@ -4,7 +4,15 @@ The public Python API. Everything else in ``framework`` is an implementation
 detail and may change.
 """
 
-from framework.artifact import ArtifactError
+import os
+
+# scikit-learn's OpenMP runtime (libgomp) spins while waiting at its barriers by default;
+# on a machine where another process holds a core (a server, a second job), a
+# gradient-boosting fit then runs 10-20x slower. Sleeping waits cost ~nothing when the
+# machine is idle. It must be set before sklearn loads libgomp; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from framework.artifact import ArtifactError  # noqa: E402
 from framework.errors import ConfigError, DataError, FeatureStoreError, ParityError
 from framework.feature_pipeline import build_offline_sources
 from framework.labels import entity_frame_from_labels, time_split
