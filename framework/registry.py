@@ -44,8 +44,9 @@ from framework.errors import ConfigError, DataError
 MANIFEST = "manifest.json"
 ARTIFACT = "model.skops"
 SMOKE = "smoke.parquet"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 class NotFoundError(ConfigError):
@@ -108,7 +109,7 @@ class ModelRegistry:
         folder = self._model(name) / "versions"
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in folder.iterdir() if _VERSION.fullmatch(p.name))
 
     def version_dir(self, ref: ModelRef) -> Path:
         return self._model(ref.name) / "versions" / str(ref.version)
@@ -195,7 +196,7 @@ class ModelRegistry:
         elif ":" in address:
             name, text = address.split(":", 1)
             self._check_name(name)
-            if not text.isdigit():
+            if not _VERSION.fullmatch(text):
                 raise ConfigError(f"A model version is a number: {address!r}.")
             ref = ModelRef(name, int(text))
         else:
@@ -265,13 +266,20 @@ class ModelRegistry:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
-            if size:
-                # Drop a line a crash cut short, so the history stays one JSON per line.
-                tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-                if not tail.endswith(b"\n"):
-                    keep = size - len(tail) + tail.rfind(b"\n") + 1
-                    os.ftruncate(fd, keep)
-                    size = keep
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # Drop a line a crash cut short, so the history stays one JSON per line:
+                # search backwards for the last complete line's end.
+                end = size
+                keep = 0
+                while end > 0:
+                    start = max(0, end - (1 << 16))
+                    chunk = os.pread(fd, end - start, start)
+                    if b"\n" in chunk:
+                        keep = start + chunk.rfind(b"\n") + 1
+                        break
+                    end = start
+                os.ftruncate(fd, keep)
+                size = keep
             os.pwrite(fd, line, size)
             os.fsync(fd)
         finally:
@@ -285,7 +293,7 @@ class ModelRegistry:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ConfigError(
                 f"Model names start with a letter and hold letters, digits, '_', '.', '-'. "
                 f"Got {name!r}."
@@ -293,7 +301,7 @@ class ModelRegistry:
 
     @staticmethod
     def check_alias(alias: str) -> None:
-        if not _ALIAS.match(alias):
+        if not _ALIAS.fullmatch(alias):
             raise ConfigError(
                 f"Aliases are lower-case words such as 'champion' or 'challenger'. Got {alias!r}."
             )
