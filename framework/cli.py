@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,6 +283,51 @@ def build_parser() -> argparse.ArgumentParser:
     _alias_args(roll)
     _registry_arg(roll)
     _json_arg(roll)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the gRPC prediction server",
+        description="Serve parity.v1.PredictionService, the Open Inference Protocol (KServe "
+        "V2), gRPC health checking and reflection; features come from the online store "
+        "through the model's pinned feature service. Stops gracefully on SIGTERM/SIGINT "
+        "(drains calls, flushes the prediction log). Every setting can also be given as "
+        "PARITY_SERVE_<NAME>.",
+    )
+    _repo_args(serve)
+    _registry_arg(serve)
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0: any free port)")
+    serve.add_argument("--workers", type=int, help="threads answering calls (default: 8)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: off)")
+    serve.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME[@ALIAS|:VERSION]",
+        help="load before reporting ready; repeatable (default: every model with a champion)",
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="ask a running server for one prediction",
+        description="Send one row (entity keys and request data) to a parity server and "
+        "print the decision.",
+    )
+    predict.add_argument(
+        "--target", default="127.0.0.1:50051", help="server (default: %(default)s)"
+    )
+    predict.add_argument("--model", default="fraud_model", help="model name (default: %(default)s)")
+    pick = predict.add_mutually_exclusive_group()
+    pick.add_argument("--version", help="an exact model version")
+    pick.add_argument("--alias", help="a model alias (default: champion)")
+    predict.add_argument(
+        "--entity", action="append", default=[], metavar="KEY=VALUE", help="an entity key"
+    )
+    predict.add_argument(
+        "--request", action="append", default=[], metavar="FIELD=VALUE", help="request data"
+    )
+    predict.add_argument("--features", action="store_true", help="show the feature vector used")
+    predict.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    _json_arg(predict)
     return parser
 
 
@@ -675,7 +720,7 @@ def _cmd_models_rollback(args: argparse.Namespace) -> None:
     )
 
 
-_COMMANDS = {
+_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
     ("demo", None): _cmd_demo,
     ("data", "generate"): _cmd_data_generate,
     ("data", "features"): _cmd_data_features,
@@ -686,7 +731,16 @@ _COMMANDS = {
     ("models", "show"): _cmd_models_show,
     ("models", "promote"): _cmd_models_promote,
     ("models", "rollback"): _cmd_models_rollback,
+    ("serve", None): lambda args: _serving("serve", args),
+    ("predict", None): lambda args: _serving("predict", args),
 }
+
+
+def _serving(command: str, args: argparse.Namespace) -> None:
+    """The serving commands live in ``serving.commands`` (the library never imports gRPC)."""
+    from serving import commands
+
+    getattr(commands, command)(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

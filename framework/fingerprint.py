@@ -20,9 +20,14 @@ _VOLATILE = {"meta", "created_timestamp", "last_updated_timestamp"}
 
 
 def _canonical(message: Any) -> Any:
-    """Clear bookkeeping timestamps (Feast stamps some objects when loaded) in place."""
+    """Clear what is not the definition itself, in place: bookkeeping timestamps (Feast
+    stamps some objects when loaded) and where a file source lives (its path moves
+    with the checkout or the shared mount; which files a dataset read is recorded by
+    :func:`source_identities`)."""
     from google.protobuf.descriptor import FieldDescriptor
 
+    if message.DESCRIPTOR.full_name == "feast.core.DataSource.FileOptions":
+        message.ClearField("uri")
     for desc, value in message.ListFields():
         if desc.type != FieldDescriptor.TYPE_MESSAGE:
             continue

@@ -257,3 +257,56 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as con:
             con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# ----------------------------------------------------------------- a running server
+
+
+@dataclass
+class Served:
+    """A prediction server on a free port over a copy of the trained workspace, with the
+    online store materialised and ``fraud_model`` version 1 as champion. Its clock is
+    pinned to ``now`` (just after the sample's last transaction), so TTLs mean the same
+    to the server and to ``build_training_set`` at that time."""
+
+    workspace: Workspace
+    running: Any
+    target: str
+    store: Any
+    registry: Any
+    now: Any
+
+
+@pytest.fixture(scope="module")
+def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    import contextlib
+    import io
+    from datetime import UTC, datetime, timedelta
+
+    import duckdb
+
+    from framework.promotion import promote
+    from framework.registry import ModelRegistry
+    from framework.repository import open_store
+    from serving.server import ServeSettings, start_server
+
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
+    ws = Workspace(root)
+    registry = ModelRegistry(ws.data / "models")
+    last = duckdb.sql(
+        f"SELECT max(transaction_timestamp) FROM '{ws.data / 'raw' / 'transactions.parquet'}'"
+    ).fetchone()[0]  # type: ignore[index]
+    now = last.astimezone(UTC) + timedelta(minutes=30)
+    with open_store(ws.repo) as store:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            store.materialize(
+                start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=now + timedelta(days=1)
+            )
+        promote(registry, "fraud_model", trained.version, store=store, reason="tests")
+        settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
+        running = start_server(store, registry, ws.data, settings, clock=now.timestamp)
+        try:
+            yield Served(ws, running, f"127.0.0.1:{running.port}", store, registry, now)
+        finally:
+            running.stop(2)

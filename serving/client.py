@@ -1,0 +1,101 @@
+"""A Python client for ``parity.v1.PredictionService``.
+
+>>> with PredictionClient("127.0.0.1:50051") as client:  # doctest: +SKIP
+...     client.predict("fraud_model", [{"entity_keys": {"user_id": 1, "merchant_id": 2},
+...                                     "request_data": {"amount": 12.5, "hour_of_day": 3}}])
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from serving.converters import from_value, to_value
+from serving.stubs.parity.v1 import prediction_pb2 as pb
+from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+
+class PredictionClient:
+    def __init__(self, target: str, *, timeout: float = 10.0) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.PredictionServiceStub(self.channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> PredictionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def predict(
+        self,
+        model: str,
+        rows: list[dict[str, dict[str, Any]]],
+        *,
+        version: str | None = None,
+        alias: str | None = None,
+        return_features: bool = False,
+        request_id: str = "",
+    ) -> list[dict[str, Any]]:
+        """Score rows (``{"entity_keys": {...}, "request_data": {...}}``); one dict each."""
+        request = pb.PredictRequest(
+            model_name=model, request_id=request_id, return_features=return_features
+        )
+        if version:
+            request.model_version = version
+        elif alias:
+            request.model_alias = alias
+        for row in rows:
+            r = request.rows.add()
+            for k, v in row.get("entity_keys", {}).items():
+                r.entity_keys[k].CopyFrom(to_value(v))
+            for k, v in row.get("request_data", {}).items():
+                r.request_data[k].CopyFrom(to_value(v))
+        response = self.stub.Predict(request, timeout=self.timeout)
+        out = []
+        for p in response.predictions:
+            item = MessageToDict(
+                p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            item["score"], item["confidence"] = p.score, p.confidence
+            item["features"] = {k: from_value(v) for k, v in p.features.items()}
+            out.append(item)
+        return out
+
+    def model_info(
+        self, model: str, *, version: str | None = None, alias: str | None = None
+    ) -> dict[str, Any]:
+        request = pb.GetModelInfoRequest(model_name=model)
+        if version:
+            request.model_version = version
+        elif alias:
+            request.model_alias = alias
+        info = self.stub.GetModelInfo(request, timeout=self.timeout)
+        return MessageToDict(info, preserving_proto_field_name=True)
+
+    def report_outcome(
+        self,
+        request_id: str,
+        *,
+        label: float | None = None,
+        outcome: Any = None,
+        entity_keys: dict[str, Any] | None = None,
+        event_time: datetime | None = None,
+    ) -> dict[str, Any]:
+        request = pb.ReportOutcomeRequest(request_id=request_id)
+        if label is not None:
+            request.label = label
+        elif outcome is not None:
+            request.outcome.CopyFrom(to_value(outcome))
+        for k, v in (entity_keys or {}).items():
+            request.entity_keys[k].CopyFrom(to_value(v))
+        if event_time is not None:
+            request.event_time.FromDatetime(event_time)
+        response = self.stub.ReportOutcome(request, timeout=self.timeout)
+        return {"accepted": response.accepted, "status": response.status}

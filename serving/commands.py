@@ -1,0 +1,114 @@
+"""``parity serve`` and ``parity predict``: the command-line side of serving.
+
+``framework.cli`` defines the flags and calls these lazily, so the library
+never imports gRPC unless a serving command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+import grpc
+
+from framework.errors import ConfigError
+
+
+def serve(args: argparse.Namespace) -> None:
+    from framework.registry import ModelRegistry
+    from framework.repository import data_dir, default_repo, open_store
+    from serving.server import JsonFormatter, ServeSettings, serve_forever, start_server
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("feast").setLevel(logging.WARNING)  # "Registry cache expired" per call
+    given = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "metrics_port": args.metrics_port,
+            "models": args.model or None,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = ServeSettings(**given)
+    except Exception as exc:
+        raise ConfigError(f"serve settings: {' '.join(str(exc).split())}") from exc
+    repo = args.repo or default_repo()
+    data = data_dir(repo)
+    registry = ModelRegistry(args.registry or data / "models")
+    with open_store(repo, args.profile) as store:
+        try:
+            running = start_server(store, registry, data, settings)
+        except OSError as exc:
+            raise ConfigError(f"cannot start the server: {exc}") from exc
+        models = (
+            ", ".join(f"{ref}" for ref in sorted(running.predictor._models, key=str))
+            or "none yet (they load on first use)"
+        )
+        for address, reason in running.failed.items():
+            print(f"parity serve: warning: {address} cannot be served: {reason}", file=sys.stderr)
+        print(
+            f"parity serve: listening on {settings.host}:{running.port} "
+            f"(metrics: {running.metrics_port or 'off'}); models: {models}",
+            flush=True,
+        )
+        serve_forever(running, settings.grace_seconds)
+        print("parity serve: stopped; prediction log flushed", flush=True)
+
+
+def _parse(pairs: list[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"{flag} takes NAME=VALUE, got {pair!r}.")
+        name, text = pair.split("=", 1)
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        out[name] = value
+    return out
+
+
+def predict(args: argparse.Namespace) -> None:
+    from serving.client import PredictionClient
+
+    row = {
+        "entity_keys": _parse(args.entity, "--entity"),
+        "request_data": _parse(args.request, "--request"),
+    }
+    with PredictionClient(args.target, timeout=args.timeout) as client:
+        try:
+            result = client.predict(
+                args.model,
+                [row],
+                version=args.version,
+                alias=args.alias,
+                return_features=args.features,
+            )[0]
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise ConfigError(f"{code.name if code else 'ERROR'}: {exc.details()}") from exc
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    print(
+        f"{result['model_name']}:{result['model_version']} {result['decision']} "
+        f"score {result['score']:.4f} label {result.get('label', '')} "
+        f"confidence {result['confidence']:.3f} (request {result['request_id']})"
+    )
+    for reason in result.get("reasons", []):
+        print(f"  {reason}")
+    for name, value in sorted(result["features"].items()):
+        print(f"  {name} = {value}")

@@ -1,0 +1,96 @@
+"""Prometheus metrics of the prediction server (one registry per server).
+
+Names follow Prometheus conventions: counters end in ``_total``, durations are
+histograms in ``_seconds``. Served by ``prometheus_client`` on
+``--metrics-port``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+_CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "parity_requests_total",
+            "RPCs answered, by RPC, gRPC status code, model and version.",
+            ["rpc", "code", "model", "version"],
+            registry=r,
+        )
+        self.predictions = Counter(
+            "parity_predictions_total",
+            "Rows scored, by model, version and decision.",
+            ["model", "version", "decision"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "parity_latency_seconds",
+            "Time per request by stage: feature_lookup, inference, total.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "parity_confidence",
+            "Confidence of scored rows, by model.",
+            ["model"],
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.missing_features = Counter(
+            "parity_missing_features_total",
+            "Feature values absent online (not found or null), by feature.",
+            ["feature"],
+            registry=r,
+        )
+        self.stale_features = Counter(
+            "parity_stale_features_total",
+            "Feature values dropped as older than their view's TTL, by feature.",
+            ["feature"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "parity_model_info",
+            "1 for each loaded model version, labelled with its aliases.",
+            ["model", "version", "aliases"],
+            registry=r,
+        )
+        self.log_pending = Gauge(
+            "parity_prediction_log_pending_rows",
+            "Predictions accepted but not yet written to the prediction log.",
+            registry=r,
+        )
+        self.log_rejected = Counter(
+            "parity_prediction_log_rejected_total",
+            "Requests refused because the prediction log was full (backpressure).",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "parity_prediction_log_rows_total",
+            "Prediction rows written to the prediction log.",
+            registry=r,
+        )
+        self.log_write_seconds = Histogram(
+            "parity_prediction_log_write_seconds",
+            "Time to write one prediction-log file.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            registry=r,
+        )
+
+    def count_feature_status(self, status: dict[str, list[str]]) -> None:
+        """Count values missing online and values dropped as stale, per feature."""
+        for feature, states in status.items():
+            stale = states.count("OUTSIDE_MAX_AGE")
+            missing = states.count("NOT_FOUND") + states.count("NULL_VALUE")
+            if stale:
+                self.stale_features.labels(feature).inc(stale)
+            if missing:
+                self.missing_features.labels(feature).inc(missing)

@@ -1,0 +1,465 @@
+"""The transport-free predictor: from entity keys and request data to decisions.
+
+The predict path, per request: resolve the model version (an exact version,
+an alias, or ``champion``) -> validate every row against what the version
+expects (its entity join keys and request-data fields, with types) -> read the
+online feature vectors of its pinned feature service with TTL enforced and
+on-demand features computed by Feast's code (:mod:`framework.online`) -> score
+with the version's own pipeline -> confidence and decision (ACCEPT / VALIDATE /
+REVIEW by the version's serving thresholds) -> log every row to the
+prediction log. Nothing here knows gRPC: servicers convert protobuf to these
+types and back.
+
+Model versions are loaded once (artifact checksum verified, definitions
+checked against the Feast registry) and cached; aliases are re-read whenever
+the registry's history file changes, so moving an alias takes effect on the
+next request without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from framework.estimator import FeatureField, feature_frame, score
+from framework.model_spec import Task
+from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
+from framework.registry import ModelRef, ModelRegistry
+from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
+
+ACCEPT, VALIDATE, REVIEW, FALLBACK = "ACCEPT", "VALIDATE", "REVIEW", "FALLBACK"
+DEFAULT_ALIAS = "champion"
+
+# Python types a request value may have, per Feast value type name.
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "INT64": (int,),
+    "INT32": (int,),
+    "DOUBLE": (float, int),
+    "FLOAT": (float, int),
+    "STRING": (str,),
+    "BOOL": (bool,),
+    "BYTES": (bytes,),
+}
+
+
+@dataclass
+class RowInput:
+    entity_keys: dict[str, Any]
+    request_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PredictInput:
+    model_name: str
+    rows: list[RowInput]
+    version: str | None = None
+    alias: str | None = None
+    request_id: str = ""
+    return_features: bool = False
+
+
+@dataclass
+class PredictionOut:
+    request_id: str
+    row_index: int
+    model_name: str
+    model_version: str
+    score: float
+    label: str
+    confidence: float
+    decision: str
+    reasons: list[str]
+    features: dict[str, Any] | None = None
+
+
+@dataclass
+class LoadedModel:
+    """One model version, ready to score."""
+
+    ref: ModelRef
+    manifest: dict[str, Any]
+    model: Any
+    fields: list[FeatureField]
+    task: Task
+    online: OnlineFeatures
+    key_types: dict[str, str]
+    request_types: dict[str, str]
+
+    @property
+    def serving(self) -> dict[str, Any]:
+        return self.manifest["serving"]  # type: ignore[no-any-return]
+
+
+class Predictor:
+    """Scores requests with registered model versions and online features.
+
+    Parameters
+    ----------
+    registry, store
+        The model registry and the Feast store (the same one training used).
+    max_rows
+        The most rows one request may carry.
+    log
+        Called with (model name, Arrow table of logged rows) for every scored
+        batch; ``serving.prediction_log.PredictionLog.append`` in the server.
+    clock
+        Seconds since the epoch; TTLs are enforced against it.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        store: Any,
+        *,
+        max_rows: int = 1_000,
+        log: Callable[[str, pa.Table], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        observe: Callable[[str, float], None] | None = None,
+        feature_status: Callable[[dict[str, list[str]]], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.max_rows = max_rows
+        self.log = log
+        self.clock = clock
+        self.observe = observe or (lambda stage, seconds: None)
+        self.feature_status = feature_status or (lambda status: None)
+        self._models: dict[ModelRef, LoadedModel] = {}
+        self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def ready(self) -> bool:
+        """True once :meth:`warm_up` has loaded the models the server starts with."""
+        return self._ready
+
+    def warm_up(self, addresses: Sequence[str]) -> tuple[list[ModelRef], dict[str, str]]:
+        """Load the given models (``name``, ``name@alias``, ``name:version``) before serving.
+
+        Returns the loaded versions and, per address that failed, why. A model that
+        cannot load does not stop the server (its requests get the error's status);
+        the server reports ready only when every model loaded.
+        """
+        refs, failed = [], {}
+        for address in addresses:
+            try:
+                ref = self.registry.resolve(address)
+                self.load(ref)
+                refs.append(ref)
+            except Exception as exc:
+                failed[address] = str(exc)
+        self._ready = not failed
+        return refs, failed
+
+    # ------------------------------------------------------------ versions
+
+    def resolve(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef:
+        """The exact version a request means (default: the champion)."""
+        if not name:
+            raise InvalidInput("model_name: required.")
+        if version and alias:
+            raise InvalidInput("model_version and model_alias: give at most one.")
+        if version:
+            if not version.isascii() or not version.isdigit():
+                raise InvalidInput(f"model_version: must be a number, got {version!r}.")
+            return self.registry.resolve(f"{name}:{version}")
+        alias = alias or DEFAULT_ALIAS
+        aliases = self._alias_map(name)
+        if alias not in aliases:
+            return self.registry.resolve(f"{name}@{alias}")  # raises NotFoundError, worded
+        return ModelRef(name, aliases[alias])
+
+    def _alias_map(self, name: str) -> dict[str, int]:
+        path = self.registry.root / name / "history.jsonl"
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        cached = self._aliases.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        aliases = self.registry.aliases(name)
+        self._aliases[name] = (stamp, aliases)
+        return aliases
+
+    def aliases_of(self, ref: ModelRef) -> list[str]:
+        return sorted(a for a, v in self._alias_map(ref.name).items() if v == ref.version)
+
+    def load(self, ref: ModelRef) -> LoadedModel:
+        """The version, loaded once: checksum verified, definitions checked."""
+        loaded = self._models.get(ref)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            loaded = self._models.get(ref)
+            if loaded is None:
+                loaded = self._load(ref)
+                self._models[ref] = loaded
+        return loaded
+
+    def _load(self, ref: ModelRef) -> LoadedModel:
+        from framework.training_set import feature_contract
+
+        model, manifest = self.registry.load(ref)
+        service = manifest["feature_service"]
+        try:
+            contract = feature_contract(self.store, service)
+        except Exception as exc:
+            raise DefinitionsChanged(
+                f"{ref} reads feature service {service!r}, which the Feast registry no longer "
+                f"resolves: {exc}"
+            ) from exc
+        if contract.definitions_digest != manifest["definitions_digest"]:
+            pinned = {(f["view"], f["name"]) for f in manifest["features"]}
+            now = {(f.view, f.name) for f in contract.fields}
+            missing = sorted(f"{v}:{n}" for v, n in pinned - now)
+            detail = f"missing now: {', '.join(missing)}" if missing else "definitions changed"
+            raise DefinitionsChanged(
+                f"{ref} was trained on definitions of {service!r} that no longer match the "
+                f"Feast registry ({detail}); retrain or re-apply the definitions."
+            )
+        online = OnlineFeatures(self.store, service, clock=self.clock)
+        return LoadedModel(
+            ref=ref,
+            manifest=manifest,
+            model=model,
+            fields=[FeatureField(**f) for f in manifest["features"]],
+            task=Task(manifest["task"]),
+            online=online,
+            key_types={k: "INT64" for k in manifest["join_keys"]},
+            request_types=dict(manifest["request_data"]),
+        )
+
+    # ------------------------------------------------------------ predict
+
+    def validate(self, loaded: LoadedModel, rows: Sequence[RowInput]) -> None:
+        """Every row carries exactly the keys and request data the version needs."""
+        if not rows:
+            raise InvalidInput("rows: at least one row is required.")
+        if len(rows) > self.max_rows:
+            raise InvalidInput(f"rows: {len(rows)} rows exceed the limit of {self.max_rows}.")
+        keys, req = loaded.key_types, loaded.request_types
+        for i, row in enumerate(rows):
+            _check_fields(f"rows[{i}].entity_keys", row.entity_keys, keys, "entity key")
+            _check_fields(f"rows[{i}].request_data", row.request_data, req, "request field")
+
+    def predict(self, request: PredictInput) -> list[PredictionOut]:
+        received = self.clock()
+        started = time.perf_counter()
+        ref = self.resolve(request.model_name, request.version, request.alias)
+        loaded = self.load(ref)
+        self.validate(loaded, request.rows)
+        request_id = request.request_id or uuid.uuid4().hex
+
+        t = time.perf_counter()
+        try:
+            vectors = loaded.online.read(
+                [r.entity_keys for r in request.rows], [r.request_data for r in request.rows]
+            )
+        except InvalidInput:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"The online store could not be read: {' '.join(str(exc).split())[:300]}"
+            ) from exc
+        self.observe("feature_lookup", time.perf_counter() - t)
+        self.feature_status(vectors.status)
+
+        t = time.perf_counter()
+        serving = loaded.serving
+        scores = score(
+            loaded.model, feature_frame(vectors.table, loaded.fields), loaded.task,
+            serving["threshold"],
+        )  # fmt: skip
+        self.observe("inference", time.perf_counter() - t)
+
+        outs = []
+        names = [f.name for f in loaded.fields]
+        for i in range(len(request.rows)):
+            conf = float(scores.confidence[i])
+            decision, reasons = _decide(loaded.task, conf, serving)
+            reasons += _feature_reasons(vectors, names, i)
+            value = float(scores.score[i])
+            label = str(int(scores.label[i])) if loaded.task is Task.CLASSIFICATION else ""
+            outs.append(
+                PredictionOut(
+                    request_id=request_id,
+                    row_index=i,
+                    model_name=ref.name,
+                    model_version=str(ref.version),
+                    score=value,
+                    label=label,
+                    confidence=conf if not np.isnan(conf) else 0.0,
+                    decision=decision,
+                    reasons=reasons,
+                    features={n: vectors.table.column(n)[i].as_py() for n in names}
+                    if request.return_features
+                    else None,
+                )
+            )
+        total = time.perf_counter() - started
+        self.observe("total", total)
+        if self.log is not None:
+            self.log(ref.name, _log_table(loaded, request, vectors, outs, received, total))
+        return outs
+
+    def predict_features(
+        self, ref: ModelRef, columns: dict[str, list[Any]], request_id: str = ""
+    ) -> list[PredictionOut]:
+        """Score feature vectors the client supplies (plain model serving, no lookup)."""
+        received = self.clock()
+        started = time.perf_counter()
+        loaded = self.load(ref)
+        names = [f.name for f in loaded.fields]
+        unknown = sorted(set(columns) - set(names))
+        if unknown:
+            raise InvalidInput(f"inputs: unknown feature {unknown[0]!r} for {ref}.")
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise InvalidInput(f"inputs: missing feature {missing[0]!r} for {ref}.")
+        n = len(columns[names[0]])
+        if n == 0:
+            raise InvalidInput("inputs: at least one row is required.")
+        if n > self.max_rows:
+            raise InvalidInput(f"inputs: {n} rows exceed the limit of {self.max_rows}.")
+        arrays = {}
+        for f in loaded.fields:
+            values = columns[f.name]
+            bad = next(
+                (v for v in values if v is not None and isinstance(v, str) != f.categorical),
+                None,
+            )
+            if bad is not None:
+                want = "text (BYTES)" if f.categorical else "numbers"
+                raise InvalidInput(f"inputs[{f.name!r}]: must be {want}, got {bad!r}.")
+            arrays[f.name] = pa.array(values, pa.string() if f.categorical else pa.float64())
+        table = pa.table(arrays)
+        t = time.perf_counter()
+        scores = score(
+            loaded.model, feature_frame(table, loaded.fields), loaded.task,
+            loaded.serving["threshold"],
+        )  # fmt: skip
+        self.observe("inference", time.perf_counter() - t)
+        request_id = request_id or uuid.uuid4().hex
+        outs = []
+        for i in range(n):
+            conf = float(scores.confidence[i])
+            decision, reasons = _decide(loaded.task, conf, loaded.serving)
+            outs.append(
+                PredictionOut(
+                    request_id=request_id,
+                    row_index=i,
+                    model_name=ref.name,
+                    model_version=str(ref.version),
+                    score=float(scores.score[i]),
+                    label=str(int(scores.label[i])) if loaded.task is Task.CLASSIFICATION else "",
+                    confidence=conf if not np.isnan(conf) else 0.0,
+                    decision=decision,
+                    reasons=reasons,
+                )
+            )
+        total = time.perf_counter() - started
+        self.observe("total", total)
+        if self.log is not None:
+            vectors = OnlineVectors(
+                table=table,
+                features=names,
+                status={nm: ["PROVIDED"] * n for nm in names},
+                event_time_us={},
+            )
+            self.log(ref.name, _log_table(loaded, None, vectors, outs, received, total))
+        return outs
+
+
+def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], what: str) -> None:
+    for name in wanted:
+        if name not in given or given[name] is None:
+            raise InvalidInput(f"{where}: missing {what} {name!r}.")
+    for name, value in given.items():
+        if name not in wanted:
+            raise InvalidInput(
+                f"{where}: unknown {what} {name!r} (the model takes: "
+                f"{', '.join(wanted) or 'none'})."
+            )
+        kind = wanted[name]
+        ok = isinstance(value, _ACCEPTS.get(kind, (object,)))
+        if isinstance(value, bool) and kind != "BOOL":
+            ok = False
+        if not ok:
+            raise InvalidInput(
+                f"{where}: {what} {name!r} must be {kind}, got {type(value).__name__} {value!r}."
+            )
+        if kind in ("DOUBLE", "FLOAT") and not np.isfinite(float(value)):
+            raise InvalidInput(f"{where}: {what} {name!r} must be finite, got {value!r}.")
+
+
+def _decide(task: Task, confidence: float, serving: dict[str, Any]) -> tuple[str, list[str]]:
+    if task is not Task.CLASSIFICATION:
+        return ACCEPT, ["regression: no confidence routing"]
+    accept, review = serving["accept"], serving["review_below"]
+    if confidence >= accept:
+        return ACCEPT, [f"confidence {confidence:.3f} >= accept {accept}"]
+    if confidence >= review:
+        return VALIDATE, [f"confidence {confidence:.3f} between {review} and {accept}"]
+    return REVIEW, [f"confidence {confidence:.3f} < review {review}"]
+
+
+def _feature_reasons(vectors: OnlineVectors, names: list[str], i: int) -> list[str]:
+    missing = [n for n in names if vectors.status.get(n, [PRESENT])[i] not in (PRESENT, COMPUTED)]
+    if not missing:
+        return []
+    return [
+        "features without a value: " + ", ".join(f"{n} ({vectors.status[n][i]})" for n in missing)
+    ]
+
+
+def _log_table(
+    loaded: LoadedModel,
+    request: PredictInput | None,
+    vectors: OnlineVectors,
+    outs: list[PredictionOut],
+    received: float,
+    latency: float,
+) -> pa.Table:
+    """One row per prediction, in Feast's feature-logging layout where it fits:
+    ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
+    feature the value, ``<feature>__timestamp`` and ``<feature>__status``."""
+    n = len(outs)
+    now = datetime.now(UTC)
+    ts_type = pa.timestamp("us", tz="UTC")
+    cols: dict[str, pa.Array] = {
+        "__request_id": pa.array([o.request_id for o in outs], pa.string()),
+        "__row_index": pa.array([o.row_index for o in outs], pa.int32()),
+        "__timestamp": pa.array([int(received * 1e6)] * n, ts_type),
+        "__log_timestamp": pa.array([now] * n, ts_type),
+        "__log_date": pa.array([now.date()] * n, pa.date32()),
+        "model_name": pa.array([o.model_name for o in outs], pa.string()),
+        "model_version": pa.array([o.model_version for o in outs], pa.string()),
+    }
+    table = vectors.table
+    for name in (*loaded.key_types, *loaded.request_types):
+        if name in table.column_names:  # absent when the client sent the features itself
+            cols[name] = table.column(name).combine_chunks()
+    for f in loaded.fields:
+        cols[f.name] = table.column(f.name).combine_chunks()
+        cols[f"{f.name}__timestamp"] = pa.array(
+            vectors.event_time_us.get(f.name, [0] * n), pa.int64()
+        ).cast(ts_type)
+        cols[f"{f.name}__status"] = pa.array(vectors.status.get(f.name, [PRESENT] * n), pa.string())
+    cols["score"] = pa.array([o.score for o in outs], pa.float64())
+    cols["label"] = pa.array([o.label for o in outs], pa.string())
+    cols["confidence"] = pa.array([o.confidence for o in outs], pa.float64())
+    cols["decision"] = pa.array([o.decision for o in outs], pa.string())
+    cols["reasons"] = pa.array(["; ".join(o.reasons) for o in outs], pa.string())
+    cols["latency_seconds"] = pa.array([latency] * n, pa.float64())
+    return pa.table(cols)

@@ -1,0 +1,218 @@
+"""``parity serve``: the gRPC prediction server.
+
+One process serves ``parity.v1.PredictionService``, the Open Inference Protocol
+(``inference.GRPCInferenceService``), ``grpc.health.v1.Health`` (overall and
+per service) and server reflection, with Prometheus metrics on a second port.
+Predictions are logged off the hot path by :class:`PredictionLog`.
+
+Shutdown (SIGTERM or SIGINT): health turns ``NOT_SERVING``, new calls are
+refused, in-flight calls get ``grace`` seconds to finish, then the prediction
+log is flushed and closed — every accepted prediction is on disk before exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from framework.outcomes import OutcomeStore
+from framework.registry import ModelRegistry
+from serving.metrics import ServerMetrics
+from serving.prediction_log import PredictionLog
+from serving.predictor import Predictor
+from serving.servicers import InferenceServicer, PredictionServicer
+from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from serving.stubs.parity.v1 import prediction_pb2 as pb
+from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+log = logging.getLogger("parity.serving")
+SERVICES = (
+    pb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+)
+
+
+class ServeSettings(BaseSettings):
+    """Server settings; each can be set by flag or by environment (``PARITY_SERVE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARITY_SERVE_")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    workers: int = Field(default=8, ge=1, le=256, description="Threads answering calls.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus port; unset: no metrics endpoint."
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models to load before reporting ready (NAME, NAME@ALIAS, NAME:VERSION); "
+        "default: every model with a champion.",
+    )
+    max_rows: int = Field(default=1_000, ge=1, description="Most rows one request may carry.")
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    grace_seconds: float = Field(default=10.0, ge=0, description="Drain time on shutdown.")
+    log_batch_rows: int = Field(default=5_000, ge=1)
+    log_flush_seconds: float = Field(default=1.0, gt=0)
+    log_max_pending_rows: int = Field(default=200_000, ge=1)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    metrics_port: int | None
+    predictor: Predictor
+    failed: dict[str, str]
+    prediction_log: PredictionLog
+    health: health.HealthServicer
+    metrics: ServerMetrics
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, drain in-flight ones, then flush the prediction log."""
+        for name in ("", *SERVICES):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(grace).wait()
+        self.prediction_log.close()
+
+
+def start_server(
+    store: Any,
+    registry: ModelRegistry,
+    data: Path,
+    settings: ServeSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> RunningServer:
+    """Build and start the server; returns once it is listening and its models are loaded."""
+    metrics = ServerMetrics()
+
+    def on_write(rows: int, seconds: float) -> None:
+        metrics.log_written.inc(rows)
+        metrics.log_write_seconds.observe(seconds)
+
+    plog = PredictionLog(
+        data / "predictions",
+        batch_rows=settings.log_batch_rows,
+        flush_interval=settings.log_flush_seconds,
+        max_pending_rows=settings.log_max_pending_rows,
+        on_write=on_write,
+    )
+
+    def log_rows(model: str, table: Any) -> None:
+        try:
+            plog.append(table, model=model)
+        except Exception:
+            metrics.log_rejected.inc()
+            raise
+        finally:
+            metrics.log_pending.set(plog.pending_rows)
+
+    predictor = Predictor(
+        registry,
+        store,
+        max_rows=settings.max_rows,
+        log=log_rows,
+        clock=clock,
+        observe=lambda stage, s: metrics.latency.labels(stage).observe(s),
+        feature_status=metrics.count_feature_status,
+    )
+    models = settings.models or [
+        f"{n}@champion" for n in registry.names() if "champion" in registry.aliases(n)
+    ]
+    refs, failed = predictor.warm_up(models)
+    for address, reason in failed.items():
+        log.error("model %s cannot be served: %s", address, reason)
+    for ref in refs:
+        metrics.model_info.labels(
+            ref.name, str(ref.version), ",".join(predictor.aliases_of(ref))
+        ).set(1)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+        options=options,
+    )
+    pb_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics), server
+    )
+    v2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(predictor, metrics, _version()), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        plog.close()
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    server.start()
+    for name in ("", *SERVICES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_port = None
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        http, _ = start_http_server(
+            settings.metrics_port, addr=settings.host, registry=metrics.registry
+        )
+        metrics_port = int(http.server_port)
+    return RunningServer(
+        server, port, metrics_port, predictor, failed, plog, health_servicer, metrics
+    )
+
+
+def serve_forever(running: RunningServer, grace: float) -> None:
+    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    stop.wait()
+    running.stop(grace)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("parity")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (time, level, logger, message, and extras)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            payload["error"] = self.formatException(record.exc_info)
+        return json.dumps(payload)

@@ -1,0 +1,286 @@
+"""The gRPC servicers: thin translations between protobuf and the predictor.
+
+Each RPC converts its request to predictor types, calls the predictor, and
+converts back; every exception is mapped to one status code by
+:func:`serving.errors.status_of` in :func:`_rpc` (the one place that aborts),
+and counted in the metrics. A client's mistake is never answered ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any, TypeVar
+
+import grpc
+
+from framework.outcomes import OutcomeStore
+from framework.registry import ModelRef
+from serving import converters
+from serving.errors import InvalidInput, Unsupported, status_of
+from serving.metrics import ServerMetrics
+from serving.predictor import PredictInput, PredictionOut, Predictor, RowInput
+from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from serving.stubs.parity.v1 import prediction_pb2 as pb
+from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+log = logging.getLogger("parity.serving")
+R = TypeVar("R")
+SERVER_NAME = "parity"
+
+
+def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Run an RPC: map errors to statuses (abort), count requests, log failures."""
+
+    def wrap(method: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(method)
+        def handler(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+            model = getattr(request, "model_name", "") or getattr(request, "name", "")
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                self.metrics.requests.labels(name, "DEADLINE_EXCEEDED", model, "").inc()
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed on arrival")
+            try:
+                result = method(self, request, context)
+            except Exception as exc:
+                code = status_of(exc)
+                message = str(exc) if code is not grpc.StatusCode.INTERNAL else (
+                    f"internal error ({type(exc).__name__}); see the server log"
+                )  # fmt: skip
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("rpc %s failed", name)
+                else:
+                    log.info("rpc %s: %s %s", name, code.name, message)
+                self.metrics.requests.labels(name, code.name, model, "").inc()
+                context.abort(code, message)
+            version = getattr(result, "model_version", "") or ""
+            predictions = getattr(result, "predictions", None)
+            if not version and predictions:
+                version = predictions[0].model_version
+            self.metrics.requests.labels(name, "OK", model, version).inc()
+            return result
+
+        return handler
+
+    return wrap
+
+
+class PredictionServicer(pb_grpc.PredictionServiceServicer):
+    """``parity.v1.PredictionService``."""
+
+    def __init__(self, predictor: Predictor, outcomes: OutcomeStore, metrics: ServerMetrics):
+        self.predictor = predictor
+        self.outcomes = outcomes
+        self.metrics = metrics
+
+    @_rpc("Predict")
+    def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> Any:
+        which = request.WhichOneof("model_ref")
+        rows = [
+            RowInput(
+                entity_keys={k: converters.from_value(v) for k, v in row.entity_keys.items()},
+                request_data={k: converters.from_value(v) for k, v in row.request_data.items()},
+            )
+            for row in request.rows
+        ]
+        if request.explain:
+            raise Unsupported("explain: explanations are not available on this server yet.")
+        outs = self.predictor.predict(
+            PredictInput(
+                model_name=request.model_name,
+                rows=rows,
+                version=request.model_version if which == "model_version" else None,
+                alias=request.model_alias if which == "model_alias" else None,
+                request_id=request.request_id,
+                return_features=request.return_features,
+            )
+        )
+        self._count(outs)
+        return pb.PredictResponse(predictions=[_prediction(o) for o in outs])
+
+    @_rpc("GetModelInfo")
+    def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> Any:
+        which = request.WhichOneof("model_ref")
+        ref = self.predictor.resolve(
+            request.model_name,
+            request.model_version if which == "model_version" else None,
+            request.model_alias if which == "model_alias" else None,
+        )
+        manifest = self.predictor.registry.manifest(ref)
+        info = pb.ModelInfo(
+            name=ref.name,
+            version=str(ref.version),
+            aliases=self.predictor.aliases_of(ref),
+            feature_service=manifest["feature_service"],
+            features=[
+                pb.FeatureSpec(name=f["name"], dtype=f["dtype"]) for f in manifest["features"]
+            ],
+            thresholds=pb.Thresholds(
+                accept=manifest["serving"]["accept"], review=manifest["serving"]["review_below"]
+            ),
+        )
+        from datetime import datetime
+
+        info.created_at.FromDatetime(datetime.fromisoformat(manifest["created_at"]))
+        return info
+
+    @_rpc("ReportOutcome")
+    def ReportOutcome(self, request: pb.ReportOutcomeRequest, context: grpc.ServicerContext) -> Any:
+        which = request.WhichOneof("result")
+        if which is None:
+            raise InvalidInput("result: set either 'label' or 'outcome'.")
+        if not request.request_id:
+            raise InvalidInput("request_id: required.")
+        event_time = (
+            request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None
+        )
+        status = self.outcomes.record(
+            request.request_id,
+            entity_keys={k: converters.from_value(v) for k, v in request.entity_keys.items()},
+            event_time=event_time,
+            label=request.label if which == "label" else None,
+            outcome=converters.from_value(request.outcome) if which == "outcome" else None,
+        )
+        return pb.ReportOutcomeResponse(accepted=True, status=status)
+
+    def _count(self, outs: list[PredictionOut]) -> None:
+        for o in outs:
+            self.metrics.predictions.labels(o.model_name, o.model_version, o.decision).inc()
+            self.metrics.confidence.labels(o.model_name).observe(o.confidence)
+
+
+def _prediction(o: PredictionOut) -> pb.Prediction:
+    p = pb.Prediction(
+        request_id=o.request_id,
+        row_index=o.row_index,
+        model_name=o.model_name,
+        model_version=o.model_version,
+        score=o.score,
+        label=o.label,
+        confidence=o.confidence,
+        decision=pb.Decision.Value(o.decision),
+        reasons=o.reasons,
+    )
+    if o.features is not None:
+        for name, value in o.features.items():
+            p.features[name].CopyFrom(converters.to_value(value))
+    return p
+
+
+class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` (Open Inference Protocol / KServe V2).
+
+    ``ModelInfer`` takes either every model feature as a tensor (plain model
+    serving) or the entity join keys plus request-data fields as tensors, which
+    the server enriches from the online store. Outputs: ``score`` (FP64),
+    ``label`` (INT64 for classifiers) and ``confidence`` (FP64), plus
+    ``decision`` (BYTES).
+    """
+
+    def __init__(self, predictor: Predictor, metrics: ServerMetrics, version: str):
+        self.predictor = predictor
+        self.metrics = metrics
+        self.version = version
+
+    @_rpc("ServerLive")
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return v2.ServerLiveResponse(live=True)
+
+    @_rpc("ServerReady")
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return v2.ServerReadyResponse(ready=self.predictor.ready())
+
+    @_rpc("ModelReady")
+    def ModelReady(self, request: v2.ModelReadyRequest, context: grpc.ServicerContext) -> Any:
+        ref = self._ref(request.name, request.version)
+        self.predictor.load(ref)
+        return v2.ModelReadyResponse(ready=True)
+
+    @_rpc("ServerMetadata")
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return v2.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=[])
+
+    @_rpc("ModelMetadata")
+    def ModelMetadata(self, request: v2.ModelMetadataRequest, context: grpc.ServicerContext) -> Any:
+        ref = self._ref(request.name, request.version)
+        manifest = self.predictor.registry.manifest(ref)
+        T = v2.ModelMetadataResponse.TensorMetadata
+        inputs = [
+            T(name=f["name"], datatype=converters.V2_DATATYPE[f["dtype"]], shape=[-1])
+            for f in manifest["features"]
+        ]
+        outputs = [
+            T(name="score", datatype="FP64", shape=[-1]),
+            T(name="label", datatype="INT64", shape=[-1]),
+            T(name="confidence", datatype="FP64", shape=[-1]),
+            T(name="decision", datatype="BYTES", shape=[-1]),
+        ]
+        return v2.ModelMetadataResponse(
+            name=ref.name,
+            versions=[str(v) for v in self.predictor.registry.versions(ref.name)],
+            platform="parity-sklearn",
+            inputs=inputs,
+            outputs=outputs,
+        )
+
+    @_rpc("ModelInfer")
+    def ModelInfer(self, request: v2.ModelInferRequest, context: grpc.ServicerContext) -> Any:
+        ref = self._ref(request.model_name, request.model_version)
+        loaded = self.predictor.load(ref)
+        columns, rows, raw = converters.decode_inputs(request)
+        features = {f.name for f in loaded.fields}
+        keys = set(loaded.key_types) | set(loaded.request_types)
+        if set(columns) & features and not set(columns) <= keys:
+            outs = self.predictor.predict_features(ref, columns, request.id)
+        else:
+            given = set(columns)
+            unknown = sorted(given - keys)
+            if unknown:
+                raise InvalidInput(
+                    f"inputs[{unknown[0]!r}]: not a feature, entity key or request field of "
+                    f"{ref} (send every feature, or the keys {', '.join(loaded.key_types)} "
+                    f"and request data {', '.join(loaded.request_types) or 'none'})."
+                )
+            row_inputs = [
+                RowInput(
+                    entity_keys={k: columns[k][i] for k in loaded.key_types if k in columns},
+                    request_data={k: columns[k][i] for k in loaded.request_types if k in columns},
+                )
+                for i in range(rows)
+            ]
+            outs = self.predictor.predict(
+                PredictInput(
+                    model_name=ref.name,
+                    version=str(ref.version),
+                    rows=row_inputs,
+                    request_id=request.id,
+                )
+            )
+        response = v2.ModelInferResponse(
+            model_name=ref.name, model_version=str(ref.version), id=outs[0].request_id
+        )
+        wanted = {o.name for o in request.outputs}
+        tensors: list[tuple[str, str, list[Any]]] = [
+            ("score", "FP64", [o.score for o in outs]),
+            ("label", "INT64", [int(o.label or 0) for o in outs]),
+            ("confidence", "FP64", [o.confidence for o in outs]),
+            ("decision", "BYTES", [o.decision for o in outs]),
+        ]
+        unknown_out = sorted(wanted - {t[0] for t in tensors})
+        if unknown_out:
+            raise InvalidInput(f"outputs: unknown output {unknown_out[0]!r}.")
+        converters.encode_outputs(
+            response, [t for t in tensors if not wanted or t[0] in wanted], raw
+        )
+        for o in outs:
+            self.metrics.predictions.labels(o.model_name, o.model_version, o.decision).inc()
+            self.metrics.confidence.labels(o.model_name).observe(o.confidence)
+        return response
+
+    def _ref(self, name: str, version: str) -> ModelRef:
+        if not name:
+            raise InvalidInput("name: the model name is required.")
+        return self.predictor.resolve(name, version or None, None)

@@ -1,0 +1,393 @@
+"""The gRPC prediction server, over real sockets: parity's API, KServe V2 (with
+tritonclient, a client nobody here wrote), health, reflection, metrics, the
+prediction log, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+
+from framework.training_set import build_training_set
+from serving.client import PredictionClient
+from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from serving.stubs.parity.v1 import prediction_pb2 as pb
+from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+from tests.conftest import Served
+
+pytestmark = pytest.mark.integration
+MODEL = "fraud_model"
+
+
+def recent_rows(served: Served, n: int) -> list[dict[str, Any]]:
+    """Entity keys and request data of the ``n`` latest transactions (distinct users)."""
+    import duckdb
+
+    path = served.workspace.data / "raw" / "transactions.parquet"
+    rows = duckdb.sql(
+        f"""SELECT user_id, merchant_id, amount,
+                   hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT AS hour_of_day
+            FROM '{path}' QUALIFY row_number() OVER (PARTITION BY user_id
+                 ORDER BY transaction_timestamp DESC) = 1
+            ORDER BY max(transaction_timestamp) OVER (PARTITION BY user_id) DESC LIMIT {n}"""
+    ).fetchall()
+    return [
+        {
+            "entity_keys": {"user_id": u, "merchant_id": m},
+            "request_data": {"amount": a, "hour_of_day": h},
+        }
+        for u, m, a, h in rows
+    ]
+
+
+def test_predict_names_the_version_and_decides(served: Served) -> None:
+    rows = recent_rows(served, 5)
+    with PredictionClient(served.target) as client:
+        out = client.predict(MODEL, rows, return_features=True, request_id="req-1")
+    assert [p["row_index"] for p in out] == [0, 1, 2, 3, 4]
+    for p in out:
+        assert p["request_id"] == "req-1"
+        assert (p["model_name"], p["model_version"]) == (MODEL, "1")
+        assert 0.0 <= p["score"] <= 1.0
+        assert p["confidence"] == pytest.approx(max(p["score"], 1 - p["score"]))
+        assert p["decision"] in ("ACCEPT", "VALIDATE", "REVIEW")
+        assert p["reasons"][0].startswith("confidence")
+        assert len(p["features"]) == 17
+
+
+def test_served_features_equal_the_training_set_at_request_time(served: Served) -> None:
+    """One definition, both paths: for sampled entities the vector the server used is the
+    point-in-time join at the request time, value for value — TTL-expired values are
+    null on both paths, although Feast's own online read still returns them."""
+    rows = recent_rows(served, 40)
+    with PredictionClient(served.target) as client:
+        out = client.predict(MODEL, rows, return_features=True)
+    entity_df = pd.DataFrame(
+        [{**r["entity_keys"], **r["request_data"], "event_timestamp": served.now} for r in rows]
+    )
+    offline = build_training_set(served.store, "fraud_model_v1", entity_df).to_pylist()
+    stale_seen = present_seen = 0
+    for served_row, offline_row in zip(out, offline, strict=True):
+        for name, value in served_row["features"].items():
+            expected = offline_row[name]
+            if expected is None:
+                assert value is None, name
+            elif isinstance(expected, float):
+                assert value == pytest.approx(expected, rel=1e-12), name
+            else:
+                assert value == expected, name
+        stale_seen += served_row["features"]["txn_count_1h"] is None
+        present_seen += served_row["features"]["txn_count_7d"] is not None
+    assert stale_seen and present_seen  # both cases were exercised
+    raw = served.store.get_online_features(
+        features=["user_txn_1h:txn_count_1h"], entity_rows=[r["entity_keys"] for r in rows]
+    ).to_dict()["txn_count_1h"]
+    served_1h = [p["features"]["txn_count_1h"] for p in out]
+    assert any(f is not None and s is None for f, s in zip(raw, served_1h, strict=True)), (
+        "Feast returned no expired value, so the TTL enforcement went untested"
+    )
+
+
+def test_model_info(served: Served) -> None:
+    with PredictionClient(served.target) as client:
+        info = client.model_info(MODEL)
+        pinned = client.model_info(MODEL, version="1")
+    assert info == pinned
+    assert info["version"] == "1" and info["aliases"] == ["champion"]
+    assert info["feature_service"] == "fraud_model_v1"
+    assert {"name": "category", "dtype": "String"} in info["features"]
+    assert info["thresholds"] == {"accept": 0.85, "review": 0.6}
+
+
+def test_report_outcome_is_stored(served: Served) -> None:
+    from framework.outcomes import OutcomeStore
+
+    with PredictionClient(served.target) as client:
+        ack = client.report_outcome("req-1", label=1.0, entity_keys={"user_id": 7})
+    assert ack == {"accepted": True, "status": "recorded"}
+    stored = OutcomeStore(served.workspace.data / "outcomes").read()
+    assert {"request_id": "req-1", "label": 1.0} == {
+        k: stored[-1][k] for k in ("request_id", "label")
+    }
+
+
+def _row(**keys: Any) -> pb.Row:
+    row = pb.Row()
+    for k, v in keys.items():
+        target = row.request_data if k in ("amount", "hour_of_day", "colour") else row.entity_keys
+        if isinstance(v, str):
+            target[k].string_value = v
+        elif isinstance(v, float):
+            target[k].double_value = v
+        else:
+            target[k].int64_value = v
+    return row
+
+
+BAD = "INVALID_ARGUMENT"
+GOOD = {"user_id": 1, "merchant_id": 1, "amount": 10.0, "hour_of_day": 3}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "names"),
+    [
+        ({"model_name": "nope", "rows": [GOOD]}, "NOT_FOUND", "No model 'nope'"),
+        ({"model_name": MODEL, "model_version": "9", "rows": [GOOD]}, "NOT_FOUND", "version 9"),
+        ({"model_name": MODEL, "model_alias": "staging", "rows": [GOOD]}, "NOT_FOUND", "staging"),
+        ({"model_name": MODEL, "model_version": "x", "rows": [GOOD]}, BAD, "model_version"),
+        ({"model_name": "", "rows": [GOOD]}, "INVALID_ARGUMENT", "model_name"),
+        ({"model_name": MODEL, "rows": []}, "INVALID_ARGUMENT", "at least one row"),
+        ({"model_name": MODEL, "rows": [GOOD] * 501}, "INVALID_ARGUMENT", "limit of 500"),
+        ({"model_name": MODEL, "rows": [{**GOOD, "merchant_id": None}]}, BAD, "entity_keys"),
+        ({"model_name": MODEL, "rows": [{**GOOD, "user_id": "abc"}]}, BAD, "must be INT64"),
+        ({"model_name": MODEL, "rows": [{**GOOD, "colour": 1}]}, BAD, "unknown request field"),
+        ({"model_name": MODEL, "rows": [{**GOOD, "amount": None}]}, BAD, "missing request"),
+        ({"model_name": MODEL, "rows": [GOOD], "explain": True}, "FAILED_PRECONDITION", "explain"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_its_status_and_the_server_stays_up(
+    served: Served, request_fields: dict[str, Any], code: str, names: str
+) -> None:
+    fields = dict(request_fields)
+    rows = [_row(**{k: v for k, v in r.items() if v is not None}) for r in fields.pop("rows")]
+    with grpc.insecure_channel(served.target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(pb.PredictRequest(rows=rows, **fields), timeout=30)
+        assert err.value.code().name == code
+        assert names in (err.value.details() or "")
+        ok = stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[_row(**GOOD)]), timeout=30)
+        assert ok.predictions[0].model_version == "1"
+
+
+def test_health_and_reflection(served: Served) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(served.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "parity.v1.PredictionService", "inference.GRPCInferenceService"):
+            response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(health_pb2.HealthCheckRequest(service="no.Such"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"parity.v1.PredictionService", "inference.GRPCInferenceService"} <= services
+    assert "grpc.health.v1.Health" in services
+
+
+# ------------------------------------------------------------------- KServe V2
+
+
+def test_tritonclient_against_the_v2_service(served: Served) -> None:
+    rows = recent_rows(served, 6)
+    with PredictionClient(served.target) as parity_client:
+        reference = parity_client.predict(MODEL, rows, return_features=True)
+        info = parity_client.model_info(MODEL)
+    keys = {
+        "user_id": ("INT64", [r["entity_keys"]["user_id"] for r in rows]),
+        "merchant_id": ("INT64", [r["entity_keys"]["merchant_id"] for r in rows]),
+        "amount": ("FP64", [r["request_data"]["amount"] for r in rows]),
+        "hour_of_day": ("INT64", [r["request_data"]["hour_of_day"] for r in rows]),
+    }
+    # Plain model serving: every feature as a tensor (missing numbers as NaN).
+    features = {}
+    for f in info["features"]:
+        values = [p["features"][f["name"]] for p in reference]
+        if f["dtype"] == "String":
+            features[f["name"]] = ("BYTES", values)
+        else:
+            features[f["name"]] = ("FP64", [np.nan if v is None else v for v in values])
+    script = Path(__file__).parent / "testdata" / "triton_client.py"
+    child = subprocess.run(
+        [sys.executable, str(script), served.target,
+         json.dumps({"model": MODEL, "keys": keys, "features": features})],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    out = json.loads(child.stdout)
+    assert out["live"] and out["ready"] and out["model_ready"] and out["version_ready"]
+    meta = out["metadata"]
+    assert meta["name"] == MODEL and "1" in meta["versions"]
+    assert {"name": "category", "datatype": "BYTES", "shape": ["-1"]} in meta["inputs"]
+    assert [o["name"] for o in meta["outputs"]] == ["score", "label", "confidence", "decision"]
+    assert out["server"]["name"] == "parity"
+    expected = [p["score"] for p in reference]
+    for way in ("by_keys", "by_features"):
+        assert out[way]["score"] == pytest.approx(expected), way
+        assert out[way]["decision"] == [p["decision"] for p in reference], way
+        assert out[way]["label"] == [int(p["label"]) for p in reference], way
+
+
+def test_v2_typed_contents_equal_raw_contents(served: Served) -> None:
+    rows = recent_rows(served, 3)
+    request = v2.ModelInferRequest(model_name=MODEL, id="typed")
+    for name in ("user_id", "merchant_id", "hour_of_day"):
+        t = request.inputs.add(name=name, datatype="INT64", shape=[len(rows)])
+        values = [r["entity_keys"].get(name, r["request_data"].get(name)) for r in rows]
+        t.contents.int64_contents.extend(values)
+    t = request.inputs.add(name="amount", datatype="FP64", shape=[len(rows)])
+    t.contents.fp64_contents.extend(r["request_data"]["amount"] for r in rows)
+    raw = v2.ModelInferRequest(model_name=MODEL, id="raw")
+    for tensor in request.inputs:
+        raw.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        dtype = np.int64 if tensor.datatype == "INT64" else np.float64
+        values = tensor.contents.int64_contents or tensor.contents.fp64_contents
+        raw.raw_input_contents.append(np.array(values, dtype=dtype).tobytes())
+    with grpc.insecure_channel(served.target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        typed_out = stub.ModelInfer(request, timeout=30)
+        raw_out = stub.ModelInfer(raw, timeout=30)
+    assert typed_out.id == "typed" and typed_out.model_version == "1"
+    scores = list(typed_out.outputs[0].contents.fp64_contents)
+    assert len(scores) == len(rows) and not raw_out.outputs[0].contents.fp64_contents
+    assert np.frombuffer(raw_out.raw_output_contents[0], "<f8").tolist() == scores
+
+
+@pytest.mark.parametrize(
+    ("mutate", "names"),
+    [
+        (lambda r: r.inputs.add(name="user_id", datatype="INT64", shape=[2, 2]), "shape"),
+        (lambda r: r.inputs.add(name="user_id", datatype="COMPLEX", shape=[1]), "datatype"),
+        (lambda r: r.inputs.add(name="colour", datatype="INT64", shape=[0]), "colour"),
+        (lambda r: r.raw_input_contents.append(b"\x01\x02\x03"), "raw_input_contents"),
+        (lambda r: None, "at least one input"),
+    ],
+)
+def test_v2_bad_input_is_invalid_argument(served: Served, mutate: Any, names: str) -> None:
+    request = v2.ModelInferRequest(model_name=MODEL)
+    mutate(request)
+    with grpc.insecure_channel(served.target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert names in (err.value.details() or "")
+
+
+# --------------------------------------------------------------- observability
+
+
+def test_metrics_endpoint(served: Served) -> None:
+    with PredictionClient(served.target) as client:
+        client.predict(MODEL, recent_rows(served, 2))
+    port = served.running.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'parity_requests_total{code="OK",model="fraud_model",rpc="Predict",version="1"}' in text
+    assert 'parity_latency_seconds_bucket{le="0.005",stage="feature_lookup"}' in text
+    assert 'parity_model_info{aliases="champion",model="fraud_model",version="1"} 1.0' in text
+    assert "parity_stale_features_total" in text
+    assert "parity_confidence_bucket" in text
+
+
+# ------------------------------------------------------------ lifecycle and drift
+
+
+def _copy(served: Served, root: Path) -> Path:
+    import shutil
+
+    shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
+    return root
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Path) -> None:
+    """A real ``parity serve`` process under concurrent traffic, stopped by SIGTERM:
+    every prediction it answered is in the log exactly once."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.prediction_log import read_log
+
+    root = _copy(served, tmp_path / "ws")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
+         "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    with proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        target = line.split("listening on ")[1].split(" ")[0]
+        rows = recent_rows(served, 3)
+
+        def call(i: int) -> list[str]:
+            with PredictionClient(target) as client:
+                return [
+                    p["request_id"]
+                    for p in client.predict(MODEL, rows[: 1 + i % 3], request_id=f"r{i}")
+                ]
+
+        with ThreadPoolExecutor(8) as pool:
+            answered = [rid for ids in pool.map(call, range(120)) for rid in ids]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert "prediction log flushed" in proc.stdout.read()
+    logged = read_log(root / "data" / "predictions", MODEL)
+    ids, rows_ = logged["__request_id"].to_pylist(), logged["__row_index"].to_pylist()
+    pairs = list(zip(ids, rows_, strict=True))
+    assert len(pairs) == len(answered) == sum(1 + i % 3 for i in range(120))
+    assert len(set(pairs)) == len(pairs)  # exactly once
+    assert sorted({r for r, _ in pairs}) == sorted(set(answered))
+    assert set(logged["model_version"].to_pylist()) == {"1"}
+    assert "txn_count_7d__status" in logged.column_names
+
+
+@pytest.mark.slow
+def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: Path) -> None:
+    from framework.repository import apply, open_store
+    from serving.server import ServeSettings, start_server
+
+    root = _copy(served, tmp_path / "ws")
+    repo = root / "feature_repo"
+    source = (repo / "fraud.py").read_text()
+    (repo / "fraud.py").write_text(source.replace("        merchant_profile,\n", "", 1))
+    apply(repo)
+    with open_store(repo) as store:
+        running = start_server(
+            store, served.registry.__class__(root / "data" / "models"), root / "data",
+            ServeSettings(port=0, models=[]),
+        )  # fmt: skip
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = pb_grpc.PredictionServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[_row(**GOOD)]))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "merchant_profile:category" in (err.value.details() or "")
+        finally:
+            running.stop(1)
+
+
+def test_parity_predict_command(served: Served) -> None:
+    args = ["--target", served.target, "--entity", "user_id=1", "--entity", "merchant_id=1",
+            "--request", "amount=12.5", "--request", "hour_of_day=3"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "predict", *args, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model_version"] == "1" and answer["decision"] in ("ACCEPT", "VALIDATE", "REVIEW")
+    bad = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "predict", *args[:6], "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "parity predict: error: INVALID_ARGUMENT: rows[0].request_data: "
+        "missing request field 'amount'."
+    )
