@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="threads answering calls (default: 8)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: off)")
     serve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="JSON logs to stderr; DEBUG logs every call (default: INFO)",
+    )
+    serve.add_argument(
         "--model",
         action="append",
         metavar="NAME[@ALIAS|:VERSION]",
@@ -358,19 +363,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return
-    print("Online feature vectors for the latest transactions:")
-    for item in result.online_vectors:
+    print("The latest transactions, scored by the running server:")
+    for item, p in zip(result.online_vectors, result.predictions, strict=True):
         req, f = item["request"], item["features"]
         print(
             f"  user {req['user_id']} at merchant {req['merchant_id']} ({f['category']}), "
-            f"amount {req['amount']:.2f}: txn_count_24h={f['txn_count_24h']}, "
-            f"amount_mean_7d={_fmt(f['amount_mean_7d'])}, "
-            f"amount_to_mean_7d={_fmt(f['amount_to_mean_7d'])}, "
-            f"merchant_fraud_rate_30d={_fmt(f['merchant_fraud_rate_30d'])}"
+            f"amount {req['amount']:.2f}: {p['decision']}, fraud probability "
+            f"{p['score']:.3f} ({p['model_name']}:{p['model_version']}); "
+            f"txn_count_24h={f['txn_count_24h']}, amount_to_mean_7d="
+            f"{_fmt(f['amount_to_mean_7d'])}"
         )
     print(
-        f"Done in {time.perf_counter() - started:.1f}s. Not in the demo yet: serving, "
-        "monitoring and retraining (they join as they are built)."
+        f"Done in {time.perf_counter() - started:.1f}s. Not in the demo yet: monitoring "
+        "and retraining (they join as they are built)."
     )
 
 

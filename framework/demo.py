@@ -6,8 +6,9 @@ a few online feature vectors back for recent transactions, and build a
 point-in-time-correct training set from the labels that had arrived by the
 end of the sample, train the shipped model spec (calibrated, evaluated on a
 time-based holdout) into the model registry and promote it to ``champion``
-through the promotion gate. Later stages (serving, monitoring, retraining)
-join as they land.
+through the promotion gate, then start the gRPC prediction server, score the
+latest transactions through it and stop it (flushing the prediction log).
+Later stages (monitoring, retraining) join as they land.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class DemoResult:
     online_vectors: list[dict[str, Any]] = field(default_factory=list)
     training_set: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,7 +162,57 @@ def run_demo(
             f"({', '.join(c.name for c in move.checks)} checks passed)",
             t,
         )
+
+        t = time.perf_counter()
+        now = datetime.fromisoformat(summary.end)
+        served, port, logged = _serve(
+            store, registry, data, [v["request"] for v in result.online_vectors], now
+        )
+        result.predictions = served
+        decisions = ", ".join(
+            f"{d} {sum(p['decision'] == d for p in served)}"
+            for d in ("ACCEPT", "VALIDATE", "REVIEW")
+        )
+        step(
+            "serve",
+            f"gRPC server on 127.0.0.1:{port} scored the {len(served)} latest transactions "
+            f"with {ref.name}@champion ({decisions}); {logged} rows in the prediction log "
+            f"(server clock at the end of the sample, {now:%Y-%m-%d %H:%M})",
+            t,
+        )
     return result
+
+
+def _serve(
+    store: Any, registry: Any, data: Path, requests: list[dict[str, Any]], now: datetime
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Start the prediction server on a free port, score ``requests`` over gRPC, stop it
+    (which flushes the prediction log) and count the logged rows."""
+    from serving.client import PredictionClient
+    from serving.prediction_log import read_log
+    from serving.server import ServeSettings, start_server
+
+    import uuid
+
+    request_id = f"demo-{uuid.uuid4().hex[:12]}"
+    running = start_server(
+        store, registry, data, ServeSettings(port=0, models=[]), clock=now.timestamp
+    )
+    try:
+        rows = [
+            {
+                "entity_keys": {"user_id": r["user_id"], "merchant_id": r["merchant_id"]},
+                "request_data": {"amount": r["amount"], "hour_of_day": r["hour_of_day"]},
+            }
+            for r in requests
+        ]
+        with PredictionClient(f"127.0.0.1:{running.port}") as client:
+            served = client.predict("fraud_model", rows, request_id=request_id)
+    finally:
+        running.stop(2)
+    logged = read_log(data / "predictions", "fraud_model")
+    count = sum(1 for r in logged.column("__request_id").to_pylist() if r == request_id)
+    return served, running.port, count
 
 
 def _materialize_and_read(

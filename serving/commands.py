@@ -22,10 +22,6 @@ def serve(args: argparse.Namespace) -> None:
     from framework.repository import data_dir, default_repo, open_store
     from serving.server import JsonFormatter, ServeSettings, serve_forever, start_server
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    logging.getLogger("feast").setLevel(logging.WARNING)  # "Registry cache expired" per call
     given = {
         k: v
         for k, v in {
@@ -34,6 +30,7 @@ def serve(args: argparse.Namespace) -> None:
             "workers": args.workers,
             "metrics_port": args.metrics_port,
             "models": args.model or None,
+            "log_level": args.log_level,
         }.items()
         if v is not None
     }
@@ -41,6 +38,10 @@ def serve(args: argparse.Namespace) -> None:
         settings = ServeSettings(**given)
     except Exception as exc:
         raise ConfigError(f"serve settings: {' '.join(str(exc).split())}") from exc
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    logging.getLogger("feast").setLevel(logging.WARNING)  # "Registry cache expired" per call
     repo = args.repo or default_repo()
     data = data_dir(repo)
     registry = ModelRegistry(args.registry or data / "models")

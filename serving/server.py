@@ -67,6 +67,10 @@ class ServeSettings(BaseSettings):
     max_rows: int = Field(default=1_000, ge=1, description="Most rows one request may carry.")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(default=10.0, ge=0, description="Drain time on shutdown.")
+    log_level: str = Field(
+        default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="DEBUG also logs every successful call (one JSON line each).",
+    )  # fmt: skip
     log_batch_rows: int = Field(default=5_000, ge=1)
     log_flush_seconds: float = Field(default=1.0, gt=0)
     log_max_pending_rows: int = Field(default=200_000, ge=1)
@@ -207,12 +211,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line (time, level, logger, message, and extras)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
+        payload: dict[str, Any] = {
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        payload.update(getattr(record, "fields", {}))
         if record.exc_info:
             payload["error"] = self.formatException(record.exc_info)
         return json.dumps(payload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any, TypeVar
@@ -33,12 +34,19 @@ SERVER_NAME = "parity"
 
 
 def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Run an RPC: map errors to statuses (abort), count requests, log failures."""
+    """Run an RPC: map errors to statuses (abort), count requests, log with the request id.
+
+    Every call is logged as one structured record (rpc, code, model, version,
+    request id, seconds): failures at INFO (ERROR for INTERNAL), successes at DEBUG.
+    """
 
     def wrap(method: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(method)
         def handler(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+            started = time.perf_counter()
             model = getattr(request, "model_name", "") or getattr(request, "name", "")
+            request_id = getattr(request, "request_id", "") or getattr(request, "id", "")
+            record = {"rpc": name, "model": model, "request_id": request_id}
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 self.metrics.requests.labels(name, "DEADLINE_EXCEEDED", model, "").inc()
@@ -50,16 +58,20 @@ def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
                 message = str(exc) if code is not grpc.StatusCode.INTERNAL else (
                     f"internal error ({type(exc).__name__}); see the server log"
                 )  # fmt: skip
+                record.update(code=code.name, seconds=time.perf_counter() - started)
                 if code is grpc.StatusCode.INTERNAL:
-                    log.exception("rpc %s failed", name)
+                    log.exception("rpc failed: %s", exc, extra={"fields": record})
                 else:
-                    log.info("rpc %s: %s %s", name, code.name, message)
+                    log.info(message, extra={"fields": record})
                 self.metrics.requests.labels(name, code.name, model, "").inc()
                 context.abort(code, message)
             version = getattr(result, "model_version", "") or ""
             predictions = getattr(result, "predictions", None)
-            if not version and predictions:
-                version = predictions[0].model_version
+            if predictions:
+                version = version or predictions[0].model_version
+                record["request_id"] = predictions[0].request_id
+            record.update(code="OK", version=version, seconds=time.perf_counter() - started)
+            log.debug("ok", extra={"fields": record})
             self.metrics.requests.labels(name, "OK", model, version).inc()
             return result
 

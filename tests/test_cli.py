@@ -114,7 +114,7 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     assert result.returncode == 0, result.stderr
     out = result.stdout
     steps = ("generate", "features", "apply", "materialize", "online", "training-set", "train")
-    for step in (*steps, "promote"):
+    for step in (*steps, "promote", "serve"):
         assert f"  {step}" in out, out
     assert "fraud_model@champion: unset -> 1" in out
     assert (workspace.data / "models" / "fraud_model" / "versions" / "1" / "model.skops").exists()
@@ -141,7 +141,9 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         "training-set",
         "train",
         "promote",
+        "serve",
     ]
+    assert [p["model_version"] for p in report["predictions"]] == ["1", "1", "1"]
     model = report["model"]
     assert model["model"] == "fraud_model:1" and model["champion"] == 1
     assert model["holdout"]["roc_auc"] > model["baseline"]["roc_auc"]

@@ -312,12 +312,14 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     from serving.prediction_log import read_log
 
     root = _copy(served, tmp_path / "ws")
+    server_log = tmp_path / "server.log"
+    log_file = server_log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+         "--port", "0", "--log-level", "DEBUG"],
+        stdout=subprocess.PIPE, stderr=log_file, text=True,
     )  # fmt: skip
-    with proc:
+    with proc, log_file:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on" in line, line
@@ -344,6 +346,13 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     assert sorted({r for r, _ in pairs}) == sorted(set(answered))
     assert set(logged["model_version"].to_pylist()) == {"1"}
     assert "txn_count_7d__status" in logged.column_names
+    # Structured logs: one JSON record per call, carrying the request id.
+    records = [json.loads(line) for line in server_log.read_text().splitlines()]
+    calls = [r for r in records if r.get("rpc") == "Predict"]
+    assert len(calls) == 120
+    assert {"request_id": "r7", "code": "OK", "version": "1", "model": MODEL}.items() <= next(
+        r for r in calls if r["request_id"] == "r7"
+    ).items()
 
 
 @pytest.mark.slow
