@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -191,8 +192,6 @@ def _serve(
     from serving.client import PredictionClient
     from serving.prediction_log import read_log
     from serving.server import ServeSettings, start_server
-
-    import uuid
 
     request_id = f"demo-{uuid.uuid4().hex[:12]}"
     running = start_server(
