@@ -333,6 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--features", action="store_true", help="show the feature vector used")
     predict.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     _json_arg(predict)
+
+    review = commands.add_parser(
+        "review",
+        help="the review queue: list, resolve",
+        description="Predictions the server routed to REVIEW, kept in data/review/queue.db.",
+    )
+    review_commands = review.add_subparsers(
+        dest="review_command", metavar="SUBCOMMAND", parser_class=_Parser
+    )
+    review_commands.required = True
+    rlist = review_commands.add_parser("list", help="items awaiting review (or resolved)")
+    _repo_args(rlist, profile=False)
+    rlist.add_argument("--status", choices=["open", "resolved", "all"], default="open")
+    rlist.add_argument("--limit", type=int, default=50)
+    _json_arg(rlist)
+    resolve = review_commands.add_parser("resolve", help="close an item with a label")
+    _repo_args(resolve, profile=False)
+    resolve.add_argument("id", type=int, metavar="ID")
+    resolve.add_argument("--label", required=True, help="the reviewer's answer, e.g. 0 or 1")
+    resolve.add_argument("--note", default="", help="why")
+    resolve.add_argument("--by", help="who (default: user@host)")
+    _json_arg(resolve)
     return parser
 
 
@@ -737,8 +759,43 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
     ("models", "promote"): _cmd_models_promote,
     ("models", "rollback"): _cmd_models_rollback,
     ("serve", None): lambda args: _serving("serve", args),
+    ("review", "list"): lambda args: _review(args),
+    ("review", "resolve"): lambda args: _review(args),
     ("predict", None): lambda args: _serving("predict", args),
 }
+
+
+def _review(args: argparse.Namespace) -> None:
+    from framework.registry import default_actor
+    from framework.repository import data_dir
+    from framework.review_queue import ReviewQueue
+
+    path = data_dir(args.repo or default_repo()) / "review" / "queue.db"
+    if not path.exists():
+        raise ConfigError(f"No review queue at {path} (the server creates it).")
+    queue = ReviewQueue(path)
+    try:
+        if args.review_command == "resolve":
+            item = queue.resolve(args.id, label=args.label, by=args.by or default_actor(),
+                                 note=args.note)  # fmt: skip
+            _emit(args, asdict(item), f"resolved review item {item.id} as {item.label}")
+            return
+        status = None if args.status == "all" else args.status
+        items = queue.list(status=status, limit=args.limit)
+        lines = [
+            f"{i.id:>5} {i.created_at[:19]} {i.model}:{i.version} {i.request_id}#{i.row_index} "
+            f"score {i.score:.3f} {i.status}"
+            + (f" -> {i.label}" if i.label else "")
+            + f"  {'; '.join(i.reasons[:2])}"
+            for i in items
+        ]
+        _emit(
+            args,
+            {"depth": queue.depth(), "items": [asdict(i) for i in items]},
+            "\n".join(lines) or f"no {args.status} review items",
+        )
+    finally:
+        queue.close()
 
 
 def _serving(command: str, args: argparse.Namespace) -> None:
@@ -753,7 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key = (
         args.command,
-        getattr(args, "data_command", None) or getattr(args, "models_command", None),
+        getattr(args, "data_command", None)
+        or getattr(args, "models_command", None)
+        or getattr(args, "review_command", None),
     )
     handler = _COMMANDS[key]
     name = " ".join(k for k in ("parity", *key) if k)

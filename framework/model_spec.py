@@ -135,6 +135,15 @@ class CalibrationSpec(_Strict):
     bins: int = Field(default=10, ge=2, description="Bins of the expected calibration error.")
 
 
+class RuleSpec(_Strict):
+    """A check on a VALIDATE prediction: a pandas expression over its features and
+    request data, e.g. ``amount > 2000 and country != home_country``."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    when: str = Field(min_length=1)
+    decision: Literal["REVIEW", "ACCEPT"] = "REVIEW"
+
+
 class ServingSpec(_Strict):
     """Thresholds the server uses; training reports metrics at them."""
 
@@ -143,6 +152,30 @@ class ServingSpec(_Strict):
     review_below: float = Field(default=0.60, gt=0, le=1, description="confidence < it: REVIEW")
     report_thresholds: list[float] = Field(
         default_factory=list, description="More score thresholds to report precision/recall at."
+    )
+    rules: list[RuleSpec] = Field(
+        default_factory=list,
+        description="Checks run on VALIDATE predictions before answering; a rule whose "
+        "expression holds sends the prediction to its decision (REVIEW by default).",
+    )
+    range_margin: float = Field(
+        default=0.1,
+        ge=0,
+        description="A number further than this share of the training range outside it "
+        "is out of range.",
+    )
+    cap_on_out_of_range: Literal["VALIDATE", "REVIEW", "none"] = "VALIDATE"
+    cap_on_unseen_category: Literal["VALIDATE", "REVIEW", "none"] = "VALIDATE"
+    cap_on_unexpected_missing: Literal["VALIDATE", "REVIEW", "none"] = Field(
+        default="VALIDATE",
+        description="For features (almost) never missing in training (null rate < 1%).",
+    )
+    max_missing_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="More of the features than this without a value: answer with the "
+        "fallback model instead.",
     )
 
     @model_validator(mode="after")

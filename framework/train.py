@@ -294,6 +294,12 @@ def train_model(
     step("evaluate", t)
 
     t = time.perf_counter()
+    fallback_files, fallback_manifest = _fallback(
+        spec, contract.request_data, train_t, y_train, holdout_t, y_hold
+    )
+    step("fallback", t)
+
+    t = time.perf_counter()
     blob = artifact.dump(model)
     smoke_t = holdout_t.slice(0, spec.gate.smoke_rows)
     smoke_x = feature_frame(smoke_t, fields)
@@ -348,13 +354,67 @@ def train_model(
             "bytes": len(blob),
         },
         "smoke": {"file": SMOKE, "rows": smoke.num_rows},
+        "fallback": fallback_manifest,
     }
-    ref = registry.register(spec.name, {ARTIFACT: blob, SMOKE: sink.getvalue()}, manifest)
+    ref = registry.register(
+        spec.name, {ARTIFACT: blob, SMOKE: sink.getvalue(), **fallback_files}, manifest
+    )
     step("register", t)
     manifest = registry.manifest(ref)
     return TrainResult(
         ref=ref, manifest=manifest, seconds=round(time.perf_counter() - started, 2), timings=timings
     )
+
+
+#: Feast value type of a request field -> the Feast type name the pipeline uses.
+_REQUEST_DTYPES = {"DOUBLE": "Float64", "FLOAT": "Float32", "INT64": "Int64", "INT32": "Int32",
+                   "STRING": "String", "BOOL": "Bool"}  # fmt: skip
+FALLBACK_ARTIFACT = "fallback.skops"
+
+
+def _fallback(
+    spec: ModelSpec,
+    request_data: dict[str, str],
+    train_t: pa.Table,
+    y_train: np.ndarray,
+    holdout_t: pa.Table,
+    y_hold: np.ndarray,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The model the server falls back to when online features are unavailable.
+
+    A simple, well-regularised linear model on the request data alone (what a
+    request always carries), fitted on the same training period; with no request
+    data, the training base rate ("prior"). Evaluated on the same holdout.
+    """
+    from framework.estimator import FeatureField
+    from framework.model_spec import EstimatorSpec
+
+    fields = [
+        FeatureField(name=n, dtype=_REQUEST_DTYPES.get(t, "Float64"), view="request")
+        for n, t in request_data.items()
+        if n in train_t.column_names
+    ]
+    if not fields:
+        return {}, {"kind": "prior", "score": float(np.mean(y_train)), "features": []}
+    linear = (
+        "sklearn.linear_model.LogisticRegression"
+        if spec.task is Task.CLASSIFICATION
+        else "sklearn.linear_model.Ridge"
+    )
+    est = EstimatorSpec.model_validate({"class": linear, "params": {}, "scale": "yes"})
+    pipeline = build_pipeline(est, fields, spec.random_state)
+    pipeline.fit(feature_frame(train_t, fields), y_train)
+    scores = score(pipeline, feature_frame(holdout_t, fields), spec.task, spec.serving.threshold)
+    metrics = evaluation.metrics(spec.task, y_hold, scores, spec.serving, spec.calibration.bins)
+    blob = artifact.dump(pipeline)
+    return {FALLBACK_ARTIFACT: blob}, {
+        "kind": "model",
+        "class": linear,
+        "features": [{"name": f.name, "dtype": f.dtype, "view": f.view} for f in fields],
+        "file": FALLBACK_ARTIFACT,
+        "sha256": _sha256(blob),
+        "metrics": {k: v for k, v in metrics.items() if k not in ("at_thresholds", "decisions")},
+    }
 
 
 def _sha256(data: bytes) -> str:

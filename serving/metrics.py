@@ -57,6 +57,29 @@ class ServerMetrics:
             ["feature"],
             registry=r,
         )
+        self.cpu_seconds = Counter(
+            "parity_cpu_seconds_total",
+            "CPU seconds spent scoring requests (the answering thread's), by model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "parity_fallbacks_total",
+            "Rows answered by the fallback, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.input_issues = Counter(
+            "parity_input_issues_total",
+            "Input checks that failed (out_of_range, unseen_category, unexpected_missing).",
+            ["kind", "feature"],
+            registry=r,
+        )
+        self.review_queue_depth = Gauge(
+            "parity_review_queue_depth",
+            "Predictions waiting in the review queue.",
+            registry=r,
+        )
         self.model_info = Gauge(
             "parity_model_info",
             "1 for each loaded model version, labelled with its aliases.",

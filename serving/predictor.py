@@ -18,11 +18,14 @@ next request without a restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +38,10 @@ from framework.model_spec import Task
 from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
 from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
+from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE, Router
 
-ACCEPT, VALIDATE, REVIEW, FALLBACK = "ACCEPT", "VALIDATE", "REVIEW", "FALLBACK"
+__all__ = ["ACCEPT", "FALLBACK", "REVIEW", "VALIDATE", "Predictor"]
+log = logging.getLogger("parity.serving")
 DEFAULT_ALIAS = "champion"
 
 # Python types a request value may have, per Feast value type name.
@@ -93,6 +98,10 @@ class LoadedModel:
     online: OnlineFeatures
     key_types: dict[str, str]
     request_types: dict[str, str]
+    router: Router
+    fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
+    fallback_fields: list[FeatureField]
+    fallback_prior: float | None
 
     @property
     def serving(self) -> dict[str, Any]:
@@ -125,6 +134,12 @@ class Predictor:
         clock: Callable[[], float] = time.time,
         observe: Callable[[str, float], None] | None = None,
         feature_status: Callable[[dict[str, list[str]]], None] | None = None,
+        cpu: Callable[[str, str, float], None] | None = None,
+        review: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_fallback: Callable[[str], None] | None = None,
+        on_issue: Callable[[str, str], None] | None = None,
+        feature_timeout: float = 1.0,
+        lookup_threads: int = 8,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -133,6 +148,13 @@ class Predictor:
         self.clock = clock
         self.observe = observe or (lambda stage, seconds: None)
         self.feature_status = feature_status or (lambda status: None)
+        self.review = review
+        self.on_fallback = on_fallback or (lambda cause: None)
+        self.on_issue = on_issue or (lambda kind, feature: None)
+        self.feature_timeout = feature_timeout
+        self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
+        # (model, version, CPU seconds of one scored request): the cost metric.
+        self.cpu = cpu or (lambda model, version, seconds: None)
         self._models: dict[ModelRef, LoadedModel] = {}
         self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
         self._lock = threading.Lock()
@@ -238,7 +260,23 @@ class Predictor:
             online=online,
             key_types={k: "INT64" for k in manifest["join_keys"]},
             request_types=dict(manifest["request_data"]),
+            router=Router.from_manifest(manifest),
+            **self._load_fallback(ref, manifest),
         )
+
+    def _load_fallback(self, ref: ModelRef, manifest: dict[str, Any]) -> dict[str, Any]:
+        from framework import artifact
+
+        spec = manifest.get("fallback") or {"kind": "none"}
+        if spec["kind"] == "model":
+            path = self.registry.version_dir(ref) / spec["file"]
+            return {
+                "fallback": artifact.load(path, spec["sha256"]),
+                "fallback_fields": [FeatureField(**f) for f in spec["features"]],
+                "fallback_prior": None,
+            }
+        prior = spec.get("score") if spec["kind"] == "prior" else None
+        return {"fallback": None, "fallback_fields": [], "fallback_prior": prior}
 
     # ------------------------------------------------------------ predict
 
@@ -256,62 +294,162 @@ class Predictor:
     def predict(self, request: PredictInput) -> list[PredictionOut]:
         received = self.clock()
         started = time.perf_counter()
+        cpu_started = time.thread_time()  # this thread's CPU only: others' requests excluded
         ref = self.resolve(request.model_name, request.version, request.alias)
         loaded = self.load(ref)
         self.validate(loaded, request.rows)
         request_id = request.request_id or uuid.uuid4().hex
 
         t = time.perf_counter()
+        names = [f.name for f in loaded.fields]
+        n = len(request.rows)
+        lookup_cpu = 0.0
         try:
-            vectors = loaded.online.read(
-                [r.entity_keys for r in request.rows], [r.request_data for r in request.rows]
-            )
+            vectors, lookup_cpu = self._read(loaded, request)
         except InvalidInput:
             raise
         except Exception as exc:
-            raise StoreUnavailable(
-                f"The online store could not be read: {' '.join(str(exc).split())[:300]}"
-            ) from exc
+            cause = f"online store unavailable: {' '.join(str(exc).split())[:200]}"
+            vectors = _empty_vectors(loaded, request, "UNAVAILABLE")
+            fallback_rows = {i: cause for i in range(n)}
+        else:
+            fallback_rows = {}
+            for i in range(n):
+                missing = sum(vectors.status.get(f, ["PRESENT"] * n)[i] in _NO_VALUE for f in names)
+                if missing > loaded.router.serving["max_missing_share"] * len(names):
+                    fallback_rows[i] = f"{missing} of {len(names)} features without a value"
         self.observe("feature_lookup", time.perf_counter() - t)
         self.feature_status(vectors.status)
 
         t = time.perf_counter()
         serving = loaded.serving
-        scores = score(
-            loaded.model, feature_frame(vectors.table, loaded.fields), loaded.task,
-            serving["threshold"],
-        )  # fmt: skip
+        scores = None
+        if len(fallback_rows) < n:
+            try:
+                scores = score(
+                    loaded.model, feature_frame(vectors.table, loaded.fields), loaded.task,
+                    serving["threshold"],
+                )  # fmt: skip
+            except Exception as exc:
+                log.exception("model %s failed", ref)
+                cause = f"model error: {type(exc).__name__}: {exc}"
+                fallback_rows = {i: cause for i in range(n)}
+        fallback = self._fallback(loaded, request, fallback_rows) if fallback_rows else {}
         self.observe("inference", time.perf_counter() - t)
 
         outs = []
-        names = [f.name for f in loaded.fields]
-        for i in range(len(request.rows)):
-            conf = float(scores.confidence[i])
-            decision, reasons = _decide(loaded.task, conf, serving)
-            reasons += _feature_reasons(vectors, names, i)
-            value = float(scores.score[i])
-            label = str(int(scores.label[i])) if loaded.task is Task.CLASSIFICATION else ""
-            outs.append(
-                PredictionOut(
-                    request_id=request_id,
-                    row_index=i,
-                    model_name=ref.name,
-                    model_version=str(ref.version),
-                    score=value,
-                    label=label,
-                    confidence=conf if not np.isnan(conf) else 0.0,
-                    decision=decision,
-                    reasons=reasons,
-                    features={n: vectors.table.column(n)[i].as_py() for n in names}
-                    if request.return_features
-                    else None,
-                )
+        review = []
+        for i in range(n):
+            values = {c: vectors.table.column(c)[i].as_py() for c in vectors.table.column_names}
+            if i in fallback:
+                value, conf, reasons = fallback[i]
+                decision = FALLBACK
+                label = _label(loaded.task, value, serving["threshold"])
+                self.on_fallback(fallback_rows[i].split(":")[0])
+            else:
+                assert scores is not None
+                value, conf = float(scores.score[i]), float(scores.confidence[i])
+                label = _label(loaded.task, value, serving["threshold"])
+                if loaded.task is Task.CLASSIFICATION:
+                    status = {f: vectors.status.get(f, ["PRESENT"] * n)[i] for f in names}
+                    decision, reasons, issues = loaded.router.decide(conf, values, status)
+                    for issue in issues:
+                        self.on_issue(issue.kind, issue.feature)
+                else:
+                    decision, reasons = ACCEPT, ["regression: no confidence routing"]
+                reasons += _feature_reasons(vectors, names, i)
+            out = PredictionOut(
+                request_id=request_id,
+                row_index=i,
+                model_name=ref.name,
+                model_version=str(ref.version),
+                score=value,
+                label=label,
+                confidence=conf if not np.isnan(conf) else 0.0,
+                decision=decision,
+                reasons=reasons,
+                features={f: values.get(f) for f in names} if request.return_features else None,
             )
+            outs.append(out)
+            if decision == REVIEW:
+                review.append(
+                    {
+                        "request_id": request_id, "row_index": i, "model": ref.name,
+                        "version": str(ref.version), "score": value, "confidence": conf,
+                        "reasons": reasons, "entity_keys": request.rows[i].entity_keys,
+                        "features": {f: values.get(f) for f in names},
+                    }
+                )  # fmt: skip
+        if review and self.review is not None:
+            self.review(review)
         total = time.perf_counter() - started
         self.observe("total", total)
+        cpu = time.thread_time() - cpu_started + lookup_cpu
+        self.cpu(ref.name, str(ref.version), cpu)
         if self.log is not None:
-            self.log(ref.name, _log_table(loaded, request, vectors, outs, received, total))
+            self.log(ref.name, _log_table(loaded, request, vectors, outs, received, total, cpu))
         return outs
+
+    def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
+        """The online read within the timeout budget (a slow store counts as unavailable),
+        and the CPU seconds it took on the lookup thread."""
+
+        def read() -> tuple[OnlineVectors, float]:
+            started = time.thread_time()
+            vectors = loaded.online.read(
+                [r.entity_keys for r in request.rows], [r.request_data for r in request.rows]
+            )
+            return vectors, time.thread_time() - started
+
+        future = self._lookups.submit(read)
+        try:
+            return future.result(timeout=self.feature_timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise StoreUnavailable(
+                f"no answer within the {self.feature_timeout:g}s budget"
+            ) from None
+
+    def _fallback(
+        self, loaded: LoadedModel, request: PredictInput, rows: dict[int, str]
+    ) -> dict[int, tuple[float, float, list[str]]]:
+        """Scores of the version's fallback for ``rows`` (row -> cause)."""
+        index = sorted(rows)
+        threshold = loaded.serving["threshold"]
+        try:
+            if loaded.fallback is not None:
+                table = pa.table(
+                    {
+                        f.name: pa.array(
+                            [request.rows[i].request_data.get(f.name) for i in index],
+                            pa.string() if f.categorical else pa.float64(),
+                        )
+                        for f in loaded.fallback_fields
+                    }
+                )
+                out = score(
+                    loaded.fallback, feature_frame(table, loaded.fallback_fields), loaded.task,
+                    threshold,
+                )  # fmt: skip
+                what = f"fallback model on {', '.join(f.name for f in loaded.fallback_fields)}"
+                values = [
+                    (float(v), float(c)) for v, c in zip(out.score, out.confidence, strict=True)
+                ]
+            elif loaded.fallback_prior is not None:
+                p = loaded.fallback_prior
+                values = [(p, max(p, 1 - p))] * len(index)
+                what = "fallback: the training base rate"
+            else:
+                raise StoreUnavailable("this version has no fallback")
+        except Exception as exc:
+            causes = "; ".join(sorted(set(rows.values())))
+            raise StoreUnavailable(
+                f"Cannot answer: {causes}, and the fallback could not answer either ({exc})."
+            ) from exc
+        return {
+            i: (v, c, [f"fallback because {rows[i]}", what])
+            for i, (v, c) in zip(index, values, strict=True)
+        }
 
     def predict_features(
         self, ref: ModelRef, columns: dict[str, list[Any]], request_id: str = ""
@@ -319,6 +457,7 @@ class Predictor:
         """Score feature vectors the client supplies (plain model serving, no lookup)."""
         received = self.clock()
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         loaded = self.load(ref)
         names = [f.name for f in loaded.fields]
         unknown = sorted(set(columns) - set(names))
@@ -354,7 +493,13 @@ class Predictor:
         outs = []
         for i in range(n):
             conf = float(scores.confidence[i])
-            decision, reasons = _decide(loaded.task, conf, loaded.serving)
+            if loaded.task is Task.CLASSIFICATION:
+                row = {name: columns[name][i] for name in names}
+                decision, reasons, issues = loaded.router.decide(conf, row, {})
+                for issue in issues:
+                    self.on_issue(issue.kind, issue.feature)
+            else:
+                decision, reasons = ACCEPT, ["regression: no confidence routing"]
             outs.append(
                 PredictionOut(
                     request_id=request_id,
@@ -370,6 +515,8 @@ class Predictor:
             )
         total = time.perf_counter() - started
         self.observe("total", total)
+        cpu = time.thread_time() - cpu_started
+        self.cpu(ref.name, str(ref.version), cpu)
         if self.log is not None:
             vectors = OnlineVectors(
                 table=table,
@@ -377,8 +524,34 @@ class Predictor:
                 status={nm: ["PROVIDED"] * n for nm in names},
                 event_time_us={},
             )
-            self.log(ref.name, _log_table(loaded, None, vectors, outs, received, total))
+            self.log(ref.name, _log_table(loaded, None, vectors, outs, received, total, cpu))
         return outs
+
+
+_NO_VALUE = ("NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE", "UNAVAILABLE")
+
+
+def _label(task: Task, value: float, threshold: float) -> str:
+    return str(int(value >= threshold)) if task is Task.CLASSIFICATION else ""
+
+
+def _empty_vectors(loaded: LoadedModel, request: PredictInput, state: str) -> OnlineVectors:
+    """Feature vectors with no feature values (the store could not be read)."""
+    n = len(request.rows)
+    columns: dict[str, Any] = {}
+    for key in loaded.key_types:
+        columns[key] = pa.array([r.entity_keys.get(key) for r in request.rows], pa.int64())
+    for name in loaded.request_types:
+        columns[name] = pa.array([r.request_data.get(name) for r in request.rows])
+    for f in loaded.fields:
+        columns[f.name] = pa.nulls(n, pa.string() if f.categorical else pa.float64())
+    names = [f.name for f in loaded.fields]
+    return OnlineVectors(
+        table=pa.table(columns),
+        features=names,
+        status={f: [state] * n for f in names},
+        event_time_us={},
+    )
 
 
 def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], what: str) -> None:
@@ -403,17 +576,6 @@ def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], wha
             raise InvalidInput(f"{where}: {what} {name!r} must be finite, got {value!r}.")
 
 
-def _decide(task: Task, confidence: float, serving: dict[str, Any]) -> tuple[str, list[str]]:
-    if task is not Task.CLASSIFICATION:
-        return ACCEPT, ["regression: no confidence routing"]
-    accept, review = serving["accept"], serving["review_below"]
-    if confidence >= accept:
-        return ACCEPT, [f"confidence {confidence:.3f} >= accept {accept}"]
-    if confidence >= review:
-        return VALIDATE, [f"confidence {confidence:.3f} between {review} and {accept}"]
-    return REVIEW, [f"confidence {confidence:.3f} < review {review}"]
-
-
 def _feature_reasons(vectors: OnlineVectors, names: list[str], i: int) -> list[str]:
     missing = [n for n in names if vectors.status.get(n, [PRESENT])[i] not in (PRESENT, COMPUTED)]
     if not missing:
@@ -430,6 +592,7 @@ def _log_table(
     outs: list[PredictionOut],
     received: float,
     latency: float,
+    cpu: float,
 ) -> pa.Table:
     """One row per prediction, in Feast's feature-logging layout where it fits:
     ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
@@ -462,4 +625,6 @@ def _log_table(
     cols["decision"] = pa.array([o.decision for o in outs], pa.string())
     cols["reasons"] = pa.array(["; ".join(o.reasons) for o in outs], pa.string())
     cols["latency_seconds"] = pa.array([latency] * n, pa.float64())
+    # Each row's share of the request's CPU time: summed over rows, the CPU spent.
+    cols["cpu_seconds"] = pa.array([cpu / n] * n, pa.float64())
     return pa.table(cols)

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from framework.outcomes import OutcomeStore
 from framework.registry import ModelRegistry
+from framework.review_queue import ReviewQueue
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog
 from serving.predictor import Predictor
@@ -65,6 +66,9 @@ class ServeSettings(BaseSettings):
         "default: every model with a champion.",
     )
     max_rows: int = Field(default=1_000, ge=1, description="Most rows one request may carry.")
+    feature_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="Online-store budget; beyond it the fallback answers."
+    )
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(default=10.0, ge=0, description="Drain time on shutdown.")
     log_level: str = Field(
@@ -83,6 +87,7 @@ class RunningServer:
     metrics_port: int | None
     predictor: Predictor
     failed: dict[str, str]
+    review_queue: ReviewQueue
     prediction_log: PredictionLog
     health: health.HealthServicer
     metrics: ServerMetrics
@@ -93,6 +98,7 @@ class RunningServer:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
         self.prediction_log.close()
+        self.review_queue.close()
 
 
 def start_server(
@@ -127,6 +133,13 @@ def start_server(
         finally:
             metrics.log_pending.set(plog.pending_rows)
 
+    queue = ReviewQueue(data / "review" / "queue.db")
+    metrics.review_queue_depth.set(queue.depth())
+
+    def add_review(items: list[dict[str, Any]]) -> None:
+        queue.add(items)
+        metrics.review_queue_depth.set(queue.depth())
+
     predictor = Predictor(
         registry,
         store,
@@ -135,6 +148,11 @@ def start_server(
         clock=clock,
         observe=lambda stage, s: metrics.latency.labels(stage).observe(s),
         feature_status=metrics.count_feature_status,
+        review=add_review,
+        on_fallback=lambda cause: metrics.fallbacks.labels(cause).inc(),
+        on_issue=lambda kind, feature: metrics.input_issues.labels(kind, feature).inc(),
+        feature_timeout=settings.feature_timeout_seconds,
+        lookup_threads=settings.workers,
     )
     models = settings.models or [
         f"{n}@champion" for n in registry.names() if "champion" in registry.aliases(n)
@@ -182,7 +200,7 @@ def start_server(
         )
         metrics_port = int(http.server_port)
     return RunningServer(
-        server, port, metrics_port, predictor, failed, plog, health_servicer, metrics
+        server, port, metrics_port, predictor, failed, queue, plog, health_servicer, metrics
     )
 
 

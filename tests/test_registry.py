@@ -198,6 +198,9 @@ def test_changed_definitions_refuse_promotion(trained: Trained, tmp_path: Path) 
     ws = make_workspace(tmp_path)
     shutil.copytree(trained.workspace.data, ws.data)
     shutil.rmtree(ws.data / "models")
+    # A fresh Feast registry: the copied one records the original workspace's online
+    # tables (absolute paths), and Feast's apply would tear those down.
+    shutil.rmtree(ws.data / "feast")
     apply(ws.repo)
     spec_path = ws.repo / "models" / "fraud_model.toml"
     registry = ModelRegistry(ws.data / "models")

@@ -362,6 +362,9 @@ def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: P
 
     root = _copy(served, tmp_path / "ws")
     repo = root / "feature_repo"
+    # A fresh Feast registry: the copied one records the served workspace's online tables
+    # (absolute paths), and Feast's apply would tear those down.
+    (root / "data" / "feast" / "registry.db").unlink()
     source = (repo / "fraud.py").read_text()
     (repo / "fraud.py").write_text(source.replace("        merchant_profile,\n", "", 1))
     apply(repo)

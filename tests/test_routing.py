@@ -1,0 +1,197 @@
+"""Confidence routing, input checks, rules, the review queue, and fallbacks when the
+online store goes away (a real redis-server, stopped mid-traffic and restarted)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framework.review_queue import ReviewQueue
+from serving.routing import ACCEPT, REVIEW, VALIDATE, Router
+from tests.conftest import Served, _free_port, _missing, _reachable
+
+SERVING = {"threshold": 0.5, "accept": 0.85, "review_below": 0.60}
+REFERENCE = {
+    "amount": {"kind": "numerical", "min": 1.0, "max": 101.0, "null_rate": 0.0},
+    "txn_count_1h": {"kind": "numerical", "min": 0.0, "max": 10.0, "null_rate": 0.4},
+    "category": {"kind": "categorical", "categories": {"grocery": 5}, "other_count": 0,
+                 "null_rate": 0.0},
+    "country": {"kind": "categorical", "categories": {"GB": 5}, "other_count": 0,
+                "null_rate": 0.0},
+}  # fmt: skip
+ROW = {"amount": 50.0, "txn_count_1h": 1, "category": "grocery", "country": "GB"}
+
+
+def router(**serving: Any) -> Router:
+    return Router.from_manifest(
+        {"serving": {**SERVING, **serving}, "reference": {"features": REFERENCE}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("confidence", "decision"),
+    [(1.0, ACCEPT), (0.85, ACCEPT), (0.8499, VALIDATE), (0.60, VALIDATE), (0.5999, REVIEW)],
+)
+def test_confidence_boundaries(confidence: float, decision: str) -> None:
+    got, reasons, issues = router().decide(confidence, ROW, {})
+    assert got == decision
+    assert reasons[0].startswith(f"confidence {confidence:.3f}")
+    assert issues == []
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "reason"),
+    [
+        ({"amount": 112.0}, "out_of_range", "amount=112 is outside the training range"),
+        ({"amount": -9.5}, "out_of_range", "outside"),
+        ({"category": "crypto_exchange"}, "unseen_category", "never appeared in training"),
+        ({"country": None}, "unexpected_missing", "missing in under 1% of training"),
+    ],
+)
+def test_input_checks_cap_the_decision(change: dict[str, Any], kind: str, reason: str) -> None:
+    row = {**ROW, **change}
+    status = {k: "NOT_FOUND" for k, v in change.items() if v is None}
+    decision, reasons, issues = router().decide(0.99, row, status)
+    assert decision == VALIDATE
+    assert [i.kind for i in issues] == [kind]
+    assert any(reason in r for r in reasons)
+    stricter, _, _ = router(**{f"cap_on_{kind}": "REVIEW"}).decide(0.99, row, status)
+    assert stricter == REVIEW
+    off, _, _ = router(**{f"cap_on_{kind}": "none"}).decide(0.99, row, status)
+    assert off == ACCEPT
+
+
+def test_inside_the_margin_and_usual_nulls_pass() -> None:
+    row = {**ROW, "amount": 110.0, "txn_count_1h": None}  # within 10% of the span; often null
+    decision, _, issues = router().decide(0.99, row, {"txn_count_1h": "OUTSIDE_MAX_AGE"})
+    assert (decision, issues) == (ACCEPT, [])
+
+
+def test_rules_run_on_validate_only() -> None:
+    rules = [
+        {"name": "big_abroad", "when": "amount > 90 and country != 'FR'", "decision": "REVIEW"},
+    ]
+    r = router(rules=rules)
+    decision, reasons, _ = r.decide(0.7, {**ROW, "amount": 95.0}, {})
+    assert decision == REVIEW and "rule big_abroad holds" in reasons[-1]
+    decision, reasons, _ = r.decide(0.7, ROW, {})
+    assert decision == VALIDATE and reasons[-1] == "rules passed: big_abroad"
+    decision, _, _ = r.decide(0.95, {**ROW, "amount": 95.0}, {})
+    assert decision == ACCEPT  # rules are for VALIDATE predictions
+    broken = router(rules=[{"name": "typo", "when": "amuont > 1", "decision": "REVIEW"}])
+    decision, reasons, _ = broken.decide(0.7, ROW, {})
+    assert decision == REVIEW and "could not run" in reasons[-1]
+
+
+def test_review_queue_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "review" / "queue.db"
+    queue = ReviewQueue(path)
+    item = {"request_id": "r1", "row_index": 0, "model": "m", "version": "1", "score": 0.4,
+            "confidence": 0.6, "reasons": ["x"], "entity_keys": {"user_id": 1},
+            "features": {}}  # fmt: skip
+    assert queue.add([item, {**item, "row_index": 1}]) == 2
+    assert queue.add([item]) == 0  # the same prediction is queued once
+    queue.close()
+    reopened = ReviewQueue(path)
+    assert reopened.depth() == 2
+    first = reopened.list()[0]
+    assert (first.request_id, first.entity_keys) == ("r1", {"user_id": 1})
+    done = reopened.resolve(first.id, label="1", by="alice", note="chargeback")
+    assert (done.status, done.label, done.resolved_by) == ("resolved", "1", "alice")
+    assert reopened.depth() == 1
+    with pytest.raises(Exception, match="already resolved"):
+        reopened.resolve(first.id, label="0", by="bob")
+    with pytest.raises(Exception, match="No review item 99"):
+        reopened.resolve(99, label="0", by="bob")
+    reopened.close()
+
+
+# ------------------------------------------------------------------ fallbacks
+
+
+def _redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("redis-server is not installed")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not _reachable("127.0.0.1", port):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path: Path) -> None:
+    from framework.repository import open_store
+    from serving.client import PredictionClient
+    from serving.server import ServeSettings, start_server
+    from tests.test_serving import recent_rows
+
+    root = tmp_path / "ws"
+    shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
+    port = _free_port()
+    yaml = root / "feature_repo" / "feature_store.yaml"
+    yaml.write_text(
+        yaml.read_text().replace(
+            "  type: sqlite\n  path: ../data/feast/online.db",
+            f'  type: redis\n  connection_string: "127.0.0.1:{port}"',
+        )
+    )
+    redis = _redis(port, tmp_path)
+    rows = recent_rows(served, 4)
+
+    def materialize(store: Any) -> None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            store.materialize(
+                start_date=datetime(2000, 1, 1, tzinfo=UTC),
+                end_date=served.now + timedelta(days=1),
+            )
+
+    try:
+        with open_store(root / "feature_repo") as store:
+            materialize(store)
+            settings = ServeSettings(port=0, feature_timeout_seconds=2.0)
+            running = start_server(
+                store, served.registry.__class__(root / "data" / "models"), root / "data",
+                settings, clock=served.now.timestamp,
+            )  # fmt: skip
+            target = f"127.0.0.1:{running.port}"
+            try:
+                with PredictionClient(target) as client:
+                    normal = client.predict("fraud_model", rows)
+                    assert {p["decision"] for p in normal} <= {ACCEPT, VALIDATE, REVIEW}
+                    redis.kill()
+                    redis.wait()
+                    down = client.predict("fraud_model", rows)
+                    assert [p["decision"] for p in down] == ["FALLBACK"] * len(rows)
+                    assert all("online store unavailable" in p["reasons"][0] for p in down)
+                    assert all("fallback model on amount, hour_of_day" in p["reasons"][1]
+                               for p in down)  # fmt: skip
+                    assert all(0 < p["score"] < 1 for p in down)
+                    redis = _redis(port, tmp_path)  # back, but empty (nothing persisted)
+                    materialize(store)
+                    back = client.predict("fraud_model", rows)
+                assert [p["score"] for p in back] == pytest.approx([p["score"] for p in normal])
+                assert [p["decision"] for p in back] == [p["decision"] for p in normal]
+            finally:
+                running.stop(1)
+            metrics = running.metrics.fallbacks.labels("online store unavailable")
+            assert metrics._value.get() == len(rows)
+    finally:
+        redis.kill()
+        redis.wait()
