@@ -300,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="threads answering calls (default: 8)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: off)")
     serve.add_argument(
+        "--canary-share",
+        type=float,
+        help="share of entities the challenger serves, by a stable hash of the entity keys "
+        "(default: 0)",
+    )
+    serve.add_argument(
+        "--shadow-alias",
+        help="an alias that scores a copy of every request off the hot path (logged only)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="JSON logs to stderr; DEBUG logs every call (default: INFO)",
@@ -355,6 +365,65 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--note", default="", help="why")
     resolve.add_argument("--by", help="who (default: user@host)")
     _json_arg(resolve)
+
+    mat = commands.add_parser(
+        "materialize",
+        help="offline -> online: write the latest feature values to the online store",
+        description="For each feature view, write the latest row per entity with an event time "
+        "in [--start, --end] (both inclusive) to the online store (SQLite or Redis), exactly as "
+        "Feast's materialize writes it, and record the interval in the Feast registry once the "
+        "view is fully written. Safe to interrupt and run again. --incremental starts each view "
+        "where its last recorded interval ended.",
+    )
+    _repo_args(mat)
+    when = mat.add_mutually_exclusive_group()
+    when.add_argument("--start", type=_timestamp, help="first event time (ISO 8601; naive = UTC)")
+    when.add_argument(
+        "--incremental", action="store_true", help="per view, from the end of its last interval"
+    )
+    when.add_argument(
+        "--status",
+        action="store_true",
+        help="show per view the last interval and the age of the newest online value",
+    )
+    mat.add_argument("--end", type=_timestamp, help="last event time, inclusive (default: now)")
+    mat.add_argument(
+        "--views", metavar="NAMES", help="comma-separated feature views (default: every online one)"
+    )
+    mat.add_argument(
+        "--batch-size", type=int, default=50_000, help="entities per write (default: %(default)s)"
+    )
+    _duckdb_args(mat)
+    _json_arg(mat)
+
+    score = commands.add_parser(
+        "score",
+        help="score a table of entities offline with a registered model",
+        description="Join point-in-time features to every row of an entity file (as of its "
+        "event_timestamp) and score it with the model version's own pipeline, as the server "
+        "does; write Parquet with the entity columns, score, label, confidence, model name and "
+        "version.",
+    )
+    _repo_args(score)
+    _registry_arg(score)
+    score.add_argument(
+        "--entities",
+        type=Path,
+        required=True,
+        help="Parquet file: join keys, event_timestamp (or one timestamp column), request data",
+    )
+    score.add_argument(
+        "--model", required=True, metavar="NAME[@ALIAS|:VERSION]", help="the model version"
+    )
+    score.add_argument("--out", type=Path, required=True, help="Parquet file to write")
+    score.add_argument(
+        "--batch-size",
+        type=int,
+        default=65_536,
+        help="rows scored at a time (default: %(default)s)",
+    )
+    _duckdb_args(score)
+    _json_arg(score)
     return parser
 
 
@@ -747,6 +816,77 @@ def _cmd_models_rollback(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_materialize(args: argparse.Namespace) -> None:
+    from framework.materialize import materialize, status
+    from framework.progress import for_stream
+    from framework.repository import open_store
+
+    repo = args.repo or default_repo()
+    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
+    with open_store(repo, args.profile) as store:
+        if args.status:
+            rows = [r for r in status(store) if not views or r.view in views]
+            _emit(args, {"views": [asdict(r) for r in rows]}, _status_text(rows))
+            return
+        summary = materialize(
+            store,
+            start=args.start,
+            end=args.end,
+            incremental=args.incremental,
+            views=views,
+            batch_rows=args.batch_size,
+            progress=for_stream(sys.stderr),
+            memory_limit=args.memory_limit,
+            temp_directory=args.temp_dir,
+            threads=args.threads,
+        )
+    rate = summary.entities / summary.seconds if summary.seconds else 0.0
+    _emit(
+        args,
+        summary.to_dict(),
+        f"materialized {len(summary.views)} feature views into {summary.online_store} "
+        f"({args.profile.value} profile): {summary.entities:,} entities in {summary.seconds}s "
+        f"({rate:,.0f}/s)",
+    )
+
+
+def _status_text(rows: list[Any]) -> str:
+    def age(seconds: float | None) -> str:
+        if seconds is None:
+            return "unknown"
+        days, rest = divmod(int(seconds), 86_400)
+        return f"{days}d {rest // 3600}h" if days else f"{rest // 3600}h {rest % 3600 // 60}m"
+
+    lines = [f"{'view':<22} {'last interval (UTC)':<43} {'newest online value':<21} age"]
+    for r in rows:
+        interval = (
+            f"{r.last_start[:19]} -> {r.last_end[:19]}" if r.last_end else "never materialised"
+        )
+        newest = r.newest_event[:19] if r.newest_event else "unknown"
+        lines.append(f"{r.view:<22} {interval:<43} {newest:<21} {age(r.age_seconds)}")
+    return "\n".join(lines)
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from framework.batch_score import score_entities
+    from framework.repository import open_store
+
+    repo = args.repo or default_repo()
+    with open_store(repo, args.profile) as store:
+        s = score_entities(
+            store,
+            _registry(args),
+            args.model,
+            args.entities,
+            args.out,
+            batch_rows=args.batch_size,
+            memory_limit=args.memory_limit,
+            temp_directory=args.temp_dir,
+            threads=args.threads,
+        )
+    _emit(args, s.to_dict(), f"scored {s.rows:,} rows with {s.model} -> {s.out} in {s.seconds}s")
+
+
 _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = {
     ("demo", None): _cmd_demo,
     ("data", "generate"): _cmd_data_generate,
@@ -762,6 +902,8 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
     ("review", "list"): lambda args: _review(args),
     ("review", "resolve"): lambda args: _review(args),
     ("predict", None): lambda args: _serving("predict", args),
+    ("materialize", None): _cmd_materialize,
+    ("score", None): _cmd_score,
 }
 
 

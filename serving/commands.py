@@ -31,6 +31,8 @@ def serve(args: argparse.Namespace) -> None:
             "metrics_port": args.metrics_port,
             "models": args.model or None,
             "log_level": args.log_level,
+            "canary_share": args.canary_share,
+            "shadow_alias": args.shadow_alias,
         }.items()
         if v is not None
     }

@@ -18,6 +18,7 @@ next request without a restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -140,6 +141,9 @@ class Predictor:
         on_issue: Callable[[str, str], None] | None = None,
         feature_timeout: float = 1.0,
         lookup_threads: int = 8,
+        canary_share: float = 0.0,
+        canary_alias: str = "challenger",
+        shadow_alias: str | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -153,6 +157,10 @@ class Predictor:
         self.on_issue = on_issue or (lambda kind, feature: None)
         self.feature_timeout = feature_timeout
         self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
+        self._shadows = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.canary_share = canary_share
+        self.canary_alias = canary_alias
+        self.shadow_alias = shadow_alias
         # (model, version, CPU seconds of one scored request): the cost metric.
         self.cpu = cpu or (lambda model, version, seconds: None)
         self._models: dict[ModelRef, LoadedModel] = {}
@@ -291,11 +299,15 @@ class Predictor:
             _check_fields(f"rows[{i}].entity_keys", row.entity_keys, keys, "entity key")
             _check_fields(f"rows[{i}].request_data", row.request_data, req, "request field")
 
-    def predict(self, request: PredictInput) -> list[PredictionOut]:
+    def predict(self, request: PredictInput, *, role: str = "primary") -> list[PredictionOut]:
+        """Score a request. ``role`` is "primary" for client calls, "shadow" for the copy
+        a shadow version scores off the hot path (logged, never returned)."""
         received = self.clock()
         started = time.perf_counter()
         cpu_started = time.thread_time()  # this thread's CPU only: others' requests excluded
         ref = self.resolve(request.model_name, request.version, request.alias)
+        if role == "primary" and not request.version and not request.alias and request.rows:
+            ref = self._canary(ref, request.rows[0])
         loaded = self.load(ref)
         self.validate(loaded, request.rows)
         request_id = request.request_id or uuid.uuid4().hex
@@ -380,15 +392,53 @@ class Predictor:
                         "features": {f: values.get(f) for f in names},
                     }
                 )  # fmt: skip
-        if review and self.review is not None:
+        if review and self.review is not None and role == "primary":
             self.review(review)
         total = time.perf_counter() - started
         self.observe("total", total)
         cpu = time.thread_time() - cpu_started + lookup_cpu
         self.cpu(ref.name, str(ref.version), cpu)
         if self.log is not None:
-            self.log(ref.name, _log_table(loaded, request, vectors, outs, received, total, cpu))
+            table = _log_table(loaded, request, vectors, outs, received, total, cpu, role)
+            self.log(ref.name, table)
+        if role == "primary" and self.shadow_alias:
+            self._shadow(ref, request, request_id)
         return outs
+
+    def _canary(self, champion: ModelRef, row: RowInput) -> ModelRef:
+        """The challenger for a stable ``canary_share`` of entities, else the champion."""
+        if self.canary_share <= 0:
+            return champion
+        challenger = self._alias_map(champion.name).get(self.canary_alias)
+        if challenger is None or challenger == champion.version:
+            return champion
+        key = "|".join(f"{k}={row.entity_keys[k]}" for k in sorted(row.entity_keys))
+        digest = hashlib.blake2b(f"{champion.name}|{key}".encode(), digest_size=8).digest()
+        if int.from_bytes(digest, "big") / 2**64 < self.canary_share:
+            return ModelRef(champion.name, challenger)
+        return champion
+
+    def _shadow(self, served: ModelRef, request: PredictInput, request_id: str) -> None:
+        """Score a copy of the request with the shadow alias's version, in the background."""
+        version = self._alias_map(served.name).get(self.shadow_alias or "")
+        if version is None or version == served.version:
+            return
+        copy = PredictInput(
+            model_name=served.name, rows=request.rows, version=str(version), request_id=request_id
+        )
+
+        def run() -> None:
+            try:
+                self.predict(copy, role="shadow")
+            except Exception:
+                log.exception("shadow scoring with %s:%s failed", served.name, version)
+
+        self._shadows.submit(run)
+
+    def close(self) -> None:
+        """Wait for shadow scoring in flight (the server calls this before the log closes)."""
+        self._shadows.shutdown(wait=True)
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
         """The online read within the timeout budget (a slow store counts as unavailable),
@@ -593,6 +643,7 @@ def _log_table(
     received: float,
     latency: float,
     cpu: float,
+    role: str = "primary",
 ) -> pa.Table:
     """One row per prediction, in Feast's feature-logging layout where it fits:
     ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
@@ -608,6 +659,7 @@ def _log_table(
         "__log_date": pa.array([now.date()] * n, pa.date32()),
         "model_name": pa.array([o.model_name for o in outs], pa.string()),
         "model_version": pa.array([o.model_version for o in outs], pa.string()),
+        "role": pa.array([role] * n, pa.string()),
     }
     table = vectors.table
     for name in (*loaded.key_types, *loaded.request_types):

@@ -66,6 +66,17 @@ class ServeSettings(BaseSettings):
         "default: every model with a champion.",
     )
     max_rows: int = Field(default=1_000, ge=1, description="Most rows one request may carry.")
+    canary_share: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of entities (stable hash of the entity keys) the canary alias "
+        "serves when a request names no version or alias.",
+    )  # fmt: skip
+    canary_alias: str = Field(default="challenger", description="The alias a canary serves.")
+    shadow_alias: str | None = Field(
+        default=None,
+        description="An alias that scores a copy of every request off the hot path "
+        "(logged with role=shadow under the same request id, never returned).",
+    )
     feature_timeout_seconds: float = Field(
         default=1.0, gt=0, description="Online-store budget; beyond it the fallback answers."
     )
@@ -97,6 +108,7 @@ class RunningServer:
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
+        self.predictor.close()
         self.prediction_log.close()
         self.review_queue.close()
 
@@ -152,6 +164,9 @@ def start_server(
         on_fallback=lambda cause: metrics.fallbacks.labels(cause).inc(),
         on_issue=lambda kind, feature: metrics.input_issues.labels(kind, feature).inc(),
         feature_timeout=settings.feature_timeout_seconds,
+        canary_share=settings.canary_share,
+        canary_alias=settings.canary_alias,
+        shadow_alias=settings.shadow_alias,
         lookup_threads=settings.workers,
     )
     models = settings.models or [

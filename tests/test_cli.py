@@ -31,7 +31,8 @@ def run(
 def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "data", "apply", "training-set", "train", "models"):
+    commands = ("demo", "data", "apply", "training-set", "train", "models", "serve", "predict")
+    for command in (*commands, "review"):
         assert command in result.stdout
 
 
@@ -50,13 +51,18 @@ def test_help_lists_every_command() -> None:
         ["models", "show"],
         ["models", "promote"],
         ["models", "rollback"],
+        ["serve"],
+        ["predict"],
+        ["review"],
+        ["review", "list"],
+        ["review", "resolve"],
     ],
 )
 def test_each_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: parity " + " ".join(command))
-    assert "--json" in result.stdout or command in (["data"], ["models"])
+    assert "--json" in result.stdout or command in (["data"], ["models"], ["review"], ["serve"])
 
 
 @pytest.mark.parametrize(

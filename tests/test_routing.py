@@ -195,3 +195,128 @@ def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path
     finally:
         redis.kill()
         redis.wait()
+
+
+# ------------------------------------------------------------------- rollout
+
+
+def _second_version(registry: Any) -> int:
+    """Register a copy of version 1 as a new version (same model, new number)."""
+    import json
+
+    folder = registry.version_dir(registry.resolve("fraud_model:1"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "manifest.json"}
+    return int(registry.register("fraud_model", files, manifest).version)
+
+
+def _private_server(served: Served, root: Path, **settings: Any) -> Any:
+    from framework.registry import ModelRegistry
+    from serving.server import ServeSettings, start_server
+
+    shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
+    registry = ModelRegistry(root / "data" / "models")
+    running = start_server(
+        served.store, registry, root / "data", ServeSettings(port=0, **settings),
+        clock=served.now.timestamp,
+    )  # fmt: skip
+    return running, registry
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> None:
+    import threading
+
+    from framework.promotion import promote, rollback
+    from serving.client import PredictionClient
+    from tests.test_serving import recent_rows
+
+    running, registry = _private_server(served, tmp_path / "ws")
+    two = _second_version(registry)
+    rows = recent_rows(served, 2)
+    seen: list[tuple[float, str]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with PredictionClient(f"127.0.0.1:{running.port}") as client:
+            while not stop.is_set():
+                try:
+                    sent = time.monotonic()
+                    out = client.predict("fraud_model", rows)
+                    seen.append((sent, out[0]["model_version"]))
+                except BaseException as exc:  # every failure counts
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        promoting = time.monotonic()
+        promote(registry, "fraud_model", two, store=served.store, reason="hot reload test")
+        promoted = time.monotonic()
+        time.sleep(1.5)
+        rolling = time.monotonic()  # the alias moves somewhere inside the call
+        rollback(registry, "fraud_model", reason="roll back under load")
+        rolled = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        running.stop(1)
+    assert errors == []
+    # Every request sent a second or more after an alias move is served by the new version.
+    assert {v for at, v in seen if promoted + 1.0 < at < rolling} == {str(two)}
+    assert {v for at, v in seen if at > rolled + 1.0} == {"1"}
+    assert {v for at, v in seen if at < promoting} == {"1"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_canary_is_sticky_and_shadow_is_logged_not_returned(served: Served, tmp_path: Path) -> None:
+    from framework.promotion import promote
+    from serving.client import PredictionClient
+    from serving.prediction_log import read_log
+
+    running, registry = _private_server(
+        served, tmp_path / "ws", canary_share=0.3, shadow_alias="shadow"
+    )
+    two = _second_version(registry)
+    three = _second_version(registry)
+    promote(registry, "fraud_model", two, store=served.store, alias="challenger")
+    promote(registry, "fraud_model", three, store=served.store, alias="shadow")
+    users = range(1, 401)
+    try:
+        with PredictionClient(f"127.0.0.1:{running.port}") as client:
+
+            def version(user: int, request_id: str) -> str:
+                row = {"entity_keys": {"user_id": user, "merchant_id": 1},
+                       "request_data": {"amount": 10.0, "hour_of_day": 12}}  # fmt: skip
+                out = client.predict("fraud_model", [row], request_id=request_id)
+                return str(out[0]["model_version"])
+
+            first = {u: version(u, f"a{u}") for u in users}
+            again = {u: version(u, f"b{u}") for u in users}
+            pinned = client.predict(
+                "fraud_model",
+                [{"entity_keys": {"user_id": 1, "merchant_id": 1},
+                  "request_data": {"amount": 10.0, "hour_of_day": 12}}],
+                version="1", request_id="pinned",
+            )  # fmt: skip
+    finally:
+        running.stop(2)
+    assert first == again  # sticky: a user always sees the same version
+    share = sum(v == str(two) for v in first.values()) / len(users)
+    assert 0.22 < share < 0.38  # 30% +- sampling noise for 400 users
+    assert set(first.values()) == {"1", str(two)}  # the shadow version is never returned
+    assert pinned[0]["model_version"] == "1"
+    log = read_log(tmp_path / "ws" / "data" / "predictions", "fraud_model").to_pylist()
+    primary = [r for r in log if r["role"] == "primary"]
+    shadow = [r for r in log if r["role"] == "shadow"]
+    assert len(primary) == 2 * len(users) + 1
+    assert {r["model_version"] for r in shadow} == {str(three)}
+    # Every client request was also scored by the shadow, under its request id.
+    assert sorted(r["__request_id"] for r in shadow) == sorted(r["__request_id"] for r in primary)
