@@ -38,6 +38,7 @@ from framework.estimator import FeatureField, feature_frame, score
 from framework.model_spec import Task
 from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
+from serving.batching import BatchedModel
 from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
 from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE, Router
 
@@ -100,6 +101,7 @@ class LoadedModel:
     key_types: dict[str, str]
     request_types: dict[str, str]
     router: Router
+    batched: Any  # the model behind micro-batchers (serving.batching.BatchedModel)
     fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
     fallback_fields: list[FeatureField]
     fallback_prior: float | None
@@ -144,6 +146,7 @@ class Predictor:
         canary_share: float = 0.0,
         canary_alias: str = "challenger",
         shadow_alias: str | None = None,
+        micro_batching: bool = True,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -161,6 +164,7 @@ class Predictor:
         self.canary_share = canary_share
         self.canary_alias = canary_alias
         self.shadow_alias = shadow_alias
+        self.micro_batching = micro_batching
         # (model, version, CPU seconds of one scored request): the cost metric.
         self.cpu = cpu or (lambda model, version, seconds: None)
         self._models: dict[ModelRef, LoadedModel] = {}
@@ -269,6 +273,7 @@ class Predictor:
             key_types={k: "INT64" for k in manifest["join_keys"]},
             request_types=dict(manifest["request_data"]),
             router=Router.from_manifest(manifest),
+            batched=BatchedModel(model, self.max_rows) if self.micro_batching else model,
             **self._load_fallback(ref, manifest),
         )
 
@@ -339,7 +344,7 @@ class Predictor:
         if len(fallback_rows) < n:
             try:
                 scores = score(
-                    loaded.model, feature_frame(vectors.table, loaded.fields), loaded.task,
+                    loaded.batched, feature_frame(vectors.table, loaded.fields), loaded.task,
                     serving["threshold"],
                 )  # fmt: skip
             except Exception as exc:
@@ -535,7 +540,7 @@ class Predictor:
         table = pa.table(arrays)
         t = time.perf_counter()
         scores = score(
-            loaded.model, feature_frame(table, loaded.fields), loaded.task,
+            loaded.batched, feature_frame(table, loaded.fields), loaded.task,
             loaded.serving["threshold"],
         )  # fmt: skip
         self.observe("inference", time.perf_counter() - t)
