@@ -297,7 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     _registry_arg(serve)
     serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0: any free port)")
-    serve.add_argument("--workers", type=int, help="threads answering calls (default: 8)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port via SO_REUSEPORT (default: 1)",
+    )
+    serve.add_argument(
+        "--threads", type=int, help="threads answering calls per process (default: 8)"
+    )
     serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: off)")
     serve.add_argument(
         "--canary-share",
@@ -424,6 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _duckdb_args(score)
     _json_arg(score)
+    from framework.monitor_cli import register as register_monitoring
+
+    _COMMANDS.update(
+        register_monitoring(
+            commands,
+            {"repo_args": _repo_args, "registry_arg": _registry_arg,
+             "json_arg": _json_arg, "timestamp": _timestamp},
+        )
+    )  # fmt: skip
     return parser
 
 

@@ -28,6 +28,7 @@ def serve(args: argparse.Namespace) -> None:
             "host": args.host,
             "port": args.port,
             "workers": args.workers,
+            "threads": args.threads,
             "metrics_port": args.metrics_port,
             "models": args.model or None,
             "log_level": args.log_level,
@@ -40,6 +41,9 @@ def serve(args: argparse.Namespace) -> None:
         settings = ServeSettings(**given)
     except Exception as exc:
         raise ConfigError(f"serve settings: {' '.join(str(exc).split())}") from exc
+    if settings.workers > 1:
+        _serve_processes(args, settings)
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
@@ -65,6 +69,61 @@ def serve(args: argparse.Namespace) -> None:
         )
         serve_forever(running, settings.grace_seconds)
         print("parity serve: stopped; prediction log flushed", flush=True)
+
+
+def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
+    """Run ``settings.workers`` single-process servers on one port (SO_REUSEPORT: the
+    kernel spreads connections across them); forward SIGTERM/SIGINT and wait."""
+    import signal
+    import socket
+    import subprocess
+
+    port = settings.port
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((settings.host, 0))
+            port = int(s.getsockname()[1])
+    common = ["--host", settings.host, "--port", str(port), "--workers", "1",
+              "--threads", str(settings.threads), "--log-level", settings.log_level]  # fmt: skip
+    for flag, value in (
+        ("--repo", args.repo), ("--registry", args.registry),
+        ("--canary-share", args.canary_share), ("--shadow-alias", args.shadow_alias),
+    ):  # fmt: skip
+        if value is not None:
+            common += [flag, str(value)]
+    common += ["--profile", args.profile.value]
+    for model in settings.models:
+        common += ["--model", model]
+    children = []
+    for i in range(settings.workers):
+        extra = (
+            []
+            if settings.metrics_port is None
+            else ["--metrics-port", str(settings.metrics_port + i)]
+        )
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "framework.cli", "serve", *common, *extra],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+    print(
+        f"parity serve: listening on {settings.host}:{port} with {settings.workers} worker "
+        f"processes (pids {', '.join(str(c.pid) for c in children)})",
+        flush=True,
+    )
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise ConfigError(f"worker processes exited with {codes}")
+    print("parity serve: stopped; prediction logs flushed", flush=True)
 
 
 def _parse(pairs: list[str], flag: str) -> dict[str, Any]:

@@ -56,7 +56,13 @@ class ServeSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    workers: int = Field(default=8, ge=1, le=256, description="Threads answering calls.")
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Server processes sharing the port (SO_REUSEPORT), each loading its models.",
+    )  # fmt: skip
+    threads: int = Field(
+        default=8, ge=1, le=256, description="Threads answering calls, per process."
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus port; unset: no metrics endpoint."
     )
@@ -173,6 +179,7 @@ def start_server(
         clock=clock,
         observe=lambda stage, s: metrics.latency.labels(stage).observe(s),
         feature_status=metrics.count_feature_status,
+        cpu=lambda model, version, s: metrics.cpu_seconds.labels(model, version).inc(s),
         review=add_review,
         on_fallback=lambda cause: metrics.fallbacks.labels(cause).inc(),
         on_issue=lambda kind, feature: metrics.input_issues.labels(kind, feature).inc(),
@@ -181,7 +188,7 @@ def start_server(
         canary_alias=settings.canary_alias,
         shadow_alias=settings.shadow_alias,
         micro_batching=settings.micro_batching,
-        lookup_threads=settings.workers,
+        lookup_threads=settings.threads,
     )
     models = settings.models or [
         f"{n}@champion" for n in registry.names() if "champion" in registry.aliases(n)
@@ -199,7 +206,7 @@ def start_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
         options=options,
     )
     pb_grpc.add_PredictionServiceServicer_to_server(

@@ -1,0 +1,782 @@
+"""Monitoring: what the prediction log says about a model in production.
+
+:func:`monitor_summary` reads the prediction log
+(``<log>/model=NAME/date=*/part-*.parquet``, see ``serving.prediction_log``)
+with DuckDB, without pulling it into pandas, and compares it, per model
+version, with the reference statistics in that version's manifest:
+
+- data drift per feature and the dataset verdict (:mod:`framework.drift`);
+- prediction drift (score) and confidence-distribution drift, with the drop in
+  mean confidence: the early warning before accuracy visibly drops;
+- the decision mix (ACCEPT / VALIDATE / REVIEW / FALLBACK rates), missing and
+  stale feature rates (from each feature's logged ``__status``), latency
+  p50/p95/p99 per request;
+- cost: CPU seconds per prediction (the ``cpu_seconds`` the server logs) at a
+  price per CPU-hour, as the cost of 1,000 predictions;
+- live quality where ground truth was reported (``framework.outcomes``),
+  joined on the request id (and the entity keys an outcome names);
+- a timeline (confidence, decision mix, latency per time bucket) for the report;
+- alerts: each threshold crossed, so ``parity monitor`` can exit non-zero.
+
+Request errors (gRPC status other than OK) never reach the log: their rates
+are the server's ``parity_requests_total`` metric, alerted on by
+``deploy/prometheus/alerts.yml``.
+
+Every rate and test is guarded by ``min_rows``: below it the summary says
+``insufficient_data`` rather than guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from framework import drift
+from framework.duck import connect
+from framework.errors import ConfigError, DataError
+from framework.registry import ModelRef, ModelRegistry, NotFoundError
+
+DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
+MISSING_STATUSES = ("NOT_FOUND", "NULL_VALUE")
+STALE_STATUS = "OUTSIDE_MAX_AGE"
+#: Default price of one CPU-hour (a cloud vCPU-hour on demand, order of magnitude).
+DEFAULT_CPU_PRICE_PER_HOUR = 0.04
+_BATCH_ROWS = 262_144
+_BUCKETS = (
+    timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1),
+    timedelta(hours=6), timedelta(days=1), timedelta(days=7),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Alert thresholds of ``parity monitor``; the drift ones are :class:`DriftThresholds`.
+
+    Defaults: confidence drop 0.05 (mean confidence below the holdout's),
+    p99 latency 0.25 s, FALLBACK rate 5 %, REVIEW rate 30 %, a feature's
+    missing-or-stale rate 10 points above its training null rate, live
+    ROC-AUC 0.05 below the holdout's (with at least ``min_labels`` outcomes
+    of both classes), any skew mismatch.
+    """
+
+    drift: drift.DriftThresholds = field(default_factory=drift.DriftThresholds)
+    confidence_drop: float = 0.05
+    latency_p99_seconds: float = 0.25
+    fallback_rate: float = 0.05
+    review_rate: float = 0.30
+    missing_rate_increase: float = 0.10
+    quality_drop: float = 0.05
+    min_labels: int = 200
+    skew_mismatch_rate: float = 0.0
+
+    @property
+    def min_rows(self) -> int:
+        return self.drift.min_rows
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("drift"))
+        return out
+
+
+def parse_thresholds(items: Sequence[str], base: Thresholds | None = None) -> Thresholds:
+    """``NAME=VALUE`` settings (drift or alert thresholds) applied to ``base``."""
+    base = base or Thresholds()
+    drift_names = {f.name for f in fields(drift.DriftThresholds)}
+    own = {f.name for f in fields(Thresholds)} - {"drift"}
+    drift_changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--threshold: expected NAME=VALUE, got {item!r}.")
+        if name not in drift_names | own:
+            known = ", ".join(sorted(drift_names | own))
+            raise ConfigError(f"--threshold: unknown threshold {name!r} (known: {known}).")
+        try:
+            value: float = float(text)
+        except ValueError:
+            raise ConfigError(f"--threshold {name}: must be a number, got {text!r}.") from None
+        if name in ("min_rows", "min_labels"):
+            if value != int(value):
+                raise ConfigError(f"--threshold {name}: must be a whole number, got {text!r}.")
+            value = int(value)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--threshold {name}: must be a non-negative number, got {text!r}.")
+        (drift_changes if name in drift_names else changes)[name] = value
+    return replace(base, drift=replace(base.drift, **drift_changes), **changes)
+
+
+# ------------------------------------------------------------------ reading the log
+
+
+def sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def log_models(log_root: Path) -> list[str]:
+    """Models that have rows in the prediction log."""
+    return sorted(
+        p.name.removeprefix("model=")
+        for p in Path(log_root).glob("model=*")
+        if any(p.glob("date=*/part-*.parquet"))
+    )
+
+
+def pick_model(log_root: Path, model: str | None) -> str:
+    if model:
+        return model
+    models = log_models(log_root)
+    if not models:
+        raise DataError(f"The prediction log {log_root} has no rows.")
+    if len(models) > 1:
+        raise ConfigError(f"--model: the log holds several models ({', '.join(models)}); pick one.")
+    return models[0]
+
+
+def open_log(
+    log_root: Path,
+    model: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    request_id_prefix: str | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view ``log``: the model's logged rows in
+    ``[since, until)`` by request time (``__timestamp``)."""
+    pattern = Path(log_root) / f"model={model}" / "date=*" / "part-*.parquet"
+    if not any(Path(log_root).glob(f"model={model}/date=*/part-*.parquet")):
+        raise DataError(f"The prediction log {log_root} has no rows for model {model!r}.")
+    con = con or connect()
+    where = ["TRUE"]
+    if since is not None:
+        where.append(f"__timestamp >= {sql_literal(_utc(since).isoformat())}::TIMESTAMPTZ")
+        # Rows are logged after they are requested: no row of the window is in an earlier
+        # date partition, so DuckDB skips those files.
+        where.append(f"date >= {sql_literal(_utc(since).date().isoformat())}::DATE")
+    if until is not None:
+        where.append(f"__timestamp < {sql_literal(_utc(until).isoformat())}::TIMESTAMPTZ")
+    if request_id_prefix:
+        where.append(f"starts_with(__request_id, {sql_literal(request_id_prefix)})")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW log AS
+            SELECT * FROM read_parquet({sql_literal(str(pattern))}, hive_partitioning = true,
+                union_by_name = true, hive_types = {{'model': VARCHAR, 'date': DATE}})
+            WHERE {" AND ".join(where)}"""
+    )
+    return con
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("DESCRIBE log").fetchall()}
+
+
+# ------------------------------------------------------------------ drift from the log
+
+
+def numeric_counts(
+    con: duckdb.DuckDBPyConnection, profiles: Mapping[str, Mapping[str, Any]], where: str
+) -> dict[str, tuple[list[int], int]]:
+    """Live counts on each numerical profile's bins and its nulls (null or NaN), in one
+    scan of ``log`` streamed in record batches (memory bounded by the batch size).
+
+    The binning is numpy's ``searchsorted`` on the stored edges, the same call that
+    counted the reference (:func:`framework.reference_stats.bin_counts`).
+    """
+    if not profiles:
+        return {}
+    names = list(profiles)
+    edges = {n: np.asarray(profiles[n].get("edges") or [], np.float64) for n in names}
+    counts = {n: np.zeros(len(edges[n]) + 1, np.int64) for n in names}
+    nulls = dict.fromkeys(names, 0)
+    select = ", ".join(f"CAST({sql_name(n)} AS DOUBLE) AS {sql_name(n)}" for n in names)
+    reader = con.execute(f"SELECT {select} FROM log WHERE {where}").to_arrow_reader(_BATCH_ROWS)
+    for batch in reader:
+        for i, n in enumerate(names):
+            values = batch.column(i).to_numpy(zero_copy_only=False)
+            present = values[~np.isnan(values)]  # nulls arrive as NaN
+            nulls[n] += len(values) - len(present)
+            which = np.searchsorted(edges[n], present, side="left")
+            counts[n] += np.bincount(which, minlength=len(edges[n]) + 1)
+    return {n: ([int(c) for c in counts[n]], nulls[n]) for n in names}
+
+
+def categorical_counts(
+    con: duckdb.DuckDBPyConnection, column: str, where: str
+) -> dict[str | None, int]:
+    rows = con.execute(
+        f"SELECT CAST({sql_name(column)} AS VARCHAR), count(*) FROM log WHERE {where} GROUP BY 1"
+    ).fetchall()
+    return {value: int(count) for value, count in rows}
+
+
+def _version_drift(
+    con: duckdb.DuckDBPyConnection,
+    reference: Mapping[str, Any],
+    where: str,
+    columns: set[str],
+    thresholds: drift.DriftThresholds,
+) -> dict[str, Any]:
+    # Request data (e.g. a raw amount the model only sees through on-demand ratios) is
+    # checked too when the manifest profiles it under ``reference.request_data``.
+    every = {**reference.get("request_data", {}), **reference.get("features", {})}
+    profiles = {k: v for k, v in every.items() if k in columns}
+    numerical = {k: v for k, v in profiles.items() if v.get("kind") == "numerical"}
+    outputs = {
+        k: reference[k] for k in ("score", "confidence") if reference.get(k) and k in columns
+    }
+    counts = numeric_counts(con, {**numerical, **{f"{k}": v for k, v in outputs.items()}}, where)
+    results: list[drift.FeatureDrift] = []
+    for name, profile in profiles.items():
+        if profile.get("kind") == "categorical":
+            results.append(
+                drift.categorical_drift(
+                    name, profile, categorical_counts(con, name, where), thresholds
+                )
+            )
+        else:
+            bins, nulls = counts[name]
+            results.append(drift.numerical_drift(name, profile, bins, nulls, thresholds))
+    verdict = drift.dataset_verdict(results, thresholds)
+    results.sort(key=lambda r: (-(r.psi if r.psi is not None else -1.0), r.feature))
+    out: dict[str, Any] = {
+        "dataset": verdict.to_dict(),
+        "features": [r.to_dict() for r in results],
+    }
+    for name, profile in outputs.items():
+        bins, nulls = counts[name]
+        out[name] = drift.numerical_drift(name, profile, bins, nulls, thresholds).to_dict()
+    if "confidence" in outputs:
+        ref_mean = outputs["confidence"].get("mean")
+        row = con.execute(f"SELECT avg(confidence) FROM log WHERE {where}").fetchone()
+        cur_mean = row[0] if row else None
+        out["confidence"]["reference_mean"] = ref_mean
+        out["confidence"]["current_mean"] = cur_mean
+        out["confidence"]["drop"] = (
+            ref_mean - cur_mean if ref_mean is not None and cur_mean is not None else None
+        )
+    return out
+
+
+# ------------------------------------------------------------------ operations
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _operations(
+    con: duckdb.DuckDBPyConnection, where: str, features: Sequence[str], columns: set[str]
+) -> dict[str, Any]:
+    decision_sql = ", ".join(
+        f"count(*) FILTER (WHERE decision = {sql_literal(d)})" for d in DECISIONS
+    )
+    row = con.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE __row_index = 0), min(__timestamp),
+                   max(__timestamp), {decision_sql}
+            FROM log WHERE {where}"""
+    ).fetchone()
+    assert row is not None
+    rows, requests, first, last = int(row[0]), int(row[1]), row[2], row[3]
+    decisions = {
+        d: {"count": int(c), "rate": _rate(int(c), rows)}
+        for d, c in zip(DECISIONS, row[4:], strict=True)
+    }
+    lat = con.execute(
+        f"""SELECT quantile_cont(latency_seconds, [0.5, 0.95, 0.99]), avg(latency_seconds)
+            FROM log WHERE {where} AND __row_index = 0"""
+    ).fetchone()
+    latency = (
+        {"p50": lat[0][0], "p95": lat[0][1], "p99": lat[0][2], "mean": lat[1], "requests": requests}
+        if lat and lat[0]
+        else None
+    )
+    status = [f for f in features if f"{f}__status" in columns]
+    feature_rates: dict[str, Any] = {}
+    if status and rows:
+        parts = []
+        for f in status:
+            s = sql_name(f"{f}__status")
+            missing = ", ".join(sql_literal(m) for m in MISSING_STATUSES)
+            parts += [
+                f"count(*) FILTER (WHERE {s} IN ({missing}))",
+                f"count(*) FILTER (WHERE {s} = {sql_literal(STALE_STATUS)})",
+            ]
+        counts = con.execute(f"SELECT {', '.join(parts)} FROM log WHERE {where}").fetchone()
+        assert counts is not None
+        for i, f in enumerate(status):
+            feature_rates[f] = {
+                "missing_rate": counts[2 * i] / rows,
+                "stale_rate": counts[2 * i + 1] / rows,
+            }
+    return {
+        "rows": rows,
+        "requests": requests,
+        "first": first.isoformat() if first else None,
+        "last": last.isoformat() if last else None,
+        "decisions": decisions,
+        "latency_seconds": latency,
+        "feature_status": feature_rates,
+    }
+
+
+def _cost(
+    con: duckdb.DuckDBPyConnection, where: str, columns: set[str], price: float
+) -> dict[str, Any] | None:
+    if "cpu_seconds" not in columns:
+        return None
+    row = con.execute(
+        f"SELECT sum(cpu_seconds), count(cpu_seconds) FROM log WHERE {where}"
+    ).fetchone()
+    if not row or not row[1]:
+        return None
+    per_prediction = float(row[0]) / int(row[1])
+    return {
+        "predictions_measured": int(row[1]),
+        "cpu_seconds_total": float(row[0]),
+        "cpu_seconds_per_prediction": per_prediction,
+        "price_per_cpu_hour": price,
+        "cost_per_1k_predictions": per_prediction * 1000 * price / 3600,
+    }
+
+
+def _bucket(first: datetime, last: datetime, buckets: int) -> timedelta:
+    span = last - first
+    for width in _BUCKETS:
+        if span / width <= buckets:
+            return width
+    return _BUCKETS[-1]
+
+
+def _timeline(con: duckdb.DuckDBPyConnection, where: str, width: timedelta) -> list[dict[str, Any]]:
+    seconds = int(width.total_seconds())
+    decision_sql = ", ".join(
+        f"avg((decision = {sql_literal(d)})::INTEGER) AS {d.lower()}_rate" for d in DECISIONS
+    )
+    rows = con.execute(
+        f"""SELECT time_bucket(INTERVAL {seconds} SECOND, __timestamp) AS bucket, model_version,
+                   count(*) AS rows, avg(confidence) AS mean_confidence,
+                   quantile_cont(confidence, 0.1) AS p10_confidence, {decision_sql},
+                   quantile_cont(latency_seconds, [0.5, 0.95, 0.99])
+                       FILTER (WHERE __row_index = 0) AS latency
+            FROM log WHERE {where} GROUP BY ALL ORDER BY bucket, model_version"""
+    ).fetchall()
+    names = ["bucket", "version", "rows", "mean_confidence", "p10_confidence"] + [
+        f"{d.lower()}_rate" for d in DECISIONS
+    ]
+    out = []
+    for r in rows:
+        item = dict(zip(names, r[:-1], strict=True))
+        item["bucket"] = item["bucket"].isoformat()
+        lat = r[-1] or [None, None, None]
+        item.update(latency_p50=lat[0], latency_p95=lat[1], latency_p99=lat[2])
+        out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------ live quality
+
+
+def _outcomes_table(outcomes_root: Path, keys: Sequence[str]) -> pa.Table | None:
+    from framework.outcomes import OutcomeStore
+
+    records = [r for r in OutcomeStore(outcomes_root).read() if r.get("label") is not None]
+    if not records:
+        return None
+    records.sort(key=lambda r: str(r.get("received_at", "")))
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:  # a corrected outcome replaces the earlier one
+        ek = r.get("entity_keys") or {}
+        latest[(r["request_id"], *(ek.get(k) for k in keys))] = r
+    cols: dict[str, Any] = {
+        "request_id": pa.array([r["request_id"] for r in latest.values()], pa.string()),
+        "outcome": pa.array([float(r["label"]) for r in latest.values()], pa.float64()),
+    }
+    for k in keys:
+        values = [(r.get("entity_keys") or {}).get(k) for r in latest.values()]
+        cols[f"key_{k}"] = pa.array(
+            [v if isinstance(v, int) and not isinstance(v, bool) else None for v in values],
+            pa.int64(),
+        )
+    return pa.table(cols)
+
+
+def _quality(
+    con: duckdb.DuckDBPyConnection,
+    where: str,
+    manifest: Mapping[str, Any],
+    outcomes: pa.Table | None,
+    columns: set[str],
+) -> dict[str, Any] | None:
+    from framework import evaluation
+    from framework.estimator import Scores
+    from framework.model_spec import ServingSpec, Task
+
+    if outcomes is None:
+        return None
+    keys = [k for k in manifest.get("join_keys", []) if k in columns]
+    con.register("outcomes", outcomes)
+    match = " AND ".join(
+        f"(o.{sql_name('key_' + k)} IS NULL OR l.{sql_name(k)} = o.{sql_name('key_' + k)})"
+        for k in keys
+    )
+    table = con.execute(
+        f"""SELECT l.score, l.label, l.confidence, o.outcome
+            FROM (SELECT * FROM log WHERE {where}) AS l
+            JOIN outcomes AS o ON l.__request_id = o.request_id {"AND " + match if keys else ""}
+        """
+    ).to_arrow_table()
+    con.unregister("outcomes")
+    if table.num_rows == 0:
+        return {"labelled": 0}
+    task = Task(manifest.get("task", "classification"))
+    score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    y = table["outcome"].to_numpy(zero_copy_only=False).astype(np.float64)
+    if task is Task.CLASSIFICATION:
+        label = np.array([int(v) if v not in (None, "") else 0 for v in table["label"].to_pylist()])
+        scores = Scores(
+            score=score,
+            label=label,
+            confidence=table["confidence"].to_numpy(zero_copy_only=False).astype(np.float64),
+        )
+        bins = int((manifest.get("spec") or {}).get("calibration", {}).get("bins", 10))
+        live = evaluation.metrics(
+            task, y.astype(np.int64), scores, ServingSpec.model_validate(manifest["serving"]), bins
+        )
+        live["accuracy"] = float(np.mean(label == y))
+    else:
+        live = evaluation.metrics(
+            task, y, Scores(score, score, np.full(len(y), np.nan)), ServingSpec(), 10
+        )
+    holdout = (manifest.get("metrics") or {}).get("holdout") or {}
+    return {
+        "labelled": table.num_rows,
+        "live": live,
+        "holdout": {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "brier", "log_loss", "mae")},
+    }
+
+
+# ------------------------------------------------------------------ the summary
+
+
+def monitor_summary(
+    log_root: Path,
+    registry: ModelRegistry,
+    model: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    request_id_prefix: str | None = None,
+    outcomes_root: Path | None = None,
+    thresholds: Thresholds | None = None,
+    cpu_price_per_hour: float = DEFAULT_CPU_PRICE_PER_HOUR,
+    buckets: int = 48,
+    memory_limit: str | None = None,
+) -> dict[str, Any]:
+    """Monitor one model's logged predictions against its versions' reference statistics.
+
+    Parameters
+    ----------
+    log_root
+        The prediction log (``data/predictions``).
+    registry
+        Where each logged version's manifest (its reference statistics) is read.
+    model
+        The model; may be omitted when the log holds one model only.
+    since, until
+        The window ``[since, until)`` of request times (``__timestamp``); naive is UTC.
+    request_id_prefix
+        Only requests whose id starts with it (e.g. one traffic source or demo phase).
+    outcomes_root
+        Ground truth reported to the server (``data/outcomes``); absent: no live quality.
+    thresholds
+        Alert and drift thresholds (:class:`Thresholds` documents the defaults).
+    cpu_price_per_hour
+        Price of one CPU-hour, for the cost of 1,000 predictions.
+
+    Returns a JSON-ready dict: ``model``, ``window``, ``versions`` (per version:
+    operations, drift, cost, quality), ``timeline``, ``alerts`` and ``status``
+    (``alert``, ``ok`` or ``insufficient_data``).
+
+    Examples
+    --------
+    >>> summary = monitor_summary(Path("data/predictions"), ModelRegistry(Path("data/models")),
+    ...                           "fraud_model")  # doctest: +SKIP
+    >>> summary["status"], [a["name"] for a in summary["alerts"]]  # doctest: +SKIP
+    ('alert', ['feature_drift', ...])
+    """
+    thresholds = thresholds or Thresholds()
+    if cpu_price_per_hour < 0 or not math.isfinite(cpu_price_per_hour):
+        raise ConfigError(
+            f"cpu_price_per_hour must be a non-negative number. Got {cpu_price_per_hour!r}."
+        )
+    model = pick_model(log_root, model)
+    con = open_log(
+        log_root,
+        model,
+        since=since,
+        until=until,
+        request_id_prefix=request_id_prefix,
+        con=connect(memory_limit=memory_limit),
+    )
+    try:
+        columns = _columns(con)
+        versions = [
+            str(v[0])
+            for v in con.execute(
+                "SELECT DISTINCT model_version FROM log ORDER BY try_cast(model_version AS INT)"
+            ).fetchall()
+        ]
+        overall = _operations(con, "TRUE", [], columns)
+        summary: dict[str, Any] = {
+            "model": model,
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "window": {
+                "since": _utc(since).isoformat() if since else None,
+                "until": _utc(until).isoformat() if until else None,
+                "request_id_prefix": request_id_prefix,
+                "first": overall["first"],
+                "last": overall["last"],
+                "rows": overall["rows"],
+                "requests": overall["requests"],
+            },
+            "thresholds": thresholds.to_dict(),
+            "versions": [],
+            "timeline": [],
+        }
+        outcomes = None
+        if outcomes_root is not None and Path(outcomes_root).is_dir():
+            keys: list[str] = []
+            for v in versions:
+                keys += _manifest(registry, model, v).get("join_keys", [])
+            outcomes = _outcomes_table(Path(outcomes_root), sorted(set(keys)))
+        for version in versions:
+            where = f"model_version = {sql_literal(version)}"
+            manifest = _manifest(registry, model, version)
+            features = [f["name"] for f in manifest.get("features", [])]
+            entry: dict[str, Any] = {"version": version, "known": bool(manifest)}
+            entry.update(_operations(con, where, features, columns))
+            reference = manifest.get("reference") or {}
+            for name, rates in entry["feature_status"].items():
+                profile = reference.get("features", {}).get(name, {})
+                rates["reference_null_rate"] = profile.get("null_rate")
+            entry["drift"] = (
+                _version_drift(con, reference, where, columns, thresholds.drift)
+                if reference
+                else None
+            )
+            entry["cost"] = _cost(con, where, columns, cpu_price_per_hour)
+            entry["quality"] = _quality(con, where, manifest, outcomes, columns)
+            summary["versions"].append(entry)
+        if overall["first"] and overall["last"]:
+            first = datetime.fromisoformat(overall["first"])
+            last = datetime.fromisoformat(overall["last"])
+            width = _bucket(first, last, buckets)
+            summary["window"]["bucket_seconds"] = int(width.total_seconds())
+            summary["timeline"] = _timeline(con, "TRUE", width)
+    finally:
+        con.close()
+    summary["alerts"] = alerts(summary, thresholds)
+    summary["status"] = (
+        "alert"
+        if summary["alerts"]
+        else "insufficient_data"
+        if summary["window"]["rows"] < thresholds.min_rows
+        else "ok"
+    )
+    return summary
+
+
+def _manifest(registry: ModelRegistry, model: str, version: str) -> dict[str, Any]:
+    try:
+        return registry.manifest(ModelRef(model, int(version)))
+    except (NotFoundError, ValueError):
+        return {}  # a version the registry does not hold: operations only, no reference
+
+
+# ------------------------------------------------------------------ alerts
+
+
+def _alert(
+    name: str, version: str, severity: str, message: str, value: Any, threshold: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": version,
+        "severity": severity,
+        "message": message,
+        "value": value,
+        "threshold": threshold,
+    }
+
+
+def alerts(summary: Mapping[str, Any], t: Thresholds) -> list[dict[str, Any]]:
+    """Every threshold the summary crosses (only where there are ``min_rows`` rows)."""
+    out: list[dict[str, Any]] = []
+    for v in summary["versions"]:
+        version = v["version"]
+        if v["rows"] < t.min_rows:
+            continue
+        d = v.get("drift")
+        if d:
+            for f in d["features"]:
+                if f["status"] == drift.DRIFT:
+                    out.append(
+                        _alert("feature_drift", version, "warning",
+                               f"{f['feature']} drifted: {'; '.join(f['reasons'])}",
+                               f["psi"], t.drift.psi_drift)
+                    )  # fmt: skip
+            if d["dataset"]["status"] == "drift":
+                out.append(
+                    _alert("dataset_drift", version, "critical", d["dataset"]["reason"],
+                           d["dataset"]["drift_share"], t.drift.dataset_drift_share)
+                )  # fmt: skip
+            if (d.get("score") or {}).get("status") == drift.DRIFT:
+                out.append(
+                    _alert("prediction_drift", version, "warning",
+                           "score distribution drifted: " + "; ".join(d["score"]["reasons"]),
+                           d["score"]["psi"], t.drift.psi_drift)
+                )  # fmt: skip
+            conf = d.get("confidence") or {}
+            if conf.get("status") == drift.DRIFT:
+                out.append(
+                    _alert("confidence_drift", version, "warning",
+                           "confidence distribution drifted: " + "; ".join(conf["reasons"]),
+                           conf["psi"], t.drift.psi_drift)
+                )  # fmt: skip
+            if conf.get("drop") is not None and conf["drop"] >= t.confidence_drop:
+                out.append(
+                    _alert("confidence_drop", version, "warning",
+                           f"mean confidence {conf['current_mean']:.3f} is {conf['drop']:.3f} "
+                           f"below the holdout's {conf['reference_mean']:.3f}",
+                           conf["drop"], t.confidence_drop)
+                )  # fmt: skip
+        rates = v["decisions"]
+        for name, key, limit in (
+            ("fallback_rate", "FALLBACK", t.fallback_rate),
+            ("review_rate", "REVIEW", t.review_rate),
+        ):
+            rate = rates[key]["rate"]
+            if rate is not None and rate > limit:
+                out.append(
+                    _alert(name, version, "warning",
+                           f"{key} rate {rate:.1%} > {limit:.1%}", rate, limit)
+                )  # fmt: skip
+        lat = v.get("latency_seconds")
+        if lat and lat["p99"] is not None and lat["p99"] > t.latency_p99_seconds:
+            out.append(
+                _alert("latency_p99", version, "warning",
+                       f"p99 latency {lat['p99'] * 1000:.1f} ms > "
+                       f"{t.latency_p99_seconds * 1000:.0f} ms", lat["p99"], t.latency_p99_seconds)
+            )  # fmt: skip
+        for feature, r in v["feature_status"].items():
+            lost = r["missing_rate"] + r["stale_rate"]
+            base = r.get("reference_null_rate") or 0.0
+            if lost - base > t.missing_rate_increase:
+                out.append(
+                    _alert("missing_features", version, "warning",
+                           f"{feature}: {lost:.1%} missing or stale online vs {base:.1%} null "
+                           "in training", lost - base, t.missing_rate_increase)
+                )  # fmt: skip
+        q = v.get("quality") or {}
+        live, hold = q.get("live") or {}, q.get("holdout") or {}
+        labelled = q.get("labelled", 0)
+        if (
+            labelled >= t.min_labels
+            and live.get("roc_auc") is not None
+            and hold.get("roc_auc") is not None
+            and hold["roc_auc"] - live["roc_auc"] > t.quality_drop
+        ):
+            out.append(
+                _alert("quality_drop", version, "critical",
+                       f"live ROC-AUC {live['roc_auc']:.3f} on {labelled} outcomes vs holdout "
+                       f"{hold['roc_auc']:.3f}", hold["roc_auc"] - live["roc_auc"],
+                       t.quality_drop)
+            )  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def to_json(summary: Mapping[str, Any]) -> str:
+    return json.dumps(summary, indent=2, default=str, allow_nan=False)
+
+
+def prometheus_text(summary: Mapping[str, Any], skew: Mapping[str, Any] | None = None) -> str:
+    """Drift, confidence, cost and alert gauges in Prometheus' text format (for a
+    node_exporter textfile collector or a Pushgateway)."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    r = CollectorRegistry()
+    mv = ["model", "version"]
+    psi = Gauge("parity_drift_psi", "PSI of a feature against its reference.",
+                [*mv, "feature"], registry=r)  # fmt: skip
+    detected = Gauge("parity_drift_detected", "1 if the feature drifted, else 0.",
+                     [*mv, "feature"], registry=r)  # fmt: skip
+    pvalue = Gauge("parity_drift_p_value", "p-value of the feature's KS or chi-square test.",
+                   [*mv, "feature"], registry=r)  # fmt: skip
+    share = Gauge("parity_dataset_drift_share", "Share of drifted features.", mv, registry=r)
+    output = Gauge("parity_prediction_drift_psi", "PSI of the score or confidence distribution.",
+                   [*mv, "output"], registry=r)  # fmt: skip
+    conf = Gauge("parity_confidence_mean", "Mean confidence: reference (holdout) or current.",
+                 [*mv, "window"], registry=r)  # fmt: skip
+    cost = Gauge("parity_cost_per_1k_predictions", "CPU cost of 1,000 predictions.", mv,
+                 registry=r)  # fmt: skip
+    cpu = Gauge("parity_cpu_seconds_per_prediction", "CPU seconds per prediction.", mv,
+                registry=r)  # fmt: skip
+    rows = Gauge("parity_monitor_rows", "Logged predictions in the monitored window.", mv,
+                 registry=r)  # fmt: skip
+    alert_count = Gauge("parity_monitor_alerts", "Alerts raised by parity monitor.", ["model"],
+                        registry=r)  # fmt: skip
+    model = str(summary["model"])
+    for v in summary["versions"]:
+        labels = (model, v["version"])
+        rows.labels(*labels).set(v["rows"])
+        d = v.get("drift")
+        if d:
+            for f in d["features"]:
+                if f["psi"] is not None:
+                    psi.labels(*labels, f["feature"]).set(f["psi"])
+                    detected.labels(*labels, f["feature"]).set(float(f["status"] == drift.DRIFT))
+                if f["p_value"] is not None:
+                    pvalue.labels(*labels, f["feature"]).set(f["p_value"])
+            if d["dataset"]["drift_share"] is not None:
+                share.labels(*labels).set(d["dataset"]["drift_share"])
+            for name in ("score", "confidence"):
+                if (d.get(name) or {}).get("psi") is not None:
+                    output.labels(*labels, name).set(d[name]["psi"])
+            c = d.get("confidence") or {}
+            for window in ("reference", "current"):
+                if c.get(f"{window}_mean") is not None:
+                    conf.labels(*labels, window).set(c[f"{window}_mean"])
+        if v.get("cost"):
+            cost.labels(*labels).set(v["cost"]["cost_per_1k_predictions"])
+            cpu.labels(*labels).set(v["cost"]["cpu_seconds_per_prediction"])
+    alert_count.labels(model).set(len(summary["alerts"]))
+    if skew:
+        mismatch = Gauge("parity_skew_mismatch_rate",
+                         "Share of sampled predictions whose feature differs offline.",
+                         ["model", "feature"], registry=r)  # fmt: skip
+        for f in skew["features"]:
+            mismatch.labels(model, f["feature"]).set(f["mismatch_rate"])
+    return generate_latest(r).decode()

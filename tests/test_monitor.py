@@ -1,0 +1,642 @@
+"""Monitoring over a real prediction log: the summary's numbers against values computed
+here from the same rows, drift and alerts on shifted traffic, the sample-size guard,
+live quality, the command line and its exit codes, the HTML report in headless
+Chromium, the Prometheus rules in promtool, and training-serving skew against a
+running server (zero on a correct setup, caught when the online store is stale)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from framework import monitor
+from framework.errors import ConfigError
+from framework.outcomes import OutcomeStore
+from framework.reference_stats import categorical_profile, numeric_profile
+from framework.registry import ARTIFACT, ModelRef, ModelRegistry
+from serving.prediction_log import PredictionLog
+from tests.conftest import Served, Workspace, _missing
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "toy_model"
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+CATEGORIES = ["grocery", "travel", "online", "fuel"]
+
+
+# ------------------------------------------------------------------ a toy model's log
+
+
+def _features(rng: np.random.Generator, n: int, *, inflate: float = 1.0, new: float = 0.0) -> Any:
+    amount = rng.lognormal(3.5, 0.8, n) * inflate
+    category = rng.choice(CATEGORIES, p=[0.4, 0.3, 0.2, 0.1], size=n).astype(object)
+    category[rng.random(n) < new] = "crypto_exchange"
+    count = rng.poisson(4, n).astype(float)
+    return amount, category, count
+
+
+def _manifest(rng: np.random.Generator) -> dict[str, Any]:
+    amount, category, count = _features(rng, 8_000)
+    score = rng.beta(1, 12, 8_000)
+    return {
+        "task": "classification",
+        "feature_service": "toy_v1",
+        "features": [
+            {"name": "amount", "dtype": "Float64", "view": "request"},
+            {"name": "category", "dtype": "String", "view": "merchant"},
+            {"name": "count", "dtype": "Int64", "view": "user"},
+        ],
+        "join_keys": ["user_id"],
+        "request_data": {"amount": "DOUBLE"},
+        "serving": {"threshold": 0.5, "accept": 0.85, "review_below": 0.6},
+        "metrics": {"holdout": {"roc_auc": 0.9, "pr_auc": 0.4, "brier": 0.02, "log_loss": 0.1}},
+        "reference": {
+            "features": {
+                "amount": numeric_profile(amount),
+                "category": categorical_profile(category),
+                "count": numeric_profile(count),
+            },
+            "score": numeric_profile(score),
+            "confidence": numeric_profile(np.maximum(score, 1 - score)),
+        },
+    }
+
+
+def _rows(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    version: str = "1",
+    start: datetime = T0,
+    prefix: str = "r",
+    inflate: float = 1.0,
+    new: float = 0.0,
+    score_scale: float = 1.0,
+    missing: float = 0.0,
+) -> pa.Table:
+    amount, category, count = _features(rng, n, inflate=inflate, new=new)
+    score = np.clip(rng.beta(1, 12, n) * score_scale, 0, 1)
+    confidence = np.maximum(score, 1 - score)
+    decision = np.where(confidence >= 0.85, "ACCEPT", np.where(confidence >= 0.6, "VALIDATE",
+                        "REVIEW")).astype(object)  # fmt: skip
+    status = np.where(rng.random(n) < missing, "NOT_FOUND", "PRESENT").astype(object)
+    status[(status == "PRESENT") & (rng.random(n) < 0.05)] = "OUTSIDE_MAX_AGE"
+    count_values = [None if s != "PRESENT" else c for s, c in zip(status, count, strict=True)]
+    times = [start + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 7_200, n))]
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "__request_id": [f"{prefix}-{version}-{i}" for i in range(n)],
+            "__row_index": pa.array([0] * n, pa.int32()),
+            "__timestamp": pa.array(times, ts),
+            "__log_timestamp": pa.array(times, ts),
+            "__log_date": pa.array([t.date() for t in times], pa.date32()),
+            "model_name": [MODEL] * n,
+            "model_version": [version] * n,
+            "user_id": pa.array(rng.integers(1, 500, n), pa.int64()),
+            "amount": amount,
+            "amount__status": ["PRESENT"] * n,
+            "category": pa.array(category.tolist(), pa.string()),
+            "category__status": ["PRESENT"] * n,
+            "count": pa.array(count_values, pa.float64()),
+            "count__status": pa.array(status.tolist(), pa.string()),
+            "score": score,
+            "label": pa.array([str(int(s >= 0.5)) for s in score], pa.string()),
+            "confidence": confidence,
+            "decision": pa.array(decision.tolist(), pa.string()),
+            "reasons": [""] * n,
+            "latency_seconds": rng.gamma(2.0, 0.002, n),
+            "cpu_seconds": rng.gamma(2.0, 0.001, n),
+        }
+    )
+
+
+def _write(root: Path, *tables: pa.Table) -> Path:
+    log = PredictionLog(root / "predictions", batch_rows=100_000)
+    for t in tables:
+        log.append(t, model=MODEL)
+    assert log.close(30)
+    return root / "predictions"
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> tuple[Path, ModelRegistry]:
+    """A registry with two versions of a toy model (manifest and reference only)."""
+    registry = ModelRegistry(tmp_path / "models")
+    rng = np.random.default_rng(0)
+    manifest = _manifest(rng)
+    for _ in range(2):
+        registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    return tmp_path, registry
+
+
+def _tables(summary: dict[str, Any], version: str = "1") -> dict[str, Any]:
+    return next(v for v in summary["versions"] if v["version"] == version)
+
+
+# ------------------------------------------------------------------ the summary
+
+
+def test_clean_traffic_numbers_match_the_rows(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(1)
+    rows = _rows(rng, 3_000)
+    log = _write(root, rows)
+    summary = monitor.monitor_summary(log, registry, cpu_price_per_hour=0.1)
+    assert summary["model"] == MODEL and summary["status"] == "ok", summary["alerts"]
+    assert summary["alerts"] == []
+    v = _tables(summary)
+    assert v["rows"] == v["requests"] == 3_000
+    decisions = rows["decision"].to_pylist()
+    for d in ("ACCEPT", "VALIDATE", "REVIEW"):
+        assert v["decisions"][d]["count"] == decisions.count(d)
+    assert v["decisions"]["FALLBACK"] == {"count": 0, "rate": 0.0}
+    latency = rows["latency_seconds"].to_numpy()
+    for key, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        assert v["latency_seconds"][key] == pytest.approx(np.quantile(latency, q))
+    status = rows["count__status"].to_pylist()
+    assert v["feature_status"]["count"]["stale_rate"] == status.count("OUTSIDE_MAX_AGE") / 3_000
+    assert v["feature_status"]["count"]["missing_rate"] == 0.0
+    cpu = rows["cpu_seconds"].to_numpy()
+    assert v["cost"]["cpu_seconds_per_prediction"] == pytest.approx(cpu.mean())
+    assert v["cost"]["cost_per_1k_predictions"] == pytest.approx(cpu.mean() * 1000 * 0.1 / 3600)
+    drift = v["drift"]
+    assert drift["dataset"]["status"] == "no_drift"
+    assert {f["feature"] for f in drift["features"]} == {"amount", "category", "count"}
+    assert drift["confidence"]["status"] != "drift" and drift["score"]["status"] != "drift"
+    assert summary["timeline"] and sum(t["rows"] for t in summary["timeline"]) == 3_000
+    json.loads(monitor.to_json(summary))  # JSON-ready, no NaN
+
+
+def test_drifted_traffic_flags_exactly_the_shifted_features(
+    toy: tuple[Path, ModelRegistry],
+) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(2)
+    log = _write(
+        root,
+        _rows(rng, 2_000, version="1"),
+        _rows(rng, 2_000, version="2", start=T0 + timedelta(hours=3), inflate=1.6, new=0.08),
+    )
+    summary = monitor.monitor_summary(log, registry)
+    assert summary["status"] == "alert"
+    flagged = {
+        (a["version"], a["message"].split()[0])
+        for a in summary["alerts"]
+        if a["name"] == "feature_drift"
+    }
+    assert flagged == {("2", "amount"), ("2", "category")}
+    # 2 of 3 features drifted: at the default 50 % the dataset drifted too.
+    assert {a["name"] for a in summary["alerts"]} == {"feature_drift", "dataset_drift"}
+    v2 = _tables(summary, "2")
+    category = next(f for f in v2["drift"]["features"] if f["feature"] == "category")
+    assert list(category["new_categories"]) == ["crypto_exchange"]
+    assert v2["drift"]["features"][0]["feature"] in ("amount", "category")  # ranked by PSI
+    assert _tables(summary, "1")["drift"]["dataset"]["drifted_features"] == []
+
+
+def test_too_few_rows_give_no_verdict(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(3)
+    log = _write(root, _rows(rng, 120, inflate=3.0, new=0.5, score_scale=6.0))
+    summary = monitor.monitor_summary(log, registry)
+    assert summary["status"] == "insufficient_data" and summary["alerts"] == []
+    v = _tables(summary)
+    assert v["drift"]["dataset"]["status"] == "insufficient_data"
+    assert all(f["status"] == "insufficient_data" for f in v["drift"]["features"])
+    # Lowering the guard (explicitly) gives the verdict.
+    low = monitor.parse_thresholds(["min_rows=100"])
+    assert monitor.monitor_summary(log, registry, thresholds=low)["status"] == "alert"
+
+
+def test_confidence_drop_is_an_early_warning(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(4)
+    log = _write(root, _rows(rng, 2_000, score_scale=3.5))  # scores drift towards 0.5
+    summary = monitor.monitor_summary(log, registry)
+    names = {a["name"] for a in summary["alerts"]}
+    assert {"confidence_drift", "confidence_drop", "prediction_drift"} <= names
+    conf = _tables(summary)["drift"]["confidence"]
+    assert conf["drop"] == pytest.approx(conf["reference_mean"] - conf["current_mean"])
+    assert conf["drop"] >= 0.05
+
+
+def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(5)
+    log = _write(root, _rows(rng, 1_000, missing=0.4))
+    summary = monitor.monitor_summary(log, registry, thresholds=monitor.parse_thresholds(
+        ["review_rate=0.0"]))  # fmt: skip
+    by_name = {a["name"]: a for a in summary["alerts"]}
+    assert "count" in by_name["missing_features"]["message"]
+    assert by_name["missing_features"]["value"] == pytest.approx(
+        _tables(summary)["feature_status"]["count"]["missing_rate"]
+        + _tables(summary)["feature_status"]["count"]["stale_rate"]
+    )
+    assert "review_rate" in by_name
+
+
+def test_window_and_request_prefix_select_rows(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(6)
+    log = _write(
+        root,
+        _rows(rng, 600, prefix="clean"),
+        _rows(rng, 700, prefix="drift", start=T0 + timedelta(days=1), inflate=2.0),
+    )
+    early = monitor.monitor_summary(log, registry, until=T0 + timedelta(hours=12))
+    late = monitor.monitor_summary(log, registry, since=T0 + timedelta(hours=12))
+    assert (early["window"]["rows"], late["window"]["rows"]) == (600, 700)
+    assert early["status"] == "ok" and late["status"] == "alert"
+    by_prefix = monitor.monitor_summary(log, registry, request_id_prefix="clean")
+    assert by_prefix["window"]["rows"] == 600 and by_prefix["status"] == "ok"
+
+
+def test_live_quality_joins_reported_outcomes(toy: tuple[Path, ModelRegistry]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    root, registry = toy
+    rng = np.random.default_rng(7)
+    rows = _rows(rng, 800)
+    log = _write(root, rows)
+    store = OutcomeStore(root / "outcomes")
+    ids, scores = rows["__request_id"].to_pylist(), rows["score"].to_numpy()
+    users = rows["user_id"].to_pylist()
+    truth = (rng.random(800) < scores * 2).astype(int)
+    for i in range(0, 800, 2):  # ground truth for every other prediction
+        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
+                     label=float(truth[i]))  # fmt: skip
+    store.record(ids[1], entity_keys={"user_id": users[1] + 1}, event_time=None, label=1.0)
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
+    quality = _tables(summary)["quality"]
+    assert quality["labelled"] == 400  # the outcome naming another user did not match
+    assert quality["live"]["roc_auc"] == pytest.approx(roc_auc_score(truth[::2], scores[::2]))
+    assert quality["holdout"]["roc_auc"] == 0.9
+
+
+def test_request_data_profiled_in_the_reference_is_checked_too(
+    toy: tuple[Path, ModelRegistry],
+) -> None:
+    root, registry = toy
+    manifest = registry.manifest(ModelRef(MODEL, 1))
+    reference = manifest["reference"]
+    reference["request_data"] = {"amount": reference["features"].pop("amount")}
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)  # version 3
+    rng = np.random.default_rng(11)
+    log = _write(root, _rows(rng, 1_000, version="3", inflate=1.6))
+    summary = monitor.monitor_summary(log, registry)
+    drift = _tables(summary, "3")["drift"]
+    assert [f["feature"] for f in drift["features"] if f["status"] == "drift"] == ["amount"]
+
+
+def test_thresholds_are_checked_by_name() -> None:
+    t = monitor.parse_thresholds(["psi_drift=0.3", "latency-p99-seconds=0.5", "min_rows=10"])
+    assert (t.drift.psi_drift, t.latency_p99_seconds, t.min_rows) == (0.3, 0.5, 10)
+    with pytest.raises(ConfigError, match="unknown threshold 'psi'"):
+        monitor.parse_thresholds(["psi=0.3"])
+    with pytest.raises(ConfigError, match="--threshold psi_drift: must be a number"):
+        monitor.parse_thresholds(["psi_drift=high"])
+    with pytest.raises(ConfigError, match="min_rows: must be a whole number"):
+        monitor.parse_thresholds(["min_rows=2.5"])
+    with pytest.raises(ConfigError, match="'psi_warn' must not exceed 'psi_drift'"):
+        monitor.parse_thresholds(["psi_warn=0.5"])
+
+
+def test_an_empty_log_is_a_clear_error(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    from framework.errors import DataError
+
+    with pytest.raises(DataError, match="has no rows"):
+        monitor.monitor_summary(root / "predictions", registry, MODEL)
+
+
+def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root, registry = toy
+    rng = np.random.default_rng(8)
+    log = _write(root, _rows(rng, 1_000, inflate=1.8))
+    summary = monitor.monitor_summary(log, registry)
+    families = {f.name: f for f in text_string_to_metric_families(monitor.prometheus_text(summary))}
+    detected = {s.labels["feature"]: s.value for s in families["parity_drift_detected"].samples}
+    assert detected == {"amount": 1.0, "category": 0.0, "count": 0.0}
+    assert families["parity_monitor_alerts"].samples[0].value == len(summary["alerts"])
+    cost = families["parity_cost_per_1k_predictions"].samples[0]
+    assert cost.labels == {"model": MODEL, "version": "1"} and cost.value > 0
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def _cli(argv: list[str]) -> int:
+    """``parity`` as its console script runs it (the exit code, output captured by pytest)."""
+    from framework import cli
+
+    return cli.main(argv)
+
+
+def test_cli_monitor_exit_code_json_report_and_gauges(
+    toy: tuple[Path, ModelRegistry], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(9)
+    drifted = _rows(rng, 1_000, prefix="drift", start=T0 + timedelta(days=1), inflate=1.7)
+    log = _write(root, _rows(rng, 1_000, prefix="clean"), drifted)
+    base = ["--log", str(log), "--registry", str(registry.root), "--model", MODEL]
+    assert _cli(["monitor", *base, "--until", "2026-03-01T12:00", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+    report, prom = tmp_path / "out" / "report.html", tmp_path / "out" / "drift.prom"
+    code = _cli(["monitor", *base, "--since", "2026-03-02", "--report", str(report),
+                 "--prometheus", str(prom), "--cpu-price-per-hour", "0.2"])  # fmt: skip
+    assert code == 7
+    out = capsys.readouterr().out
+    assert "ALERT warning feature_drift (v1): amount drifted" in out
+    assert report.read_text().count("<svg") >= 5
+    assert 'parity_drift_detected{feature="amount",model="toy_model",version="1"} 1.0' in (
+        prom.read_text()
+    )
+    assert _cli(["monitor", *base, "--no-fail"]) == 0
+
+
+def test_cli_rejects_bad_flags(toy: tuple[Path, ModelRegistry]) -> None:
+    root, registry = toy
+    base = ["--log", str(root / "predictions"), "--registry", str(registry.root)]
+    with pytest.raises(SystemExit) as exc:
+        _cli(["monitor", *base, "--cpu-price-per-hour", "-1"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        _cli(["skew", *base, "--sample", "0"])
+    assert _cli(["monitor", *base, "--threshold", "nope=1"]) == 2
+
+
+# ------------------------------------------------------------------ HTML and deploy files
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    _missing("headless Chromium is not installed (Debian: apt-get install chromium)")
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.integration
+def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_path: Path) -> None:
+    from framework.report import write_report
+
+    root, registry = toy
+    rng = np.random.default_rng(10)
+    log = _write(root, _rows(rng, 1_500), _rows(rng, 1_500, version="2", inflate=1.7, new=0.05,
+                                                  start=T0 + timedelta(hours=4)))  # fmt: skip
+    summary = monitor.monitor_summary(log, registry)
+    skew = {"sampled": 10, "mismatches": 1, "features": [
+        {"feature": "count", "compared": 10, "mismatches": 1, "mismatch_rate": 0.1,
+         "examples": [{"entity_keys": {"user_id": 1}, "timestamp": "2026-03-01T08:00:00",
+                       "served": 3, "offline": 4}]}]}  # fmt: skip
+    page = write_report(tmp_path / "report.html", summary, skew)
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert "<title>parity monitor: toy_model</title>" in dom
+    # every plot rendered as an SVG element: 2 versions x (PSI ranking + score + confidence +
+    # 3 features) + the timeline's 3 plots per version
+    assert dom.count("<svg") == 2 * (1 + 2 + 3) + 2 * 3
+    assert "crypto_exchange" in dom and "Training-serving skew" in dom
+    console_errors = [
+        line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
+    ]
+    assert not console_errors
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+         "--window-size=1280,2400", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shot.stat().st_size > 10_000  # the page painted something
+
+
+def test_alerting_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if not promtool:
+        _missing("promtool is not installed (Debian: apt-get install prometheus)")
+    rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    proc = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr
+    tests = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
+    proc = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True,
+                          text=True, timeout=60, cwd=tests.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_grafana_dashboard_queries_only_exported_metrics() -> None:
+    """Every metric the dashboard plots is one the server or ``parity monitor`` exports."""
+    import re
+
+    from serving.metrics import ServerMetrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "parity.json").read_text())
+    families = {m.name for m in ServerMetrics().registry.collect()}
+    exported = {f"{n}{s}" for n in families for s in ("", "_total", "_bucket", "_sum", "_count")}
+    summary = {"model": "m", "alerts": [], "versions": []}
+    skew = {"features": [{"feature": "f", "mismatch_rate": 0.0}]}
+    monitor_text = monitor.prometheus_text(summary, skew)
+    exported |= set(re.findall(r"^# TYPE (parity_[a-z0-9_]+)", monitor_text, re.M))
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"(?<![:\w])(parity_[a-z0-9_]+)", target["expr"]))
+    assert len(used) >= 10
+    assert used <= exported, sorted(used - exported)
+
+
+# ------------------------------------------------------------------ against a real server
+
+
+@pytest.fixture(scope="module")
+def served_copy(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Like conftest's ``served``, but the Feast definitions are applied again in the copy,
+    so its sources are the copy's own Parquet files, which a test may change."""
+    import contextlib
+    import io
+
+    import duckdb
+
+    from framework.promotion import promote
+    from framework.repository import apply, open_store
+    from serving.server import ServeSettings, start_server
+
+    root = tmp_path_factory.mktemp("monitored")
+    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
+    ws = Workspace(root)
+    # A fresh Feast registry: the copied one records the trained workspace's online tables
+    # (absolute paths), and Feast's apply would tear those down.
+    (ws.data / "feast" / "registry.db").unlink()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        apply(ws.repo)
+    registry = ModelRegistry(ws.data / "models")
+    last = duckdb.sql(
+        f"SELECT max(transaction_timestamp) FROM '{ws.data / 'raw' / 'transactions.parquet'}'"
+    ).fetchone()[0]  # type: ignore[index]
+    now = last.astimezone(UTC) + timedelta(minutes=30)
+    with open_store(ws.repo) as store:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            store.materialize(
+                start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=now + timedelta(days=1)
+            )
+        promote(registry, "fraud_model", trained.version, store=store, reason="tests")
+        settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
+        running = start_server(store, registry, ws.data, settings, clock=now.timestamp)
+        try:
+            yield Served(ws, running, f"127.0.0.1:{running.port}", store, registry, now)
+        finally:
+            running.stop(2)
+
+
+def _recent(served: Served, n: int) -> list[dict[str, Any]]:
+    from tests.test_serving import recent_rows
+
+    return recent_rows(served, n)
+
+
+@pytest.mark.integration
+def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
+    served_copy: Served,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from framework.skew import check_skew
+    from serving.client import PredictionClient
+
+    rows = _recent(served_copy, 60)
+    with PredictionClient(served_copy.target) as client:
+        client.predict("fraud_model", rows, request_id="skew-check")
+    assert served_copy.running.prediction_log.flush(30)
+    log = served_copy.workspace.data / "predictions"
+
+    report = check_skew(served_copy.store, log, served_copy.registry, "fraud_model", sample=500)
+    assert report.sampled >= 60
+    assert report.mismatches == 0, [f for f in report.features if f.mismatches]
+    assert {f.feature for f in report.features} >= {"credit_limit", "txn_count_7d", "category"}
+
+    # The offline data changes (a credit-limit correction) and nobody re-materialises:
+    # the online store the server read is stale.
+    source = served_copy.workspace.data / "offline" / "user_profile.parquet"
+    table = pq.read_table(source)
+    changed = table.set_column(
+        table.schema.get_field_index("credit_limit"),
+        "credit_limit",
+        pc.multiply(table["credit_limit"], 2.0),
+    )
+    pq.write_table(changed, source)
+    stale = check_skew(served_copy.store, log, served_copy.registry, "fraud_model", sample=500)
+    by_feature = {f.feature: f for f in stale.features}
+    limit = by_feature["credit_limit"]
+    assert limit.mismatch_rate > 0.9
+    example = limit.examples[0]
+    assert example["offline"] == pytest.approx(2 * example["served"])
+    assert by_feature["txn_count_7d"].mismatches == 0  # only the changed source differs
+
+
+@pytest.mark.integration
+def test_monitor_reads_the_servers_log(served_copy: Served) -> None:
+    from serving.client import PredictionClient
+
+    with PredictionClient(served_copy.target) as client:
+        client.predict("fraud_model", _recent(served_copy, 30), request_id="monitor-check")
+    assert served_copy.running.prediction_log.flush(30)
+    summary = monitor.monitor_summary(
+        served_copy.workspace.data / "predictions", served_copy.registry, "fraud_model",
+        request_id_prefix="monitor-check",
+    )  # fmt: skip
+    v = _tables(summary)
+    assert v["rows"] == 30 and v["requests"] == 1
+    assert summary["status"] == "insufficient_data"  # 30 rows: no verdict at the default guard
+    assert v["cost"]["cpu_seconds_total"] > 0  # the server measured the request's CPU
+    assert sum(d["count"] for d in v["decisions"].values()) == 30
+    assert set(v["feature_status"]) >= {"txn_count_1h", "credit_limit"}
+    assert v["drift"]["features"] and v["drift"]["confidence"]["reference_mean"] is not None
+    assert date.fromisoformat(summary["window"]["first"][:10]) == served_copy.now.date()
+
+
+# ------------------------------------------------------------------ the sample's drift scenarios
+
+
+def _period_drift(ws: Workspace, manifest: dict[str, Any], since: datetime) -> dict[str, str]:
+    """Each feature's drift status for the transactions from ``since`` on, as the server
+    would have seen them (the point-in-time join just before each transaction)."""
+    import duckdb
+
+    from framework.drift import feature_drift
+    from framework.estimator import FeatureField, feature_frame
+    from framework.training_set import build_training_set
+
+    entities = duckdb.sql(
+        f"""SELECT user_id, merchant_id, amount,
+                   hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT AS hour_of_day,
+                   transaction_timestamp - INTERVAL 1 MICROSECOND AS event_timestamp
+            FROM '{ws.data / "raw" / "transactions.parquet"}'
+            WHERE transaction_timestamp >= '{since.isoformat()}'::TIMESTAMPTZ"""
+    ).to_arrow_table()
+    table = build_training_set(ws.repo, manifest["feature_service"], entities)
+    fields = [FeatureField(**f) for f in manifest["features"]]
+    frame = feature_frame(table, fields)
+    reference = manifest["reference"]["features"]
+    return {
+        f.name: feature_drift(f.name, reference[f.name], frame[f.name].to_numpy()).status
+        for f in fields
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_samples_drift_scenarios_are_flagged_on_the_features_they_shift(
+    trained: Any, tmp_path: Path
+) -> None:
+    """The trained model's reference against the last quarter of the sample: clean, then
+    with amount inflation and a new merchant category from the drift start."""
+    import contextlib
+    import io
+
+    from framework.feature_pipeline import build_offline_sources
+    from framework.repository import apply
+    from framework.sample_data import GenerationConfig, generate
+    from tests.conftest import TRAIN_SAMPLE, make_workspace
+
+    clean = _period_drift(trained.workspace, trained.manifest, TRAIN_SAMPLE.drift_start)
+    # The one feature that moves without any scenario: the 30-day merchant count, whose
+    # training period includes the sample's first 30 days, while its windows fill up.
+    assert {f for f, s in clean.items() if s == "drift"} <= {"merchant_txn_count_30d"}, clean
+
+    config = GenerationConfig(
+        seed=TRAIN_SAMPLE.seed,
+        transactions=TRAIN_SAMPLE.transactions,
+        drift=("amount_inflation", "new_merchant_category"),
+    )
+    ws = make_workspace(tmp_path)
+    generate(config, ws.data)
+    build_offline_sources(ws.data / "raw", ws.data / "offline")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        apply(ws.repo)
+    drifted = _period_drift(ws, trained.manifest, config.drift_start)
+    flagged = {f for f, s in drifted.items() if s == "drift"} - {"merchant_txn_count_30d"}
+    # The model takes no raw amount (it is request data for the on-demand ratios, which
+    # are scale-free): inflation shows in the 7-day amount mean and spread. The new
+    # category is a new value of `category`. Nothing else moves.
+    assert flagged == {"amount_mean_7d", "amount_std_7d", "category"}, drifted
