@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: off)")
     serve.add_argument(
+        "--now",
+        type=_timestamp,
+        help="serve as if the time were this (ISO 8601): TTLs are judged against it, for "
+        "replaying the sample, whose data ends in the past (default: the wall clock)",
+    )
+    serve.add_argument(
         "--canary-share",
         type=float,
         help="share of entities the challenger serves, by a stable hash of the entity keys "

@@ -34,6 +34,7 @@ def serve(args: argparse.Namespace) -> None:
             "log_level": args.log_level,
             "canary_share": args.canary_share,
             "shadow_alias": args.shadow_alias,
+            "now": args.now,
         }.items()
         if v is not None
     }
@@ -88,6 +89,7 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     for flag, value in (
         ("--repo", args.repo), ("--registry", args.registry),
         ("--canary-share", args.canary_share), ("--shadow-alias", args.shadow_alias),
+        ("--now", args.now.isoformat() if args.now else None),
     ):  # fmt: skip
         if value is not None:
             common += [flag, str(value)]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,11 @@ class ServeSettings(BaseSettings):
         description="Threads each model call may use (OpenMP/BLAS); 1 keeps tail latency "
         "low when many calls run at once.",
     )  # fmt: skip
+    now: datetime | None = Field(
+        default=None,
+        description="Serve as if the time were this (TTLs are judged against it): replaying "
+        "the sample, whose data ends in the past. Unset: the wall clock.",
+    )
     feature_timeout_seconds: float = Field(
         default=1.0, gt=0, description="Online-store budget; beyond it the fallback answers."
     )
@@ -133,7 +139,7 @@ def start_server(
     data: Path,
     settings: ServeSettings,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> RunningServer:
     """Build and start the server; returns once it is listening and its models are loaded."""
     from threadpoolctl import threadpool_limits
@@ -176,7 +182,7 @@ def start_server(
         store,
         max_rows=settings.max_rows,
         log=log_rows,
-        clock=clock,
+        clock=clock or (settings.now.timestamp if settings.now else time.time),
         observe=lambda stage, s: metrics.latency.labels(stage).observe(s),
         feature_status=metrics.count_feature_status,
         cpu=lambda model, version, s: metrics.cpu_seconds.labels(model, version).inc(s),
@@ -269,6 +275,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         payload.update(getattr(record, "fields", {}))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,47 @@ def test_parity_predict_command(served: Served) -> None:
         "parity predict: error: INVALID_ARGUMENT: rows[0].request_data: "
         "missing request field 'amount'."
     )
+
+
+@pytest.mark.slow
+def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None:
+    """``--workers 2``: two processes answer on one port (SO_REUSEPORT), ``--now`` replays
+    the sample's time, and SIGTERM drains both with every answer logged."""
+    import signal
+
+    from serving.prediction_log import read_log
+
+    root = _copy(served, tmp_path / "ws")
+    server_log = tmp_path / "server.log"
+    log_file = server_log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
+         "--port", "0", "--workers", "2", "--now", served.now.isoformat(),
+         "--log-level", "DEBUG"],
+        stdout=subprocess.PIPE, stderr=log_file, text=True,
+    )  # fmt: skip
+    with proc, log_file:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "with 2 worker processes" in line, line
+        target = line.split("listening on ")[1].split(" ")[0]
+        rows = recent_rows(served, 2)
+        answers = []
+        deadline = 120
+        for i in range(40):  # a new connection each time: the kernel spreads them
+            for _ in range(deadline):
+                try:
+                    with PredictionClient(target, timeout=5) as client:
+                        answers += client.predict(MODEL, rows, request_id=f"w{i}")
+                    break
+                except grpc.RpcError:  # the workers are still loading
+                    time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert len(answers) == 80
+    assert "FALLBACK" not in {a["decision"] for a in answers}  # features fresh at --now
+    records = [json.loads(line) for line in server_log.read_text().splitlines()]
+    pids = {r["pid"] for r in records if r.get("rpc") == "Predict" and r.get("code") == "OK"}
+    assert len(pids) == 2
+    logged = read_log(root / "data" / "predictions", MODEL)
+    assert sorted(logged["__request_id"].to_pylist()) == sorted(a["request_id"] for a in answers)
