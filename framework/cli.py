@@ -839,7 +839,8 @@ def _cmd_models_rollback(args: argparse.Namespace) -> None:
 
 
 def _cmd_materialize(args: argparse.Namespace) -> None:
-    from framework.materialize import materialize, status
+    from framework.freshness import status
+    from framework.materialize import materialize
     from framework.progress import for_stream
     from framework.repository import open_store
 

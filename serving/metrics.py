@@ -7,7 +7,12 @@ histograms in ``_seconds``. Served by ``prometheus_client`` on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -117,3 +122,31 @@ class ServerMetrics:
                 self.stale_features.labels(feature).inc(stale)
             if missing:
                 self.missing_features.labels(feature).inc(missing)
+
+    def watch_freshness(self, store: Any, clock: Callable[[], float]) -> None:
+        """Export ``parity_feature_freshness_seconds{view}``: the age of the newest value
+        materialised online per feature view, read from the online store at each scrape
+        (:func:`framework.materialize.freshness`)."""
+        self.registry.register(_Freshness(store, clock))
+
+
+class _Freshness:
+    def __init__(self, store: Any, clock: Callable[[], float]) -> None:
+        self.store, self.clock = store, clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from framework.freshness import freshness
+
+        family = GaugeMetricFamily(
+            "parity_feature_freshness_seconds",
+            "Seconds since the newest event time materialised online, by feature view.",
+            labels=["view"],
+        )
+        try:
+            ages = freshness(self.store, datetime.fromtimestamp(self.clock(), UTC))
+        except Exception:  # an unreachable store: no samples rather than a failed scrape
+            ages = {}
+        for view, age in sorted(ages.items()):
+            if age is not None:
+                family.add_metric([view], age)
+        yield family

@@ -196,6 +196,7 @@ def start_server(
         micro_batching=settings.micro_batching,
         lookup_threads=settings.threads,
     )
+    metrics.watch_freshness(store, predictor.clock)
     models = settings.models or [
         f"{n}@champion" for n in registry.names() if "champion" in registry.aliases(n)
     ]
