@@ -7,8 +7,19 @@ point-in-time-correct training set from the labels that had arrived by the
 end of the sample, train the shipped model spec (calibrated, evaluated on a
 time-based holdout) into the model registry and promote it to ``champion``
 through the promotion gate, then start the gRPC prediction server, score the
-latest transactions through it and stop it (flushing the prediction log).
-Later stages (monitoring, retraining) join as they land.
+latest transactions through it, and monitor it.
+
+The sample carries two drift scenarios by default (:data:`DEMO_DRIFT`:
+amounts 60 % higher and a new merchant category from 75 % of the period on;
+``drift=()`` switches them off). The model trains on the labelled
+transactions before a clean period that ends at the drift start. The monitor
+step replays two periods of real transactions through the running server —
+the clean period just before the drift start and the drifted period just
+after it, each transaction's features computed by the point-in-time join just
+before it happened and sent to the Open Inference Protocol's ``ModelInfer``
+with every feature as a tensor (plain model serving, logged like any
+prediction) — then runs :func:`framework.monitor.monitor_summary` on each
+period's requests and writes the HTML reports. Retraining joins when it lands.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -39,6 +51,13 @@ from framework.train import default_registry, train_model
 from framework.training_set import build_training_set, read_info
 
 FEATURE_SERVICE = "fraud_model_v1"
+#: The drift scenarios of the demo's sample (``parity demo --drift none`` switches them off).
+DEMO_DRIFT = ("amount_inflation", "new_merchant_category")
+#: Transactions replayed per monitored period (at most; a tenth of the sample at small scales).
+MONITOR_ROWS = 3_000
+#: Rows per replayed ModelInfer request (a few hundred milliseconds' worth at most, so the
+#: latency monitoring sees requests of a realistic size; the server allows 1,000).
+_INFER_ROWS = 100
 
 
 @dataclass
@@ -57,6 +76,7 @@ class DemoResult:
     training_set: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    monitoring: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +88,7 @@ def run_demo(
     profile: Profile = Profile.EMBEDDED,
     seed: int = 7,
     transactions: int = 50_000,
+    drift: tuple[str, ...] = DEMO_DRIFT,
     show: int = 3,
     progress: Callable[[DemoStep], None] = lambda step: None,
 ) -> DemoResult:
@@ -81,12 +102,16 @@ def run_demo(
         progress(s)
 
     t = time.perf_counter()
-    summary = generate(GenerationConfig(seed=seed, transactions=transactions), data)
+    config = GenerationConfig(seed=seed, transactions=transactions, drift=drift)
+    summary = generate(config, data)
+    scenarios = (
+        f"drift from {config.drift_start:%Y-%m-%d}: {', '.join(drift)}" if drift else "no drift"
+    )
     step(
         "generate",
         f"{summary.transactions:,} transactions, {summary.users:,} users, "
         f"{summary.merchants:,} merchants, {summary.fraud_rate:.2%} fraud "
-        f"(seed {seed}) -> {data / 'raw'}",
+        f"(seed {seed}; {scenarios}) -> {data / 'raw'}",
         t,
     )
 
@@ -126,21 +151,32 @@ def run_demo(
         )
 
         t = time.perf_counter()
+        tx_path = data / "raw" / "transactions.parquet"
+        per_period = max(1, min(MONITOR_ROWS, summary.transactions // 10))
+        periods = _periods(tx_path, config.drift_start, per_period)
+        # The model knows nothing of the clean period: it trains on what happened before.
+        train_end = periods["clean"]["start"]
         spec_path = find_spec(repo, None)
-        trained = train_model(repo, load_spec(spec_path), store=store, spec_path=spec_path)
+        trained = train_model(
+            repo, load_spec(spec_path), store=store, spec_path=spec_path, end=train_end
+        )
         hold = trained.manifest["metrics"]["holdout"]
+        first = datetime.fromisoformat(trained.manifest["window"]["first_event"])
         base = trained.manifest["metrics"]["baseline"]
         result.model = {
             "model": str(trained.ref),
             "holdout": {k: hold[k] for k in ("rows", "roc_auc", "pr_auc", "log_loss", "brier")},
             "baseline": {k: base[k] for k in ("roc_auc", "pr_auc", "log_loss", "brier")},
             "calibration": trained.manifest["calibration"],
+            "trained_before": train_end.isoformat(),
         }
         step(
             "train",
             f"{trained.ref}: holdout ROC-AUC {hold['roc_auc']:.3f}, PR-AUC {hold['pr_auc']:.3f} "
             f"(base rate {base['pr_auc']:.3f}), log loss {hold['log_loss']:.4f} "
-            f"(baseline {base['log_loss']:.4f}) on {hold['rows']:,} later transactions",
+            f"(baseline {base['log_loss']:.4f}) on {hold['rows']:,} later transactions "
+            f"(trained on labelled transactions from {first:%Y-%m-%d} to "
+            f"{train_end:%Y-%m-%d %H:%M})",
             t,
         )
 
@@ -166,52 +202,187 @@ def run_demo(
 
         t = time.perf_counter()
         now = datetime.fromisoformat(summary.end)
-        served, port, logged = _serve(
-            store, registry, data, [v["request"] for v in result.online_vectors], now
-        )
-        result.predictions = served
-        decisions = ", ".join(
-            f"{d} {sum(p['decision'] == d for p in served)}"
-            for d in ("ACCEPT", "VALIDATE", "REVIEW")
-        )
-        step(
-            "serve",
-            f"gRPC server on 127.0.0.1:{port} scored the {len(served)} latest transactions "
-            f"with {ref.name}@champion ({decisions}); {logged} rows in the prediction log "
-            f"(server clock at the end of the sample, {now:%Y-%m-%d %H:%M})",
-            t,
-        )
+        running = _start_server(store, registry, data, now)
+        try:
+            served, logged = _serve(running, data, [v["request"] for v in result.online_vectors])
+            result.predictions = served
+            decisions = ", ".join(
+                f"{d} {sum(p['decision'] == d for p in served)}"
+                for d in ("ACCEPT", "VALIDATE", "REVIEW")
+            )
+            step(
+                "serve",
+                f"gRPC server on 127.0.0.1:{running.port} scored the {len(served)} latest "
+                f"transactions with {ref.name}@champion ({decisions}); {logged} rows in the "
+                f"prediction log (server clock at the end of the sample, {now:%Y-%m-%d %H:%M})",
+                t,
+            )
+
+            t = time.perf_counter()
+            run = uuid.uuid4().hex[:8]
+            for name, period in periods.items():
+                features = build_training_set(store, trained.manifest["feature_service"],
+                                              period["entities"])  # fmt: skip
+                period["request_prefix"] = f"demo-{name}-{run}-"
+                _replay(f"127.0.0.1:{running.port}", ref.name, trained.manifest, features,
+                        period["request_prefix"])  # fmt: skip
+        finally:
+            running.stop(2)  # drains the calls, then writes the whole prediction log
+        result.monitoring = _monitor(data, registry, ref.name, periods, drift)
+        step("monitor", _monitor_line(result.monitoring), t)
     return result
 
 
-def _serve(
-    store: Any, registry: Any, data: Path, requests: list[dict[str, Any]], now: datetime
-) -> tuple[list[dict[str, Any]], int, int]:
-    """Start the prediction server on a free port, score ``requests`` over gRPC, stop it
-    (which flushes the prediction log) and count the logged rows."""
-    from serving.client import PredictionClient
-    from serving.prediction_log import read_log
+def _start_server(store: Any, registry: Any, data: Path, now: datetime) -> Any:
     from serving.server import ServeSettings, start_server
 
-    request_id = f"demo-{uuid.uuid4().hex[:12]}"
-    running = start_server(
+    return start_server(
         store, registry, data, ServeSettings(port=0, models=[]), clock=now.timestamp
     )
-    try:
-        rows = [
-            {
-                "entity_keys": {"user_id": r["user_id"], "merchant_id": r["merchant_id"]},
-                "request_data": {"amount": r["amount"], "hour_of_day": r["hour_of_day"]},
-            }
-            for r in requests
-        ]
-        with PredictionClient(f"127.0.0.1:{running.port}") as client:
-            served = client.predict("fraud_model", rows, request_id=request_id)
-    finally:
-        running.stop(2)
+
+
+def _serve(
+    running: Any, data: Path, requests: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Score ``requests`` over gRPC through the running server, flush the prediction log
+    and count the logged rows."""
+    from serving.client import PredictionClient
+    from serving.prediction_log import read_log
+
+    request_id = f"demo-{uuid.uuid4().hex[:12]}"
+    rows = [
+        {
+            "entity_keys": {"user_id": r["user_id"], "merchant_id": r["merchant_id"]},
+            "request_data": {"amount": r["amount"], "hour_of_day": r["hour_of_day"]},
+        }
+        for r in requests
+    ]
+    with PredictionClient(f"127.0.0.1:{running.port}") as client:
+        served = client.predict("fraud_model", rows, request_id=request_id)
+    running.prediction_log.flush(30)  # on timeout the count below says so
     logged = read_log(data / "predictions", "fraud_model")
     count = sum(1 for r in logged.column("__request_id").to_pylist() if r == request_id)
-    return served, running.port, count
+    return served, count
+
+
+# ------------------------------------------------------------------ monitoring
+
+
+def _periods(path: Path, drift_start: datetime, n: int) -> dict[str, dict[str, Any]]:
+    """The ``n`` transactions just before the drift start (clean) and the ``n`` from it on
+    (drifted), as entity rows for the point-in-time join just before each transaction."""
+    out: dict[str, dict[str, Any]] = {}
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for name, where, order in (
+            ("clean", "transaction_timestamp < ?", "DESC"),
+            ("drift", "transaction_timestamp >= ?", "ASC"),
+        ):
+            entities = con.execute(
+                f"""SELECT * FROM (
+                        SELECT user_id, merchant_id, amount,
+                               hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT
+                                   AS hour_of_day,
+                               transaction_timestamp - INTERVAL 1 MICROSECOND AS event_timestamp
+                        FROM read_parquet(?) WHERE {where}
+                        ORDER BY transaction_timestamp {order}, transaction_id LIMIT ?)
+                    ORDER BY event_timestamp""",
+                [str(path), drift_start, n],
+            ).to_arrow_table()
+            times = entities.column("event_timestamp")
+            out[name] = {
+                "entities": entities,
+                "rows": entities.num_rows,
+                "start": pc.min(times).as_py() + timedelta(microseconds=1),
+                "end": pc.max(times).as_py() + timedelta(microseconds=1),
+            }
+    finally:
+        con.close()
+    return out
+
+
+def _replay(target: str, model: str, manifest: dict[str, Any], features: Any, prefix: str) -> None:
+    """Send the feature rows to ``ModelInfer`` with every model feature as a tensor (plain
+    model serving), ``_INFER_ROWS`` rows a request, request ids ``prefix`` + a number."""
+    import grpc
+    import numpy as np
+
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    fields = manifest["features"]
+    with grpc.insecure_channel(target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        for i, offset in enumerate(range(0, features.num_rows, _INFER_ROWS)):
+            chunk = features.slice(offset, _INFER_ROWS)
+            request = v2.ModelInferRequest(model_name=model, id=f"{prefix}{i}")
+            for f in fields:
+                column = chunk.column(f["name"])
+                tensor = request.inputs.add(name=f["name"], shape=[chunk.num_rows])
+                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                    tensor.datatype = "BYTES"
+                    # A V2 BYTES tensor has no null: an empty string stands for one.
+                    tensor.contents.bytes_contents.extend(
+                        (v or "").encode() for v in column.to_pylist()
+                    )
+                else:
+                    tensor.datatype = "FP64"
+                    values = column.cast("float64").to_numpy(zero_copy_only=False)
+                    tensor.contents.fp64_contents.extend(np.asarray(values, np.float64))
+            stub.ModelInfer(request, timeout=60)
+
+
+def _monitor(
+    data: Path, registry: Any, model: str, periods: dict[str, dict[str, Any]],
+    drift: tuple[str, ...],
+) -> dict[str, Any]:  # fmt: skip
+    """Monitor each replayed period on its own and write the reports."""
+    from framework.monitor import monitor_summary
+    from framework.report import write_report
+
+    out: dict[str, Any] = {"drift_scenarios": list(drift)}
+    for name, period in periods.items():
+        summary = monitor_summary(
+            data / "predictions", registry, model, request_id_prefix=period["request_prefix"]
+        )
+        report = write_report(
+            data / ("monitor.html" if name == "drift" else f"monitor-{name}.html"), summary
+        )
+        version = summary["versions"][0] if summary["versions"] else {}
+        verdict = (version.get("drift") or {}).get("dataset") or {}
+        out[name] = {
+            "period": {"start": period["start"].isoformat(), "end": period["end"].isoformat()},
+            "replayed": period["rows"],
+            "rows": summary["window"]["rows"],
+            "request_prefix": period["request_prefix"],
+            "status": summary["status"],
+            "dataset_drift": verdict.get("status"),
+            "drifted_features": verdict.get("drifted_features", []),
+            "evaluated_features": verdict.get("evaluated_features", 0),
+            "features": {
+                f["feature"]: {"status": f["status"], "psi": f["psi"], "reasons": f["reasons"]}
+                for f in (version.get("drift") or {}).get("features", [])
+            },
+            "alerts": sorted({a["name"] for a in summary["alerts"]}),
+            "report": str(report),
+        }
+    return out
+
+
+def _monitor_line(m: dict[str, Any]) -> str:
+    clean, drifted = m["clean"], m["drift"]
+
+    def verdict(p: dict[str, Any]) -> str:
+        if p["dataset_drift"] in (None, "insufficient_data"):
+            return f"no verdict ({p['rows']:,} rows)"
+        return f"{len(p['drifted_features'])} of {p['evaluated_features']} features drifted"
+
+    return (
+        f"replayed {clean['rows']:,} clean + {drifted['rows']:,} drifted transactions through "
+        f"ModelInfer; clean period: {verdict(clean)}, drifted period: {verdict(drifted)} "
+        f"-> {drifted['report']}"
+    )
 
 
 def _materialize_and_read(

@@ -79,8 +79,8 @@ def register(
         "features, latency, CPU cost and live quality (when outcomes were reported). "
         "Exits 7 when an alert threshold is crossed.",
         epilog="Thresholds (--threshold NAME=VALUE): psi_warn 0.1, psi_drift 0.25, p_value 0.05, "
-        "ks_statistic 0.1, js_distance 0.1, new_category_share 0.01, min_rows 500, "
-        "dataset_drift_share 0.5, confidence_drop 0.05, latency_p99_seconds 0.25, "
+        "ks_statistic 0.1, js_distance 0.1, new_category_share 0.01, null_rate_change 0.1, "
+        "min_rows 500, dataset_drift_share 0.5, confidence_drop 0.05, latency_p99_seconds 0.25, "
         "fallback_rate 0.05, review_rate 0.3, missing_rate_increase 0.1, quality_drop 0.05, "
         "min_labels 200, skew_mismatch_rate 0.",
     )

@@ -32,7 +32,7 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
     commands = ("demo", "data", "apply", "training-set", "train", "models", "serve", "predict")
-    for command in (*commands, "review"):
+    for command in (*commands, "review", "materialize", "score", "monitor", "skew"):
         assert command in result.stdout
 
 
@@ -56,6 +56,10 @@ def test_help_lists_every_command() -> None:
         ["review"],
         ["review", "list"],
         ["review", "resolve"],
+        ["materialize"],
+        ["score"],
+        ["monitor"],
+        ["skew"],
     ],
 )
 def test_each_command_has_help(command: list[str]) -> None:
@@ -72,6 +76,7 @@ def test_each_command_has_help(command: list[str]) -> None:
         (["data", "generate", "--seed", "x"], "argument --seed"),
         (["data", "generate", "--scale", "lots"], "'--scale'"),
         (["data", "generate", "--drift", "meteor"], "Unknown drift scenario 'meteor'"),
+        (["demo", "--drift", "meteor"], "Unknown drift scenario 'meteor'"),
         (["data", "generate", "--days", "1"], "'days'"),
         (["apply", "--profile", "staging"], "argument --profile"),
         (["apply", "--repo", "/nonexistent/repo"], "'--repo' folder /nonexistent/repo"),
@@ -116,11 +121,13 @@ def test_data_generate_json_summary(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None:
-    result = run("demo", "--scale", "5k", cwd=workspace.root)
+    # 10k transactions: enough labelled fraud before the clean period for the calibration
+    # folds, and 1,000 replayed transactions a period (above monitoring's 500-row guard).
+    result = run("demo", "--scale", "10k", cwd=workspace.root)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     steps = ("generate", "features", "apply", "materialize", "online", "training-set", "train")
-    for step in (*steps, "promote", "serve"):
+    for step in (*steps, "promote", "serve", "monitor"):
         assert f"  {step}" in out, out
     assert "fraud_model@champion: unset -> 1" in out
     assert (workspace.data / "models" / "fraud_model" / "versions" / "1" / "model.skops").exists()
@@ -128,14 +135,24 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     assert (workspace.data / "feast" / "registry.db").exists()
     assert (workspace.data / "feast" / "online.db").exists()
     assert out.count("  user ") == 3  # three online feature vectors shown
-    assert len(out.splitlines()) <= 15
+    # The sample drifts from 75 % of its period on; the clean period before is not flagged.
+    assert "drift from 2026-03-09: amount_inflation, new_merchant_category" in out
+    clean = next(line for line in out.splitlines() if line.startswith("  clean period"))
+    drifted = next(line for line in out.splitlines() if line.startswith("  drifted period"))
+    assert ", 0 of 17 features drifted" in clean, out
+    assert "drift" not in clean.partition("; also ")[2], out  # latency may alert, drift not
+    assert ": alert, " in drifted and "category" in drifted and "amount_mean_7d" in drifted, out
+    for report in ("monitor.html", "monitor-clean.html"):
+        assert (workspace.data / report).read_text().startswith("<!DOCTYPE html>")
+    assert len(out.splitlines()) <= 20
     assert "Warning" not in result.stderr, result.stderr  # a clean demo: no library noise
+    assert result.stderr == "", result.stderr
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
-    result = run("demo", "--scale", "3k", "--json", "--repo", str(workspace.repo))
+def test_demo_json_reports_online_vectors_and_monitoring(workspace: Workspace) -> None:
+    result = run("demo", "--scale", "10k", "--json", "--repo", str(workspace.repo))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [s["name"] for s in report["steps"]] == [
@@ -148,6 +165,7 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         "train",
         "promote",
         "serve",
+        "monitor",
     ]
     assert [p["model_version"] for p in report["predictions"]] == ["1", "1", "1"]
     model = report["model"]
@@ -165,6 +183,40 @@ def test_demo_json_reports_online_vectors(workspace: Workspace) -> None:
         # and the on-demand feature equals amount / mean, computed by Feast's own code.
         assert f["txn_count_7d"] >= 1
         assert f["amount_to_mean_7d"] == pytest.approx(req["amount"] / f["amount_mean_7d"])
+    monitoring = report["monitoring"]
+    assert monitoring["drift_scenarios"] == ["amount_inflation", "new_merchant_category"]
+    clean, drifted = monitoring["clean"], monitoring["drift"]
+    # About a tenth of the sample a period (at most 3,000), every replayed row logged.
+    assert clean["rows"] == clean["replayed"] and drifted["rows"] == drifted["replayed"]
+    assert 500 <= clean["rows"] <= 3_000
+    assert clean["period"]["end"] <= drifted["period"]["start"]
+    assert (clean["dataset_drift"], clean["drifted_features"]) == ("no_drift", [])
+    # (Operational alerts such as latency depend on the machine; drift ones must not fire.)
+    drift_alerts = {"feature_drift", "dataset_drift", "prediction_drift", "confidence_drift"}
+    assert not drift_alerts & set(clean["alerts"]), clean["alerts"]
+    assert drifted["status"] == "alert" and "feature_drift" in drifted["alerts"]
+    # The new category is a new value of `category`; the inflated amounts show in the
+    # 7-day amount statistics (the model takes no raw amount).
+    assert {"category", "amount_mean_7d", "amount_std_7d"} <= set(drifted["drifted_features"])
+    new = drifted["features"]["category"]["reasons"]
+    assert any("crypto_exchange" in r for r in new), new
+    # The model trained on what happened before the clean period only.
+    assert model["trained_before"] == clean["period"]["start"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_without_drift_scenarios(workspace: Workspace) -> None:
+    result = run("demo", "--scale", "10k", "--drift", "none", "--json", cwd=workspace.root)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "no drift" in report["steps"][0]["detail"]
+    monitoring = report["monitoring"]
+    assert monitoring["drift_scenarios"] == []
+    # Neither scenario's features move when the scenarios are off.
+    for period in ("clean", "drift"):
+        flagged = set(monitoring[period]["drifted_features"])
+        assert not flagged & {"category", "amount_mean_7d", "amount_std_7d"}, flagged
 
 
 @pytest.mark.integration
