@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,10 @@ class Served:
     now: Any
 
 
-@pytest.fixture(scope="module")
-def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@contextmanager
+def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
+    """Materialise ``ws``'s online store up to just after its sample, make ``version`` the
+    champion and run a server on a free port with its clock pinned there."""
     import contextlib
     import io
     from datetime import UTC, datetime, timedelta
@@ -290,9 +293,6 @@ def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from framework.repository import open_store
     from serving.server import ServeSettings, start_server
 
-    root = tmp_path_factory.mktemp("served")
-    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
-    ws = Workspace(root)
     registry = ModelRegistry(ws.data / "models")
     last = duckdb.sql(
         f"SELECT max(transaction_timestamp) FROM '{ws.data / 'raw' / 'transactions.parquet'}'"
@@ -303,10 +303,18 @@ def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             store.materialize(
                 start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=now + timedelta(days=1)
             )
-        promote(registry, "fraud_model", trained.version, store=store, reason="tests")
+        promote(registry, "fraud_model", version, store=store, reason="tests")
         settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
         running = start_server(store, registry, ws.data, settings, clock=now.timestamp)
         try:
             yield Served(ws, running, f"127.0.0.1:{running.port}", store, registry, now)
         finally:
             running.stop(2)
+
+
+@pytest.fixture(scope="module")
+def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
+    with serve_workspace(Workspace(root), trained.version) as served:
+        yield served

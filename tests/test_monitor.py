@@ -558,11 +558,8 @@ def served_copy(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     import contextlib
     import io
 
-    import duckdb
-
-    from framework.promotion import promote
-    from framework.repository import apply, open_store
-    from serving.server import ServeSettings, start_server
+    from framework.repository import apply
+    from tests.conftest import serve_workspace
 
     root = tmp_path_factory.mktemp("monitored")
     shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
@@ -572,23 +569,8 @@ def served_copy(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (ws.data / "feast" / "registry.db").unlink()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         apply(ws.repo)
-    registry = ModelRegistry(ws.data / "models")
-    last = duckdb.sql(
-        f"SELECT max(transaction_timestamp) FROM '{ws.data / 'raw' / 'transactions.parquet'}'"
-    ).fetchone()[0]  # type: ignore[index]
-    now = last.astimezone(UTC) + timedelta(minutes=30)
-    with open_store(ws.repo) as store:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            store.materialize(
-                start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=now + timedelta(days=1)
-            )
-        promote(registry, "fraud_model", trained.version, store=store, reason="tests")
-        settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
-        running = start_server(store, registry, ws.data, settings, clock=now.timestamp)
-        try:
-            yield Served(ws, running, f"127.0.0.1:{running.port}", store, registry, now)
-        finally:
-            running.stop(2)
+    with serve_workspace(ws, trained.version) as served:
+        yield served
 
 
 def _recent(served: Served, n: int) -> list[dict[str, Any]]:
