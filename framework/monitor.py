@@ -26,9 +26,12 @@ Arrow and counting everything from there was measured too: no faster on the
 benchmark, and holding the columns the quantiles need cost about 200 MiB more
 per million rows.)
 
-Request errors (gRPC status other than OK) never reach the log: their rates
-are the server's ``parity_requests_total`` metric, alerted on by
-``deploy/prometheus/alerts.yml``.
+Failed requests produce no prediction: the server logs them beside the
+predictions (:mod:`framework.request_errors`), and the summary's ``errors``
+gives their count by status code and their rates among all requests of the
+window — the server's own failures and the clients' mistakes apart, each with
+its alert threshold. (Live, the same counts are the server's
+``parity_requests_total`` metric, alerted on by ``deploy/prometheus/alerts.yml``.)
 
 Every rate and test is guarded by ``min_rows``: below it the summary says
 ``insufficient_data`` rather than guessing.
@@ -48,7 +51,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from framework import drift
+from framework import drift, request_errors
 from framework.duck import connect
 from framework.errors import ConfigError, DataError
 from framework.registry import ModelRef, ModelRegistry, NotFoundError
@@ -72,7 +75,9 @@ class Thresholds:
     """Alert thresholds of ``parity monitor``; the drift ones are :class:`DriftThresholds`.
 
     Defaults: confidence drop 0.05 (mean confidence below the holdout's),
-    p99 latency 0.25 s, FALLBACK rate 5 %, REVIEW rate 30 %, a feature's
+    p99 latency 0.25 s, FALLBACK rate 5 %, REVIEW rate 30 %, failed requests
+    1 % by the server's fault (``INTERNAL``, ``UNAVAILABLE``, ...) and 5 % by the
+    clients' (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...), a feature's
     missing-or-stale rate 10 points above its training null rate, live
     ROC-AUC 0.05 below the holdout's (with at least ``min_labels`` outcomes
     of both classes), any skew mismatch.
@@ -83,6 +88,8 @@ class Thresholds:
     latency_p99_seconds: float = 0.25
     fallback_rate: float = 0.05
     review_rate: float = 0.30
+    server_error_rate: float = 0.01
+    client_error_rate: float = 0.05
     missing_rate_increase: float = 0.10
     quality_drop: float = 0.05
     min_labels: int = 200
@@ -310,10 +317,16 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _window(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Rows, requests and the first and last request time of the whole ``log``."""
+def _window(con: duckdb.DuckDBPyConnection, columns: set[str]) -> dict[str, Any]:
+    """Rows, requests and the first and last request time of the whole ``log``.
+
+    Requests are the clients' calls: a shadow version's copy of a call is not another one.
+    """
+    answered = "__row_index = 0" + (
+        " AND role IS DISTINCT FROM 'shadow'" if "role" in columns else ""
+    )
     row = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE __row_index = 0), min(__timestamp), "
+        f"SELECT count(*), count(*) FILTER (WHERE {answered}), min(__timestamp), "
         "max(__timestamp) FROM log"
     ).fetchone()
     assert row is not None
@@ -580,7 +593,8 @@ def monitor_summary(
     cpu_price_per_hour
         Price of one CPU-hour, for the cost of 1,000 predictions.
 
-    Returns a JSON-ready dict: ``model``, ``window``, ``versions`` (per version:
+    Returns a JSON-ready dict: ``model``, ``window``, ``errors`` (failed requests,
+    :func:`framework.request_errors.error_summary`), ``versions`` (per version:
     operations, drift, cost, quality), ``timeline``, ``alerts`` and ``status``
     (``alert``, ``ok`` or ``insufficient_data``).
 
@@ -597,15 +611,24 @@ def monitor_summary(
             f"cpu_price_per_hour must be a non-negative number. Got {cpu_price_per_hour!r}."
         )
     model = pick_model(log_root, model)
-    con = open_log(
-        log_root,
-        model,
-        since=since,
-        until=until,
-        request_id_prefix=request_id_prefix,
-        con=connect(memory_limit=memory_limit),
-    )
+    con = connect(memory_limit=memory_limit)
     try:
+        try:
+            open_log(
+                log_root, model, since=since, until=until,
+                request_id_prefix=request_id_prefix, con=con,
+            )  # fmt: skip
+        except DataError:
+            errors = request_errors.error_summary(
+                con, log_root, model, 0, since=since, until=until,
+                request_id_prefix=request_id_prefix,
+            )  # fmt: skip
+            if not errors["failed"]:
+                raise
+            # No prediction at all, but failed requests: exactly what must be reported.
+            con.execute("CREATE OR REPLACE TEMP VIEW log AS SELECT NULL::VARCHAR AS "
+                        "model_version, NULL::TIMESTAMPTZ AS __timestamp, NULL::VARCHAR AS "
+                        "__request_id, NULL::INT AS __row_index WHERE FALSE")  # fmt: skip
         columns = _columns(con)
         versions = [
             str(v[0])
@@ -613,7 +636,7 @@ def monitor_summary(
                 "SELECT DISTINCT model_version FROM log ORDER BY try_cast(model_version AS INT)"
             ).fetchall()
         ]
-        overall = _window(con)
+        overall = _window(con, columns)
         summary: dict[str, Any] = {
             "model": model,
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -627,6 +650,15 @@ def monitor_summary(
                 "requests": overall["requests"],
             },
             "thresholds": thresholds.to_dict(),
+            "errors": request_errors.error_summary(
+                con,
+                log_root,
+                model,
+                overall["requests"],
+                since=since,
+                until=until,
+                request_id_prefix=request_id_prefix,
+            ),  # fmt: skip
             "versions": [],
             "timeline": [],
         }
@@ -702,6 +734,20 @@ def _alert(
 def alerts(summary: Mapping[str, Any], t: Thresholds) -> list[dict[str, Any]]:
     """Every threshold the summary crosses (only where there are ``min_rows`` rows)."""
     out: list[dict[str, Any]] = []
+    errors = summary.get("errors") or {}
+    if errors.get("requests", 0) >= t.min_rows:
+        for kind, limit in (("server", t.server_error_rate), ("client", t.client_error_rate)):
+            rate = errors[f"{kind}_error_rate"]
+            if rate is not None and rate > limit:
+                codes = ", ".join(
+                    f"{c} {n:,}" for c, n in errors["by_code"].items()
+                    if (c in request_errors.SERVER_CODES) == (kind == "server")
+                )  # fmt: skip
+                out.append(
+                    _alert(f"{kind}_error_rate", "all", "critical" if kind == "server" else
+                           "warning", f"{rate:.2%} of {errors['requests']:,} requests failed "
+                           f"({codes}) > {limit:.2%}", rate, limit)
+                )  # fmt: skip
     for v in summary["versions"]:
         version = v["version"]
         if v["rows"] < t.min_rows:
@@ -842,6 +888,17 @@ def prometheus_text(summary: Mapping[str, Any], skew: Mapping[str, Any] | None =
         if v.get("cost"):
             cost.labels(*labels).set(v["cost"]["cost_per_1k_predictions"])
             cpu.labels(*labels).set(v["cost"]["cpu_seconds_per_prediction"])
+    errors = summary.get("errors") or {}
+    if errors.get("requests"):
+        failed = Gauge("parity_monitor_failed_requests", "Failed requests in the monitored "
+                       "window by status code.", ["model", "code"], registry=r)  # fmt: skip
+        for code, n in errors["by_code"].items():
+            failed.labels(model, code).set(n)
+        rate = Gauge("parity_monitor_error_rate", "Share of the window's requests that "
+                     "failed, by whose fault (server or client).", ["model", "kind"],
+                     registry=r)  # fmt: skip
+        for kind in ("server", "client"):
+            rate.labels(model, kind).set(errors[f"{kind}_error_rate"])
     alert_count.labels(model).set(len(summary["alerts"]))
     if skew:
         mismatch = Gauge("parity_skew_mismatch_rate",

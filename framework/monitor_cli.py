@@ -81,7 +81,8 @@ def register(
         epilog="Thresholds (--threshold NAME=VALUE): psi_warn 0.1, psi_drift 0.25, p_value 0.05, "
         "ks_statistic 0.1, js_distance 0.1, new_category_share 0.01, null_rate_change 0.1, "
         "min_rows 500, dataset_drift_share 0.5, confidence_drop 0.05, latency_p99_seconds 0.25, "
-        "fallback_rate 0.05, review_rate 0.3, missing_rate_increase 0.1, quality_drop 0.05, "
+        "fallback_rate 0.05, review_rate 0.3, server_error_rate 0.01, client_error_rate 0.05, "
+        "missing_rate_increase 0.1, quality_drop 0.05, "
         "min_labels 200, skew_mismatch_rate 0.",
     )
     _common(monitor, helpers)
@@ -231,6 +232,14 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
         f"{summary['model']}: {summary['status']} — {w['rows']:,} predictions in "
         f"{w['requests']:,} requests ({w['first']} to {w['last']})"
     ]
+    e = summary.get("errors") or {}
+    if e.get("requests"):
+        codes = ", ".join(f"{c} {n:,}" for c, n in e["by_code"].items())
+        lines.append(
+            f"  failed requests: {e['failed']:,} of {e['requests']:,} ({e['rate']:.1%}; server "
+            f"{e['server_error_rate']:.1%}, client {e['client_error_rate']:.1%})"
+            + (f": {codes}" if codes else "")
+        )
     for v in summary["versions"]:
         d = v["decisions"]
         mix = ", ".join(f"{k} {d[k]['rate']:.1%}" for k in d if d[k]["count"])

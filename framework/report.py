@@ -284,6 +284,32 @@ def _versions(summary: Mapping[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _errors(summary: Mapping[str, Any]) -> str:
+    e = summary.get("errors") or {}
+    if not e.get("requests"):
+        return "<p class=muted>No request in the window.</p>"
+    text = (
+        f"<p>{e['failed']:,} of {e['requests']:,} requests failed ({_pct(e['rate'])}): "
+        f"{_pct(e['server_error_rate'])} by the server's fault, "
+        f"{_pct(e['client_error_rate'])} by the clients'.</p>"
+    )
+    if not e["failed"]:
+        return text
+    codes = "".join(
+        f"<tr><td>{_e(c)}</td><td class=num>{n:,}</td></tr>" for c, n in e["by_code"].items()
+    )
+    examples = "".join(
+        f"<tr><td>{_e(x['at'])}</td><td>{_e(x['rpc'])}</td><td>{_e(x['code'])}</td>"
+        f"<td>{_e(x['request_id'])}</td><td>{_e(x['message'])}</td></tr>"
+        for x in e["examples"]
+    )
+    return (
+        f"{text}<table><tr><th>status</th><th>requests</th></tr>{codes}</table>"
+        "<h3>Latest failures</h3><table><tr><th>at</th><th>rpc</th><th>status</th>"
+        f"<th>request id</th><th>message</th></tr>{examples}</table>"
+    )
+
+
 def _feature_status(v: Mapping[str, Any]) -> str:
     rates = v.get("feature_status") or {}
     if not rates:
@@ -411,6 +437,8 @@ def render_html(summary: Mapping[str, Any], skew: Mapping[str, Any] | None = Non
         _alerts(summary),
         "<h2>Versions</h2>",
         _versions(summary),
+        "<h2>Failed requests</h2>",
+        _errors(summary),
         "<h2>Over time</h2>",
         _timeline(summary),
     ]

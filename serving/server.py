@@ -31,8 +31,11 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from framework.errors import ParityError
 from framework.outcomes import OutcomeStore
 from framework.registry import ModelRegistry
+from framework.request_errors import ERRORS_DIR
+from framework.request_errors import PARTITION as ERRORS_PARTITION
 from framework.review_queue import ReviewQueue
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog
@@ -120,6 +123,7 @@ class RunningServer:
     failed: dict[str, str]
     review_queue: ReviewQueue
     prediction_log: PredictionLog
+    error_log: PredictionLog
     health: health.HealthServicer
     metrics: ServerMetrics
 
@@ -130,6 +134,7 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.predictor.close()
         self.prediction_log.close()
+        self.error_log.close()
         self.review_queue.close()
 
 
@@ -169,6 +174,23 @@ def start_server(
             raise
         finally:
             metrics.log_pending.set(plog.pending_rows)
+
+    # Failed prediction calls, for ``parity monitor``'s error rates. Never blocks a call:
+    # when this log is full the row is dropped and counted as rejected.
+    elog = PredictionLog(
+        data / "predictions" / ERRORS_DIR,
+        flush_interval=settings.log_flush_seconds,
+        max_pending_rows=settings.log_max_pending_rows,
+        put_timeout=0,
+        on_write=on_write,
+    )
+
+    def log_error(table: Any) -> None:
+        try:
+            elog.append(table, model=ERRORS_PARTITION)
+        except ParityError as exc:
+            metrics.log_rejected.inc()
+            log.warning("failed request not logged: %s", exc)
 
     queue = ReviewQueue(data / "review" / "queue.db")
     metrics.review_queue_depth.set(queue.depth())
@@ -217,10 +239,11 @@ def start_server(
         options=options,
     )
     pb_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics), server
+        PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics, log_error),
+        server,
     )
     v2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(predictor, metrics, _version()), server
+        InferenceServicer(predictor, metrics, _version(), log_error), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -230,6 +253,7 @@ def start_server(
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         plog.close()
+        elog.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     server.start()
     for name in ("", *SERVICES):
@@ -243,7 +267,7 @@ def start_server(
         )
         metrics_port = int(http.server_port)
     return RunningServer(
-        server, port, metrics_port, predictor, failed, queue, plog, health_servicer, metrics
+        server, port, metrics_port, predictor, failed, queue, plog, elog, health_servicer, metrics
     )
 
 

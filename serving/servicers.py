@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import grpc
 
 from framework.outcomes import OutcomeStore
 from framework.registry import ModelRef
+from framework.request_errors import error_table
 from serving import converters
 from serving.errors import InvalidInput, Unsupported, status_of
 from serving.metrics import ServerMetrics
@@ -33,11 +35,15 @@ R = TypeVar("R")
 SERVER_NAME = "parity"
 
 
-def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Run an RPC: map errors to statuses (abort), count requests, log with the request id.
 
     Every call is logged as one structured record (rpc, code, model, version,
     request id, seconds): failures at INFO (ERROR for INTERNAL), successes at DEBUG.
+    A failed prediction call (``predicts``) also goes to the error log
+    (:mod:`framework.request_errors`), where ``parity monitor`` counts it; the
+    client gets the request id it was logged under as ``x-request-id`` in the
+    trailing metadata.
     """
 
     def wrap(method: Callable[..., R]) -> Callable[..., R]:
@@ -47,9 +53,26 @@ def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
             model = getattr(request, "model_name", "") or getattr(request, "name", "")
             request_id = getattr(request, "request_id", "") or getattr(request, "id", "")
             record = {"rpc": name, "model": model, "request_id": request_id}
+            received = self.predictor.clock() if predicts else 0.0
+
+            def fail(code: grpc.StatusCode, message: str) -> None:
+                seconds = time.perf_counter() - started
+                record.update(code=code.name, seconds=seconds)
+                self.metrics.requests.labels(name, code.name, model, "").inc()
+                if predicts:
+                    record["request_id"] = record["request_id"] or uuid.uuid4().hex
+                    context.set_trailing_metadata((("x-request-id", record["request_id"]),))
+                    self.log_error(
+                        error_table(
+                            rpc=name, model=model, version=_requested_version(request),
+                            request_id=record["request_id"], code=code.name, message=message,
+                            received=received, seconds=seconds,
+                        )
+                    )  # fmt: skip
+
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                self.metrics.requests.labels(name, "DEADLINE_EXCEEDED", model, "").inc()
+                fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed on arrival")
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed on arrival")
             try:
                 result = method(self, request, context)
@@ -58,12 +81,11 @@ def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
                 message = str(exc) if code is not grpc.StatusCode.INTERNAL else (
                     f"internal error ({type(exc).__name__}); see the server log"
                 )  # fmt: skip
-                record.update(code=code.name, seconds=time.perf_counter() - started)
+                fail(code, message)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("rpc failed: %s", exc, extra={"fields": record})
                 else:
                     log.info(message, extra={"fields": record})
-                self.metrics.requests.labels(name, code.name, model, "").inc()
                 context.abort(code, message)
             version = getattr(result, "model_version", "") or ""
             predictions = getattr(result, "predictions", None)
@@ -80,15 +102,36 @@ def _rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     return wrap
 
 
+def _requested_version(request: Any) -> str:
+    """The version or ``@alias`` a prediction request asked for, as given ('' if none)."""
+    if isinstance(request, pb.PredictRequest):
+        which = request.WhichOneof("model_ref")
+        if which == "model_alias":
+            return f"@{request.model_alias}"
+        return request.model_version if which == "model_version" else ""
+    return str(getattr(request, "model_version", "") or "")
+
+
+def _no_error_log(table: Any) -> None:
+    pass
+
+
 class PredictionServicer(pb_grpc.PredictionServiceServicer):
     """``parity.v1.PredictionService``."""
 
-    def __init__(self, predictor: Predictor, outcomes: OutcomeStore, metrics: ServerMetrics):
+    def __init__(
+        self,
+        predictor: Predictor,
+        outcomes: OutcomeStore,
+        metrics: ServerMetrics,
+        log_error: Callable[[Any], None] = _no_error_log,
+    ):
         self.predictor = predictor
         self.outcomes = outcomes
         self.metrics = metrics
+        self.log_error = log_error
 
-    @_rpc("Predict")
+    @_rpc("Predict", predicts=True)
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> Any:
         which = request.WhichOneof("model_ref")
         rows = [
@@ -192,10 +235,17 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     ``decision`` (BYTES).
     """
 
-    def __init__(self, predictor: Predictor, metrics: ServerMetrics, version: str):
+    def __init__(
+        self,
+        predictor: Predictor,
+        metrics: ServerMetrics,
+        version: str,
+        log_error: Callable[[Any], None] = _no_error_log,
+    ):
         self.predictor = predictor
         self.metrics = metrics
         self.version = version
+        self.log_error = log_error
 
     @_rpc("ServerLive")
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -238,7 +288,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             outputs=outputs,
         )
 
-    @_rpc("ModelInfer")
+    @_rpc("ModelInfer", predicts=True)
     def ModelInfer(self, request: v2.ModelInferRequest, context: grpc.ServicerContext) -> Any:
         ref = self._ref(request.model_name, request.model_version)
         loaded = self.predictor.load(ref)
