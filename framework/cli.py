@@ -363,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--request", action="append", default=[], metavar="FIELD=VALUE", help="request data"
     )
     predict.add_argument("--features", action="store_true", help="show the feature vector used")
+    predict.add_argument(
+        "--explain",
+        action="store_true",
+        help="show each feature's signed contribution to the score (they add up to the score "
+        "from the model's base value)",
+    )
+    predict.add_argument(
+        "--top", type=int, default=0, metavar="K", help="with --explain: the K largest only"
+    )
     predict.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     _json_arg(predict)
 
@@ -828,6 +837,7 @@ def _cmd_models_show(args: argparse.Namespace) -> None:
         f"sha256 {m['artifact']['sha256'][:16]}"
     )
     print("\n".join(_metric_lines(m)))
+    print("\n".join(_explanation_lines(m)))
     if history:
         print("  history")
         for e in history[-10:]:
@@ -835,6 +845,31 @@ def _cmd_models_show(args: argparse.Namespace) -> None:
                 f"    {e['at'][:19]} {e['action']} @{e['alias']}: {e['from']} -> {e['to']} "
                 f"by {e['by']}" + (f" ({e['reason']})" if e.get("reason") else "")
             )
+
+
+def _explanation_lines(m: dict[str, Any]) -> list[str]:
+    """How the version's predictions are explained, and its global feature importance."""
+    e = m.get("explanation")
+    lines = []
+    if not e:
+        lines.append("  explain    no explainer (registered before explanations existed)")
+    elif not e.get("method"):
+        lines.append(f"  explain    not explainable: {e['reason']}")
+    else:
+        lines.append(
+            f"  explain    {e['method']} (shap {e['shap_version']}) on the "
+            f"{e['explained_output']}, in score units through the {e['score_link']}; base "
+            f"value {e['base_value']:.4f}; background: {e['background']['used']}"
+        )
+    imp = m.get("importance") or {}
+    if imp.get("method"):
+        lines.append(
+            f"  importance permutation on {imp['rows']:,} holdout rows ({imp['metric']} drop, "
+            f"mean of {imp['repeats']})"
+        )
+        for f in imp["features"]:
+            lines.append(f"               {f['feature']:<30} {f['mean']:+.4f} ± {f['std']:.4f}")
+    return lines
 
 
 def _cmd_models_promote(args: argparse.Namespace) -> None:
@@ -965,6 +1000,13 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
 }
 
 
+def _why(explanation: dict[str, Any] | None, top: int = 3) -> str:
+    if not explanation:
+        return ""
+    parts = [f"{a['feature']} {a['contribution']:+.4f}" for a in explanation["attributions"][:top]]
+    return "\n        why: " + ", ".join(parts)
+
+
 def _review(args: argparse.Namespace) -> None:
     from framework.registry import default_actor
     from framework.repository import data_dir
@@ -987,6 +1029,7 @@ def _review(args: argparse.Namespace) -> None:
             f"score {i.score:.3f} {i.status}"
             + (f" -> {i.label}" if i.label else "")
             + f"  {'; '.join(i.reasons[:2])}"
+            + _why(i.explanation)
             for i in items
         ]
         _emit(

@@ -686,6 +686,8 @@ def monitor_summary(
                 if reference
                 else None
             )
+            if entry["drift"]:
+                _rank_by_importance(entry["drift"], manifest.get("importance") or {})
             entry["cost"] = _cost(stats.cpu_seconds, cpu_price_per_hour)
             entry["quality"] = _quality(con, where, manifest, outcomes, columns)
             summary["versions"].append(entry)
@@ -706,6 +708,19 @@ def monitor_summary(
         else "ok"
     )
     return summary
+
+
+def _rank_by_importance(d: dict[str, Any], importance: Mapping[str, Any]) -> None:
+    """Give each feature the version's permutation importance (recorded at training) and
+    list the drifted ones by it: drift in a feature the model leans on matters most."""
+    weight = {f["feature"]: f["mean"] for f in importance.get("features", [])}
+    for f in d["features"]:
+        f["importance"] = weight.get(f["feature"])
+    drifted = [f for f in d["features"] if f["status"] == drift.DRIFT]
+    drifted.sort(key=lambda f: -(f["importance"] if f["importance"] is not None else -math.inf))
+    d["drifted_by_importance"] = [
+        {"feature": f["feature"], "importance": f["importance"], "psi": f["psi"]} for f in drifted
+    ]
 
 
 def _manifest(registry: ModelRegistry, model: str, version: str) -> dict[str, Any]:

@@ -255,6 +255,16 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
         lines.append(line)
         if v.get("drift"):
             lines.append(f"    drift: {v['drift']['dataset']['reason']}")
+            ranked = v["drift"].get("drifted_by_importance") or []
+            if any(f["importance"] is not None for f in ranked):
+                lines.append(
+                    "    drifted, by model reliance: "
+                    + ", ".join(
+                        f"{f['feature']} ({f['importance']:.4f})"
+                        for f in ranked
+                        if f["importance"] is not None
+                    )  # fmt: skip
+                )
             for f in v["drift"]["features"][:5]:
                 if f["psi"] is not None:
                     lines.append(f"      {f['feature']:<24} PSI {f['psi']:.3f}  {f['status']}")

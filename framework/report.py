@@ -332,12 +332,29 @@ def _drift_table(features: Sequence[Mapping[str, Any]]) -> str:
         f"{_e(f['status'])}</td><td class=num>{_fmt(f['psi'])}</td><td>{_e(f['test'] or '–')}"
         f"</td><td class=num>{_fmt(f['statistic'])}</td><td class=num>{_p(f['p_value'])}</td>"
         f"<td class=num>{_pct(f['reference_null_rate'])} → {_pct(f['current_null_rate'])}</td>"
+        f"<td class=num>{_fmt(f.get('importance'), 4)}</td>"
         f"<td>{_e('; '.join(f['reasons']))}</td></tr>"
         for f in features
     )
     return (
         "<table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th>"
-        f"<th>p-value</th><th>null rate</th><th>why</th></tr>{rows}</table>"
+        "<th>p-value</th><th>null rate</th><th>importance</th><th>why</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _reliance(d: Mapping[str, Any]) -> str:
+    ranked = d.get("drifted_by_importance") or []
+    if not ranked:
+        return ""
+    items = "".join(
+        f"<li><b>{_e(f['feature'])}</b>: importance {_fmt(f['importance'], 4)}, PSI "
+        f"{_fmt(f['psi'])}</li>"
+        for f in ranked
+    )
+    return (
+        "<p>Drifted features by how much the model relies on them (permutation importance "
+        f"on the training holdout, largest first):</p><ol>{items}</ol>"
     )
 
 
@@ -449,6 +466,7 @@ def render_html(summary: Mapping[str, Any], skew: Mapping[str, Any] | None = Non
             parts.append("<p class=muted>The registry has no reference for this version.</p>")
             continue
         parts.append(f"<p>{_e(d['dataset']['reason'])}.</p>")
+        parts.append(_reliance(d))
         parts.append(psi_ranking(d["features"], t.get("psi_warn", 0.1), t.get("psi_drift", 0.25)))
         parts.append("<h3>Predictions: score and confidence</h3><div class=grid>")
         for name in ("score", "confidence"):

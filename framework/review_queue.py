@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS review (
     note TEXT,
     resolved_by TEXT,
     resolved_at TEXT,
+    explanation TEXT,
     UNIQUE (request_id, row_index)
 );
 CREATE INDEX IF NOT EXISTS review_status ON review (status, id);
@@ -62,6 +63,8 @@ class ReviewItem:
     note: str | None
     resolved_by: str | None
     resolved_at: str | None
+    #: Why the model hesitated: base value and per-feature attributions, if it was explained.
+    explanation: dict[str, Any] | None = None
 
 
 class ReviewQueue:
@@ -75,6 +78,9 @@ class ReviewQueue:
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
         self._con.executescript(_SCHEMA)
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(review)")}
+        if "explanation" not in columns:  # a queue created before explanations existed
+            self._con.execute("ALTER TABLE review ADD COLUMN explanation TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -89,6 +95,7 @@ class ReviewQueue:
                 i.get("score"), i.get("confidence"), json.dumps(i.get("reasons", [])),
                 json.dumps(i.get("entity_keys", {}), default=str),
                 json.dumps(i.get("features", {}), default=str),
+                json.dumps(i["explanation"], default=str) if i.get("explanation") else None,
             )
             for i in items
         ]  # fmt: skip
@@ -97,8 +104,8 @@ class ReviewQueue:
             try:
                 cur = self._con.executemany(
                     "INSERT OR IGNORE INTO review (request_id, row_index, model, version, "
-                    "created_at, score, confidence, reasons, entity_keys, features) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, score, confidence, reasons, entity_keys, features, explanation) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 self._con.execute("COMMIT")
@@ -160,4 +167,5 @@ class ReviewQueue:
 def _item(row: dict[str, Any]) -> ReviewItem:
     for key in ("reasons", "entity_keys", "features"):
         row[key] = json.loads(row[key])
+    row["explanation"] = json.loads(row["explanation"]) if row.get("explanation") else None
     return ReviewItem(**row)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from framework import artifact, evaluation, reference_stats
+from framework import artifact, evaluation, explain, reference_stats
 from framework.duck import connect
 from framework.errors import DataError
 from framework.estimator import build_pipeline, feature_frame, score
@@ -47,6 +47,7 @@ _LIBRARIES = (
     "feast",
     "scikit-learn",
     "skops",
+    "shap",
     "numpy",
     "scipy",
     "pandas",
@@ -300,6 +301,19 @@ def train_model(
     step("fallback", t)
 
     t = time.perf_counter()
+    background = explain.background_sample(x_train, spec.random_state)
+    check_rows = x_hold.head(_EXPLAIN_CHECK_ROWS)
+    explanation = explain.describe(
+        model, fields, spec.task, background, check_rows, final.score[: len(check_rows)]
+    )
+    importance = explain.global_importance(model, x_hold, y_hold, spec.task, spec.random_state)
+    bg_sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(background, preserve_index=False), bg_sink)
+    explanation["background"] = {**explanation.get("background", {}), "sha256": _sha256(
+        bg_sink.getvalue())}  # fmt: skip
+    step("explain", t)
+
+    t = time.perf_counter()
     blob = artifact.dump(model)
     smoke_t = holdout_t.slice(0, spec.gate.smoke_rows)
     smoke_x = feature_frame(smoke_t, fields)
@@ -355,10 +369,11 @@ def train_model(
         },
         "smoke": {"file": SMOKE, "rows": smoke.num_rows},
         "fallback": fallback_manifest,
+        "explanation": explanation,
+        "importance": importance,
     }
-    ref = registry.register(
-        spec.name, {ARTIFACT: blob, SMOKE: sink.getvalue(), **fallback_files}, manifest
-    )
+    files = {ARTIFACT: blob, SMOKE: sink.getvalue(), explain.BACKGROUND_FILE: bg_sink.getvalue()}
+    ref = registry.register(spec.name, {**files, **fallback_files}, manifest)
     step("register", t)
     manifest = registry.manifest(ref)
     return TrainResult(
@@ -370,6 +385,8 @@ def train_model(
 _REQUEST_DTYPES = {"DOUBLE": "Float64", "FLOAT": "Float32", "INT64": "Int64", "INT32": "Int32",
                    "STRING": "String", "BOOL": "Bool"}  # fmt: skip
 FALLBACK_ARTIFACT = "fallback.skops"
+#: Holdout rows on which the explainer is checked against the model at registration.
+_EXPLAIN_CHECK_ROWS = 500
 
 
 def _fallback(

@@ -42,10 +42,19 @@ class PredictionClient:
         alias: str | None = None,
         return_features: bool = False,
         request_id: str = "",
+        explain: bool = False,
+        explain_top_k: int = 0,
     ) -> list[dict[str, Any]]:
-        """Score rows (``{"entity_keys": {...}, "request_data": {...}}``); one dict each."""
+        """Score rows (``{"entity_keys": {...}, "request_data": {...}}``); one dict each.
+
+        With ``explain``, each dict has ``base_value`` and ``attributions`` (feature,
+        contribution, value; the largest first, ``explain_top_k`` of them if > 0)."""
         request = pb.PredictRequest(
-            model_name=model, request_id=request_id, return_features=return_features
+            model_name=model,
+            request_id=request_id,
+            return_features=return_features,
+            explain=explain,
+            explain_top_k=explain_top_k,
         )
         if version:
             request.model_version = version
@@ -65,6 +74,11 @@ class PredictionClient:
             )
             item["score"], item["confidence"] = p.score, p.confidence
             item["features"] = {k: from_value(v) for k, v in p.features.items()}
+            item["base_value"] = p.base_value
+            item["attributions"] = [
+                {"feature": a.feature, "contribution": a.contribution, "value": from_value(a.value)}
+                for a in p.attributions
+            ]
             out.append(item)
         return out
 

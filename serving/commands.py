@@ -160,6 +160,8 @@ def predict(args: argparse.Namespace) -> None:
                 version=args.version,
                 alias=args.alias,
                 return_features=args.features,
+                explain=args.explain,
+                explain_top_k=args.top,
             )[0]
         except grpc.RpcError as exc:
             code = exc.code()
@@ -176,3 +178,7 @@ def predict(args: argparse.Namespace) -> None:
         print(f"  {reason}")
     for name, value in sorted(result["features"].items()):
         print(f"  {name} = {value}")
+    if result["attributions"]:
+        print(f"  why: base value {result['base_value']:.4f}, then")
+        for a in result["attributions"]:
+            print(f"    {a['contribution']:+.4f}  {a['feature']} = {a['value']}")

@@ -154,12 +154,17 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
     return columns, rows or 0, bool(raw)
 
 
-def encode_outputs(
-    response: v2.ModelInferResponse, outputs: list[tuple[str, str, list[Any]]], raw: bool
-) -> None:
-    """Append output tensors (name, datatype, values), raw or typed like the request."""
-    for name, datatype, values in outputs:
-        tensor = response.outputs.add(name=name, datatype=datatype, shape=[len(values)])
+#: An output tensor: (name, datatype, values) of shape [len(values)], or with its shape.
+Output = tuple[str, str, list[Any]] | tuple[str, str, list[Any], list[int]]
+
+
+def encode_outputs(response: v2.ModelInferResponse, outputs: list[Output], raw: bool) -> None:
+    """Append output tensors (name, datatype, row-major values[, shape]), raw or typed like
+    the request."""
+    for output in outputs:
+        name, datatype, values = output[0], output[1], output[2]
+        shape = output[3] if len(output) == 4 else [len(values)]
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=shape)
         if raw:
             if datatype == "BYTES":
                 blob = b"".join(
@@ -190,3 +195,16 @@ V2_DATATYPE = {
     "STRING": "BYTES",
     "BOOL": "BOOL",
 }
+
+
+def bool_parameter(parameters: Any, name: str) -> bool:
+    """A boolean request parameter (``bool_param``, or the string "true"/"false"); absent: False."""
+    if name not in parameters:
+        return False
+    param = parameters[name]
+    which = param.WhichOneof("parameter_choice")
+    if which == "bool_param":
+        return bool(param.bool_param)
+    if which == "string_param" and param.string_param.lower() in ("true", "false"):
+        return bool(param.string_param.lower() == "true")
+    raise InvalidInput(f"parameters[{name!r}]: must be a boolean (bool_param), got {which}.")

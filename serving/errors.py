@@ -10,6 +10,7 @@
     ├── ArtifactError (framework.artifact)                   FAILED_PRECONDITION
     ├── DefinitionsChanged                                   FAILED_PRECONDITION
     ├── Unsupported                                          FAILED_PRECONDITION
+    ├── NotExplainable (framework.explain)                   FAILED_PRECONDITION
     ├── StoreUnavailable                                     UNAVAILABLE
     ├── LogFull (serving.prediction_log)                     RESOURCE_EXHAUSTED
     └── FeatureStoreError                                    UNAVAILABLE
@@ -44,6 +45,7 @@ class StoreUnavailable(ParityError):
 
 
 def _table() -> list[tuple[type[BaseException], grpc.StatusCode]]:
+    from framework.explain import NotExplainable
     from serving.prediction_log import LogFull
 
     # Most specific first: the first matching class wins.
@@ -53,6 +55,7 @@ def _table() -> list[tuple[type[BaseException], grpc.StatusCode]]:
         (ArtifactError, grpc.StatusCode.FAILED_PRECONDITION),
         (DefinitionsChanged, grpc.StatusCode.FAILED_PRECONDITION),
         (Unsupported, grpc.StatusCode.FAILED_PRECONDITION),
+        (NotExplainable, grpc.StatusCode.FAILED_PRECONDITION),
         (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
         (LogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (FeatureStoreError, grpc.StatusCode.UNAVAILABLE),

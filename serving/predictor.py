@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from framework.estimator import FeatureField, feature_frame, score
+from framework.explain import BACKGROUND_FILE, Explainer, Explanation, NotExplainable
 from framework.model_spec import Task
 from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
@@ -72,6 +73,7 @@ class PredictInput:
     alias: str | None = None
     request_id: str = ""
     return_features: bool = False
+    explain: bool = False
 
 
 @dataclass
@@ -86,6 +88,7 @@ class PredictionOut:
     decision: str
     reasons: list[str]
     features: dict[str, Any] | None = None
+    explanation: Explanation | None = None
 
 
 @dataclass
@@ -168,6 +171,7 @@ class Predictor:
         # (model, version, CPU seconds of one scored request): the cost metric.
         self.cpu = cpu or (lambda model, version, seconds: None)
         self._models: dict[ModelRef, LoadedModel] = {}
+        self._explainers: dict[ModelRef, Explainer | NotExplainable] = {}
         self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
         self._lock = threading.Lock()
         self._ready = False
@@ -291,6 +295,62 @@ class Predictor:
         prior = spec.get("score") if spec["kind"] == "prior" else None
         return {"fallback": None, "fallback_fields": [], "fallback_prior": prior}
 
+    def explainer(self, loaded: LoadedModel) -> Explainer:
+        """The version's explainer, built once (raises :class:`NotExplainable`)."""
+        found = self._explainers.get(loaded.ref)
+        if found is None:
+            with self._lock:
+                found = self._explainers.get(loaded.ref)
+                if found is None:
+                    try:
+                        found = self._build_explainer(loaded)
+                    except NotExplainable as exc:
+                        found = exc
+                    self._explainers[loaded.ref] = found
+        if isinstance(found, NotExplainable):
+            raise NotExplainable(str(found))
+        return found
+
+    def _build_explainer(self, loaded: LoadedModel) -> Explainer:
+        import hashlib as _hashlib
+
+        import pyarrow.parquet as pq
+
+        spec = loaded.manifest.get("explanation")
+        if not spec:
+            raise NotExplainable(
+                f"{loaded.ref} was registered without an explainer (before explanations "
+                "existed); retrain it to explain its predictions."
+            )
+        if not spec.get("method"):
+            raise NotExplainable(f"{loaded.ref} cannot be explained: {spec.get('reason')}.")
+        path = self.registry.version_dir(loaded.ref) / BACKGROUND_FILE
+        data = path.read_bytes()
+        if _hashlib.sha256(data).hexdigest() != spec["background"]["sha256"]:
+            raise NotExplainable(f"{loaded.ref}: {BACKGROUND_FILE} does not match its checksum.")
+        import io
+
+        background = feature_frame(pq.read_table(io.BytesIO(data)), loaded.fields)
+        return Explainer(loaded.model, loaded.fields, loaded.task, background)
+
+    def _explain(
+        self, loaded: LoadedModel, frame: Any, rows: list[int], scores: Any, *, required: bool
+    ) -> dict[int, Explanation]:
+        """Explanations of ``rows`` (their served scores); none, if not ``required`` and
+        the version cannot be explained."""
+        if not rows:
+            return {}
+        try:
+            explainer = self.explainer(loaded)
+        except NotExplainable:
+            if required:
+                raise
+            return {}
+        t = time.perf_counter()
+        out = explainer.explain(frame.iloc[rows], np.asarray(scores)[rows])
+        self.observe("explain", time.perf_counter() - t)
+        return dict(zip(rows, out, strict=True))
+
     # ------------------------------------------------------------ predict
 
     def validate(self, loaded: LoadedModel, rows: Sequence[RowInput]) -> None:
@@ -315,6 +375,8 @@ class Predictor:
             ref = self._canary(ref, request.rows[0])
         loaded = self.load(ref)
         self.validate(loaded, request.rows)
+        if request.explain:
+            self.explainer(loaded)  # a version that cannot be explained fails before any work
         request_id = request.request_id or uuid.uuid4().hex
 
         t = time.perf_counter()
@@ -341,12 +403,10 @@ class Predictor:
         t = time.perf_counter()
         serving = loaded.serving
         scores = None
+        frame = feature_frame(vectors.table, loaded.fields)
         if len(fallback_rows) < n:
             try:
-                scores = score(
-                    loaded.batched, feature_frame(vectors.table, loaded.fields), loaded.task,
-                    serving["threshold"],
-                )  # fmt: skip
+                scores = score(loaded.batched, frame, loaded.task, serving["threshold"])
             except Exception as exc:
                 log.exception("model %s failed", ref)
                 cause = f"model error: {type(exc).__name__}: {exc}"
@@ -354,8 +414,12 @@ class Predictor:
         fallback = self._fallback(loaded, request, fallback_rows) if fallback_rows else {}
         self.observe("inference", time.perf_counter() - t)
 
+        scored = [i for i in range(n) if i not in fallback]
+        explained: dict[int, Explanation] = {}
+        if request.explain and scores is not None:
+            explained = self._explain(loaded, frame, scored, scores.score, required=True)
         outs = []
-        review = []
+        review: list[dict[str, Any]] = []
         for i in range(n):
             values = {c: vectors.table.column(c)[i].as_py() for c in vectors.table.column_names}
             if i in fallback:
@@ -375,6 +439,8 @@ class Predictor:
                 else:
                     decision, reasons = ACCEPT, ["regression: no confidence routing"]
                 reasons += _feature_reasons(vectors, names, i)
+            if request.explain and i in fallback:
+                reasons = [*reasons, "no explanation: the fallback answered"]
             out = PredictionOut(
                 request_id=request_id,
                 row_index=i,
@@ -386,6 +452,7 @@ class Predictor:
                 decision=decision,
                 reasons=reasons,
                 features={f: values.get(f) for f in names} if request.return_features else None,
+                explanation=explained.get(i),
             )
             outs.append(out)
             if decision == REVIEW:
@@ -398,6 +465,13 @@ class Predictor:
                     }
                 )  # fmt: skip
         if review and self.review is not None and role == "primary":
+            # A reviewer sees why the model hesitated: the attributions of each item.
+            unexplained = [int(r["row_index"]) for r in review if r["row_index"] not in explained]
+            if unexplained and scores is not None:
+                explained |= self._explain(loaded, frame, unexplained, scores.score, required=False)
+            for r in review:
+                if (e := explained.get(int(r["row_index"]))) is not None:
+                    r["explanation"] = explanation_dict(e)
             self.review(review)
         total = time.perf_counter() - started
         self.observe("total", total)
@@ -507,13 +581,20 @@ class Predictor:
         }
 
     def predict_features(
-        self, ref: ModelRef, columns: dict[str, list[Any]], request_id: str = ""
+        self,
+        ref: ModelRef,
+        columns: dict[str, list[Any]],
+        request_id: str = "",
+        *,
+        explain: bool = False,
     ) -> list[PredictionOut]:
         """Score feature vectors the client supplies (plain model serving, no lookup)."""
         received = self.clock()
         started = time.perf_counter()
         cpu_started = time.thread_time()
         loaded = self.load(ref)
+        if explain:
+            self.explainer(loaded)
         names = [f.name for f in loaded.fields]
         unknown = sorted(set(columns) - set(names))
         if unknown:
@@ -539,11 +620,14 @@ class Predictor:
             arrays[f.name] = pa.array(values, pa.string() if f.categorical else pa.float64())
         table = pa.table(arrays)
         t = time.perf_counter()
-        scores = score(
-            loaded.batched, feature_frame(table, loaded.fields), loaded.task,
-            loaded.serving["threshold"],
-        )  # fmt: skip
+        frame = feature_frame(table, loaded.fields)
+        scores = score(loaded.batched, frame, loaded.task, loaded.serving["threshold"])
         self.observe("inference", time.perf_counter() - t)
+        explained = (
+            self._explain(loaded, frame, list(range(n)), scores.score, required=True)
+            if explain
+            else {}
+        )
         request_id = request_id or uuid.uuid4().hex
         outs = []
         for i in range(n):
@@ -566,6 +650,7 @@ class Predictor:
                     confidence=conf if not np.isnan(conf) else 0.0,
                     decision=decision,
                     reasons=reasons,
+                    explanation=explained.get(i),
                 )
             )
         total = time.perf_counter() - started
@@ -584,6 +669,18 @@ class Predictor:
 
 
 _NO_VALUE = ("NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE", "UNAVAILABLE")
+
+
+def explanation_dict(e: Explanation, top: int = 0) -> dict[str, Any]:
+    """An explanation as JSON-ready data (``top`` > 0: only the largest contributions)."""
+    return {
+        "base_value": e.base_value,
+        "score": e.score,
+        "attributions": [
+            {"feature": a.feature, "contribution": a.contribution, "value": a.value}
+            for a in e.top(top)
+        ],
+    }
 
 
 def _label(task: Task, value: float, threshold: float) -> str:

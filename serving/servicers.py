@@ -22,7 +22,7 @@ from framework.outcomes import OutcomeStore
 from framework.registry import ModelRef
 from framework.request_errors import error_table
 from serving import converters
-from serving.errors import InvalidInput, Unsupported, status_of
+from serving.errors import InvalidInput, status_of
 from serving.metrics import ServerMetrics
 from serving.predictor import PredictInput, PredictionOut, Predictor, RowInput
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
@@ -141,8 +141,6 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
             )
             for row in request.rows
         ]
-        if request.explain:
-            raise Unsupported("explain: explanations are not available on this server yet.")
         outs = self.predictor.predict(
             PredictInput(
                 model_name=request.model_name,
@@ -151,10 +149,12 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
                 alias=request.model_alias if which == "model_alias" else None,
                 request_id=request.request_id,
                 return_features=request.return_features,
+                explain=request.explain,
             )
         )
         self._count(outs)
-        return pb.PredictResponse(predictions=[_prediction(o) for o in outs])
+        top = request.explain_top_k
+        return pb.PredictResponse(predictions=[_prediction(o, top) for o in outs])
 
     @_rpc("GetModelInfo")
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> Any:
@@ -207,7 +207,7 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
             self.metrics.confidence.labels(o.model_name).observe(o.confidence)
 
 
-def _prediction(o: PredictionOut) -> pb.Prediction:
+def _prediction(o: PredictionOut, top: int = 0) -> pb.Prediction:
     p = pb.Prediction(
         request_id=o.request_id,
         row_index=o.row_index,
@@ -222,6 +222,12 @@ def _prediction(o: PredictionOut) -> pb.Prediction:
     if o.features is not None:
         for name, value in o.features.items():
             p.features[name].CopyFrom(converters.to_value(value))
+    if o.explanation is not None:
+        p.base_value = o.explanation.base_value
+        for a in o.explanation.top(top):
+            p.attributions.add(
+                feature=a.feature, contribution=a.contribution, value=converters.to_value(a.value)
+            )
     return p
 
 
@@ -293,10 +299,11 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         ref = self._ref(request.model_name, request.model_version)
         loaded = self.predictor.load(ref)
         columns, rows, raw = converters.decode_inputs(request)
+        explain = converters.bool_parameter(request.parameters, "explain")
         features = {f.name for f in loaded.fields}
         keys = set(loaded.key_types) | set(loaded.request_types)
         if set(columns) & features and not set(columns) <= keys:
-            outs = self.predictor.predict_features(ref, columns, request.id)
+            outs = self.predictor.predict_features(ref, columns, request.id, explain=explain)
         else:
             given = set(columns)
             unknown = sorted(given - keys)
@@ -319,18 +326,21 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                     version=str(ref.version),
                     rows=row_inputs,
                     request_id=request.id,
+                    explain=explain,
                 )
             )
         response = v2.ModelInferResponse(
             model_name=ref.name, model_version=str(ref.version), id=outs[0].request_id
         )
         wanted = {o.name for o in request.outputs}
-        tensors: list[tuple[str, str, list[Any]]] = [
+        tensors: list[converters.Output] = [
             ("score", "FP64", [o.score for o in outs]),
             ("label", "INT64", [int(o.label or 0) for o in outs]),
             ("confidence", "FP64", [o.confidence for o in outs]),
             ("decision", "BYTES", [o.decision for o in outs]),
         ]
+        if explain:
+            tensors += _explanation_tensors(outs, [f.name for f in loaded.fields])
         unknown_out = sorted(wanted - {t[0] for t in tensors})
         if unknown_out:
             raise InvalidInput(f"outputs: unknown output {unknown_out[0]!r}.")
@@ -346,3 +356,22 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         if not name:
             raise InvalidInput("name: the model name is required.")
         return self.predictor.resolve(name, version or None, None)
+
+
+def _explanation_tensors(outs: list[PredictionOut], names: list[str]) -> list[converters.Output]:
+    """``attribution_features`` [F], ``base_value`` [N] and ``attributions`` [N, F] (row-major,
+    features in ``attribution_features`` order; NaN for a row the fallback answered)."""
+    base, matrix = [], []
+    for o in outs:
+        if o.explanation is None:
+            base.append(float("nan"))
+            matrix += [float("nan")] * len(names)
+            continue
+        by_name = {a.feature: a.contribution for a in o.explanation.attributions}
+        base.append(o.explanation.base_value)
+        matrix += [by_name[n] for n in names]
+    return [
+        ("attribution_features", "BYTES", names),
+        ("base_value", "FP64", base),
+        ("attributions", "FP64", matrix, [len(outs), len(names)]),
+    ]

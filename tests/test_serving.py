@@ -152,7 +152,6 @@ GOOD = {"user_id": 1, "merchant_id": 1, "amount": 10.0, "hour_of_day": 3}
         ({"model_name": MODEL, "rows": [{**GOOD, "user_id": "abc"}]}, BAD, "must be INT64"),
         ({"model_name": MODEL, "rows": [{**GOOD, "colour": 1}]}, BAD, "unknown request field"),
         ({"model_name": MODEL, "rows": [{**GOOD, "amount": None}]}, BAD, "missing request"),
-        ({"model_name": MODEL, "rows": [GOOD], "explain": True}, "FAILED_PRECONDITION", "explain"),
     ],
 )  # fmt: skip
 def test_bad_input_gets_its_status_and_the_server_stays_up(

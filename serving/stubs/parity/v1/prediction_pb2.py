@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparity/v1/prediction.proto\x12\tparity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x05Value\x12\x15\n\x0bint64_value\x18\x01 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x02 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04kind\"\xfc\x01\n\x03Row\x12\x33\n\x0b\x65ntity_keys\x18\x01 \x03(\x0b\x32\x1e.parity.v1.Row.EntityKeysEntry\x12\x35\n\x0crequest_data\x18\x02 \x03(\x0b\x32\x1f.parity.v1.Row.RequestDataEntry\x1a\x43\n\x0f\x45ntityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\x1a\x44\n\x10RequestDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\"\xbd\x01\n\x0ePredictRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\rmodel_version\x18\x03 \x01(\tH\x00\x12\x15\n\x0bmodel_alias\x18\x04 \x01(\tH\x00\x12\x1c\n\x04rows\x18\x05 \x03(\x0b\x32\x0e.parity.v1.Row\x12\x17\n\x0freturn_features\x18\x06 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x42\x0b\n\tmodel_ref\"=\n\x0fPredictResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.parity.v1.Prediction\"4\n\x0b\x41ttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\"\x84\x03\n\nPrediction\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trow_index\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\r\n\x05label\x18\x06 \x01(\t\x12\x12\n\nconfidence\x18\x07 \x01(\x01\x12%\n\x08\x64\x65\x63ision\x18\x08 \x01(\x0e\x32\x13.parity.v1.Decision\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x35\n\x08\x66\x65\x61tures\x18\n \x03(\x0b\x32#.parity.v1.Prediction.FeaturesEntry\x12,\n\x0c\x61ttributions\x18\x0b \x03(\x0b\x32\x16.parity.v1.Attribution\x12\x12\n\nbase_value\x18\x0c \x01(\x01\x1a\x41\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\"f\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x17\n\rmodel_version\x18\x02 \x01(\tH\x00\x12\x15\n\x0bmodel_alias\x18\x03 \x01(\tH\x00\x42\x0b\n\tmodel_ref\"*\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\",\n\nThresholds\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x01 \x01(\x01\x12\x0e\n\x06review\x18\x02 \x01(\x01\"\xd9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12(\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x16.parity.v1.FeatureSpec\x12)\n\nthresholds\x18\x06 \x01(\x0b\x32\x15.parity.v1.Thresholds\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x02\n\x14ReportOutcomeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x44\n\x0b\x65ntity_keys\x18\x02 \x03(\x0b\x32/.parity.v1.ReportOutcomeRequest.EntityKeysEntry\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x07outcome\x18\x04 \x01(\x0b\x32\x10.parity.v1.ValueH\x00\x12\x0f\n\x05label\x18\x05 \x01(\x01H\x00\x1a\x43\n\x0f\x45ntityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\x42\x08\n\x06result\"9\n\x15ReportOutcomeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t*X\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02\x12\n\n\x06REVIEW\x10\x03\x12\x0c\n\x08\x46\x41LLBACK\x10\x04\x32\xef\x01\n\x11PredictionService\x12@\n\x07Predict\x12\x19.parity.v1.PredictRequest\x1a\x1a.parity.v1.PredictResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.parity.v1.GetModelInfoRequest\x1a\x14.parity.v1.ModelInfo\x12R\n\rReportOutcome\x12\x1f.parity.v1.ReportOutcomeRequest\x1a .parity.v1.ReportOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparity/v1/prediction.proto\x12\tparity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x05Value\x12\x15\n\x0bint64_value\x18\x01 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x02 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04kind\"\xfc\x01\n\x03Row\x12\x33\n\x0b\x65ntity_keys\x18\x01 \x03(\x0b\x32\x1e.parity.v1.Row.EntityKeysEntry\x12\x35\n\x0crequest_data\x18\x02 \x03(\x0b\x32\x1f.parity.v1.Row.RequestDataEntry\x1a\x43\n\x0f\x45ntityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\x1a\x44\n\x10RequestDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\"\xd4\x01\n\x0ePredictRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\rmodel_version\x18\x03 \x01(\tH\x00\x12\x15\n\x0bmodel_alias\x18\x04 \x01(\tH\x00\x12\x1c\n\x04rows\x18\x05 \x03(\x0b\x32\x0e.parity.v1.Row\x12\x17\n\x0freturn_features\x18\x06 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x15\n\rexplain_top_k\x18\x08 \x01(\rB\x0b\n\tmodel_ref\"=\n\x0fPredictResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.parity.v1.Prediction\"U\n\x0b\x41ttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\x12\x1f\n\x05value\x18\x03 \x01(\x0b\x32\x10.parity.v1.Value\"\x84\x03\n\nPrediction\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trow_index\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\r\n\x05label\x18\x06 \x01(\t\x12\x12\n\nconfidence\x18\x07 \x01(\x01\x12%\n\x08\x64\x65\x63ision\x18\x08 \x01(\x0e\x32\x13.parity.v1.Decision\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x35\n\x08\x66\x65\x61tures\x18\n \x03(\x0b\x32#.parity.v1.Prediction.FeaturesEntry\x12,\n\x0c\x61ttributions\x18\x0b \x03(\x0b\x32\x16.parity.v1.Attribution\x12\x12\n\nbase_value\x18\x0c \x01(\x01\x1a\x41\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\"f\n\x13GetModelInfoRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x17\n\rmodel_version\x18\x02 \x01(\tH\x00\x12\x15\n\x0bmodel_alias\x18\x03 \x01(\tH\x00\x42\x0b\n\tmodel_ref\"*\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\",\n\nThresholds\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x01 \x01(\x01\x12\x0e\n\x06review\x18\x02 \x01(\x01\"\xd9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12(\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x16.parity.v1.FeatureSpec\x12)\n\nthresholds\x18\x06 \x01(\x0b\x32\x15.parity.v1.Thresholds\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x02\n\x14ReportOutcomeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x44\n\x0b\x65ntity_keys\x18\x02 \x03(\x0b\x32/.parity.v1.ReportOutcomeRequest.EntityKeysEntry\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x07outcome\x18\x04 \x01(\x0b\x32\x10.parity.v1.ValueH\x00\x12\x0f\n\x05label\x18\x05 \x01(\x01H\x00\x1a\x43\n\x0f\x45ntityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.parity.v1.Value:\x02\x38\x01\x42\x08\n\x06result\"9\n\x15ReportOutcomeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06status\x18\x02 \x01(\t*X\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02\x12\n\n\x06REVIEW\x10\x03\x12\x0c\n\x08\x46\x41LLBACK\x10\x04\x32\xef\x01\n\x11PredictionService\x12@\n\x07Predict\x12\x19.parity.v1.PredictRequest\x1a\x1a.parity.v1.PredictResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.parity.v1.GetModelInfoRequest\x1a\x14.parity.v1.ModelInfo\x12R\n\rReportOutcome\x12\x1f.parity.v1.ReportOutcomeRequest\x1a .parity.v1.ReportOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTION_FEATURESENTRY']._serialized_options = b'8\001'
   _globals['_REPORTOUTCOMEREQUEST_ENTITYKEYSENTRY']._loaded_options = None
   _globals['_REPORTOUTCOMEREQUEST_ENTITYKEYSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=1932
-  _globals['_DECISION']._serialized_end=2020
+  _globals['_DECISION']._serialized_start=1988
+  _globals['_DECISION']._serialized_end=2076
   _globals['_VALUE']._serialized_start=75
   _globals['_VALUE']._serialized_end=206
   _globals['_ROW']._serialized_start=209
@@ -51,29 +51,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROW_REQUESTDATAENTRY']._serialized_start=393
   _globals['_ROW_REQUESTDATAENTRY']._serialized_end=461
   _globals['_PREDICTREQUEST']._serialized_start=464
-  _globals['_PREDICTREQUEST']._serialized_end=653
-  _globals['_PREDICTRESPONSE']._serialized_start=655
-  _globals['_PREDICTRESPONSE']._serialized_end=716
-  _globals['_ATTRIBUTION']._serialized_start=718
-  _globals['_ATTRIBUTION']._serialized_end=770
-  _globals['_PREDICTION']._serialized_start=773
-  _globals['_PREDICTION']._serialized_end=1161
-  _globals['_PREDICTION_FEATURESENTRY']._serialized_start=1096
-  _globals['_PREDICTION_FEATURESENTRY']._serialized_end=1161
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1163
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1265
-  _globals['_FEATURESPEC']._serialized_start=1267
-  _globals['_FEATURESPEC']._serialized_end=1309
-  _globals['_THRESHOLDS']._serialized_start=1311
-  _globals['_THRESHOLDS']._serialized_end=1355
-  _globals['_MODELINFO']._serialized_start=1358
-  _globals['_MODELINFO']._serialized_end=1575
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=1578
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1871
+  _globals['_PREDICTREQUEST']._serialized_end=676
+  _globals['_PREDICTRESPONSE']._serialized_start=678
+  _globals['_PREDICTRESPONSE']._serialized_end=739
+  _globals['_ATTRIBUTION']._serialized_start=741
+  _globals['_ATTRIBUTION']._serialized_end=826
+  _globals['_PREDICTION']._serialized_start=829
+  _globals['_PREDICTION']._serialized_end=1217
+  _globals['_PREDICTION_FEATURESENTRY']._serialized_start=1152
+  _globals['_PREDICTION_FEATURESENTRY']._serialized_end=1217
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1219
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1321
+  _globals['_FEATURESPEC']._serialized_start=1323
+  _globals['_FEATURESPEC']._serialized_end=1365
+  _globals['_THRESHOLDS']._serialized_start=1367
+  _globals['_THRESHOLDS']._serialized_end=1411
+  _globals['_MODELINFO']._serialized_start=1414
+  _globals['_MODELINFO']._serialized_end=1631
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=1634
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1927
   _globals['_REPORTOUTCOMEREQUEST_ENTITYKEYSENTRY']._serialized_start=324
   _globals['_REPORTOUTCOMEREQUEST_ENTITYKEYSENTRY']._serialized_end=391
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1873
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1930
-  _globals['_PREDICTIONSERVICE']._serialized_start=2023
-  _globals['_PREDICTIONSERVICE']._serialized_end=2262
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1929
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1986
+  _globals['_PREDICTIONSERVICE']._serialized_start=2079
+  _globals['_PREDICTIONSERVICE']._serialized_end=2318
 # @@protoc_insertion_point(module_scope)

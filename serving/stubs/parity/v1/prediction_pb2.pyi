@@ -210,6 +210,7 @@ class PredictRequest(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     RETURN_FEATURES_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
+    EXPLAIN_TOP_K_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Optional client-supplied identifier for this request, echoed back in
     every Prediction and used as the join key for ReportOutcome. If empty,
@@ -230,7 +231,15 @@ class PredictRequest(_message.Message):
     """
     explain: _builtins.bool
     """When true, each Prediction carries per-feature attributions
-    (Prediction.attributions and Prediction.base_value). Costs extra latency.
+    (Prediction.attributions and Prediction.base_value), computed on the
+    exact feature vector that was scored. Costs extra latency (a few ms per
+    row). A model version that cannot be explained answers
+    FAILED_PRECONDITION. Rows answered by the fallback carry none (see
+    Prediction.reasons).
+    """
+    explain_top_k: _builtins.int
+    """With `explain`: at most this many attributions per prediction, the
+    largest first. 0 (the default) returns every feature.
     """
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Row]:
@@ -248,10 +257,11 @@ class PredictRequest(_message.Message):
         rows: _abc.Iterable[Global___Row] | None = ...,
         return_features: _builtins.bool = ...,
         explain: _builtins.bool = ...,
+        explain_top_k: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model_alias", b"model_alias", "model_ref", b"model_ref", "model_version", b"model_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "model_alias", b"model_alias", "model_name", b"model_name", "model_ref", b"model_ref", "model_version", b"model_version", "request_id", b"request_id", "return_features", b"return_features", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "explain_top_k", b"explain_top_k", "model_alias", b"model_alias", "model_name", b"model_name", "model_ref", b"model_ref", "model_version", b"model_version", "request_id", b"request_id", "return_features", b"return_features", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_model_ref: _TypeAlias = _typing.Literal["model_version", "model_alias"]  # noqa: Y015
     _WhichOneofArgType_model_ref: _TypeAlias = _typing.Literal["model_ref", b"model_ref"]  # noqa: Y015
@@ -293,22 +303,29 @@ class Attribution(_message.Message):
 
     FEATURE_FIELD_NUMBER: _builtins.int
     CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     """Feature name, as in ModelInfo.features."""
     contribution: _builtins.float
-    """Signed contribution of this feature to the score, relative to
-    Prediction.base_value. Contributions plus base_value add up to the
-    model's raw output.
+    """Signed contribution of this feature to the score, in the score's units,
+    relative to Prediction.base_value. The contributions of every feature
+    plus base_value add up to Prediction.score (within 1e-6); the method and
+    background are in the model's manifest (parity models show).
     """
+    @_builtins.property
+    def value(self) -> Global___Value:
+        """The value of the feature the model was fed (empty: missing)."""
+
     def __init__(
         self,
         *,
         feature: _builtins.str = ...,
         contribution: _builtins.float = ...,
+        value: Global___Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "feature", b"feature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "feature", b"feature", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,8 +389,9 @@ class Prediction(_message.Message):
     (ModelInfo.thresholds).
     """
     base_value: _builtins.float
-    """Expected model output over the background data; the reference point for
-    `attributions`. Only meaningful when PredictRequest.explain is true.
+    """The score of the model's expected output (over its training data); the
+    reference point for `attributions`. Only meaningful when
+    PredictRequest.explain is true.
     """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
