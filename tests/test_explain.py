@@ -316,3 +316,29 @@ def test_review_items_carry_their_attributions(served: Served) -> None:
         assert e is not None and e["score"] == pytest.approx(p["score"])
         total = e["base_value"] + sum(a["contribution"] for a in e["attributions"])
         assert abs(total - p["score"]) <= explain.ADDITIVITY_TOLERANCE
+
+
+def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> None:
+    from framework import monitor
+    from framework.registry import ARTIFACT, ModelRegistry
+    from tests.test_monitor import MODEL, _manifest, _rows, _write
+
+    registry = ModelRegistry(tmp_path / "models")
+    manifest = _manifest(np.random.default_rng(0))
+    weights = {"category": 0.09, "amount": 0.02, "count": 0.0}
+    manifest["importance"] = {
+        "method": "sklearn.inspection.permutation_importance",
+        "features": [{"feature": k, "mean": v, "std": 0.01} for k, v in weights.items()],
+    }
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    # Both amount and category drift; the model leans on category more.
+    log = _write(tmp_path, _rows(np.random.default_rng(5), 2_000, inflate=2.0, new=0.3))
+    summary = monitor.monitor_summary(log, registry, MODEL)
+    d = next(v for v in summary["versions"] if v["version"] == "1")["drift"]
+    assert [f["feature"] for f in d["drifted_by_importance"]] == ["category", "amount"]
+    assert {f["feature"]: f["importance"] for f in d["features"]}["count"] == 0.0
+    from framework.report import render_html
+
+    html = render_html(summary)
+    assert "by how much the model relies on them" in html
+    assert html.index("<b>category</b>") < html.index("<b>amount</b>")
