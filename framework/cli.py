@@ -455,15 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _duckdb_args(score)
     _json_arg(score)
+    from framework.feedback_cli import register as register_feedback
     from framework.monitor_cli import register as register_monitoring
 
-    _COMMANDS.update(
-        register_monitoring(
-            commands,
-            {"repo_args": _repo_args, "registry_arg": _registry_arg,
-             "json_arg": _json_arg, "timestamp": _timestamp},
-        )
-    )  # fmt: skip
+    helpers: dict[str, Callable[..., Any]] = {
+        "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
+        "timestamp": _timestamp,
+    }  # fmt: skip
+    _COMMANDS.update(register_monitoring(commands, helpers))
+    _COMMANDS.update(register_feedback(commands, helpers))
     return parser
 
 

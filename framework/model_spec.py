@@ -53,6 +53,12 @@ class LabelSpec(_Strict):
     label_timestamp: str | None = Field(
         default=None, description="When the label became known; later labels are not used."
     )
+    feedback: bool = Field(
+        default=False,
+        description="Also train on the outcomes `parity feedback` joined to this model's "
+        "predictions (data/offline/feedback/NAME.parquet), where the query has no row for "
+        "the same keys and event time.",
+    )
     offset_microseconds: int = Field(
         default=0,
         description="Added to the event time before the join, e.g. -1 to use the features "

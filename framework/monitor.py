@@ -13,8 +13,8 @@ version, with the reference statistics in that version's manifest:
   p50/p95/p99 per request;
 - cost: CPU seconds per prediction (the ``cpu_seconds`` the server logs) at a
   price per CPU-hour, as the cost of 1,000 predictions;
-- live quality where ground truth was reported (``framework.outcomes``),
-  joined on the request id (and the entity keys an outcome names);
+- live quality where ground truth was reported, joined by :mod:`framework.feedback`
+  (by request id, or by entity keys + time), per version and decision;
 - a timeline (confidence, decision mix, latency per time bucket) for the report;
 - alerts: each threshold crossed, so ``parity monitor`` can exit non-zero.
 
@@ -49,11 +49,12 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
 
-from framework import drift, request_errors
+from framework import drift, feedback, request_errors
 from framework.duck import connect
 from framework.errors import ConfigError, DataError
+from framework.outcomes import OutcomeStore
 from framework.registry import ModelRef, ModelRegistry, NotFoundError
 
 DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
@@ -473,88 +474,6 @@ def _timeline(con: duckdb.DuckDBPyConnection, where: str, width: timedelta) -> l
     return out
 
 
-# ------------------------------------------------------------------ live quality
-
-
-def _outcomes_table(outcomes_root: Path, keys: Sequence[str]) -> pa.Table | None:
-    from framework.outcomes import OutcomeStore
-
-    records = [r for r in OutcomeStore(outcomes_root).read() if r.get("label") is not None]
-    if not records:
-        return None
-    records.sort(key=lambda r: str(r.get("received_at", "")))
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:  # a corrected outcome replaces the earlier one
-        ek = r.get("entity_keys") or {}
-        latest[(r["request_id"], *(ek.get(k) for k in keys))] = r
-    cols: dict[str, Any] = {
-        "request_id": pa.array([r["request_id"] for r in latest.values()], pa.string()),
-        "outcome": pa.array([float(r["label"]) for r in latest.values()], pa.float64()),
-    }
-    for k in keys:
-        values = [(r.get("entity_keys") or {}).get(k) for r in latest.values()]
-        cols[f"key_{k}"] = pa.array(
-            [v if isinstance(v, int) and not isinstance(v, bool) else None for v in values],
-            pa.int64(),
-        )
-    return pa.table(cols)
-
-
-def _quality(
-    con: duckdb.DuckDBPyConnection,
-    where: str,
-    manifest: Mapping[str, Any],
-    outcomes: pa.Table | None,
-    columns: set[str],
-) -> dict[str, Any] | None:
-    from framework import evaluation
-    from framework.estimator import Scores
-    from framework.model_spec import ServingSpec, Task
-
-    if outcomes is None:
-        return None
-    keys = [k for k in manifest.get("join_keys", []) if k in columns]
-    con.register("outcomes", outcomes)
-    match = " AND ".join(
-        f"(o.{sql_name('key_' + k)} IS NULL OR l.{sql_name(k)} = o.{sql_name('key_' + k)})"
-        for k in keys
-    )
-    table = con.execute(
-        f"""SELECT l.score, l.label, l.confidence, o.outcome
-            FROM (SELECT * FROM log WHERE {where}) AS l
-            JOIN outcomes AS o ON l.__request_id = o.request_id {"AND " + match if keys else ""}
-        """
-    ).to_arrow_table()
-    con.unregister("outcomes")
-    if table.num_rows == 0:
-        return {"labelled": 0}
-    task = Task(manifest.get("task", "classification"))
-    score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    y = table["outcome"].to_numpy(zero_copy_only=False).astype(np.float64)
-    if task is Task.CLASSIFICATION:
-        label = np.array([int(v) if v not in (None, "") else 0 for v in table["label"].to_pylist()])
-        scores = Scores(
-            score=score,
-            label=label,
-            confidence=table["confidence"].to_numpy(zero_copy_only=False).astype(np.float64),
-        )
-        bins = int((manifest.get("spec") or {}).get("calibration", {}).get("bins", 10))
-        live = evaluation.metrics(
-            task, y.astype(np.int64), scores, ServingSpec.model_validate(manifest["serving"]), bins
-        )
-        live["accuracy"] = float(np.mean(label == y))
-    else:
-        live = evaluation.metrics(
-            task, y, Scores(score, score, np.full(len(y), np.nan)), ServingSpec(), 10
-        )
-    holdout = (manifest.get("metrics") or {}).get("holdout") or {}
-    return {
-        "labelled": table.num_rows,
-        "live": live,
-        "holdout": {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "brier", "log_loss", "mae")},
-    }
-
-
 # ------------------------------------------------------------------ the summary
 
 
@@ -662,12 +581,14 @@ def monitor_summary(
             "versions": [],
             "timeline": [],
         }
-        outcomes = None
+        joined = None
         if outcomes_root is not None and Path(outcomes_root).is_dir():
             keys: list[str] = []
             for v in versions:
                 keys += _manifest(registry, model, v).get("join_keys", [])
-            outcomes = _outcomes_table(Path(outcomes_root), sorted(set(keys)))
+            outcomes = feedback.outcomes_table(OutcomeStore(outcomes_root), sorted(set(keys)))
+            if outcomes.num_rows:
+                joined, summary["feedback"] = feedback.match(con, outcomes, sorted(set(keys)))
         for version in versions:
             where = f"model_version = {sql_literal(version)}"
             manifest = _manifest(registry, model, version)
@@ -689,7 +610,13 @@ def monitor_summary(
             if entry["drift"]:
                 _rank_by_importance(entry["drift"], manifest.get("importance") or {})
             entry["cost"] = _cost(stats.cpu_seconds, cpu_price_per_hour)
-            entry["quality"] = _quality(con, where, manifest, outcomes, columns)
+            entry["quality"] = (
+                feedback.live_quality(
+                    joined.filter(pc.equal(joined.column("model_version"), version)), manifest
+                )
+                if joined is not None
+                else None
+            )
             summary["versions"].append(entry)
         if overall["first"] and overall["last"]:
             first = datetime.fromisoformat(overall["first"])

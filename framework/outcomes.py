@@ -4,7 +4,7 @@ Each outcome (request id, entity keys, event time, label or typed outcome,
 receive time) is one JSON line appended to ``<root>/date=YYYY-MM-DD/outcomes.jsonl``
 and fsynced before the call returns, so an acknowledged outcome survives a
 crash. A line cut short by a crash is skipped when read. Joining outcomes to
-the prediction log is the feedback work's job; this module only keeps them.
+the prediction log is :mod:`framework.feedback`'s job; this module only keeps them.
 """
 
 from __future__ import annotations
@@ -32,33 +32,47 @@ class OutcomeStore:
         event_time: datetime | None,
         label: float | None,
         outcome: Any = None,
+        row_index: int | None = None,
     ) -> str:
-        if not request_id:
-            raise DataError("request_id: required.")
+        """Store one outcome (by request id, or by entity keys + event time)."""
+        if not request_id and not (entity_keys and event_time):
+            raise DataError("request_id: required, unless entity_keys and event_time are given.")
         if label is None and outcome is None:
             raise DataError("result: set either 'label' or 'outcome'.")
+        self.record_many(
+            [{"request_id": request_id, "entity_keys": entity_keys, "event_time": event_time,
+              "label": label, "outcome": outcome, "row_index": row_index}]
+        )  # fmt: skip
+        return "recorded"
+
+    def record_many(self, outcomes: list[dict[str, Any]]) -> int:
+        """Append outcomes (validated by the caller) and fsync once; their number."""
         received = datetime.now(UTC)
-        line = json.dumps(
-            {
-                "request_id": request_id,
-                "entity_keys": entity_keys,
-                "event_time": (event_time or received).isoformat(),
-                "label": label,
-                "outcome": outcome,
+        lines = []
+        for o in outcomes:
+            record = {
+                "request_id": o.get("request_id") or "",
+                "entity_keys": o.get("entity_keys") or {},
+                "event_time": (o.get("event_time") or received).isoformat(),
+                "label": o.get("label"),
+                "outcome": o.get("outcome"),
                 "received_at": received.isoformat(),
-            },
-            default=str,
-        )
+            }
+            if o.get("row_index") is not None:
+                record["row_index"] = o["row_index"]
+            if o.get("observed_at") is not None:
+                record["observed_at"] = o["observed_at"].isoformat()
+            lines.append(json.dumps(record, default=str))
         folder = self.root / f"date={received:%Y-%m-%d}"
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(folder / "outcomes.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, (line + "\n").encode())
+                os.write(fd, ("\n".join(lines) + "\n").encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return "recorded"
+        return len(lines)
 
     def read(self) -> list[dict[str, Any]]:
         out = []

@@ -79,9 +79,46 @@ def load_labels(spec: ModelSpec, data: Path) -> pa.Table:
             raise DataError(f"labels.query failed: {' '.join(str(exc).split())}") from exc
     finally:
         con.close()
+    if spec.labels.feedback:
+        table = _with_feedback(spec, data, table)
     if table.num_rows == 0:
         raise DataError("labels.query returned no rows.")
     return table
+
+
+def _with_feedback(spec: ModelSpec, data: Path, table: pa.Table) -> pa.Table:
+    """``table`` plus the joined outcomes of :mod:`framework.feedback` it has no row for
+    (same keys and event time), in its column names and types."""
+    from framework.feedback import label_source
+
+    path = label_source(data, spec.name)
+    if not path.is_file():
+        return table
+    lab = spec.labels
+    names = {"label": lab.column, "event_timestamp": lab.event_timestamp}
+    if lab.label_timestamp:
+        names["label_timestamp"] = lab.label_timestamp
+    fed = pq.read_table(path)
+    fed = fed.rename_columns([names.get(c, c) for c in fed.column_names])
+    missing = [c for c in table.column_names if c not in fed.column_names]
+    if missing:
+        raise DataError(
+            f"labels.feedback: {path} has no column {missing[0]!r} that labels.query returns."
+        )
+    fed = fed.select(table.column_names).cast(table.schema)
+    con = connect()
+    try:
+        con.register("q", table)
+        con.register("f", fed)
+        on = " AND ".join(f'f."{c}" = q."{c}"' for c in [*lab.keys, lab.event_timestamp])
+        extra = (
+            con.execute(f"SELECT f.* FROM f ANTI JOIN q ON {on}")
+            .to_arrow_table()
+            .cast(table.schema)
+        )
+    finally:
+        con.close()
+    return pa.concat_tables([table, extra])
 
 
 def _utc(value: datetime) -> pd.Timestamp:

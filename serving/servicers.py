@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -187,17 +188,23 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         which = request.WhichOneof("result")
         if which is None:
             raise InvalidInput("result: set either 'label' or 'outcome'.")
-        if not request.request_id:
-            raise InvalidInput("request_id: required.")
         event_time = (
             request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None
         )
+        keys = {k: converters.from_value(v) for k, v in request.entity_keys.items()}
+        if not request.request_id and not (keys and event_time):
+            raise InvalidInput(
+                "request_id: required, unless entity_keys and event_time name the prediction."
+            )
+        if which == "label" and not math.isfinite(request.label):
+            raise InvalidInput(f"label: must be finite, got {request.label!r}.")
         status = self.outcomes.record(
             request.request_id,
-            entity_keys={k: converters.from_value(v) for k, v in request.entity_keys.items()},
+            entity_keys=keys,
             event_time=event_time,
             label=request.label if which == "label" else None,
             outcome=converters.from_value(request.outcome) if which == "outcome" else None,
+            row_index=request.row_index if request.HasField("row_index") else None,
         )
         return pb.ReportOutcomeResponse(accepted=True, status=status)
 

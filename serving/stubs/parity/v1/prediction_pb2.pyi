@@ -618,22 +618,30 @@ class ReportOutcomeRequest(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    ROW_INDEX_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """request_id of the Predict call whose outcome is reported. Required."""
+    """request_id of the Predict (or ModelInfer) call whose outcome is
+    reported. May be empty when entity_keys and event_time name the
+    prediction instead.
+    """
     label: _builtins.float
     """The outcome as a numeric label (for example 1.0 for positive, 0.0 for
     negative, or a regression target).
     """
+    row_index: _builtins.int
+    """With request_id: the row of the request (PredictRequest.rows index)."""
     @_builtins.property
     def entity_keys(self) -> _containers.MessageMap[_builtins.str, Global___Value]:
         """Entity keys of the row the outcome belongs to (same keys as
-        Row.entity_keys). Identifies the row when a request had several rows.
+        Row.entity_keys). With request_id: picks the row of a multi-row request.
+        Without it: every entity key of the model, and event_time, name the
+        prediction (the one for these keys nearest to event_time).
         """
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """When the outcome was observed. Used as the event timestamp for
-        point-in-time joins; defaults to the server's receive time if unset.
+        """When the predicted event happened. Matches the outcome to a prediction
+        by entity keys + time; defaults to the server's receive time if unset.
         """
 
     @_builtins.property
@@ -648,13 +656,19 @@ class ReportOutcomeRequest(_message.Message):
         event_time: _timestamp_pb2.Timestamp | None = ...,
         outcome: Global___Value | None = ...,
         label: _builtins.float = ...,
+        row_index: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "label", b"label", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_row_index", b"_row_index", "event_time", b"event_time", "label", b"label", "outcome", b"outcome", "result", b"result", "row_index", b"row_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_keys", b"entity_keys", "event_time", b"event_time", "label", b"label", "outcome", b"outcome", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_index", b"_row_index", "entity_keys", b"entity_keys", "event_time", b"event_time", "label", b"label", "outcome", b"outcome", "request_id", b"request_id", "result", b"result", "row_index", b"row_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__row_index: _TypeAlias = _typing.Literal["row_index"]  # noqa: Y015
+    _WhichOneofArgType__row_index: _TypeAlias = _typing.Literal["_row_index", b"_row_index"]  # noqa: Y015
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["outcome", "label"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__row_index) -> _WhichOneofReturnType__row_index | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___ReportOutcomeRequest: _TypeAlias = ReportOutcomeRequest  # noqa: Y015
