@@ -457,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_arg(score)
     from framework.feedback_cli import register as register_feedback
     from framework.monitor_cli import register as register_monitoring
+    from framework.retrain_cli import register as register_retrain
 
     helpers: dict[str, Callable[..., Any]] = {
         "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     }  # fmt: skip
     _COMMANDS.update(register_monitoring(commands, helpers))
     _COMMANDS.update(register_feedback(commands, helpers))
+    _COMMANDS.update(register_retrain(commands, helpers))
     return parser
 
 

@@ -207,6 +207,28 @@ class GateSpec(_Strict):
         return self.metric in HIGHER_IS_BETTER
 
 
+class RetrainSpec(_Strict):
+    """``parity retrain``'s gate, in the spirit of TFX's model blessing: the challenger and
+    the champion are scored on the same, most recent holdout rows, and the challenger must
+    clear every absolute threshold and every change threshold."""
+
+    lookback_days: int | None = Field(
+        default=None, gt=0, description="Train on the labelled events of the last N days "
+        "before --as-of (default: the spec's window).",
+    )  # fmt: skip
+    absolute: dict[str, float] = Field(
+        default_factory=dict,
+        description="Metric -> bound the challenger must meet on the holdout: at least it "
+        "for metrics where higher is better, at most it for the others (log_loss, brier...).",
+    )
+    change: dict[str, float] = Field(
+        default_factory=dict,
+        description="Metric -> least improvement over the champion on the same rows "
+        "(negative: the regression still accepted). Default: the gate metric, "
+        "-gate.tolerance.",
+    )
+
+
 class ModelSpec(_Strict):
     """One model: features, labels, window, split, estimator, calibration, serving, gate."""
 
@@ -221,6 +243,7 @@ class ModelSpec(_Strict):
     calibration: CalibrationSpec = CalibrationSpec()
     serving: ServingSpec = ServingSpec()
     gate: GateSpec = GateSpec()
+    retrain: RetrainSpec = RetrainSpec()
     random_state: int = 0
 
     @model_validator(mode="after")
@@ -231,6 +254,12 @@ class ModelSpec(_Strict):
                 f"gate.metric {self.gate.metric!r} is not a {self.task.value} metric "
                 f"(one of {', '.join(sorted(known))})"
             )
+        for metric in (*self.retrain.absolute, *self.retrain.change):
+            if metric not in known:
+                raise ValueError(
+                    f"retrain: {metric!r} is not a {self.task.value} metric "
+                    f"(one of {', '.join(sorted(known))})"
+                )
         if self.task is Task.REGRESSION and self.split.calibration:
             raise ValueError("split.calibration must be 0 for a regression model")
         return self

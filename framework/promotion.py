@@ -152,8 +152,13 @@ def promote(
     by: str | None = None,
     reason: str = "",
     force: bool = False,
+    compared: Check | None = None,
 ) -> AliasMove:
-    """Point ``name@alias`` at ``version`` if the gate passes; record the decision."""
+    """Point ``name@alias`` at ``version`` if the gate passes; record the decision.
+
+    ``compared`` replaces the ``metrics`` check with a comparison made elsewhere on
+    better evidence (``parity retrain``'s: both versions scored on the same rows).
+    """
     registry.check_alias(alias)
     if force and not reason.strip():
         raise ConfigError("A forced promotion needs a reason (--reason TEXT).")
@@ -166,7 +171,11 @@ def promote(
         checks = _check_artifact_and_smoke(registry, ref)
         checks.append(_check_definitions(store, manifest))
         current_manifest = registry.manifest(ModelRef(name, current)) if current else None
-        checks.append(_check_metrics(manifest, current_manifest, reason if force else None))
+        checks.append(
+            compared
+            if compared is not None
+            else _check_metrics(manifest, current_manifest, reason if force else None)
+        )
         failed = [c for c in checks if not c.ok]
         event = {
             "action": "promote" if not failed else "promote-refused",

@@ -62,6 +62,8 @@ class TrainResult:
     manifest: dict[str, Any]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: The holdout rows (entity keys, event time, features, label): the latest period.
+    holdout: pa.Table | None = field(default=None, repr=False)
 
 
 def default_registry(repo: Path) -> ModelRegistry:
@@ -414,7 +416,11 @@ def train_model(
     step("register", t)
     manifest = registry.manifest(ref)
     return TrainResult(
-        ref=ref, manifest=manifest, seconds=round(time.perf_counter() - started, 2), timings=timings
+        ref=ref,
+        manifest=manifest,
+        seconds=round(time.perf_counter() - started, 2),
+        timings=timings,
+        holdout=holdout_t,
     )
 
 
