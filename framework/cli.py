@@ -532,10 +532,40 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             line += f"; also {', '.join(others)}"
         print(line)
     print(f"  reports: {m['drift']['report']} ({later}), {m['clean']['report']}")
-    print(
-        f"Done in {time.perf_counter() - started:.1f}s. Not in the demo yet: retraining "
-        "(it joins when it is built)."
+    print("\n".join(_loop_lines(result.loop, later)))
+    print(f"Done in {time.perf_counter() - started:.1f}s.")
+
+
+def _loop_lines(loop: dict[str, Any], period: str) -> list[str]:
+    """The closing loop's before/after numbers (framework.demo_loop)."""
+    if not loop:
+        return []
+    r = loop["retrain"]
+    lines = ["Closing the loop (parity feedback, parity retrain --reason drift --promote):"]
+    fb = loop["feedback"]["champion"]
+    lines.append(
+        f"  ground truth   {period}, {fb['labelled']:,} predictions: live ROC-AUC "
+        f"{_fmt(fb['roc_auc'])}, PR-AUC {_fmt(fb['pr_auc'])}"
     )
+    if r["status"] not in ("promoted", "challenger"):
+        lines.append(f"  retrain        {r['status']}: {r['message']}")
+        return lines
+    m = r["metrics"]
+    lines.append(
+        f"  retrain        same {r['holdout']['rows']:,}-row holdout: PR-AUC champion "
+        f"{_fmt(m['champion']['pr_auc'])} -> challenger {_fmt(m['challenger']['pr_auc'])}; "
+        f"{r['message']}"
+    )
+    ms = loop["reload_seconds"] * 1000
+    lines.append(f"  hot reload     served by the new version {ms:.0f} ms after the promotion")
+    a = loop["after"]
+    lines.append(
+        f"  after          the same {a['transactions']:,} later transactions: live PR-AUC "
+        f"{_fmt(a['old']['pr_auc'])} (v{a['old_version']}) -> {_fmt(a['new']['pr_auc'])} "
+        f"(v{a['new_version']}), ROC-AUC {_fmt(a['old']['roc_auc'])} -> "
+        f"{_fmt(a['new']['roc_auc'])}"
+    )
+    return lines
 
 
 def _fmt(value: Any) -> str:

@@ -19,7 +19,11 @@ after it, each transaction's features computed by the point-in-time join just
 before it happened and sent to the Open Inference Protocol's ``ModelInfer``
 with every feature as a tensor (plain model serving, logged like any
 prediction) — then runs :func:`framework.monitor.monitor_summary` on each
-period's requests and writes the HTML reports. Retraining joins when it lands.
+period's requests and writes the HTML reports. Then the loop closes
+(:mod:`framework.demo_loop`): the drifted period's ground truth is ingested,
+drift triggers ``parity retrain``, the challenger beats the champion on the same
+latest holdout and is promoted, the running server hot-reloads it, and the
+latest transactions scored by both versions show live quality recovering.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from framework import repository
+from framework.demo_loop import close_the_loop
 from framework.errors import FeatureStoreError
 from framework.feature_pipeline import build_offline_sources
 from framework.labels import entity_frame_from_labels
@@ -77,6 +82,8 @@ class DemoResult:
     model: dict[str, Any] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     monitoring: dict[str, Any] = field(default_factory=dict)
+    #: Ground truth, retraining, hot reload and recovery (:mod:`framework.demo_loop`).
+    loop: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,10 +233,16 @@ def run_demo(
                 period["request_prefix"] = f"demo-{name}-{run}-"
                 _replay(f"127.0.0.1:{running.port}", ref.name, trained.manifest, features,
                         period["request_prefix"])  # fmt: skip
+            running.prediction_log.flush(30)
+            result.monitoring = _monitor(data, registry, ref.name, periods, drift)
+            step("monitor", _monitor_line(result.monitoring), t)
+            result.loop = close_the_loop(
+                repo, store, registry, f"127.0.0.1:{running.port}", data, periods, ref.version,
+                replay=_replay, rows_per_request=_INFER_ROWS,
+                flush=lambda: running.prediction_log.flush(30), step=step,
+            )  # fmt: skip
         finally:
             running.stop(2)  # drains the calls, then writes the whole prediction log
-        result.monitoring = _monitor(data, registry, ref.name, periods, drift)
-        step("monitor", _monitor_line(result.monitoring), t)
     return result
 
 
@@ -281,13 +294,13 @@ def _periods(path: Path, drift_start: datetime, n: int) -> dict[str, dict[str, A
         ):
             entities = con.execute(
                 f"""SELECT * FROM (
-                        SELECT user_id, merchant_id, amount,
+                        SELECT transaction_id, user_id, merchant_id, amount,
                                hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT
                                    AS hour_of_day,
                                transaction_timestamp - INTERVAL 1 MICROSECOND AS event_timestamp
                         FROM read_parquet(?) WHERE {where}
                         ORDER BY transaction_timestamp {order}, transaction_id LIMIT ?)
-                    ORDER BY event_timestamp""",
+                    ORDER BY event_timestamp, transaction_id""",
                 [str(path), drift_start, n],
             ).to_arrow_table()
             times = entities.column("event_timestamp")
@@ -302,9 +315,13 @@ def _periods(path: Path, drift_start: datetime, n: int) -> dict[str, dict[str, A
     return out
 
 
-def _replay(target: str, model: str, manifest: dict[str, Any], features: Any, prefix: str) -> None:
+def _replay(
+    target: str, model: str, manifest: dict[str, Any], features: Any, prefix: str,
+    version: str = "",
+) -> None:  # fmt: skip
     """Send the feature rows to ``ModelInfer`` with every model feature as a tensor (plain
-    model serving), ``_INFER_ROWS`` rows a request, request ids ``prefix`` + a number."""
+    model serving), ``_INFER_ROWS`` rows a request, request ids ``prefix`` + a number; to
+    ``version`` if given, else the champion."""
     import grpc
     import numpy as np
 
@@ -316,7 +333,9 @@ def _replay(target: str, model: str, manifest: dict[str, Any], features: Any, pr
         stub = v2_grpc.GRPCInferenceServiceStub(channel)
         for i, offset in enumerate(range(0, features.num_rows, _INFER_ROWS)):
             chunk = features.slice(offset, _INFER_ROWS)
-            request = v2.ModelInferRequest(model_name=model, id=f"{prefix}{i}")
+            request = v2.ModelInferRequest(
+                model_name=model, model_version=version, id=f"{prefix}{i}"
+            )
             for f in fields:
                 column = chunk.column(f["name"])
                 tensor = request.inputs.add(name=f["name"], shape=[chunk.num_rows])

@@ -78,6 +78,7 @@ def check_trigger(
     outcomes_root: Path | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    request_id_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Whether ``reason`` holds now: ``{"reason", "fired", "why", "alerts"}``."""
     if reason not in TRIGGERS:
@@ -89,6 +90,7 @@ def check_trigger(
     champion = registry.aliases(model).get("champion")
     summary = monitor_summary(
         log_root, registry, model, since=since, until=until,
+        request_id_prefix=request_id_prefix,
         outcomes_root=outcomes_root if reason == "quality" else None,
     )  # fmt: skip
     wanted = _DRIFT_ALERTS if reason == "drift" else {"quality_drop"}

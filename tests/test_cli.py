@@ -144,7 +144,13 @@ def test_demo_runs_end_to_end_and_says_what_it_did(workspace: Workspace) -> None
     assert ": alert, " in drifted and "category" in drifted and "amount_mean_7d" in drifted, out
     for report in ("monitor.html", "monitor-clean.html"):
         assert (workspace.data / report).read_text().startswith("<!DOCTYPE html>")
-    assert len(out.splitlines()) <= 20
+    # The loop closes: ground truth for the drifted period, then retraining gated on the
+    # same holdout (at 10k transactions the challenger may or may not beat the champion).
+    assert "  feedback" in out and "  retrain" in out
+    assert "Closing the loop" in out and "  ground truth   drifted period, " in out
+    retrain = next(line for line in out.splitlines() if line.startswith("  retrain   "))
+    assert "passed the gate" in retrain or "refused: change pr_auc" in retrain, retrain
+    assert len(out.splitlines()) <= 30
     assert "Warning" not in result.stderr, result.stderr  # a clean demo: no library noise
     assert result.stderr == "", result.stderr
 
@@ -166,6 +172,9 @@ def test_demo_json_reports_online_vectors_and_monitoring(workspace: Workspace) -
         "promote",
         "serve",
         "monitor",
+        "feedback",
+        "retrain",
+        *(["reload", "after"] if report["loop"]["retrain"]["status"] == "promoted" else []),
     ]
     assert [p["model_version"] for p in report["predictions"]] == ["1", "1", "1"]
     model = report["model"]
@@ -202,6 +211,22 @@ def test_demo_json_reports_online_vectors_and_monitoring(workspace: Workspace) -
     assert any("crypto_exchange" in r for r in new), new
     # The model trained on what happened before the clean period only.
     assert model["trained_before"] == clean["period"]["start"]
+    # Ground truth for every replayed drifted prediction, joined by request id and row.
+    loop = report["loop"]
+    assert loop["feedback"]["stored"] == drifted["replayed"]
+    counts = loop["feedback"]["counts"]
+    assert counts["by_request_id"] >= drifted["replayed"] and counts["ambiguous"] == 0
+    assert loop["feedback"]["champion"]["labelled"] == drifted["replayed"]
+    retrain = loop["retrain"]
+    assert retrain["trigger"]["fired"] and "feature_drift" in retrain["trigger"]["alerts"]
+    assert retrain["champion"] == 1 and retrain["challenger"] == 2
+    # Both versions were scored on the same rows, which the challenger never trained on.
+    assert retrain["holdout"]["train_end"] < retrain["holdout"]["start"]
+    assert set(retrain["metrics"]) == {"challenger", "champion", "baseline"}
+    if retrain["status"] == "promoted":
+        assert loop["reload_seconds"] < 10
+        after = loop["after"]
+        assert after["old"]["labelled"] == after["new"]["labelled"] == after["transactions"]
 
 
 @pytest.mark.integration
