@@ -20,8 +20,20 @@ _LATENCY_BUCKETS = (
 _CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0)
 
 
+def _in_process_values() -> None:
+    """Keep metric values in process memory. Importing Feast sets
+    ``PROMETHEUS_MULTIPROC_DIR``, which makes prometheus_client keep every value in an
+    mmapped file (a file write and a pid check per increment); the server's worker
+    processes each export their own metrics port instead, so they need none of that."""
+    from prometheus_client import values
+
+    if values.ValueClass is not values.MutexValue:
+        values.ValueClass = values.MutexValue
+
+
 class ServerMetrics:
     def __init__(self) -> None:
+        _in_process_values()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

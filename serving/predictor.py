@@ -150,6 +150,7 @@ class Predictor:
         canary_alias: str = "challenger",
         shadow_alias: str | None = None,
         micro_batching: bool = True,
+        thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -162,8 +163,10 @@ class Predictor:
         self.on_fallback = on_fallback or (lambda cause: None)
         self.on_issue = on_issue or (lambda kind, feature: None)
         self.feature_timeout = feature_timeout
-        self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="lookup")
-        self._shadows = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self._lookups = ThreadPoolExecutor(
+            lookup_threads, thread_name_prefix="lookup", initializer=thread_init
+        )
+        self._shadows = ThreadPoolExecutor(1, thread_name_prefix="shadow", initializer=thread_init)
         self.canary_share = canary_share
         self.canary_alias = canary_alias
         self.shadow_alias = shadow_alias

@@ -147,11 +147,17 @@ def start_server(
     clock: Callable[[], float] | None = None,
 ) -> RunningServer:
     """Build and start the server; returns once it is listening and its models are loaded."""
+    from sklearn.utils import _openmp_helpers  # noqa: F401  (loads the OpenMP runtime now)
     from threadpoolctl import threadpool_limits
 
     # HistGradientBoosting's OpenMP threads on every call fight each other and the gRPC
     # workers (single-row p99 of ~14 ms on 2 cores); one thread per call scales better.
-    threadpool_limits(limits=settings.inference_threads)
+    # OpenMP keeps this limit per thread, so every thread that may run a model sets it as
+    # it starts (the executors' initializer), not just this one.
+    def limit_threads() -> None:
+        threadpool_limits(limits=settings.inference_threads)
+
+    limit_threads()
     metrics = ServerMetrics()
 
     def on_write(rows: int, seconds: float) -> None:
@@ -217,6 +223,7 @@ def start_server(
         shadow_alias=settings.shadow_alias,
         micro_batching=settings.micro_batching,
         lookup_threads=settings.threads,
+        thread_init=limit_threads,
     )
     metrics.watch_freshness(store, predictor.clock)
     models = settings.models or [
@@ -235,7 +242,9 @@ def start_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=settings.threads, thread_name_prefix="rpc", initializer=limit_threads
+        ),
         options=options,
     )
     pb_grpc.add_PredictionServiceServicer_to_server(

@@ -1,0 +1,1410 @@
+"""Serving: parity's server against the two-hop setup a user would otherwise build.
+
+One run, same model, same features, same machine, loopback (issue 6). A fresh
+workspace is built by ``parity demo --drift none`` (50k sample transactions,
+features materialised into SQLite, ``fraud_model`` trained and promoted); the
+entity rows are the latest transactions of the sample (keys that exist online,
+their real amounts and hours), and every server judges TTLs at the sample's end.
+Systems, each measured at 1, 8 and 64 requests in flight:
+
+* ``ours Predict``      — ``parity serve``; ``parity.v1.PredictionService/Predict`` with
+  entity keys + request data: online lookup + inference + routing + prediction log;
+* ``two-hop``           — ``feast serve`` (HTTP ``/get-online-features``, the model's
+  feature service) on the SAME repository copy and SQLite file, then MLServer V2 gRPC
+  ``ModelInfer`` with those features: two network hops per prediction;
+* ``ours Predict+explain`` — the same with ``explain``: SHAP attributions of every
+  feature (issue 11: the cost of an explanation, off the default path);
+* ``ours V2``           — ``parity serve``; Open Inference Protocol ``ModelInfer`` with
+  every feature supplied as a tensor (no lookup; scored, routed and logged);
+* ``MLServer V2``       — MLServer 1.7.1 (``mlserver-sklearn``) ``ModelInfer``, the same
+  request message (pandas codec: ``content_type`` ``pd``, one tensor per column);
+* ``feast serve``       — the feature hop alone (an anchor of the issue);
+* ``in-process floor``  — one process: Feast ``get_online_features`` (the feature
+  service) + the model's feature frame + ``predict_proba``; threads for 8/64.
+
+MLServer serves the SAME fitted pipeline: loaded from parity's registry (skops,
+checksum-verified) in our venv and written as joblib, in an environment with
+exactly our scikit-learn, numpy, pandas, scipy and joblib; the run checks its
+probabilities against ours before measuring.
+
+The anchors run from their own environments under ``--anchors-venv``, TWO of
+them because one cannot hold both: mlserver 1.7.1 needs fastapi<0.116 (hence
+starlette<0.47) and feast 0.67 needs starlette>=1.0.1. ``feast/`` holds feast
+0.67 pinned to our lock file; ``mlserver/`` holds mlserver 1.7.1 with uvloop
+0.21 (1.7.1's parallel inference workers die with uvloop >= 0.22: "There is no
+current event loop").
+
+Servers: ``parity serve`` as shipped, in each ``--ours`` configuration (default: the
+shipped 1 process x 8 threads, and 2 processes x 32 threads); MLServer with
+``parallel_workers`` 1 (its default) and 2, ``debug`` off, OMP_NUM_THREADS=1;
+``feast serve --workers 1 --no-access-log --max-requests 0`` (Feast's default
+1,000 recycles the worker every thousand requests, mid-measurement). The
+targets compare each of our configurations with the anchors' best number.
+
+OpenMP: HistGradientBoosting runs every one of its 300 trees as an OpenMP
+parallel region; with two threads per call on this 2-vCPU VM a one-row
+``predict_proba`` takes 6 ms or 35 ms depending on whether the other vCPU is
+awake. ``threadpoolctl.threadpool_limits`` in one thread does not help: libgomp
+keeps the limit per calling thread, and requests run on worker threads. Only
+OMP_NUM_THREADS in the environment binds every thread, so the floor and MLServer
+run with OMP_NUM_THREADS=1; ``parity serve`` runs as shipped unless
+``--ours-omp-threads`` says otherwise.
+
+Load: a separate load-generator process (never a server's) keeps K requests in
+flight for ``--duration`` seconds after ``--warmup`` seconds, recording every
+request's latency; p50/p95/p99, requests/s and errors come from the measured
+window. The default harness is grpc.aio (one event loop, K coroutines; the
+two-hop's HTTP hop over one keep-alive connection per coroutine); ``--harness
+threads`` uses K threads with blocking stubs. Either spends about 0.4-1 ms of
+CPU per request (the two-hop's JSON the most), 0.1 core at these rates: not
+the bottleneck, but a share of the 2 cores. Connections are spread over up to
+``CHANNELS`` gRPC channels, so ``--workers 2`` (SO_REUSEPORT) gets connections
+on both processes.
+
+Noise: the machine has 2 cores, which client, servers and anything else running
+share. Before each cell the run waits (``--quiet-wait``) for other processes to
+leave the CPU; the table gives the CPU the servers and the client spent per
+request and the share of the machine other processes took during the cell.
+``--repeat N`` runs everything N times, every other run in reverse order, and
+reports medians.
+
+    .venv/bin/python bench/serving.py --setup-anchors     # once: the anchors' venvs
+    .venv/bin/python bench/serving.py [--json results.json] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ANCHORS_VENV = Path.home() / ".cache" / "parity" / "serving-anchors-venv"
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
+#: Installed in the MLServer environment at exactly the versions of this one.
+SAME_AS_OURS = ["scikit-learn", "numpy", "pandas", "scipy", "joblib", "threadpoolctl"]
+MODEL = "fraud_model"
+FEATURE_SERVICE = "fraud_model_v1"
+FLOOR_DETAIL = "one process, a thread per request in flight, OMP_NUM_THREADS=1"
+EXPORT_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import joblib
+from framework.registry import ModelRegistry
+registry = ModelRegistry(Path(sys.argv[2]))
+model, _ = registry.load(registry.resolve("fraud_model@champion"))
+joblib.dump(model, sys.argv[3])
+"""
+CHANNELS = 8  # gRPC channels (TCP connections) a load generator opens at most
+TIMEOUT = 30.0  # per request, seconds
+#: The issue's anchors, measured on 2026-11-21 (sequential, single client).
+ANCHORS = {
+    "feast serve": (1.03, 1.98),
+    "MLServer V2": (2.08, 7.62),
+    "in-process floor": (1.0, None),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One system to measure: the servers it needs and the load child's client for it.
+
+    A new scenario (say, ``Predict`` with explanations) is one entry here plus one
+    client function in :data:`CLIENTS`.
+    """
+
+    label: str
+    servers: str  # "ours", "anchors" or "none" (in-process)
+    client: str  # key of CLIENTS
+    what: str
+    every_config: bool = True  # False: measured with the group's first configuration only
+
+
+SCENARIOS = {
+    "predict": Scenario("ours Predict", "ours", "predict", "lookup + inference + logging"),
+    "explain": Scenario(
+        "ours Predict+explain",
+        "ours",
+        "explain",
+        "Predict with explain: SHAP attributions of every feature",
+    ),
+    "two_hop": Scenario("two-hop", "anchors", "two_hop", "feast serve HTTP, then MLServer V2"),
+    "v2_ours": Scenario("ours V2", "ours", "v2_ours", "ModelInfer, features supplied"),
+    "v2_mlserver": Scenario("MLServer V2", "anchors", "v2_mlserver", "ModelInfer, pandas codec"),
+    "feast_http": Scenario(
+        "feast serve", "anchors", "feast_http", "get-online-features only", every_config=False
+    ),
+    "floor": Scenario("in-process floor", "none", "floor", "get_online_features + predict_proba"),
+}
+
+
+@dataclass(frozen=True)
+class OursConfig:
+    """``parity serve`` flags, and OMP_NUM_THREADS in its environment if ``omp_threads``."""
+
+    workers: int
+    threads: int
+    omp_threads: int = 0
+
+    @property
+    def label(self) -> str:
+        env = f"OMP_NUM_THREADS={self.omp_threads} " if self.omp_threads else ""
+        return f"{env}parity serve --workers {self.workers} --threads {self.threads}"
+
+    @property
+    def short(self) -> str:
+        omp = f" OMP={self.omp_threads}" if self.omp_threads else ""
+        return f"{self.workers} proc × {self.threads} threads{omp}"
+
+
+@dataclass(frozen=True)
+class AnchorsConfig:
+    """MLServer's ``parallel_workers`` and OMP_NUM_THREADS (0: unset); feast serve's workers."""
+
+    mlserver_workers: int
+    omp_threads: int
+    feast_workers: int
+
+    @property
+    def label(self) -> str:
+        omp = f", OMP_NUM_THREADS={self.omp_threads}" if self.omp_threads else ""
+        return (f"MLServer parallel_workers={self.mlserver_workers}{omp}; feast serve --workers "
+                f"{self.feast_workers} --no-access-log --max-requests 0")  # fmt: skip
+
+    @property
+    def short(self) -> str:
+        return f"MLServer pw={self.mlserver_workers}, feast w={self.feast_workers}"
+
+
+@dataclass
+class Workspace:
+    """A demo workspace and what the load children send."""
+
+    root: Path
+    now: str  # the sample's end: the servers' clock
+    rows: list[dict[str, Any]]  # entity keys + request data, one per request
+    features: list[dict[str, Any]]  # the model's features for those rows (in-process read)
+    fields: list[dict[str, str]]  # the model's features, name and Feast type
+    proba: list[float]  # the in-process model's fraud probability for those features
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "feature_repo"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "data" / "models"
+
+
+@dataclass
+class Running:
+    """Servers up for a group of scenarios: their addresses and process ids."""
+
+    targets: dict[str, str]
+    pids: list[int]
+    config: str  # short, for the table
+    detail: str  # every setting, for the footer
+    checks: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ anchors setup
+
+
+def setup_anchors(root: Path) -> None:
+    """Create the feast and MLServer environments (see the module docstring)."""
+    feast = f"feast[duckdb]=={metadata.version('feast')}"
+    _venv(root / "feast", ["-c", str(ROOT / "requirements.lock"), feast])
+    same = [f"{d}=={metadata.version(d)}" for d in SAME_AS_OURS]
+    _venv(root / "mlserver", [*MLSERVER_PINS, *same])
+    print(f"anchors: {root / 'feast'} ({feast}), {root / 'mlserver'} "
+          f"({', '.join(MLSERVER_PINS + same)})")  # fmt: skip
+
+
+def _venv(path: Path, requirements: list[str]) -> None:
+    uv = shutil.which("uv")
+    if uv:
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(path)], check=True)
+        pip = [uv, "pip", "install", "-q", "--python", str(path / "bin" / "python")]
+    else:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+        pip = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, *requirements], check=True)
+
+
+def _anchor_versions(root: Path) -> dict[str, dict[str, str]]:
+    code = ("import json, sys\nfrom importlib import metadata\n"
+            "print(json.dumps({d: metadata.version(d) for d in sys.argv[1:]}))")  # fmt: skip
+    wanted = {
+        "feast": ["feast", "fastapi", "uvicorn", "gunicorn"],
+        "mlserver": ["mlserver", "mlserver-sklearn", "scikit-learn", "grpcio", "uvloop"],
+    }
+    out = {}
+    for venv, dists in wanted.items():
+        proc = subprocess.run([str(root / venv / "bin" / "python"), "-c", code, *dists],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        out[venv] = json.loads(proc.stdout)
+    return out
+
+
+# ------------------------------------------------------------------ workspace
+
+
+def build_workspace(root: Path, n_rows: int) -> Workspace:
+    """Copy the repository, run ``parity demo --drift none`` in it, pick the entity rows."""
+    if not (root / "data" / "models" / MODEL).is_dir():  # a kept --workdir is reused
+        _demo(root)
+    now = json.loads((root / "data" / "raw" / "manifest.json").read_text())["end"]
+    rows = _latest_rows(root / "data" / "raw" / "transactions.parquet", n_rows)
+    fields, features, proba = _in_process_features(root, rows)
+    keep = [i for i, f in enumerate(features) if _strings_present(f, fields)]
+    return Workspace(root, now, [rows[i] for i in keep], [features[i] for i in keep], fields,
+                     [proba[i] for i in keep])  # fmt: skip
+
+
+def _demo(root: Path) -> None:
+    """``parity demo --drift none`` in a copy of the repository (its data in ``root/data``)."""
+    shutil.copytree(ROOT / "feature_repo", root / "feature_repo")
+    proc = subprocess.run(
+        [sys.executable, "-m", "framework.cli", "demo", "--repo", str(root / "feature_repo"),
+         "--drift", "none", "--json"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"parity demo failed:\n{proc.stderr[-3000:]}")
+
+
+def _latest_rows(path: Path, n: int) -> list[dict[str, Any]]:
+    """Entity keys and request data of the ``n`` latest transactions."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            """SELECT user_id, merchant_id, amount,
+                      hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT AS hour_of_day
+               FROM read_parquet(?) ORDER BY transaction_timestamp DESC, transaction_id LIMIT ?""",
+            [str(path), n],
+        ).fetchall()
+    finally:
+        con.close()
+    return [{"user_id": u, "merchant_id": m, "amount": a, "hour_of_day": h} for u, m, a, h in rows]
+
+
+def _in_process_features(
+    root: Path, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[float]]:
+    """The model's fields, the features Feast reads for ``rows`` and the model's scores."""
+    import pyarrow as pa
+
+    from framework.estimator import FeatureField, feature_frame
+    from framework.registry import ModelRegistry
+    from framework.repository import load_store
+
+    store = load_store(root / "feature_repo")
+    registry = ModelRegistry(root / "data" / "models")
+    model, manifest = registry.load(registry.resolve(f"{MODEL}@champion"))
+    fields = [{"name": f["name"], "dtype": f["dtype"]} for f in manifest["features"]]
+    service = store.get_feature_service(manifest["feature_service"])
+    read = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    features = [{f["name"]: read[f["name"]][i] for f in fields} for i in range(len(rows))]
+    typed = [FeatureField(f["name"], f["dtype"], "") for f in fields]
+    frame = feature_frame(pa.table({f.name: read[f.name] for f in typed}), typed)
+    proba = [float(p) for p in model.predict_proba(frame)[:, 1]]
+    return fields, features, proba
+
+
+def _strings_present(features: dict[str, Any], fields: list[dict[str, str]]) -> bool:
+    """A V2 BYTES tensor has no null: keep rows whose text features all have a value."""
+    return all(features[f["name"]] is not None for f in fields if f["dtype"] in ("String", "Bytes"))
+
+
+# ------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Poll ``ready`` until it holds; fail with the log's tail if the process exits or
+    a minute passes."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} not ready within 60 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+             ) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """A server in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
+    import psutil
+
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        family = [proc.pid]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in family[1:]:  # children that left the group, if any
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+
+
+def _family(pids: list[int]) -> list[Any]:
+    import psutil
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p = psutil.Process(pid)
+            out += [p, *p.children(recursive=True)]
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of the processes and all their descendants."""
+    import psutil
+
+    total = 0.0
+    for p in _family(pids):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _listening(port: int, pids: list[int]) -> int:
+    """How many of the processes (or their descendants) listen on ``port``."""
+    import psutil
+
+    family = {p.pid for p in _family(pids)}
+    return sum(
+        1 for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid in family
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ servers
+
+
+@contextlib.contextmanager
+def serve_ours(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Running]:
+    """``parity serve`` on a free port, ready once every worker listens and reports healthy."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "framework.cli", "serve", "--repo", str(ws.repo), "--port",
+           str(port), "--workers", str(config.workers), "--threads", str(config.threads),
+           "--now", ws.now, "--model", f"{MODEL}@champion"]  # fmt: skip
+    log = logs / f"parity-serve-w{config.workers}t{config.threads}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(config.omp_threads)} if config.omp_threads else None
+    with _process(cmd, log, ROOT, env) as proc:
+        _wait(lambda: _listening(port, [proc.pid]) == config.workers and _healthy(port),
+              proc, "parity serve", log)  # fmt: skip
+        running = Running({"ours": f"127.0.0.1:{port}"}, [proc.pid], config.short, config.label)
+        running.checks.append(check_ours(ws, running.targets["ours"]))
+        yield running
+
+
+def _healthy(port: int) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=2
+        )
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@contextlib.contextmanager
+def serve_anchors(ws: Workspace, venvs: Path, config: AnchorsConfig, logs: Path
+                  ) -> Iterator[Running]:  # fmt: skip
+    """MLServer with the same pipeline, and ``feast serve`` on the same repository copy."""
+    ml_args = (config.mlserver_workers, config.omp_threads)
+    with serve_mlserver(ws, venvs / "mlserver", *ml_args, logs) as (ml, ml_pid):
+        with serve_feast(ws, venvs / "feast", config.feast_workers, logs) as (fs, fs_pid):
+            targets = {"mlserver": ml, "feast": fs}
+            running = Running(targets, [ml_pid, fs_pid], config.short, config.label)
+            running.checks += [check_mlserver(ws, ml), check_feast(ws, fs)]
+            yield running
+
+
+@contextlib.contextmanager
+def serve_mlserver(ws: Workspace, venv: Path, workers: int, omp_threads: int, logs: Path
+                   ) -> Iterator[tuple[str, int]]:  # fmt: skip
+    """MLServer 1.7.1 serving our fitted pipeline (written as joblib) as ``fraud_model``."""
+    folder = ws.root / "mlserver"
+    _write_mlserver_model(ws, folder / MODEL)
+    grpc_port = free_port()
+    settings = {"debug": False, "host": "127.0.0.1", "http_port": free_port(),
+                "grpc_port": grpc_port, "metrics_port": free_port(),
+                "parallel_workers": workers}  # fmt: skip
+    (folder / "settings.json").write_text(json.dumps(settings))
+    log = logs / "mlserver.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads)} if omp_threads else None
+    cmd = [str(venv / "bin" / "mlserver"), "start", str(folder)]
+    with _process(cmd, log, folder, env) as proc:
+        _wait(lambda: _model_ready(grpc_port), proc, "mlserver", log)
+        yield f"127.0.0.1:{grpc_port}", proc.pid
+
+
+def _write_mlserver_model(ws: Workspace, folder: Path) -> None:
+    """The champion, loaded from our registry (checksum-verified skops), as joblib; in a
+    fresh process: once Feast has run an on-demand view, dill's picklers are installed and
+    the joblib file would need dill to load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", EXPORT_CHILD, str(ROOT), str(ws.registry),
+                    str(folder / "model.joblib")], check=True)  # fmt: skip
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+    }))  # fmt: skip
+
+
+def _model_ready(port: int) -> bool:
+    import grpc
+
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        return bool(stub.ModelReady(v2.ModelReadyRequest(name=MODEL), timeout=2).ready)
+
+
+@contextlib.contextmanager
+def serve_feast(ws: Workspace, venv: Path, workers: int, logs: Path
+                ) -> Iterator[tuple[str, int]]:  # fmt: skip
+    """``feast serve`` over the workspace's repository (its registry, its SQLite file).
+
+    ``--max-requests 0``: Feast's default (1,000) recycles the gunicorn worker every
+    thousand requests, a restart in the middle of a measurement."""
+    port = free_port()
+    cmd = [str(venv / "bin" / "feast"), "-c", str(ws.repo), "serve", "-p", str(port),
+           "--workers", str(workers), "--no-access-log", "--max-requests", "0"]  # fmt: skip
+    log = logs / "feast-serve.log"
+    with _process(cmd, log, ws.repo) as proc:
+        _wait(lambda: _http_ok(port) and _listening(port, [proc.pid]) >= 1, proc, "feast serve",
+              log)  # fmt: skip
+        yield f"127.0.0.1:{port}", proc.pid
+
+
+def _http_ok(port: int) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+        return bool(reply.status == 200)
+
+
+# ------------------------------------------------------------------ answer checks
+
+
+def check_ours(ws: Workspace, target: str) -> str:
+    """Our answers are the model's: no FALLBACK on Predict, V2 scores equal in-process ones."""
+    import grpc
+
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+    from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+    n = min(32, len(ws.rows))
+    with grpc.insecure_channel(target) as channel:
+        predict = pb_grpc.PredictionServiceStub(channel).Predict
+        decisions = Counter(
+            pb.Decision.Name(predict(predict_request(r), timeout=10).predictions[0].decision)
+            for r in ws.rows[:n]
+        )
+        infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        scores = [_output(infer(v2_request(ws.fields, f, False), timeout=10), "score")[0]
+                  for f in ws.features[:n]]  # fmt: skip
+    diff = max(abs(a - b) for a, b in zip(scores, ws.proba, strict=False))
+    return (f"ours: Predict on {n} rows {dict(decisions)}; V2 (features supplied) vs in-process "
+            f"predict_proba: max |diff| {diff:.2e}")  # fmt: skip
+
+
+def check_mlserver(ws: Workspace, target: str) -> str:
+    """MLServer's probabilities for the same features against ours (in-process)."""
+    import grpc
+
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    n = min(32, len(ws.features))
+    with grpc.insecure_channel(target) as channel:
+        infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        proba = [_output(infer(v2_request(ws.fields, f, True), timeout=10), "predict_proba")[1]
+                 for f in ws.features[:n]]  # fmt: skip
+    diff = max(abs(a - b) for a, b in zip(proba, ws.proba, strict=False))
+    verdict = "same model" if diff < 1e-9 else "**DIFFERENT**"
+    return f"MLServer vs in-process predict_proba on {n} rows: max |diff| {diff:.2e} ({verdict})"
+
+
+def check_feast(ws: Workspace, target: str) -> str:
+    """``feast serve`` returns the features the in-process read returned."""
+    import urllib.request
+
+    n = min(32, len(ws.rows))
+    body = json.dumps(feast_body(ws.rows[:n])).encode()
+    request = urllib.request.Request(f"http://{target}/get-online-features", body,
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        served = feast_features(json.loads(reply.read()), n)
+    differ = sum(
+        1 for i in range(n) for f in ws.fields
+        if not _same(served[i].get(f["name"]), ws.features[i][f["name"]])
+    )  # fmt: skip
+    return f"feast serve vs in-process features on {n} rows: {differ} values differ"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(a == b)
+
+
+def _output(response: Any, name: str) -> list[Any]:
+    for i, out in enumerate(response.outputs):
+        if out.name == name:
+            if response.raw_output_contents:
+                import numpy as np
+
+                return list(np.frombuffer(response.raw_output_contents[i], "<f8"))
+            return list(out.contents.fp64_contents)
+    raise KeyError(name)
+
+
+# ------------------------------------------------------------------ requests (shared)
+
+
+def predict_request(row: dict[str, Any]) -> Any:
+    """``Predict`` for one row: entity keys and request data."""
+    from serving.converters import to_value
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    request = pb.PredictRequest(model_name=MODEL)
+    r = request.rows.add()
+    for key in ("user_id", "merchant_id"):
+        r.entity_keys[key].CopyFrom(to_value(row[key]))
+    for key in ("amount", "hour_of_day"):
+        r.request_data[key].CopyFrom(to_value(row[key]))
+    return request
+
+
+def v2_request(fields: list[dict[str, str]], features: dict[str, Any], mlserver: bool) -> Any:
+    """``ModelInfer`` with one tensor per feature, MLServer's pandas codec marked
+    (parity ignores the parameters); MLServer is asked for ``predict_proba``."""
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+
+    request = v2.ModelInferRequest(model_name=MODEL)
+    request.parameters["content_type"].string_param = "pd"
+    for f in fields:
+        value = features[f["name"]]
+        tensor = request.inputs.add(name=f["name"], shape=[1])
+        if f["dtype"] in ("String", "Bytes"):
+            tensor.datatype = "BYTES"
+            tensor.parameters["content_type"].string_param = "str"
+            tensor.contents.bytes_contents.append(str(value).encode())
+        else:
+            tensor.datatype = "FP64"
+            tensor.contents.fp64_contents.append(math.nan if value is None else float(value))
+    if mlserver:
+        request.outputs.add(name="predict_proba")
+    return request
+
+
+def feast_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``/get-online-features``: the feature service, entity keys and request data as columns."""
+    return {"feature_service": FEATURE_SERVICE,
+            "entities": {k: [r[k] for r in rows] for k in rows[0]}}  # fmt: skip
+
+
+def feast_features(payload: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Rows of name -> value from ``feast serve``'s JSON answer."""
+    names = payload["metadata"]["feature_names"]
+    return [{name: res["values"][i] for name, res in zip(names, payload["results"], strict=True)}
+            for i in range(n)]  # fmt: skip
+
+
+# ------------------------------------------------------------------ load child: clients
+#
+# A client is ``(spec, aio) -> (open_worker, close)``; ``open_worker(i)`` returns the
+# call in-flight slot ``i`` makes (``call(j)`` sends request ``j``; async under aio) and
+# the call returns an outcome to count (a decision, "ok").
+
+
+def _channels(target: str, n: int, aio: bool) -> list[Any]:
+    import grpc
+
+    # A local subchannel pool: each channel its own TCP connection (gRPC shares them
+    # between equal channels otherwise), so SO_REUSEPORT can spread them over workers.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    make = grpc.aio.insecure_channel if aio else grpc.insecure_channel
+    return [make(target, options=options) for _ in range(n)]
+
+
+def _grpc_client(stubs: list[Any], method: str, requests: list[Any],
+                 outcome: Callable[[Any], str], aio: bool) -> Callable[[int], Any]:  # fmt: skip
+    def open_worker(i: int) -> Any:
+        call = getattr(stubs[i % len(stubs)], method)
+        n = len(requests)
+        if aio:
+
+            async def run_async(j: int) -> str:
+                return outcome(await call(requests[j % n], timeout=TIMEOUT))
+
+            return run_async
+
+        def run(j: int) -> str:
+            return outcome(call(requests[j % n], timeout=TIMEOUT))
+
+        return run
+
+    return open_worker
+
+
+def client_predict(
+    spec: dict[str, Any], aio: bool, explain: bool = False
+) -> tuple[Callable[[int], Any], Callable[[], Any]]:
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+    from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+    channels = _channels(spec["targets"]["ours"], spec["channels"], aio)
+    stubs = [pb_grpc.PredictionServiceStub(c) for c in channels]
+    requests = [predict_request(r) for r in spec["rows"]]
+    for request in requests:
+        request.explain = explain
+
+    def decision(reply: Any) -> str:
+        return str(pb.Decision.Name(reply.predictions[0].decision))
+
+    return _grpc_client(stubs, "Predict", requests, decision, aio), _closer(channels)
+
+
+def client_v2(spec: dict[str, Any], aio: bool, mlserver: bool
+              ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    target = spec["targets"]["mlserver" if mlserver else "ours"]
+    channels = _channels(target, spec["channels"], aio)
+    stubs = [v2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    requests = [v2_request(spec["fields"], f, mlserver) for f in spec["features"]]
+    outcome = _proba_outcome if mlserver else _decision_outcome
+    return _grpc_client(stubs, "ModelInfer", requests, outcome, aio), _closer(channels)
+
+
+def _decision_outcome(reply: Any) -> str:
+    for i, out in enumerate(reply.outputs):
+        if out.name == "decision":
+            if reply.raw_output_contents:
+                return str(reply.raw_output_contents[i][4:].decode())
+            return str(out.contents.bytes_contents[0].decode())
+    raise KeyError("decision")
+
+
+def _proba_outcome(reply: Any) -> str:
+    proba = reply.outputs[0].contents.fp64_contents
+    if len(proba) != 2 or not 0 <= proba[1] <= 1:
+        raise ValueError(f"not a probability pair: {list(proba)}")
+    return "ok"
+
+
+def client_two_hop(spec: dict[str, Any], aio: bool
+                   ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
+    """What a user would build: HTTP to ``feast serve``, then gRPC ``ModelInfer`` to MLServer."""
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    host, port = spec["targets"]["feast"].rsplit(":", 1)
+    bodies = [json.dumps(feast_body([r])).encode() for r in spec["rows"]]
+    channels = _channels(spec["targets"]["mlserver"], spec["channels"], aio)
+    stubs = [v2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    fields, n = spec["fields"], len(bodies)
+
+    def infer_request(payload: bytes) -> Any:
+        return v2_request(fields, feast_features(json.loads(payload), 1)[0], True)
+
+    def open_worker(i: int) -> Any:
+        stub = stubs[i % len(stubs)]
+        if aio:
+            conn = _AioHttp(host, int(port))
+
+            async def run_async(j: int) -> str:
+                payload = await conn.post("/get-online-features", bodies[j % n])
+                return _proba_outcome(
+                    await stub.ModelInfer(infer_request(payload), timeout=TIMEOUT)
+                )
+
+            return run_async
+        post = _sync_http(host, int(port))
+
+        def run(j: int) -> str:
+            payload = post("/get-online-features", bodies[j % n])
+            return _proba_outcome(stub.ModelInfer(infer_request(payload), timeout=TIMEOUT))
+
+        return run
+
+    return open_worker, _closer(channels)
+
+
+def client_feast_http(spec: dict[str, Any], aio: bool
+                      ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
+    """The feature hop alone: ``feast serve`` ``/get-online-features``."""
+    host, port = spec["targets"]["feast"].rsplit(":", 1)
+    bodies = [json.dumps(feast_body([r])).encode() for r in spec["rows"]]
+    n = len(bodies)
+
+    def open_worker(i: int) -> Any:
+        if aio:
+            conn = _AioHttp(host, int(port))
+
+            async def run_async(j: int) -> str:
+                json.loads(await conn.post("/get-online-features", bodies[j % n]))
+                return "ok"
+
+            return run_async
+        post = _sync_http(host, int(port))
+
+        def run(j: int) -> str:
+            json.loads(post("/get-online-features", bodies[j % n]))
+            return "ok"
+
+        return run
+
+    return open_worker, list
+
+
+def client_floor(spec: dict[str, Any], aio: bool
+                 ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
+    """In process: Feast ``get_online_features`` + the model's frame + ``predict_proba``, one
+    OpenMP thread per call (the load child runs with OMP_NUM_THREADS=1, see the docstring)."""
+    import pyarrow as pa
+
+    from framework.estimator import FeatureField, feature_frame
+    from framework.registry import ModelRegistry
+    from framework.repository import load_store
+
+    store = load_store(Path(spec["repo"]))
+    registry = ModelRegistry(Path(spec["registry"]))
+    model, manifest = registry.load(registry.resolve(f"{MODEL}@champion"))
+    fields = [FeatureField(**f) for f in manifest["features"]]
+    service = store.get_feature_service(manifest["feature_service"])
+    rows = spec["rows"]
+
+    def open_worker(i: int) -> Callable[[int], str]:
+        def run(j: int) -> str:
+            read = store.get_online_features(features=service, entity_rows=[rows[j % len(rows)]])
+            values = read.to_dict()
+            frame = feature_frame(pa.table({f.name: values[f.name] for f in fields}), fields)
+            p = float(model.predict_proba(frame)[0, 1])
+            return "ok" if 0 <= p <= 1 else "bad"
+
+        return run
+
+    return open_worker, list
+
+
+CLIENTS: dict[str, Callable[..., tuple[Callable[[int], Any], Callable[[], Any]]]] = {
+    "predict": client_predict,
+    "explain": lambda spec, aio: client_predict(spec, aio, explain=True),
+    "v2_ours": lambda spec, aio: client_v2(spec, aio, mlserver=False),
+    "v2_mlserver": lambda spec, aio: client_v2(spec, aio, mlserver=True),
+    "two_hop": client_two_hop,
+    "feast_http": client_feast_http,
+    "floor": client_floor,
+}
+SYNC_ONLY = {"floor"}  # in-process: threads whatever the harness
+
+
+def _closer(channels: list[Any]) -> Callable[[], Any]:
+    def close() -> Any:
+        results = [c.close() for c in channels]
+        return [r for r in results if asyncio.iscoroutine(r)]
+
+    return close
+
+
+class _AioHttp:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (POST, JSON, Content-Length)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> bytes:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        self.writer.write(head.encode() + body)
+        try:
+            lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = dict(h.lower().split(": ", 1) for h in lines[1:] if ": " in h)
+            payload = await self.reader.readexactly(int(headers["content-length"]))
+        except Exception:
+            self.writer.close()
+            self.writer = None  # reconnect on the next request
+            raise
+        status = int(lines[0].split(" ", 2)[1])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
+        return payload
+
+
+def _sync_http(host: str, port: int) -> Callable[[str, bytes], bytes]:
+    """A keep-alive ``http.client`` connection; returns ``post(path, body) -> payload``."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    headers = {"Content-Type": "application/json"}
+
+    def post(path: str, body: bytes) -> bytes:
+        conn.request("POST", path, body, headers)
+        reply = conn.getresponse()
+        payload = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"HTTP {reply.status}: {payload[:200]!r}")
+        return payload
+
+    return post
+
+
+# ------------------------------------------------------------------ load child: harness
+
+
+@dataclass
+class _Tally:
+    """What one in-flight slot saw; the measured window only, except ``total``."""
+
+    latencies: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    last_end: float = 0.0
+
+    def add(self, measured: bool, seconds: float, outcome: str | None, error: str | None,
+            end: float) -> None:  # fmt: skip
+        self.total += 1
+        if not measured:
+            return
+        self.latencies.append(seconds)
+        self.last_end = max(self.last_end, end)
+        if error is None:
+            self.outcomes[str(outcome)] += 1
+        else:
+            self.errors[error] += 1
+
+
+def _error_name(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if callable(code):
+        with contextlib.suppress(Exception):
+            details = exc.details()  # type: ignore[attr-defined]
+            return f"{code().name}: {' '.join(str(details).split())[:120]}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+
+
+def run_threads(open_worker: Callable[[int], Any], spec: dict[str, Any]) -> list[_Tally]:
+    """K threads, each sending its next request when the last one answered."""
+    k, tallies = spec["inflight"], [_Tally() for _ in range(spec["inflight"])]
+    calls = [open_worker(i) for i in range(k)]
+    spec["cpu_start"] = _rusage_seconds()
+    start = time.perf_counter() + 0.05
+    measure_from, stop = start + spec["warmup"], start + spec["warmup"] + spec["duration"]
+
+    def slot(i: int) -> None:
+        call, tally, j = calls[i], tallies[i], i
+        while (began := time.perf_counter()) < stop:
+            outcome, error = None, None
+            try:
+                outcome = call(j)
+            except Exception as exc:
+                error = _error_name(exc)
+            end = time.perf_counter()
+            tally.add(began >= measure_from, end - began, outcome, error, end)
+            j += k
+
+    threads = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spec["measure_from"] = measure_from
+    return tallies
+
+
+async def run_aio(open_worker: Callable[[int], Any], spec: dict[str, Any]) -> list[_Tally]:
+    """K coroutines on one event loop, each sending its next request when the last answered."""
+    k, tallies = spec["inflight"], [_Tally() for _ in range(spec["inflight"])]
+    calls = [open_worker(i) for i in range(k)]
+    spec["cpu_start"] = _rusage_seconds()
+    start = time.perf_counter()
+    measure_from, stop = start + spec["warmup"], start + spec["warmup"] + spec["duration"]
+
+    async def slot(i: int) -> None:
+        call, tally, j = calls[i], tallies[i], i
+        while (began := time.perf_counter()) < stop:
+            outcome, error = None, None
+            try:
+                outcome = await call(j)
+            except Exception as exc:
+                error = _error_name(exc)
+            end = time.perf_counter()
+            tally.add(began >= measure_from, end - began, outcome, error, end)
+            j += k
+
+    await asyncio.gather(*(slot(i) for i in range(k)))
+    spec["measure_from"] = measure_from
+    return tallies
+
+
+def load_child(spec_path: Path) -> None:
+    """The load generator: run one client at one in-flight level, print JSON."""
+
+    spec = json.loads(spec_path.read_text())
+    client = CLIENTS[spec["client"]]
+    aio = spec["harness"] == "aio" and spec["client"] not in SYNC_ONLY
+    if aio:
+
+        async def main() -> list[_Tally]:
+            open_worker, close = client(spec, True)
+            try:
+                return await run_aio(open_worker, spec)
+            finally:
+                await asyncio.gather(*close())
+
+        tallies = asyncio.run(main())
+    else:
+        open_worker, close = client(spec, False)
+        tallies = run_threads(open_worker, spec)
+        close()
+    cpu = _rusage_seconds() - spec["cpu_start"]  # the load itself: no imports, no set-up
+    print(json.dumps({**summarise(tallies, spec["measure_from"]), "client_cpu_s": cpu,
+                      "client_cpu_total_s": _rusage_seconds(),
+                      "harness": "aio" if aio else "threads"}))  # fmt: skip
+
+
+def _rusage_seconds() -> float:
+    """CPU seconds (user + system) of this process, all its threads."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def summarise(tallies: list[_Tally], measure_from: float) -> dict[str, Any]:
+    """Percentiles (ms), requests/s over the measured window, outcomes and errors."""
+    import numpy as np
+
+    latencies = np.array([s for t in tallies for s in t.latencies]) * 1000
+    outcomes: Counter[str] = sum((t.outcomes for t in tallies), Counter())
+    errors: Counter[str] = sum((t.errors for t in tallies), Counter())
+    window = max(t.last_end for t in tallies) - measure_from if len(latencies) else 0.0
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if len(latencies) else (0, 0, 0)
+    return {
+        "requests": int(len(latencies)), "total_requests": sum(t.total for t in tallies),
+        "seconds": window, "rps": len(latencies) / window if window else 0.0,
+        "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+        "max_ms": float(latencies.max()) if len(latencies) else 0.0,
+        "errors": sum(errors.values()), "error_kinds": dict(errors.most_common(5)),
+        "outcomes": dict(outcomes),
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure(scenario: Scenario, inflight: int, ws: Workspace, running: Running | None,
+            args: argparse.Namespace, tmp: Path) -> dict[str, Any]:  # fmt: skip
+    """One load child against the running servers; its result plus the CPU the servers,
+    the client and everything else on the machine spent meanwhile."""
+    import psutil
+
+    spec = {
+        "client": scenario.client, "inflight": inflight, "harness": args.harness,
+        "warmup": args.warmup, "duration": args.duration,
+        "channels": min(inflight, CHANNELS), "targets": running.targets if running else {},
+        "rows": ws.rows, "features": ws.features, "fields": ws.fields,
+        "repo": str(ws.repo), "registry": str(ws.registry),
+    }  # fmt: skip
+    path = tmp / "load-spec.json"
+    path.write_text(json.dumps(spec))
+    waited = wait_for_quiet(args)
+    pids = running.pids if running else []
+    server0, machine0, t0 = _cpu_seconds(pids), psutil.cpu_times(), time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the floor's model calls (see the docstring)
+    proc = subprocess.run([sys.executable, __file__, "--load-child", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    server, machine = _cpu_seconds(pids) - server0, _busy(psutil.cpu_times(), machine0)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"load child ({scenario.label}, {inflight}) failed:\n{proc.stderr[-3000:]}"
+        )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = max(result["total_requests"], 1)
+    client = result["client_cpu_total_s"]
+    result.update(
+        waited_s=waited, server_cpu_ms=server / n * 1000, client_cpu_ms=result["client_cpu_s"] / n * 1000,
+        other_cpu_share=max(machine - server - client, 0.0) / (wall * (os.cpu_count() or 1)),
+    )  # fmt: skip
+    return result
+
+
+def wait_for_quiet(args: argparse.Namespace) -> float:
+    """Before a cell, wait (at most ``--quiet-wait`` seconds, and ``--quiet-budget`` in
+    all) until the machine's other work takes under 10 % of it; the servers are idle then,
+    so what is busy is someone else's. Returns the seconds waited."""
+    import psutil
+
+    waited = 0.0
+    while waited < args.quiet_wait and args.quiet_budget > 0:
+        if psutil.cpu_percent(interval=1.0) < 10:
+            break
+        waited += 1.0
+        args.quiet_budget -= 1.0
+    return waited
+
+
+def _busy(after: Any, before: Any) -> float:
+    """Busy CPU seconds of the whole machine between two ``psutil.cpu_times()``."""
+    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return float(total - idle)
+
+
+def run_all(ws: Workspace, args: argparse.Namespace, tmp: Path, checks: list[str]
+            ) -> list[dict[str, Any]]:  # fmt: skip
+    """Every selected scenario at every in-flight level, servers started per group; the
+    servers' answer checks go to ``checks``."""
+    chosen = [SCENARIOS[name] for name in args.scenario]
+    results: list[dict[str, Any]] = []
+    groups: list[tuple[str, Any]] = [("none", None)]
+    groups += [("ours", c) for c in args.ours] + [("anchors", c) for c in args.anchors]
+    for rep, i in itertools.product(range(args.repeat), range(len(groups))):
+        n = i if rep % 2 == 0 else len(groups) - 1 - i  # odd repeats in reverse order
+        group, config = groups[n]
+        first = all(g != group for g, _ in groups[:n])
+        scenarios = [s for s in chosen if s.servers == group and (first or s.every_config)]
+        if not scenarios:
+            continue
+        with _servers(group, config, ws, args, tmp) as running:
+            for line in running.checks if running else []:
+                print(f"  check: {line}", file=sys.stderr, flush=True)
+                checks.append(line)
+            for scenario in scenarios:
+                for k in args.inflight:
+                    r = measure(scenario, k, ws, running, args, tmp)
+                    r.update(system=scenario.label, what=scenario.what, inflight=k, repeat=rep,
+                             config=running.config if running else "threads",
+                             detail=running.detail if running else FLOOR_DETAIL)  # fmt: skip
+                    results.append(r)
+                    _progress(r)
+    return results
+
+
+@contextlib.contextmanager
+def _servers(group: str, config: Any, ws: Workspace, args: argparse.Namespace,
+             tmp: Path) -> Iterator[Running | None]:  # fmt: skip
+    if group == "ours":
+        with serve_ours(ws, config, tmp) as running:
+            yield running
+    elif group == "anchors":
+        with serve_anchors(ws, args.anchors_venv, config, tmp) as running:
+            yield running
+    else:
+        yield None
+
+
+def _progress(r: dict[str, Any]) -> None:
+    print(f"  {r['system']:<17} {r['inflight']:>3} in flight: p50 {r['p50_ms']:.2f} ms, "
+          f"p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, {r['errors']} errors, other load "
+          f"{r['other_cpu_share']:.0%}, server CPU {r['server_cpu_ms']:.2f} ms/req "
+          f"({r['config']})", file=sys.stderr, flush=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------ report
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (system, configuration, in flight): the median of each number over the
+    repeats, errors and outcomes summed."""
+    import statistics
+
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        cells.setdefault((r["system"], r["config"], r["inflight"]), []).append(r)
+    out = []
+    for group in cells.values():
+        row = dict(group[0], repeats=len(group))
+        for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "rps", "server_cpu_ms",
+                    "client_cpu_ms", "other_cpu_share"):  # fmt: skip
+            row[key] = statistics.median(r[key] for r in group)
+        row["errors"] = sum(r["errors"] for r in group)
+        row["waited_s"] = sum(r["waited_s"] for r in group)
+        row["outcomes"] = dict(sum((Counter(r["outcomes"]) for r in group), Counter()))
+        out.append(row)
+    return out
+
+
+def report(results: list[dict[str, Any]], ws: Workspace, checks: list[str],
+           args: argparse.Namespace) -> None:  # fmt: skip
+    """The Markdown table, the targets and where it ran."""
+    repeats = f"median of {args.repeat} runs" if args.repeat > 1 else "one run"
+    print(f"\nServing: {MODEL} (HistGradientBoosting pipeline + calibration, "
+          f"{len(ws.fields)} features of {FEATURE_SERVICE!r}), one row per request, "
+          f"{len(ws.rows)} latest sample transactions cycled; {args.warmup:g} s warm-up + "
+          f"{args.duration:g} s measured per cell, {repeats}; load generator: {args.harness}, "
+          "its own process\n")  # fmt: skip
+    print("| system | configuration | in flight | p50 ms | p95 ms | p99 ms | req/s | errors "
+          "| server CPU ms/req | client CPU ms/req | other load |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        server = "—" if r["system"] == "in-process floor" else f"{r['server_cpu_ms']:.2f}"
+        print(f"| {r['system']} | {r['config']} | {r['inflight']} | {r['p50_ms']:.2f} | "
+              f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} | {r['errors']} | "
+              f"{server} | {r['client_cpu_ms']:.2f} | {r['other_cpu_share']:.0%} |")  # fmt: skip
+    print()
+    for line in targets(results):
+        print(line)
+    print()
+    for line in footer(results, ws, checks, args):
+        print(line)
+
+
+def _cell(results: list[dict[str, Any]], system: str, k: int, config: str | None = None
+          ) -> dict[str, Any] | None:  # fmt: skip
+    for r in results:
+        if r["system"] == system and r["inflight"] == k and config in (None, r["config"]):
+            return r
+    return None
+
+
+def targets(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's three targets, per configuration of our server, each against the best
+    anchor configuration for that number (most req/s, lowest p99)."""
+    lines = ["| target | ours | measured | goal | verdict |", "|---|---|---:|---:|---|"]
+    configs = list(dict.fromkeys(r["config"] for r in results if r["system"].startswith("ours")))
+    floor = _cell(results, "in-process floor", 1)
+    hop, mls = _cells(results, "two-hop", 64), _cells(results, "MLServer V2", 64)
+    for config in configs:
+        seq = _cell(results, "ours Predict", 1, config)
+        ours64, v2 = (
+            _cell(results, "ours Predict", 64, config),
+            _cell(results, "ours V2", 64, config),
+        )
+        if seq and floor:
+            ratio = seq["p50_ms"] / floor["p50_ms"]
+            lines.append(_verdict("sequential p50, Predict ÷ floor", config, f"{ratio:.2f}×",
+                                  "≤ 1.3×", ratio <= 1.3))  # fmt: skip
+        if ours64 and hop:
+            ratio = ours64["rps"] / max(r["rps"] for r in hop)
+            p99 = min(r["p99_ms"] for r in hop)
+            lines.append(_verdict("64 in flight, Predict req/s ÷ two-hop", config,
+                                  f"{ratio:.2f}×", "≥ 3×", ratio >= 3))  # fmt: skip
+            lines.append(_verdict("64 in flight, p99 Predict vs two-hop", config,
+                                  f"{ours64['p99_ms']:.0f} vs {p99:.0f} ms", "lower",
+                                  ours64["p99_ms"] < p99))  # fmt: skip
+        if v2 and mls:
+            ratio = v2["rps"] / max(r["rps"] for r in mls)
+            lines.append(_verdict("64 in flight, V2 req/s ÷ MLServer", config, f"{ratio:.2f}×",
+                                  "≥ 1.5×", ratio >= 1.5))  # fmt: skip
+    return lines
+
+
+def _cells(results: list[dict[str, Any]], system: str, k: int) -> list[dict[str, Any]]:
+    return [r for r in results if r["system"] == system and r["inflight"] == k]
+
+
+def _verdict(name: str, config: str, measured: str, goal: str, ok: bool) -> str:
+    return f"| {name} | {config} | {measured} | {goal} | " + ("PASS |" if ok else "**MISS** |")
+
+
+def footer(results: list[dict[str, Any]], ws: Workspace, checks: list[str],
+           args: argparse.Namespace) -> list[str]:  # fmt: skip
+    """Answers, anchors, date, machine and versions."""
+    lines = [f"Answers: {c}" for c in dict.fromkeys(checks)]
+    details = dict.fromkeys(f"{r['config']} = {r['detail']}" for r in results)
+    lines.append("Configurations: " + "; ".join(details))
+    waited = sum(r["waited_s"] for r in results)
+    lines.append(f"Quiet: waited {waited:.0f} s in all, before cells, for other processes to "
+                 "leave the CPU (--quiet-wait, --quiet-budget).")  # fmt: skip
+    noisy = [r for r in results if r["other_cpu_share"] > 0.1]
+    if noisy:
+        lines.append(f"Noise: {len(noisy)} of {len(results)} cells ran while other processes "
+                     f"took over 10 % of the machine (up to "
+                     f"{max(r['other_cpu_share'] for r in noisy):.0%}); rerun when it is quiet.")  # fmt: skip
+    for r in results:
+        if r["system"] == "ours Predict":
+            fallbacks = r["outcomes"].get("FALLBACK", 0)
+            lines.append(f"Decisions, ours Predict {r['inflight']} in flight ({r['config']}): "
+                         f"{r['outcomes']}; FALLBACK {fallbacks}")  # fmt: skip
+        if r["errors"]:
+            lines.append(f"Errors, {r['system']} {r['inflight']} in flight: {r['error_kinds']}")
+    for system, (p50, p99) in ANCHORS.items():
+        seq = _cell(results, system, 1)
+        if seq:
+            lines.append(f"Anchor {system}, sequential: issue {p50} ms p50"
+                         + (f" / {p99} ms p99" if p99 else "")
+                         + f"; today {seq['p50_ms']:.2f} / {seq['p99_ms']:.2f} ms")  # fmt: skip
+    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    ours = {d: metadata.version(d) for d in
+            ("feast", "scikit-learn", "grpcio", "protobuf", "numpy", "pandas", "pyarrow")}  # fmt: skip
+    lines += [
+        f"Date: {date}",
+        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, {_memory_gib():.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}. "
+        "Client, servers and whatever else runs share the 2 cores: 'other load' is the share "
+        "of the machine's CPU taken by other processes during a cell.",
+        f"Versions, ours: {_fmt_versions(ours)}; serving clock --now {ws.now}",
+    ]
+    if any(r["system"] in ("two-hop", "MLServer V2", "feast serve") for r in results):
+        anchors = _anchor_versions(args.anchors_venv)
+        lines.append(f"Versions, anchors: feast venv {_fmt_versions(anchors['feast'])}; "
+                     f"mlserver venv {_fmt_versions(anchors['mlserver'])}")  # fmt: skip
+    return lines
+
+
+def _fmt_versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float:
+    import psutil
+
+    return float(psutil.virtual_memory().total / 2**30)
+
+
+# ------------------------------------------------------------------ main
+
+
+def _ours_configs(text: str, omp_threads: int) -> list[OursConfig]:
+    """``1x8,2x8``: workers x threads per process."""
+    out = []
+    for item in text.split(","):
+        workers, threads = item.strip().lower().split("x")
+        out.append(OursConfig(int(workers), int(threads), omp_threads))
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setup-anchors", action="store_true",
+                        help="create the feast and MLServer environments, then exit")  # fmt: skip
+    parser.add_argument("--anchors-venv", type=Path, default=ANCHORS_VENV)
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS),
+                        help="repeatable; default: all")  # fmt: skip
+    parser.add_argument(
+        "--inflight", default="1,8,64", help="requests in flight (default: %(default)s)"
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--harness", choices=["aio", "threads"], default="aio")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run everything N times (servers restarted, every other run in "
+                        "reverse order), report medians")  # fmt: skip
+    parser.add_argument("--quiet-wait", type=float, default=30,
+                        help="before a cell, wait up to this many seconds for other processes "
+                        "to leave the CPU (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--quiet-budget", type=float, default=120,
+                        help="most seconds to wait for quiet in all (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--ours", default="1x8,2x32",
+                        help="parity serve configurations, WORKERSxTHREADS (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--ours-omp-threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for parity serve (default 0: unset, as shipped)")  # fmt: skip
+    parser.add_argument("--mlserver-workers", default="1,2",
+                        help="MLServer parallel_workers, one anchors run each (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--mlserver-omp-threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for MLServer (0: unset); default: %(default)s")  # fmt: skip
+    parser.add_argument("--feast-workers", type=int, default=1, help="feast serve --workers")
+    parser.add_argument("--rows", type=int, default=512, help="latest transactions to cycle")
+    parser.add_argument("--workdir", type=Path, help="keep the workspace and server logs here")
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--load-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.scenario = args.scenario or list(SCENARIOS)
+    args.inflight = [int(k) for k in args.inflight.split(",")]
+    args.ours = _ours_configs(args.ours, args.ours_omp_threads)
+    args.anchors = [AnchorsConfig(int(w), args.mlserver_omp_threads, args.feast_workers)
+                    for w in args.mlserver_workers.split(",")]  # fmt: skip
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load_child:
+        load_child(args.load_child)
+        return
+    if args.setup_anchors:
+        setup_anchors(args.anchors_venv)
+        return
+    needs_anchors = any(SCENARIOS[s].servers == "anchors" for s in args.scenario)
+    if needs_anchors and not (args.anchors_venv / "mlserver" / "bin" / "mlserver").exists():
+        raise SystemExit(f"No anchors environment at {args.anchors_venv}: run with "
+                         "--setup-anchors first (or pick --scenario predict, v2_ours, floor).")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="parity-bench-serving-") as tmp:
+        root = args.workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"workspace {root}: parity demo --drift none ...", file=sys.stderr, flush=True)
+        ws = build_workspace(root / "ws", args.rows)
+        checks: list[str] = []
+        runs = run_all(ws, args, root, checks)
+    results = aggregate(runs)
+    report(results, ws, checks, args)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "runs": runs, "checks": checks,
+                                         "now": ws.now,
+                                         "args": {k: str(v) for k, v in vars(args).items()}},
+                                        indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
