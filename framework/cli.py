@@ -342,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME[@ALIAS|:VERSION]",
         help="load before reporting ready; repeatable (default: every model with a champion)",
     )
+    serve.add_argument("--tls-cert", help="PEM server certificate: serve TLS (default: plain TCP)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)"
+    )
+    serve.add_argument(
+        "--auth-tokens",
+        metavar="PATH",
+        help="TOML file of token hashes and scopes (see serve-token); every call but health "
+        "checks then needs 'authorization: Bearer <token>' (default: open)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        help="calls per client (token name, else peer IP), e.g. 100/second (default: none)",
+    )
+    serve.add_argument(
+        "--rate-limit-storage",
+        metavar="URI",
+        help="memory:// (per process, the default) or redis://HOST:PORT/DB (shared by workers)",
+    )
 
     predict = commands.add_parser(
         "predict",
@@ -373,7 +393,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=int, default=0, metavar="K", help="with --explain: the K largest only"
     )
     predict.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    predict.add_argument("--tls-ca", help="PEM CA of the server's certificate: connect with TLS")
+    predict.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    predict.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    predict.add_argument(
+        "--token", help="bearer token (default: $PARITY_TOKEN, which ps does not show)"
+    )
     _json_arg(predict)
+
+    token = commands.add_parser(
+        "serve-token",
+        help="make a token for parity serve --auth-tokens",
+        description="Print a fresh random token once, and the [[token]] entry to add to the "
+        "tokens file: the client's name, the token's SHA-256 (never the token), its scopes "
+        "and rate limit.",
+    )
+    token.add_argument("--name", required=True, help="the client's name")
+    token.add_argument(
+        "--scopes",
+        default="predict",
+        help="comma-separated: predict (Predict, Open Inference Protocol), admin "
+        "(GetModelInfo, ReportOutcome, reflection) (default: %(default)s)",
+    )
+    token.add_argument("--rate-limit", help="this client's own limit, e.g. 100/second")
+    token.add_argument("--append", metavar="PATH", help="also append the entry to this file")
 
     review = commands.add_parser(
         "review",
@@ -1027,6 +1070,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
     ("review", "list"): lambda args: _review(args),
     ("review", "resolve"): lambda args: _review(args),
     ("predict", None): lambda args: _serving("predict", args),
+    ("serve-token", None): lambda args: _serving("serve_token", args),
     ("materialize", None): _cmd_materialize,
     ("score", None): _cmd_score,
 }

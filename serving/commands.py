@@ -1,4 +1,5 @@
-"""``parity serve`` and ``parity predict``: the command-line side of serving.
+"""``parity serve``, ``parity serve-token`` and ``parity predict``: the command-line
+side of serving.
 
 ``framework.cli`` defines the flags and calls these lazily, so the library
 never imports gRPC unless a serving command runs.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -35,6 +37,12 @@ def serve(args: argparse.Namespace) -> None:
             "canary_share": args.canary_share,
             "shadow_alias": args.shadow_alias,
             "now": args.now,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "auth_tokens": args.auth_tokens,
+            "rate_limit": args.rate_limit,
+            "rate_limit_storage": args.rate_limit_storage,
         }.items()
         if v is not None
     }
@@ -42,6 +50,12 @@ def serve(args: argparse.Namespace) -> None:
         settings = ServeSettings(**given)
     except Exception as exc:
         raise ConfigError(f"serve settings: {' '.join(str(exc).split())}") from exc
+    from serving.metrics import ServerMetrics
+    from serving.security import Guard, server_credentials
+
+    # A bad security setting stops here, before the store opens or workers start.
+    server_credentials(settings)
+    Guard.from_settings(settings, ServerMetrics())
     if settings.workers > 1:
         _serve_processes(args, settings)
         return
@@ -93,6 +107,14 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     ):  # fmt: skip
         if value is not None:
             common += [flag, str(value)]
+    for flag, setting in (
+        ("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
+        ("--tls-client-ca", settings.tls_client_ca), ("--auth-tokens", settings.auth_tokens),
+        ("--rate-limit", settings.rate_limit),
+        ("--rate-limit-storage", settings.rate_limit_storage),
+    ):  # fmt: skip
+        if setting is not None:
+            common += [flag, str(setting)]
     common += ["--profile", args.profile.value]
     for model in settings.models:
         common += ["--model", model]
@@ -152,7 +174,15 @@ def predict(args: argparse.Namespace) -> None:
         "entity_keys": _parse(args.entity, "--entity"),
         "request_data": _parse(args.request, "--request"),
     }
-    with PredictionClient(args.target, timeout=args.timeout) as client:
+    client = PredictionClient(
+        args.target,
+        timeout=args.timeout,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token=args.token or os.environ.get("PARITY_TOKEN") or None,
+    )
+    with client:
         try:
             result = client.predict(
                 args.model,
@@ -182,3 +212,29 @@ def predict(args: argparse.Namespace) -> None:
         print(f"  why: base value {result['base_value']:.4f}, then")
         for a in result["attributions"]:
             print(f"    {a['contribution']:+.4f}  {a['feature']} = {a['value']}")
+
+
+def serve_token(args: argparse.Namespace) -> None:
+    """Print a fresh token once and the ``[[token]]`` entry (its hash) for the tokens file;
+    with ``--append``, add the entry to that file too."""
+    from pathlib import Path
+
+    from serving.security import load_tokens, new_token
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token, entry = new_token(args.name, scopes, args.rate_limit)
+    if args.append:
+        path = Path(args.append)
+        if path.exists():
+            if any(t.name == args.name for t in load_tokens(path)):
+                raise ConfigError(f"{path} already has a token named {args.name!r}")
+            text = path.read_text()
+            entry = ("" if not text else "\n" if text.endswith("\n") else "\n\n") + entry
+        with path.open("a") as f:
+            f.write(entry)
+        load_tokens(path)  # the file still reads
+    print(f"token for {args.name} (shown once; parity keeps only its hash):")
+    print(f"  {token}")
+    where = f"appended to {args.append}" if args.append else "append to the tokens file"
+    print(f"{where} (--auth-tokens):")
+    print(entry, end="")

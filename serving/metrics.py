@@ -124,6 +124,19 @@ class ServerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
             registry=r,
         )
+        self.auth_failures = Counter(
+            "parity_auth_failures_total",
+            "Calls refused by token authentication (missing, malformed, unknown) or "
+            "authorisation (scope), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "parity_rate_limited_total",
+            "Calls refused by a rate limit, by client (token name, else peer IP).",
+            ["client"],
+            registry=r,
+        )
 
     def count_feature_status(self, status: dict[str, list[str]]) -> None:
         """Count values missing online and values dropped as stale, per feature."""

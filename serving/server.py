@@ -37,6 +37,7 @@ from framework.registry import ModelRegistry
 from framework.request_errors import ERRORS_DIR
 from framework.request_errors import PARTITION as ERRORS_PARTITION
 from framework.review_queue import ReviewQueue
+from serving import security
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog
 from serving.predictor import Predictor
@@ -112,6 +113,28 @@ class ServeSettings(BaseSettings):
     log_batch_rows: int = Field(default=5_000, ge=1)
     log_flush_seconds: float = Field(default=1.0, gt=0)
     log_max_pending_rows: int = Field(default=200_000, ge=1)
+    # Security (serving.security). Unset: plain TCP, no tokens, no rate limit.
+    tls_cert: Path | None = Field(default=None, description="PEM server certificate (TLS).")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM CA whose client certificates are required (mutual TLS).",
+    )
+    auth_tokens: Path | None = Field(
+        default=None,
+        description="TOML file of token hashes, scopes and rate limits (parity serve-token); "
+        "set: every call but health checks needs 'authorization: Bearer <token>'.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Calls per client (token name, else peer IP), like '100/second' or "
+        "'20/second;1000/hour'; a token's own rate_limit overrides it.",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where limits count: memory:// (each worker process alone) or "
+        "redis://HOST:PORT/DB (shared by every worker process).",
+    )
 
 
 @dataclass
@@ -159,6 +182,11 @@ def start_server(
 
     limit_threads()
     metrics = ServerMetrics()
+    # Checked before anything starts: a bad setting stops here, naming it.
+    credentials = security.server_credentials(settings)
+    guard = security.Guard.from_settings(settings, metrics)
+    if guard is not None and guard.tokens is not None and credentials is None:
+        log.warning("auth_tokens without TLS: tokens cross the network in clear text")
 
     def on_write(rows: int, seconds: float) -> None:
         metrics.log_written.inc(rows)
@@ -246,6 +274,7 @@ def start_server(
             max_workers=settings.threads, thread_name_prefix="rpc", initializer=limit_threads
         ),
         options=options,
+        interceptors=[guard] if guard else [],
     )
     pb_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics, log_error),
@@ -259,7 +288,11 @@ def start_server(
     reflection.enable_server_reflection(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         plog.close()
         elog.close()
