@@ -18,6 +18,12 @@ Guarantees:
 * No silent drop: rows accepted by ``append`` stay in memory until written.
   A failed write (disk full, read-only folder) is counted, leaves no visible
   file and is retried with backoff, so no row is written twice.
+* Killed processes lose nothing accepted: ``append`` also writes the rows to a
+  journal (:mod:`serving.log_journal`) before it returns; a new log on the same
+  root writes the rows of a dead process's journal that no part holds yet,
+  exactly once. If the journal itself cannot be written (disk full), rows are
+  still accepted into memory (counted in ``journal_errors``): they survive the
+  outage but not a crash during it.
 * Bounded memory: at most ``max_pending_rows`` rows wait to be written. When
   full, ``append`` waits ``put_timeout`` seconds for room, then raises
   :class:`LogFull` and the rows are not accepted (the caller answers with an error).
@@ -47,6 +53,8 @@ import pyarrow.parquet as pq
 
 from framework.duck import connect
 from framework.errors import DataError, ParityError
+from serving import log_journal
+from serving.log_journal import JOURNAL_DIR, Journal
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,8 @@ _MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _RESERVED = ("model", "date")  # the hive partition columns read_log adds
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _IDLE_WAKE = 0.5  # seconds; the writer notices an exited main thread this often
-_Batch = tuple[tuple[str, bytes], int, list[pa.Table]]  # (model, schema), first seq, tables
+_Chunk = tuple[int, pa.Table, str | None]  # seq, rows, journal segment (None: not journaled)
+_Batch = tuple[tuple[str, bytes], int, list[_Chunk]]  # (model, schema), first seq, chunks
 
 
 class LogFull(ParityError):
@@ -70,7 +79,7 @@ class LogClosed(ParityError):
 class _Buffer:
     """Tables of one (model, schema) waiting to be written; exists only while non-empty."""
 
-    chunks: deque[tuple[int, pa.Table]] = field(default_factory=deque)  # (seq, table)
+    chunks: deque[_Chunk] = field(default_factory=deque)
     rows: int = 0
     since: float = 0.0  # monotonic time the oldest chunk arrived
 
@@ -87,6 +96,8 @@ class PredictionLog:
         max_pending_rows: int = 200_000,
         put_timeout: float = 1.0,
         on_write: Callable[[int, float], None] | None = None,
+        journal: bool = True,
+        journal_fsync: bool = False,
     ) -> None:
         if batch_rows < 1 or max_pending_rows < 1 or flush_interval <= 0 or put_timeout < 0:
             raise ValueError("batch_rows, max_pending_rows and flush_interval must be positive")
@@ -111,6 +122,8 @@ class PredictionLog:
         self._write_errors = self._backpressure_waits = self._rejected_rows = 0
         self._last_error: str | None = None
         self._known_dirs: set[Path] = set()
+        self._journal = Journal(self.root / JOURNAL_DIR, fsync=journal_fsync) if journal else None
+        self.recovered_rows = self._recover() if journal else 0
         # Not a daemon: rows still pending when the interpreter exits get written.
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=False)
         self._thread.start()
@@ -133,6 +146,7 @@ class PredictionLog:
         if rows == 0:
             return
         key = (model, table.schema.serialize().to_pybytes())
+        body = log_journal.encode(model, table) if self._journal is not None else None
         with self._lock:
             self._check_open()
             if self._pending + rows > self.max_pending_rows:
@@ -150,13 +164,28 @@ class PredictionLog:
                         )
                     self._room.wait(left)
                     self._check_open()
-            buffer = self._buffers.setdefault(key, _Buffer(since=time.monotonic()))
             self._seq += 1
-            buffer.chunks.append((self._seq, table))
+            segment = self._journaled(self._seq, body)
+            buffer = self._buffers.setdefault(key, _Buffer(since=time.monotonic()))
+            buffer.chunks.append((self._seq, table, segment))
             buffer.rows += rows
             self._pending += rows
             if buffer.rows >= self.batch_rows:
                 self._work.notify()
+
+    def _journaled(self, seq: int, body: tuple[bytes, int] | None) -> str | None:
+        """Write the rows to the journal (lock held); None when they could not be."""
+        if self._journal is None or body is None:
+            return None
+        try:
+            return self._journal.append(seq, *body)
+        except OSError as exc:
+            if self._journal.errors == 1 or self._journal.errors % 1000 == 0:
+                log.warning(
+                    "Prediction log journal not written (%d times; rows kept in memory "
+                    "only): %s", self._journal.errors, exc,
+                )  # fmt: skip
+            return None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every row appended before the call is on disk; False on timeout."""
@@ -180,6 +209,9 @@ class PredictionLog:
             self._room.notify_all()  # appenders waiting for room give up
         self._thread.join(timeout)
         if not self._thread.is_alive():
+            if self._journal is not None:
+                # Rows the writer could not write stay journaled for the next start.
+                self._journal.close(everything_written=self._pending == 0)
             return True
         with self._lock:
             self._abandon = True
@@ -213,6 +245,11 @@ class PredictionLog:
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    @property
+    def journal_errors(self) -> int:
+        """Appends whose rows could not be journaled (accepted into memory only)."""
+        return self._journal.errors if self._journal is not None else 0
 
     @property
     def backpressure_waits(self) -> int:
@@ -263,17 +300,17 @@ class PredictionLog:
             self._work.wait(min(max(until - now, 0.001), _IDLE_WAKE))
 
     def _take(self, key: tuple[str, bytes], buffer: _Buffer) -> _Batch:
-        first, tables, rows = buffer.chunks[0][0], [], 0
+        first, chunks, rows = buffer.chunks[0][0], [], 0
         while buffer.chunks and rows < self.batch_rows:
-            table = buffer.chunks.popleft()[1]
-            tables.append(table)
-            rows += table.num_rows
+            chunk = buffer.chunks.popleft()
+            chunks.append(chunk)
+            rows += chunk[1].num_rows
         buffer.rows -= rows
         buffer.since = time.monotonic()
         if not buffer.chunks:
             del self._buffers[key]
         self._inflight = first
-        return key, first, tables
+        return key, first, chunks
 
     def _run(self) -> None:
         while True:
@@ -281,17 +318,18 @@ class PredictionLog:
                 batch = self._next_batch()
             if batch is None:
                 return
-            key, first, tables = batch
+            key, first, chunks = batch
             model = key[0]
-            table = pa.concat_tables(tables)
+            table = pa.concat_tables([chunk[1] for chunk in chunks])
+            journaled = _journaled_seqs(chunks)
             dates = pc.unique(table.column(DATE)).to_pylist()
             for i, day in enumerate(dates):  # one file per date; each is its own commit
                 part = table.filter(pc.equal(table.column(DATE), pa.scalar(day, pa.date32())))
                 start = time.monotonic()
                 try:
-                    self._write(part, self.root / f"model={model}" / f"date={day.isoformat()}")
+                    self._write(part, self._folder(model, day), journaled)
                 except Exception as exc:  # disk full, read-only, permissions, ...
-                    self._failed(key, first, table, dates[i:], exc)
+                    self._failed(key, chunks, dates[i:], exc)
                     break
                 seconds = time.monotonic() - start
                 with self._lock:
@@ -307,17 +345,27 @@ class PredictionLog:
                         log.exception("Prediction log on_write callback failed")
             with self._lock:
                 self._inflight = None
+                if self._journal is not None:
+                    self._journal.release(self._oldest())
                 self._room.notify_all()
 
+    def _folder(self, model: str, day: Any) -> Path:
+        return self.root / f"model={model}" / f"date={day.isoformat()}"
+
     def _failed(
-        self, key: tuple[str, bytes], first: int, table: pa.Table, dates: list[Any], exc: Exception
+        self, key: tuple[str, bytes], chunks: list[_Chunk], dates: list[Any], exc: Exception
     ) -> None:
         """Put the unwritten rows back at the front of their buffer and back off (no lock)."""
-        rest = table.filter(pc.is_in(table.column(DATE), value_set=pa.array(dates, pa.date32())))
+        wanted = pa.array(dates, pa.date32())
+        rest = [
+            (seq, table.filter(pc.is_in(table.column(DATE), value_set=wanted)), segment)
+            for seq, table, segment in chunks
+        ]
+        rest = [chunk for chunk in rest if chunk[1].num_rows]
         with self._lock:
             buffer = self._buffers.setdefault(key, _Buffer())
-            buffer.chunks.appendleft((first, rest))
-            buffer.rows += rest.num_rows
+            buffer.chunks.extendleft(reversed(rest))
+            buffer.rows += sum(chunk[1].num_rows for chunk in rest)
             buffer.since = 0.0  # overdue: written again as soon as the backoff allows
             self._write_errors += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -325,8 +373,14 @@ class PredictionLog:
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
         log.warning("Prediction log write failed (rows kept, retrying): %s", exc)
 
-    def _write(self, table: pa.Table, folder: Path) -> None:
-        """Write one whole file into ``folder``: temporary name, fsync, rename (no lock)."""
+    def _write(self, table: pa.Table, folder: Path, journaled: dict[str, list[int]]) -> None:
+        """Write one whole file into ``folder``: temporary name, fsync, rename (no lock).
+
+        The file's metadata names the journal frames whose rows (of this date) it holds."""
+        if journaled:
+            meta = {**(table.schema.metadata or {})}
+            meta[log_journal.META_KEY] = log_journal.part_metadata(journaled)
+            table = table.replace_schema_metadata(meta)
         if folder not in self._known_dirs:
             folder.mkdir(parents=True, exist_ok=True)
             for d in (folder.parent, self.root):
@@ -351,6 +405,58 @@ class PredictionLog:
             _fsync_dir(folder)
         except OSError as exc:
             log.warning("Prediction log could not fsync %s: %s", folder, exc)
+
+    def _recover(self) -> int:
+        """Write the rows of dead processes' journals that no part holds; returns how many."""
+        recovered = 0
+        with log_journal.orphans(self.root / JOURNAL_DIR) as segments:
+            for segment in segments:
+                done = self._covered(segment)
+                groups: dict[tuple[str, bytes, Any], list[tuple[int, pa.Table]]] = {}
+                for seq, model, table in log_journal.read_frames(segment):
+                    schema = table.schema.serialize().to_pybytes()
+                    for day in pc.unique(table.column(DATE)).to_pylist():
+                        if (seq, day.isoformat()) in done:
+                            continue
+                        rows = table.filter(
+                            pc.equal(table.column(DATE), pa.scalar(day, pa.date32()))
+                        )
+                        groups.setdefault((model, schema, day), []).append((seq, rows))
+                count = 0
+                for (model, _, day), parts in groups.items():
+                    rows = pa.concat_tables([t for _, t in parts])
+                    self._write(
+                        rows, self._folder(model, day), {segment.name: [s for s, _ in parts]}
+                    )
+                    count += rows.num_rows
+                segment.unlink()
+                recovered += count
+                log.warning(
+                    "Prediction log recovered %d rows from %s (a process that stopped "
+                    "without writing them)", count, segment,
+                )  # fmt: skip
+        self._written_rows += recovered
+        return recovered
+
+    def _covered(self, segment: Path) -> set[tuple[int, str]]:
+        """(seq, date) pairs of ``segment``'s frames already in parts (written after it began)."""
+        since = log_journal.created_ns(segment) - 60 * 10**9  # clock-step margin
+        done: set[tuple[int, str]] = set()
+        for part in self.root.glob("model=*/date=*/part-*.parquet"):
+            if int(part.name.split("-")[1]) < since:
+                continue
+            metadata = pq.read_schema(part).metadata
+            day = part.parent.name.removeprefix("date=")
+            done.update((seq, day) for seq in log_journal.covered(metadata, segment.name))
+        return done
+
+
+def _journaled_seqs(chunks: list[_Chunk]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for seq, _, segment in chunks:
+        if segment is not None:
+            out.setdefault(segment, []).append(seq)
+    return out
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,6 +4,7 @@ failures, SIGKILL and SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,11 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import DataError
+from serving import log_journal
+from serving.log_journal import JOURNAL_DIR, Journal
 from serving.prediction_log import LogClosed, LogFull, PredictionLog, read_log
 from tests.conftest import ROOT
 
 MODEL = "fraud_model"
 DAY = date(2024, 3, 1)
+DAY2 = DAY + timedelta(days=1)
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
 
 
@@ -239,18 +243,25 @@ def test_append_after_close_and_invalid_tables_raise(tmp_path: Path) -> None:
 CHILD = """
 import signal, sys
 from pathlib import Path
-from tests.test_prediction_log import MODEL, rows
+import pyarrow as pa
+from tests.test_prediction_log import DAY2, MODEL, rows
 from serving.prediction_log import PredictionLog
 
 mode, root = sys.argv[1], Path(sys.argv[2])
-if mode == "kill":
-    log = PredictionLog(root, batch_rows=40, flush_interval=0.001)
+if mode in ("writing", "buffered"):
+    # "writing": files are written all the time; "buffered": nothing is written before
+    # the kill, every accepted row is in memory and the journal only.
+    writing = mode == "writing"
+    log = PredictionLog(
+        root, batch_rows=40 if writing else 10**6, flush_interval=0.001 if writing else 3600
+    )
     n = 0
-    while True:
-        log.append(rows([f"r{n + j}" for j in range(25)]), model=MODEL)
+    while True:  # every append spans two dates, so one append ends up in two files
+        ids = [f"r{n + j}" for j in range(25)]
+        table = pa.concat_tables([rows(ids[:15]), rows(ids[15:], day=DAY2)])
+        log.append(table, model=MODEL)
         n += 25
-        if n % 500 == 0 and log.flush():
-            print(n, flush=True)
+        print(n, log.written_rows, flush=True)  # accepted, written
 else:
     log = PredictionLog(root, flush_interval=3600)
 
@@ -276,24 +287,42 @@ def spawn(mode: str, root: Path) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_while_writing_leaves_only_whole_files(tmp_path: Path) -> None:
-    child = spawn("kill", tmp_path)
+@pytest.mark.parametrize(
+    ("mode", "kill_after"), [("writing", 500), ("writing", 2525), ("buffered", 1000)]
+)
+def test_sigkill_loses_no_accepted_row(tmp_path: Path, mode: str, kill_after: int) -> None:
+    """``kill -9`` of a process appending (and, in "writing" mode, writing files) at full
+    speed: every row ``append`` accepted is in the log exactly once after the next start
+    recovers the dead process's journal, and every visible file is whole."""
+    child = spawn(mode, tmp_path)
     assert child.stdout is not None
-    durable = 0  # rows the child had flushed (all on disk) when last heard from
+    accepted = written = 0  # what the child had been told when it was last heard from
     try:
         for line in child.stdout:
-            durable = int(line)
-            if durable >= 2500:
+            accepted, written = map(int, line.split())
+            if accepted >= kill_after and (mode == "buffered" or written > 0):
                 break
     finally:
-        child.kill()  # SIGKILL, mid-write: the child appends and writes continuously
+        child.kill()  # SIGKILL: appends and writes are running
         _out, err = child.communicate(timeout=60)
-    assert (child.returncode, durable) == (-signal.SIGKILL, 2500), err
+    assert child.returncode == -signal.SIGKILL and accepted >= kill_after, err
+    if mode == "buffered":
+        assert written == 0 and not list(tmp_path.rglob("part-*.parquet"))
     for path in tmp_path.rglob("part-*.parquet"):
         pq.read_table(path, partitioning=None)  # every visible file is whole
-    got = ids_of(read_log(tmp_path))
-    assert len(got) == len(set(got)) and len(got) >= durable
-    assert {f"r{i}" for i in range(durable)} <= set(got)
+    before = ids_of(read_log(tmp_path))
+    assert len(before) == len(set(before))  # no row written twice, even before recovery
+
+    log = PredictionLog(tmp_path)  # a new start finds the dead process's journal
+    assert log.close(timeout=60)
+    got = Counter(ids_of(read_log(tmp_path)))
+    assert set(got.values()) == {1}  # exactly once
+    # Every row accepted before the kill (the child may have gone further than the last
+    # line read here): the rows form one unbroken run from the first, no gap.
+    numbers = sorted(int(i.removeprefix("r")) for i in got)
+    assert numbers == list(range(len(numbers))) and len(numbers) >= accepted, (accepted, written)
+    assert log.recovered_rows == len(got) - len(before)
+    assert not list((tmp_path / "_journal").glob("*"))  # recovered segments are removed
 
 
 @pytest.mark.slow
@@ -310,3 +339,79 @@ def test_sigterm_closes_the_log_and_writes_every_accepted_row(tmp_path: Path) ->
     assert (ready, child.returncode, out) == (["ready", "300", "0"], 0, "closed True\n"), err
     got = ids_of(read_log(tmp_path))
     assert Counter(got) == Counter(f"r{i}-{j}" for i in range(10) for j in range(30))
+
+
+def _dead_journal(root: Path, tables: list[pa.Table]) -> Path:
+    """A journal segment as a killed process leaves it: frames written, lock released."""
+    journal = Journal(root / JOURNAL_DIR)
+    for seq, table in enumerate(tables, start=1):
+        name = journal.append(seq, *log_journal.encode(MODEL, table))
+    journal.close(everything_written=False)  # the kernel drops a dead process's lock
+    return root / JOURNAL_DIR / name
+
+
+def test_recovery_skips_rows_a_part_already_holds(tmp_path: Path) -> None:
+    """Killed between writing a file and deleting its journal: the file's metadata says
+    which frames (and for which date) it holds, so recovery writes only the rest."""
+    first = pa.concat_tables([rows(["a1", "a2"]), rows(["a3"], day=DAY2)])
+    segment = _dead_journal(tmp_path, [first, rows(["b1", "b2"])])
+    writer = PredictionLog(tmp_path, journal=False)
+    # Frame 1's rows of DAY made it into a file; its DAY2 row and frame 2 did not.
+    writer._write(rows(["a1", "a2"]), writer._folder(MODEL, DAY), {segment.name: [1]})
+    assert writer.close()
+    log = PredictionLog(tmp_path)
+    assert log.close() and log.recovered_rows == 3
+    assert Counter(ids_of(read_log(tmp_path))) == Counter(["a1", "a2", "a3", "b1", "b2"])
+    assert not segment.exists()
+    assert PredictionLog(tmp_path).recovered_rows == 0  # nothing left to recover
+
+
+def test_recovery_stops_at_a_torn_frame_and_leaves_live_journals_alone(tmp_path: Path) -> None:
+    segment = _dead_journal(tmp_path, [rows(["a"]), rows(["b"])])
+    torn = _dead_journal(tmp_path / "elsewhere", [rows(["c"])]).read_bytes()
+    with segment.open("ab") as f:  # the frame being written when the process died
+        f.write(torn[: len(torn) // 2])
+    live = PredictionLog(tmp_path, flush_interval=3600)  # holds its own segment's lock
+    live.append(rows(["live"]), model=MODEL)
+    other = PredictionLog(tmp_path / ".", flush_interval=3600)  # a second process, say
+    assert other.recovered_rows == 0  # live's journal is locked: not an orphan
+    assert other.close() and live.close()
+    assert Counter(ids_of(read_log(tmp_path))) == Counter(["a", "b", "live"])
+    assert live.recovered_rows == 2
+
+
+def test_disk_full_keeps_accepted_rows_and_pushes_back(tmp_path: Path) -> None:
+    """A real full file system (a 512 KiB tmpfs): the journal and the writer fail, rows
+    already accepted stay in memory, new rows are refused once the log is full (a clear
+    error naming the folder and the cause), and when space returns every accepted row
+    is written exactly once."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:  # fill it
+                f.write(b"\0" * 4096)
+        log = PredictionLog(
+            mount / "log", batch_rows=50, flush_interval=0.01, max_pending_rows=400,
+            put_timeout=0.05,
+        )  # fmt: skip
+        accepted: list[str] = []
+        with pytest.raises(LogFull, match=r"behind: .*No space left on device"):
+            for i in range(1000):
+                batch = [f"r{i}-{j}" for j in range(20)]
+                log.append(rows(batch), model=MODEL)
+                accepted += batch
+        assert log.journal_errors > 0 and log.write_errors > 0
+        assert len(accepted) == log.pending_rows == 400 and log.written_rows == 0
+        (mount / "filler").unlink()  # space returns
+        assert log.close(timeout=60)
+        assert Counter(ids_of(read_log(mount / "log"))) == Counter(accepted)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
