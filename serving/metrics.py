@@ -113,6 +113,12 @@ class ServerMetrics:
             "Requests refused because the prediction log was full (backpressure).",
             registry=r,
         )
+        self.log_journal_errors = Gauge(
+            "parity_prediction_log_journal_errors",
+            "Predictions accepted while the log's journal could not be written (disk full): "
+            "kept in memory only, so a crash before they are written would lose them.",
+            registry=r,
+        )
         self.log_written = Counter(
             "parity_prediction_log_rows_total",
             "Prediction rows written to the prediction log.",

@@ -113,6 +113,11 @@ class ServeSettings(BaseSettings):
     log_batch_rows: int = Field(default=5_000, ge=1)
     log_flush_seconds: float = Field(default=1.0, gt=0)
     log_max_pending_rows: int = Field(default=200_000, ge=1)
+    log_fsync: bool = Field(
+        default=False,
+        description="Flush every accepted prediction's journal frame to the device before "
+        "answering (survives power loss; off: survives the process being killed).",
+    )
     # Security (serving.security). Unset: plain TCP, no tokens, no rate limit.
     tls_cert: Path | None = Field(default=None, description="PEM server certificate (TLS).")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
@@ -198,7 +203,11 @@ def start_server(
         flush_interval=settings.log_flush_seconds,
         max_pending_rows=settings.log_max_pending_rows,
         on_write=on_write,
+        journal_fsync=settings.log_fsync,
     )
+    if plog.recovered_rows:
+        log.warning("prediction log: %d rows recovered from a stopped process's journal",
+                    plog.recovered_rows)  # fmt: skip
 
     def log_rows(model: str, table: Any) -> None:
         try:
@@ -208,6 +217,7 @@ def start_server(
             raise
         finally:
             metrics.log_pending.set(plog.pending_rows)
+            metrics.log_journal_errors.set(plog.journal_errors)
 
     # Failed prediction calls, for ``parity monitor``'s error rates. Never blocks a call:
     # when this log is full the row is dropped and counted as rejected.
@@ -217,6 +227,7 @@ def start_server(
         max_pending_rows=settings.log_max_pending_rows,
         put_timeout=0,
         on_write=on_write,
+        journal_fsync=settings.log_fsync,
     )
 
     def log_error(table: Any) -> None:

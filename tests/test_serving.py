@@ -5,10 +5,12 @@ prediction log, and bad input."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +355,59 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     assert {"request_id": "r7", "code": "OK", "version": "1", "model": MODEL}.items() <= next(
         r for r in calls if r["request_id"] == "r7"
     ).items()
+
+
+def _start_serve(root: Path, stderr: Any, **env: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
+         "--port", "0"],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **env},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on" in line, line
+    return proc, line.split("listening on ")[1].split(" ")[0]
+
+
+@pytest.mark.slow
+def test_sigkill_loses_no_answered_prediction(served: Served, tmp_path: Path) -> None:
+    """``kill -9`` of a real ``parity serve`` under 8 concurrent clients, its log batching
+    for an hour so nothing is in a file yet: after a restart every prediction it answered
+    is in the log exactly once (recovered from its journal)."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.prediction_log import read_log
+
+    root = _copy(served, tmp_path / "ws")
+    predictions = root / "data" / "predictions"
+    with (tmp_path / "server.log").open("w") as err:
+        proc, target = _start_serve(root, err, PARITY_SERVE_LOG_FLUSH_SECONDS="3600")
+        rows = recent_rows(served, 3)
+
+        def call(i: int) -> list[tuple[str, int]]:
+            with PredictionClient(target) as client:
+                answers = client.predict(MODEL, rows[: 1 + i % 3], request_id=f"k{i}")
+                return [(a["request_id"], j) for j, a in enumerate(answers)]
+
+        with ThreadPoolExecutor(8) as pool:
+            answered = [pair for pairs in pool.map(call, range(160)) for pair in pairs]
+        assert not list(predictions.glob("model=*/date=*/part-*.parquet"))  # all in memory
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        # A restart recovers the journal before it serves; SIGTERM then flushes.
+        again, _ = _start_serve(root, err)
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=60)
+        assert again.returncode == 0
+    logged = read_log(predictions, MODEL)
+    pairs = list(
+        zip(logged["__request_id"].to_pylist(), logged["__row_index"].to_pylist(), strict=True)
+    )
+    assert len(answered) == sum(1 + i % 3 for i in range(160))
+    assert Counter(pairs) == Counter(answered)  # every answered row, exactly once
+    assert "recovered" in (tmp_path / "server.log").read_text()
 
 
 @pytest.mark.slow
