@@ -73,4 +73,7 @@ def load(path: Path, expected_sha256: str) -> Any:
             f"The model artifact {path} contains types parity does not trust: "
             f"{', '.join(refused)}; refusing to load it."
         )
-    return sio.loads(data, trusted=untrusted)
+    try:
+        return sio.loads(data, trusted=untrusted)
+    except Exception as exc:  # a damaged file whose checksum was rewritten to match
+        raise ArtifactError(f"The model artifact {path} could not be loaded: {exc}") from exc

@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from framework import registry_cache
 from framework.errors import ConfigError, FeatureStoreError
 
 PRODUCTION_DEFAULTS = {
@@ -95,11 +96,26 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
     (data_dir(repo) / "feast").mkdir(parents=True, exist_ok=True)
     try:
         # repo_path matters: Feast resolves relative registry and SQLite paths against it.
-        return FeatureStore(repo_path=str(repo.resolve()), fs_yaml_file=yaml_path.resolve())
+        store = FeatureStore(repo_path=str(repo.resolve()), fs_yaml_file=yaml_path.resolve())
+        if profile is Profile.PRODUCTION:
+            # Feast connects lazily; connect now. Then refresh the SQL registry's cache off
+            # the request path and keep the last good snapshot while PostgreSQL is down.
+            registry_cache.install(
+                store.registry, f"PostgreSQL at {_location(os.environ['PARITY_REGISTRY_URL'])}"
+            )
     except Exception as exc:
         raise FeatureStoreError(
             f"Could not open the Feast registry for profile {profile.value!r}: {_one_line(exc)}"
         ) from exc
+    return store
+
+
+def _location(url: str) -> str:
+    """``host:port/database`` of a database URL (never its password)."""
+    import sqlalchemy as sa
+
+    target = sa.make_url(url)
+    return f"{target.host}:{target.port or 5432}/{target.database}"
 
 
 def _check_registry_database(url: str) -> None:
@@ -110,8 +126,11 @@ def _check_registry_database(url: str) -> None:
     """
     import sqlalchemy as sa
 
-    target = sa.make_url(url)
-    where = f"{target.host}:{target.port or 5432}/{target.database}"
+    try:
+        target = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"PARITY_REGISTRY_URL is not a valid database URL: {exc}") from exc
+    where = _location(url)
 
     def connect(u: sa.URL) -> None:
         engine = sa.create_engine(u, connect_args={"connect_timeout": 5})
@@ -151,6 +170,7 @@ def close_store(store: Any) -> None:
     Feast has no synchronous close; without this, pooled PostgreSQL
     connections linger until garbage collection.
     """
+    registry_cache.close(store)
     registry = getattr(store, "_registry", None)
     for attr in ("write_engine", "read_engine"):
         engine = getattr(registry, attr, None)

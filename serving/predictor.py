@@ -46,6 +46,8 @@ from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE, Router
 __all__ = ["ACCEPT", "FALLBACK", "REVIEW", "VALIDATE", "Predictor"]
 log = logging.getLogger("parity.serving")
 DEFAULT_ALIAS = "champion"
+#: A version that failed to load is tried again after this long (a restored artifact).
+RETRY_FAILED_LOAD_SECONDS = 30.0
 
 # Python types a request value may have, per Feast value type name.
 _ACCEPTS: dict[str, tuple[type, ...]] = {
@@ -176,6 +178,11 @@ class Predictor:
         self._models: dict[ModelRef, LoadedModel] = {}
         self._explainers: dict[ModelRef, Explainer | NotExplainable] = {}
         self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
+        # Per (model, alias): the version it last served, kept while a newer one cannot load.
+        self._alias_served: dict[tuple[str, str], int] = {}
+        self._kept: set[tuple[str, str, int]] = set()
+        # Versions that failed to load: (when to try again, why), answered without retrying.
+        self._failed: dict[ModelRef, tuple[float, Exception]] = {}
         self._lock = threading.Lock()
         self._ready = False
 
@@ -217,7 +224,32 @@ class Predictor:
         aliases = self._alias_map(name)
         if alias not in aliases:
             return self.registry.resolve(f"{name}@{alias}")  # raises NotFoundError, worded
-        return ModelRef(name, aliases[alias])
+        return self._servable(name, alias, aliases[alias])
+
+    def _servable(self, name: str, alias: str, version: int) -> ModelRef:
+        """``name@alias``'s version if it loads, else the version the alias served before.
+
+        A version that cannot load (a tampered or corrupt artifact, changed definitions)
+        never replaces one that serves: the alias keeps its previous version (logged once),
+        and requests naming the broken version get its error."""
+        ref = ModelRef(name, version)
+        previous = self._alias_served.get((name, alias))
+        if previous == version:
+            return ref
+        try:
+            self.load(ref)
+        except Exception as exc:
+            if previous is None:
+                raise
+            if (name, alias, version) not in self._kept:
+                self._kept.add((name, alias, version))
+                log.error(
+                    "%s@%s now points to version %d, which cannot be served (%s); "
+                    "still serving version %d", name, alias, version, exc, previous,
+                )  # fmt: skip
+            return ModelRef(name, previous)
+        self._alias_served[(name, alias)] = version
+        return ref
 
     def _alias_map(self, name: str) -> dict[str, int]:
         path = self.registry.root / name / "history.jsonl"
@@ -244,7 +276,16 @@ class Predictor:
         with self._lock:
             loaded = self._models.get(ref)
             if loaded is None:
-                loaded = self._load(ref)
+                retry_at, error = self._failed.get(ref, (0.0, None))
+                if error is not None and time.monotonic() < retry_at:
+                    raise error.with_traceback(None)  # no reload (and no log) per request
+                try:
+                    loaded = self._load(ref)
+                except Exception as exc:
+                    self._failed[ref] = (time.monotonic() + RETRY_FAILED_LOAD_SECONDS, exc)
+                    log.error("model %s cannot be served: %s", ref, exc)
+                    raise
+                self._failed.pop(ref, None)
                 self._models[ref] = loaded
         return loaded
 
@@ -497,7 +538,10 @@ class Predictor:
         key = "|".join(f"{k}={row.entity_keys[k]}" for k in sorted(row.entity_keys))
         digest = hashlib.blake2b(f"{champion.name}|{key}".encode(), digest_size=8).digest()
         if int.from_bytes(digest, "big") / 2**64 < self.canary_share:
-            return ModelRef(champion.name, challenger)
+            try:
+                return self._servable(champion.name, self.canary_alias, challenger)
+            except Exception:
+                return champion  # a challenger that cannot load: the champion answers
         return champion
 
     def _shadow(self, served: ModelRef, request: PredictInput, request_id: str) -> None:
