@@ -71,6 +71,10 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 
+#: Datatypes whose typed contents field is wider than they are: (min, max).
+_NARROW = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "UINT8": (0, 2**8 - 1),
+           "UINT16": (0, 2**16 - 1)}  # fmt: skip
+
 
 def _rows(tensor: Any) -> int:
     shape = list(tensor.shape)
@@ -122,6 +126,11 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
         n = _rows(tensor)
         values: list[Any]
         if raw:
+            if tensor.contents.ListFields():
+                raise InvalidInput(
+                    f"inputs[{name!r}].contents: set, and raw_input_contents too; "
+                    "send each input one way."
+                )
             if datatype == "BYTES":
                 values = _split_bytes(raw[i], name)
             else:
@@ -131,7 +140,10 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
                         f"raw_input_contents[{name!r}]: {len(raw[i])} bytes is not a whole "
                         f"number of {datatype} values."
                     )
-                values = np.frombuffer(raw[i], dtype=dtype).tolist()
+                array = np.frombuffer(raw[i], dtype=dtype)
+                if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+                    raise InvalidInput(f"raw_input_contents[{name!r}]: BOOL bytes are 0 or 1.")
+                values = array.tolist()
         else:
             values = list(getattr(tensor.contents, _CONTENTS[datatype]))
         if len(values) != n:
@@ -147,6 +159,14 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
             values = [float(v) for v in values]
         elif datatype != "BOOL":
             values = [int(v) for v in values]
+            if datatype in _NARROW:
+                low, high = _NARROW[datatype]
+                bad = next((v for v in values if not low <= v <= high), None)
+                if bad is not None:
+                    raise InvalidInput(
+                        f"inputs[{name!r}]: {bad} is outside the range of {datatype} "
+                        f"[{low}, {high}]."
+                    )
         if rows is not None and n != rows:
             raise InvalidInput(f"inputs[{name!r}]: {n} rows, other inputs have {rows}.")
         rows = n

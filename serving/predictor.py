@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from framework.errors import ConfigError
 from framework.estimator import FeatureField, feature_frame, score
 from framework.explain import BACKGROUND_FILE, Explainer, Explanation, NotExplainable
 from framework.model_spec import Task
@@ -214,10 +215,14 @@ class Predictor:
         """The exact version a request means (default: the champion)."""
         if not name:
             raise InvalidInput("model_name: required.")
+        try:
+            self.registry._check_name(name)  # before the name becomes a path
+        except ConfigError as exc:
+            raise InvalidInput(f"model_name: {exc}") from None
         if version and alias:
             raise InvalidInput("model_version and model_alias: give at most one.")
         if version:
-            if not version.isascii() or not version.isdigit():
+            if not version.isascii() or not version.isdigit() or len(version) > 9:
                 raise InvalidInput(f"model_version: must be a number, got {version!r}.")
             return self.registry.resolve(f"{name}:{version}")
         alias = alias or DEFAULT_ALIAS
@@ -264,6 +269,14 @@ class Predictor:
         aliases = self.registry.aliases(name)
         self._aliases[name] = (stamp, aliases)
         return aliases
+
+    def logged_fields(self) -> set[str]:
+        """Entity keys, request fields and features of the loaded models (what a
+        prediction log row may carry besides its own columns)."""
+        out: set[str] = set()
+        for loaded in list(self._models.values()):
+            out.update(loaded.key_types, loaded.request_types, (f.name for f in loaded.fields))
+        return out
 
     def aliases_of(self, ref: ModelRef) -> list[str]:
         return sorted(a for a, v in self._alias_map(ref.name).items() if v == ref.version)
@@ -597,7 +610,10 @@ class Predictor:
                 table = pa.table(
                     {
                         f.name: pa.array(
-                            [request.rows[i].request_data.get(f.name) for i in index],
+                            [
+                                v if v is None or f.categorical else float(v)  # INT64 > 2**53
+                                for v in (request.rows[i].request_data.get(f.name) for i in index)
+                            ],
                             pa.string() if f.categorical else pa.float64(),
                         )
                         for f in loaded.fallback_fields
@@ -658,11 +674,15 @@ class Predictor:
         for f in loaded.fields:
             values = columns[f.name]
             bad = next(
-                (v for v in values if v is not None and isinstance(v, str) != f.categorical),
+                (
+                    v
+                    for v in values
+                    if v is not None and (isinstance(v, str) != f.categorical or _inexact_number(v))
+                ),
                 None,
             )
             if bad is not None:
-                want = "text (BYTES)" if f.categorical else "numbers"
+                want = "text (BYTES)" if f.categorical else "numbers (NaN: missing; finite)"
                 raise InvalidInput(f"inputs[{f.name!r}]: must be {want}, got {bad!r}.")
             arrays[f.name] = pa.array(values, pa.string() if f.categorical else pa.float64())
         table = pa.table(arrays)
@@ -753,6 +773,16 @@ def _empty_vectors(loaded: LoadedModel, request: PredictInput, state: str) -> On
     )
 
 
+_INT_RANGE = {"INT64": 2**63, "INT32": 2**31}
+
+
+def _inexact_number(value: Any) -> bool:
+    """Infinite, or an integer a double cannot hold exactly (NaN is a missing value)."""
+    if isinstance(value, float):
+        return bool(np.isinf(value))
+    return isinstance(value, int) and abs(value) > 2**53
+
+
 def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], what: str) -> None:
     for name in wanted:
         if name not in given or given[name] is None:
@@ -773,6 +803,13 @@ def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], wha
             )
         if kind in ("DOUBLE", "FLOAT") and not np.isfinite(float(value)):
             raise InvalidInput(f"{where}: {what} {name!r} must be finite, got {value!r}.")
+        if kind in _INT_RANGE and not -_INT_RANGE[kind] <= value < _INT_RANGE[kind]:
+            raise InvalidInput(f"{where}: {what} {name!r}: {value} is outside the {kind} range.")
+        if kind in ("DOUBLE", "FLOAT") and isinstance(value, int) and abs(value) > 2**53:
+            raise InvalidInput(
+                f"{where}: {what} {name!r}: the integer {value} has no exact {kind} value; "
+                "send it as a double."
+            )
 
 
 def _feature_reasons(vectors: OnlineVectors, names: list[str], i: int) -> list[str]:

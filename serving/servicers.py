@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 
 from framework.outcomes import OutcomeStore
 from framework.registry import ModelRef
@@ -53,19 +56,26 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
             started = time.perf_counter()
             model = getattr(request, "model_name", "") or getattr(request, "name", "")
             request_id = getattr(request, "request_id", "") or getattr(request, "id", "")
-            record = {"rpc": name, "model": model, "request_id": request_id}
+            record = {"rpc": name, "model": _clip(model, 200), "request_id": request_id}
             received = self.predictor.clock() if predicts else 0.0
 
             def fail(code: grpc.StatusCode, message: str) -> None:
                 seconds = time.perf_counter() - started
                 record.update(code=code.name, seconds=seconds)
-                self.metrics.requests.labels(name, code.name, model, "").inc()
+                # A metric label per model the registry has: a client's made-up names
+                # must not grow the metrics without bound.
+                label = model if model in self.predictor.registry.names() else ""
+                self.metrics.requests.labels(name, code.name, label, "").inc()
                 if predicts:
-                    record["request_id"] = record["request_id"] or uuid.uuid4().hex
+                    # The id goes back as a header, so only one a header can carry: else
+                    # the call is logged (and answered) under an id of the server's.
+                    if not _HEADER_SAFE.fullmatch(str(record["request_id"])):
+                        record["request_id"] = uuid.uuid4().hex
                     context.set_trailing_metadata((("x-request-id", record["request_id"]),))
                     self.log_error(
                         error_table(
-                            rpc=name, model=model, version=_requested_version(request),
+                            rpc=name, model=_clip(model, 200),
+                            version=_clip(_requested_version(request), 200),
                             request_id=record["request_id"], code=code.name, message=message,
                             received=received, seconds=seconds,
                         )
@@ -76,10 +86,14 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
                 fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed on arrival")
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed on arrival")
             try:
+                if isinstance(request, Malformed):
+                    raise request.error()
                 result = method(self, request, context)
             except Exception as exc:
                 code = status_of(exc)
-                message = str(exc) if code is not grpc.StatusCode.INTERNAL else (
+                # Clipped: the status travels in a trailer, which clients cap at 8-16 KiB
+                # (a longer one is lost and the call fails with RESOURCE_EXHAUSTED).
+                message = _clip(str(exc)) if code is not grpc.StatusCode.INTERNAL else (
                     f"internal error ({type(exc).__name__}); see the server log"
                 )  # fmt: skip
                 fail(code, message)
@@ -101,6 +115,69 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
         return handler
 
     return wrap
+
+
+#: A request id the ``x-request-id`` trailer can carry as it is (printable ASCII).
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,128}")
+
+
+def _clip(text: str, limit: int = 1_000) -> str:
+    """``text`` within ``limit`` UTF-8 bytes: its start and end, the middle elided."""
+    if len(text.encode()) <= limit:
+        return text
+    keep = limit // 2
+    while True:
+        head, tail = text[: keep * 2 // 3], text[-(keep // 3) :]
+        cut = len(text) - len(head) - len(tail)
+        clipped = f"{head}... ({cut} characters elided) ...{tail}"
+        if len(clipped.encode()) <= limit or keep < 8:
+            return clipped
+        keep //= 2
+
+
+class Malformed:
+    """A request whose bytes are not a valid message of its type (see :func:`add_to_server`):
+    answered ``INVALID_ARGUMENT`` by :func:`_rpc` instead of grpcio's own ``INTERNAL``."""
+
+    def __init__(self, message_type: str, size: int, reason: str) -> None:
+        self.message_type, self.size, self.reason = message_type, size, reason
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(
+            f"request: {self.size} bytes that are not a valid {self.message_type} message "
+            f"({_clip(self.reason, 200)})."
+        )
+
+
+def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message_class.DESCRIPTOR.full_name, len(data), str(exc))
+
+    return deserialize
+
+
+def add_to_server(server: grpc.Server, *servicers: Any) -> None:
+    """Register servicers (:class:`PredictionServicer`, :class:`InferenceServicer`) like the
+    generated ``add_*_to_server`` functions, except that a request whose bytes do not parse
+    is answered ``INVALID_ARGUMENT`` naming the message type (grpcio's own deserializer
+    answers ``INTERNAL`` "Exception deserializing request!", and logs a traceback)."""
+    for servicer in servicers:
+        service = next(s for base, s in _SERVICES.items() if isinstance(servicer, base))
+        handlers = {
+            method.name: grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, method.name),
+                request_deserializer=_tolerant(GetMessageClass(method.input_type)),
+                response_serializer=GetMessageClass(method.output_type).SerializeToString,
+            )
+            for method in service.methods
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+        server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def _requested_version(request: Any) -> str:
@@ -188,9 +265,7 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         which = request.WhichOneof("result")
         if which is None:
             raise InvalidInput("result: set either 'label' or 'outcome'.")
-        event_time = (
-            request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None
-        )
+        event_time = _event_time(request) if request.HasField("event_time") else None
         keys = {k: converters.from_value(v) for k, v in request.entity_keys.items()}
         if not request.request_id and not (keys and event_time):
             raise InvalidInput(
@@ -212,6 +287,18 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         for o in outs:
             self.metrics.predictions.labels(o.model_name, o.model_version, o.decision).inc()
             self.metrics.confidence.labels(o.model_name).observe(o.confidence)
+
+
+def _event_time(request: pb.ReportOutcomeRequest) -> Any:
+    """``event_time`` as a datetime; a Timestamp outside the valid range (years 1-9999,
+    nanos below a second) is the client's mistake."""
+    ts = request.event_time
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(
+            f"event_time: not a valid time (seconds={ts.seconds}, nanos={ts.nanos}): {exc}."
+        ) from None
 
 
 def _prediction(o: PredictionOut, top: int = 0) -> pb.Prediction:
@@ -307,6 +394,14 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         loaded = self.predictor.load(ref)
         columns, rows, raw = converters.decode_inputs(request)
         explain = converters.bool_parameter(request.parameters, "explain")
+        # Checked before scoring: a call that fails logs no predictions.
+        wanted = {o.name for o in request.outputs}
+        known = [*_OUTPUTS, *(_EXPLANATION_OUTPUTS if explain else ())]
+        unknown_out = sorted(wanted - set(known))
+        if unknown_out:
+            raise InvalidInput(
+                f"outputs: unknown output {unknown_out[0]!r} (outputs: {', '.join(known)})."
+            )
         features = {f.name for f in loaded.fields}
         keys = set(loaded.key_types) | set(loaded.request_types)
         if set(columns) & features and not set(columns) <= keys:
@@ -339,7 +434,6 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         response = v2.ModelInferResponse(
             model_name=ref.name, model_version=str(ref.version), id=outs[0].request_id
         )
-        wanted = {o.name for o in request.outputs}
         tensors: list[converters.Output] = [
             ("score", "FP64", [o.score for o in outs]),
             ("label", "INT64", [int(o.label or 0) for o in outs]),
@@ -348,9 +442,6 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         ]
         if explain:
             tensors += _explanation_tensors(outs, [f.name for f in loaded.fields])
-        unknown_out = sorted(wanted - {t[0] for t in tensors})
-        if unknown_out:
-            raise InvalidInput(f"outputs: unknown output {unknown_out[0]!r}.")
         converters.encode_outputs(
             response, [t for t in tensors if not wanted or t[0] in wanted], raw
         )
@@ -363,6 +454,10 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         if not name:
             raise InvalidInput("name: the model name is required.")
         return self.predictor.resolve(name, version or None, None)
+
+
+_OUTPUTS = ("score", "label", "confidence", "decision")
+_EXPLANATION_OUTPUTS = ("attribution_features", "base_value", "attributions")
 
 
 def _explanation_tensors(outs: list[PredictionOut], names: list[str]) -> list[converters.Output]:
@@ -382,3 +477,9 @@ def _explanation_tensors(outs: list[PredictionOut], names: list[str]) -> list[co
         ("base_value", "FP64", base),
         ("attributions", "FP64", matrix, [len(outs), len(names)]),
     ]
+
+
+_SERVICES = {
+    pb_grpc.PredictionServiceServicer: pb.DESCRIPTOR.services_by_name["PredictionService"],
+    v2_grpc.GRPCInferenceServiceServicer: v2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+}

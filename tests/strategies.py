@@ -539,3 +539,360 @@ def training_cases(
         tz=draw(st.sampled_from((None, "UTC", "Asia/Kolkata"))),
         as_arrow=draw(st.booleans()),
     )
+
+
+# ------------------------------------------------- serving requests (protobuf)
+#
+# Requests for parity.v1.PredictionService and the Open Inference Protocol, from
+# valid to nonsense: what a careful, careless or hostile client sends. The caller
+# names what a valid request holds (model names, a strategy of valid values per
+# entity key, request field or input tensor); each request first draws how many
+# of its parts are wrong (`_wrongness`: none, about one in ten, or about half), so
+# the server's happy path is exercised as much as its refusals.
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Every V2 datatype, with the numpy type of its raw little-endian encoding.
+V2_RAW_DTYPES = {
+    "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP32": "<f4",
+    "FP64": "<f8", "BYTES": None,
+}  # fmt: skip
+#: The typed ``contents`` field of each V2 datatype.
+V2_CONTENTS = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "INT8": "int_contents",
+    "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}  # fmt: skip
+
+#: A strategy of valid values for one field (a ``parity.v1.Value``, or a tensor element).
+Valid = st.SearchStrategy[Any]
+
+
+def _wrongness() -> st.SearchStrategy[int]:
+    """In tenths: how often each part of a request is wrong (0, 1 or 5)."""
+    return st.sampled_from((0, 1, 5))
+
+
+def _pick(draw: st.DrawFn, wrong: int, valid: Valid, other: Valid) -> Any:
+    """``other`` in about ``wrong`` tenths of the draws, else ``valid``."""
+    return draw(other) if wrong and draw(st.integers(0, 9)) < wrong else draw(valid)
+
+
+def texts(huge: bool = True) -> st.SearchStrategy[str]:
+    """Short text of any characters, or (``huge``) 20 000 repetitions of one awkward one:
+    longer than a gRPC header may be, so an error message echoing it must be clipped."""
+    short = st.text(max_size=30)
+    if not huge:
+        return short
+    return st.one_of(
+        short, st.sampled_from(["x", "é", "\x00", "😀", "%", "\n"]).map(lambda c: c * 20_000)
+    )
+
+
+def ints(low: int = INT64_MIN, high: int = INT64_MAX) -> st.SearchStrategy[int]:
+    """Integers in [low, high], often small (ids that exist), often at the edges."""
+    return st.one_of(
+        st.integers(max(low, 0), min(high, 3_000)),
+        st.integers(low, high),
+        st.sampled_from([low, high]),
+    )
+
+
+def doubles() -> st.SearchStrategy[float]:
+    return st.one_of(
+        st.floats(-1e4, 1e4),
+        st.floats(),
+        st.sampled_from([float("nan"), float("inf"), -0.0, 1e308]),
+    )
+
+
+def values(huge: bool = True) -> st.SearchStrategy[Any]:
+    """``parity.v1.Value`` of every kind, and unset."""
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    return st.one_of(
+        st.just(pb.Value()),
+        ints().map(lambda v: pb.Value(int64_value=v)),
+        doubles().map(lambda v: pb.Value(double_value=v)),
+        texts(huge).map(lambda v: pb.Value(string_value=v)),
+        st.booleans().map(lambda v: pb.Value(bool_value=v)),
+        st.binary(max_size=40).map(lambda v: pb.Value(bytes_value=v)),
+    )
+
+
+def model_names(known: list[str]) -> st.SearchStrategy[str]:
+    return st.one_of(st.just(""), texts(), st.sampled_from(["../x", "a/b", *known]))
+
+
+def versions() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(["1", "0", "01", "2", "-1", "1 ", "٣", "1e3", "9" * 40]),
+        st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+        texts(),
+    )
+
+
+def aliases() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(["champion", "challenger", "CHAMPION", ""]), texts())
+
+
+def request_ids() -> st.SearchStrategy[str]:
+    return st.one_of(st.just(""), texts())
+
+
+@st.composite
+def _fields(
+    draw: st.DrawFn, wrong: int, valid: dict[str, Valid], others: list[str], huge: bool
+) -> dict[str, Any]:
+    """A map of Values: each expected field valid, of any value or missing; maybe
+    strangers too (fields of the other map, or made up)."""
+    out = {}
+    anything = st.one_of(values(huge), st.none())
+    for name, strategy in valid.items():
+        value = _pick(draw, wrong, strategy, anything)
+        if value is not None:
+            out[name] = value
+    if _pick(draw, wrong, st.just(False), st.booleans()):
+        names = st.one_of(st.sampled_from(others), texts(huge)) if others else texts(huge)
+        out.update(draw(st.dictionaries(names, values(huge), min_size=1, max_size=2)))
+    return out
+
+
+@st.composite
+def rows(
+    draw: st.DrawFn, wrong: int, keys: dict[str, Valid], request: dict[str, Valid], huge: bool
+) -> Any:
+    """A ``parity.v1.Row``; ``keys``/``request``: valid Values per field."""
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    row = pb.Row()
+    for name, value in draw(_fields(wrong, keys, list(request), huge)).items():
+        row.entity_keys[name].CopyFrom(value)
+    for name, value in draw(_fields(wrong, request, list(keys), huge)).items():
+        row.request_data[name].CopyFrom(value)
+    return row
+
+
+@st.composite
+def _model_ref(draw: st.DrawFn, wrong: int, message: Any) -> None:
+    """Set ``model_version`` or ``model_alias`` of a parity.v1 request, or neither."""
+    ref = _pick(draw, wrong, st.sampled_from(("none", "valid")), st.sampled_from(("v", "a")))
+    if ref == "valid":
+        if draw(st.booleans()):
+            message.model_version = "1"
+        else:
+            message.model_alias = "champion"
+    elif ref == "v":
+        message.model_version = draw(versions())
+    elif ref == "a":
+        message.model_alias = draw(aliases())
+
+
+@st.composite
+def predict_requests(
+    draw: st.DrawFn,
+    models: list[str],
+    keys: dict[str, Valid],
+    request: dict[str, Valid],
+    max_rows: int,
+) -> Any:
+    """``PredictRequest``: 1-3 rows; wrong, 0 rows, or one small row repeated up to and
+    past ``max_rows``."""
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    wrong = draw(_wrongness())
+    message = pb.PredictRequest(
+        model_name=_pick(draw, wrong, st.sampled_from(models), model_names(models)),
+        request_id=_pick(draw, wrong, st.sampled_from(["", "r-1"]), request_ids()),
+        return_features=draw(st.booleans()),
+        explain_top_k=draw(ints(0, 2**32 - 1)),
+    )
+    draw(_model_ref(wrong, message))
+    count = _pick(
+        draw, wrong, st.integers(1, 3),
+        st.sampled_from([0, 1, 2, max_rows, max_rows + 1, 5 * max_rows]),
+    )  # fmt: skip
+    if count <= 3:
+        message.rows.extend(draw(rows(wrong, keys, request, True)) for _ in range(count))
+    else:
+        message.rows.extend([draw(rows(wrong, keys, request, False))] * count)
+    message.explain = count <= 3 and draw(st.booleans())
+    return message
+
+
+@st.composite
+def model_info_requests(draw: st.DrawFn, models: list[str]) -> Any:
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    wrong = draw(_wrongness())
+    message = pb.GetModelInfoRequest(
+        model_name=_pick(draw, wrong, st.sampled_from(models), model_names(models))
+    )
+    draw(_model_ref(wrong, message))
+    return message
+
+
+@st.composite
+def report_outcome_requests(draw: st.DrawFn, keys: dict[str, Valid]) -> Any:
+    """``ReportOutcomeRequest``: ids, keys, times out of range, labels NaN, no result..."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from serving.stubs.parity.v1 import prediction_pb2 as pb
+
+    wrong = draw(_wrongness())
+    message = pb.ReportOutcomeRequest(
+        request_id=_pick(draw, wrong, st.sampled_from(["r-1", "r-2"]), request_ids())
+    )
+    for name, value in draw(_fields(wrong, keys, [], True)).items():
+        message.entity_keys[name].CopyFrom(value)
+    if draw(st.booleans()):
+        seconds = _pick(draw, wrong, st.integers(0, 4_000_000_000), ints())
+        nanos = _pick(draw, wrong, st.integers(0, 999_999_999), ints(-(2**31), 2**31 - 1))
+        message.event_time.CopyFrom(Timestamp(seconds=seconds, nanos=nanos))
+    result = _pick(draw, wrong, st.sampled_from(("label", "outcome")), st.just("none"))
+    if result == "label":
+        message.label = _pick(draw, wrong, st.sampled_from([0.0, 1.0]), doubles())
+    elif result == "outcome":
+        message.outcome.CopyFrom(draw(values()))
+    if draw(st.booleans()):
+        message.row_index = _pick(draw, wrong, st.integers(0, 3), ints(0, 2**32 - 1))
+    return message
+
+
+@st.composite
+def model_ready_requests(draw: st.DrawFn, models: list[str]) -> Any:
+    """``ModelReadyRequest`` or ``ModelMetadataRequest`` (the same fields)."""
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+
+    wrong = draw(_wrongness())
+    kind = draw(st.sampled_from((v2.ModelReadyRequest, v2.ModelMetadataRequest)))
+    return kind(
+        name=_pick(draw, wrong, st.sampled_from(models), model_names(models)),
+        version=_pick(draw, wrong, st.sampled_from(["", "1"]), versions()),
+    )
+
+
+def _elements(datatype: str) -> st.SearchStrategy[Any]:
+    """Any value a ``datatype`` tensor may hold (BYTES: bytes, mostly UTF-8)."""
+    if datatype == "BOOL":
+        return st.booleans()
+    if datatype.startswith("UINT"):
+        return ints(0, 2 ** int(datatype[4:]) - 1)
+    if datatype.startswith("INT"):
+        bits = int(datatype[3:])
+        return ints(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if datatype == "FP32":
+        return st.one_of(st.floats(-1e4, 1e4, width=32), st.floats(width=32))
+    if datatype == "FP64":
+        return doubles()
+    return st.one_of(texts(huge=False).map(str.encode), st.binary(max_size=8))
+
+
+def _raw(datatype: str, values: list[Any]) -> bytes:
+    import struct
+
+    import numpy as np
+
+    dtype = V2_RAW_DTYPES[datatype]
+    if dtype is None:
+        return b"".join(struct.pack("<I", len(v)) + v for v in values)
+    return np.asarray(values, dtype=dtype).tobytes()
+
+
+@st.composite
+def _shape(draw: st.DrawFn, wrong: int, n: int) -> list[int]:
+    odd = st.lists(
+        st.one_of(st.integers(-2, 4), st.sampled_from([10**12, INT64_MAX, INT64_MIN])),
+        max_size=3,
+    )
+    return list(_pick(draw, wrong, st.sampled_from(([n], [n, 1])), odd))
+
+
+@st.composite
+def infer_requests(
+    draw: st.DrawFn,
+    models: list[str],
+    inputs: dict[str, tuple[str, Valid]],
+    input_sets: list[list[str]],
+    outputs: list[str],
+    max_rows: int,
+) -> Any:
+    """``ModelInferRequest``. ``inputs``: per input name its datatype and valid elements;
+    ``input_sets``: the sets of names a valid request sends (each set whole). Wrong
+    parts: names missing, unknown or twice; other datatypes (or made up); shapes with
+    zero, negative or huge (10**12) dimensions; typed contents in another field or of
+    another length; raw contents cut short, one too many or too few, or sent beside
+    typed ones; parameters of another kind; outputs that do not exist."""
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+
+    wrong = draw(_wrongness())
+    message = v2.ModelInferRequest(
+        model_name=_pick(draw, wrong, st.sampled_from(models), model_names(models)),
+        model_version=_pick(draw, wrong, st.sampled_from(["", "1"]), versions()),
+        id=_pick(draw, wrong, st.sampled_from(["", "i-1"]), request_ids()),
+    )
+    n = _pick(draw, wrong, st.integers(1, 4), st.sampled_from([0, max_rows, max_rows + 1]))
+    names = list(draw(st.sampled_from(input_sets)))
+    if wrong and draw(st.integers(0, 9)) < wrong:
+        names = draw(st.lists(st.sampled_from(sorted(inputs)), unique=True))
+        names += draw(st.lists(texts(huge=False), max_size=2))
+        if names and draw(st.booleans()):
+            names.append(names[0])  # the same input twice
+    names = draw(st.permutations(names))
+    mode = _pick(draw, wrong, st.sampled_from(("typed", "raw")), st.just("both"))
+    raw: list[bytes] = []
+    for name in names:
+        valid, elements = inputs.get(name, ("FP64", st.floats(0, 1)))
+        datatype = _pick(
+            draw, wrong, st.just(valid),
+            st.one_of(st.sampled_from(sorted(V2_RAW_DTYPES)), texts(huge=False)),
+        )  # fmt: skip
+        known = datatype if datatype in V2_RAW_DTYPES else valid
+        if known != valid:
+            elements = _elements(known)
+        size = _pick(draw, wrong, st.just(n), st.integers(0, 4))
+        values = draw(st.lists(_pick(draw, wrong, st.just(elements), st.just(_elements(known))),
+                               min_size=size, max_size=size))  # fmt: skip
+        tensor = message.inputs.add(name=name, datatype=datatype, shape=draw(_shape(wrong, n)))
+        if mode != "typed":
+            blob = _raw(known, values)
+            cut = _pick(draw, wrong, st.just(0), st.sampled_from((1, 3)))
+            raw.append(blob[: len(blob) - cut] if cut else blob)
+        if mode != "raw":
+            field = _pick(
+                draw, wrong, st.just(V2_CONTENTS[known]), st.sampled_from(sorted(V2_CONTENTS))
+            )
+            if field != V2_CONTENTS[known]:  # another datatype's field
+                values = draw(st.lists(_elements(field), min_size=size, max_size=size))
+                field = V2_CONTENTS[field]
+            getattr(tensor.contents, field).extend(values)
+    if raw and _pick(draw, wrong, st.just(False), st.booleans()):
+        raw = raw[:-1] if draw(st.booleans()) else [*raw, b"\x00" * 8]
+    message.raw_input_contents.extend(raw)
+    for key in _pick(
+        draw, wrong, st.lists(st.just("explain"), max_size=1),
+        st.lists(st.one_of(st.just("explain"), texts(huge=False)), max_size=2),
+    ):  # fmt: skip
+        parameter = message.parameters[key]
+        kind = _pick(
+            draw, wrong, st.just("bool"),
+            st.sampled_from(("string", "int64", "double", "uint64", "unset")),
+        )  # fmt: skip
+        if kind == "bool":
+            parameter.bool_param = draw(st.booleans()) and n <= 4
+        elif kind == "string":
+            parameter.string_param = draw(st.one_of(st.sampled_from(["true", "False"]), texts()))
+        elif kind == "int64":
+            parameter.int64_param = draw(ints())
+        elif kind == "double":
+            parameter.double_param = draw(doubles())
+        elif kind == "uint64":
+            parameter.uint64_param = draw(ints(0, 2**64 - 1))
+    wanted = _pick(
+        draw, wrong, st.lists(st.sampled_from(outputs[:4]), max_size=2),
+        st.lists(st.one_of(st.sampled_from(outputs), texts(huge=False)), max_size=3),
+    )  # fmt: skip
+    for name in wanted:
+        message.outputs.add(name=name)
+    return message
