@@ -67,6 +67,10 @@ def _timestamp(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _name_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _version(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a version is a positive number, got {text!r}")
@@ -361,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit-storage",
         metavar="URI",
         help="memory:// (per process, the default) or redis://HOST:PORT/DB (shared by workers)",
+    )
+    serve.add_argument(
+        "--log-hash",
+        metavar="FIELD,...",
+        type=_name_list,
+        help="entity keys, request fields or features logged as FIELD__hmac, an HMAC-SHA256 "
+        "under the secret in PARITY_LOG_HASH_KEY, instead of their values",
+    )
+    serve.add_argument(
+        "--log-drop",
+        metavar="FIELD,...",
+        type=_name_list,
+        help="entity keys, request fields or features left out of the prediction log",
     )
 
     predict = commands.add_parser(

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from framework import log_privacy
 from framework.errors import ConfigError, DataError
 from framework.outcomes import OutcomeStore
 
@@ -189,6 +190,25 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _hashed_keys(
+    outcomes: pa.Table, keys: Sequence[str], columns: set[str]
+) -> tuple[pa.Table, list[str]]:
+    """The keys to match on: those the log holds as values, and those it holds hashed
+    (``KEY__hmac``, see :mod:`framework.log_privacy`) when the hash key is at hand, in
+    which case the outcomes' keys are hashed the same way."""
+    usable = [k for k in keys if k in columns]
+    hashed = [k for k in keys if k not in columns and k + log_privacy.SUFFIX in columns]
+    secret = log_privacy.hash_key_from_env()
+    if secret is not None:
+        for k in hashed:
+            values = log_privacy.pseudonyms(outcomes.column(f"key_{k}").to_pylist(), secret)
+            outcomes = outcomes.append_column(
+                f"key_{k}{log_privacy.SUFFIX}", pa.array(values, pa.string())
+            )
+            usable.append(k + log_privacy.SUFFIX)
+    return outcomes, usable
+
+
 def match(
     con: duckdb.DuckDBPyConnection,
     outcomes: pa.Table,
@@ -203,7 +223,7 @@ def match(
     ``matched_by`` (``request_id`` or ``entity_keys``), ``observed_at`` and ``late``.
     """
     columns = {r[0] for r in con.execute("DESCRIBE log").fetchall()}
-    keys = [k for k in keys if k in columns]
+    outcomes, keys = _hashed_keys(outcomes, keys, columns)
     primary = "role IS DISTINCT FROM 'shadow'" if "role" in columns else "TRUE"
     con.register("outcome_rows", outcomes)
     narrow = "".join(

@@ -43,6 +43,8 @@ def serve(args: argparse.Namespace) -> None:
             "auth_tokens": args.auth_tokens,
             "rate_limit": args.rate_limit,
             "rate_limit_storage": args.rate_limit_storage,
+            "log_hash": args.log_hash,
+            "log_drop": args.log_drop,
         }.items()
         if v is not None
     }
@@ -77,12 +79,15 @@ def serve(args: argparse.Namespace) -> None:
         )
         for address, reason in running.failed.items():
             print(f"parity serve: warning: {address} cannot be served: {reason}", file=sys.stderr)
-        print(
-            f"parity serve: listening on {settings.host}:{running.port} "
-            f"(metrics: {running.metrics_port or 'off'}); models: {models}",
-            flush=True,
+        serve_forever(
+            running,
+            settings.grace_seconds,
+            lambda: print(
+                f"parity serve: listening on {settings.host}:{running.port} "
+                f"(metrics: {running.metrics_port or 'off'}); models: {models}",
+                flush=True,
+            ),
         )
-        serve_forever(running, settings.grace_seconds)
         print("parity serve: stopped; prediction log flushed", flush=True)
 
 
@@ -115,6 +120,9 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     ):  # fmt: skip
         if setting is not None:
             common += [flag, str(setting)]
+    for flag, names in (("--log-hash", settings.log_hash), ("--log-drop", settings.log_drop)):
+        if names:
+            common += [flag, ",".join(names)]
     common += ["--profile", args.profile.value]
     for model in settings.models:
         common += ["--model", model]

@@ -31,7 +31,8 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from framework.errors import ParityError
+from framework.errors import ConfigError, ParityError
+from framework.log_privacy import LogPrivacy, hash_key_from_env
 from framework.outcomes import OutcomeStore
 from framework.registry import ModelRegistry
 from framework.request_errors import ERRORS_DIR
@@ -41,11 +42,9 @@ from serving import security
 from serving.metrics import ServerMetrics
 from serving.prediction_log import PredictionLog
 from serving.predictor import Predictor
-from serving.servicers import InferenceServicer, PredictionServicer
+from serving.servicers import InferenceServicer, PredictionServicer, add_to_server
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
-from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
-from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 
 log = logging.getLogger("parity.serving")
 SERVICES = (
@@ -113,6 +112,14 @@ class ServeSettings(BaseSettings):
     log_batch_rows: int = Field(default=5_000, ge=1)
     log_flush_seconds: float = Field(default=1.0, gt=0)
     log_max_pending_rows: int = Field(default=200_000, ge=1)
+    log_hash: list[str] = Field(
+        default_factory=list,
+        description="Fields logged as FIELD__hmac (HMAC-SHA256 under PARITY_LOG_HASH_KEY) "
+        "instead of their values: personal data out of the prediction log.",
+    )
+    log_drop: list[str] = Field(
+        default_factory=list, description="Fields left out of the prediction log."
+    )
     log_fsync: bool = Field(
         default=False,
         description="Flush every accepted prediction's journal frame to the device before "
@@ -209,9 +216,11 @@ def start_server(
         log.warning("prediction log: %d rows recovered from a stopped process's journal",
                     plog.recovered_rows)  # fmt: skip
 
+    privacy = LogPrivacy.build(settings.log_hash, settings.log_drop, hash_key_from_env())
+
     def log_rows(model: str, table: Any) -> None:
         try:
-            plog.append(table, model=model)
+            plog.append(privacy.apply(table), model=model)
         except Exception:
             metrics.log_rejected.inc()
             raise
@@ -271,6 +280,15 @@ def start_server(
     refs, failed = predictor.warm_up(models)
     for address, reason in failed.items():
         log.error("model %s cannot be served: %s", address, reason)
+    if privacy.active and refs:
+        try:
+            privacy.check(predictor.logged_fields())
+        except ConfigError:
+            predictor.close()
+            plog.close()
+            elog.close()
+            queue.close()
+            raise
     for ref in refs:
         metrics.model_info.labels(
             ref.name, str(ref.version), ",".join(predictor.aliases_of(ref))
@@ -287,12 +305,10 @@ def start_server(
         options=options,
         interceptors=[guard] if guard else [],
     )
-    pb_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics, log_error),
+    add_to_server(  # unparseable request bytes: INVALID_ARGUMENT, not grpcio's INTERNAL
         server,
-    )
-    v2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(predictor, metrics, _version(), log_error), server
+        PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics, log_error),
+        InferenceServicer(predictor, metrics, _version(), log_error),
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -324,8 +340,12 @@ def start_server(
     )
 
 
-def serve_forever(running: RunningServer, grace: float) -> None:
-    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+def serve_forever(
+    running: RunningServer, grace: float, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Block until SIGTERM or SIGINT, then shut down gracefully. ``on_ready`` runs once the
+    signal handlers are in place (a supervisor that signals as soon as it is told the
+    server is up must not find the default handler, which would exit without flushing)."""
     stop = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:
@@ -334,6 +354,8 @@ def serve_forever(running: RunningServer, grace: float) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if on_ready is not None:
+        on_ready()
     stop.wait()
     running.stop(grace)
 
