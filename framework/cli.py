@@ -374,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         "under the secret in PARITY_LOG_HASH_KEY, instead of their values",
     )
     serve.add_argument(
+        "--log-fsync",
+        action="store_true",
+        default=None,
+        help="flush each answered prediction's journal entry to the device before answering "
+        "(survives power loss; without it, a killed process still loses nothing)",
+    )
+    serve.add_argument(
         "--log-drop",
         metavar="FIELD,...",
         type=_name_list,

@@ -45,6 +45,7 @@ def serve(args: argparse.Namespace) -> None:
             "rate_limit_storage": args.rate_limit_storage,
             "log_hash": args.log_hash,
             "log_drop": args.log_drop,
+            "log_fsync": args.log_fsync,
         }.items()
         if v is not None
     }
@@ -123,6 +124,8 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     for flag, names in (("--log-hash", settings.log_hash), ("--log-drop", settings.log_drop)):
         if names:
             common += [flag, ",".join(names)]
+    if settings.log_fsync:
+        common.append("--log-fsync")
     common += ["--profile", args.profile.value]
     for model in settings.models:
         common += ["--model", model]
