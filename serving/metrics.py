@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -159,6 +159,39 @@ class ServerMetrics:
         materialised online per feature view, read from the online store at each scrape
         (:func:`framework.materialize.freshness`)."""
         self.registry.register(_Freshness(store, clock))
+        self.registry.register(_RegistryHealth(store))
+
+
+class _RegistryHealth:
+    """The Feast SQL registry as the server sees it (:mod:`framework.registry_cache`):
+    reachable or not, refresh failures, and the age of the snapshot being served."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        import time
+
+        from framework.registry_cache import health
+
+        h = health(self.store)
+        if h is None:  # the embedded file registry: nothing to report
+            return
+        yield GaugeMetricFamily(
+            "parity_registry_up", "1 while the Feast registry answers refreshes.",
+            value=float(h.reachable),
+        )  # fmt: skip
+        failures = CounterMetricFamily(
+            "parity_registry_refresh_failures", "Failed Feast registry refreshes."
+        )
+        failures.add_metric([], float(h.failures))
+        yield failures
+        if h.snapshot_at is not None:
+            yield GaugeMetricFamily(
+                "parity_registry_snapshot_age_seconds",
+                "Seconds since the registry snapshot in use was read.",
+                value=time.time() - h.snapshot_at,
+            )
 
 
 class _Freshness:

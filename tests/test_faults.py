@@ -260,6 +260,18 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     target: str
     log: Path
+    metrics_port: int
+
+    def metric(self, name: str) -> float:
+        """One unlabelled sample from the server's Prometheus endpoint."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        values = [line.split()[1] for line in text.splitlines() if line.split(" ")[0] == name]
+        assert len(values) == 1, (name, [x for x in text.splitlines() if name in x])
+        return float(values[0])
 
     def records(self) -> list[dict[str, Any]]:
         out = []
@@ -276,14 +288,16 @@ def parity_serve(p: Production, env: dict[str, str] | None = None) -> Iterator[S
     with log.open("w") as err:
         proc = subprocess.Popen(
             [*PARITY, "serve", "--profile", "production", "--repo", str(p.ws.repo),
-             "--port", "0", "--now", p.now.isoformat(), "--model", f"{MODEL}@champion"],
+             "--port", "0", "--metrics-port", "0", "--now", p.now.isoformat(),
+             "--model", f"{MODEL}@champion"],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env or p.env, cwd=ROOT,
         )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on" in line, (line, log.read_text())
-        yield ServerProcess(proc, line.split("listening on ")[1].split(" ")[0], log)
+        metrics = int(line.split("(metrics: ")[1].split(")")[0])
+        yield ServerProcess(proc, line.split("listening on ")[1].split(" ")[0], log, metrics)
         assert proc.poll() is None, f"the server died: {log.read_text()[-3000:]}"
     finally:
         if proc.poll() is None:
@@ -429,6 +443,9 @@ def test_registry_outage_while_serving_keeps_cached_definitions(
             traffic.wait_for(40, "down-past-ttl")
             with PredictionClient(server.target) as client:
                 during = client.predict(MODEL, rows)
+            assert server.metric("parity_registry_up") == 0.0
+            assert server.metric("parity_registry_refresh_failures_total") >= 1
+            assert server.metric("parity_registry_snapshot_age_seconds") >= 5 * ttl
             traffic.phase = "back"
             accepted = pg_proxy.accepted
             pg_proxy.open()  # the same port
@@ -439,6 +456,7 @@ def test_registry_outage_while_serving_keeps_cached_definitions(
                 assert time.monotonic() < deadline, "the server never reconnected"
                 time.sleep(0.1)
             traffic.wait_for(20, "back")
+            assert server.metric("parity_registry_up") == 1.0
         records = server.records()
     answers = traffic.answers
     counts = Counter(a.phase for a in answers)
