@@ -411,6 +411,69 @@ def test_sigkill_loses_no_answered_prediction(served: Served, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_a_full_disk_pushes_back_and_loses_no_answered_prediction(
+    served: Served, tmp_path: Path
+) -> None:
+    """The prediction log's folder on a real, full file system (a 256 KiB tmpfs): the
+    server keeps answering while the rows fit in memory, then refuses calls with
+    RESOURCE_EXHAUSTED naming the folder and the cause, stays up, and once space returns
+    every prediction it answered is written exactly once."""
+    import contextlib
+
+    from serving.prediction_log import read_log
+    from serving.server import ServeSettings, start_server
+
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(predictions)],
+            capture_output=True,
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+    try:
+        filler = predictions / "filler"
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        settings = ServeSettings(port=0, log_flush_seconds=0.05, log_max_pending_rows=40)
+        running = start_server(
+            served.store, served.registry, tmp_path, settings, clock=served.now.timestamp
+        )
+        answered: list[tuple[str, int]] = []
+        try:
+            rows = recent_rows(served, 2)
+            with PredictionClient(f"127.0.0.1:{running.port}") as client:
+                refused = None
+                for i in range(100):
+                    try:
+                        out = client.predict(MODEL, rows, request_id=f"full-{i}")
+                    except grpc.RpcError as exc:
+                        refused = exc
+                        break
+                    answered += [(p["request_id"], j) for j, p in enumerate(out)]
+                assert refused is not None, "the server never pushed back"
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+                details = refused.details()  # type: ignore[attr-defined]
+                assert str(predictions) in details and "No space left on device" in details
+                assert len(answered) == 40  # what fits in memory, no more
+                filler.unlink()  # space returns
+                assert running.prediction_log.flush(60)
+                out = client.predict(MODEL, rows, request_id="after")  # and it serves again
+                answered += [(p["request_id"], j) for j, p in enumerate(out)]
+        finally:
+            running.stop(5)
+        logged = read_log(predictions, MODEL)
+        pairs = zip(logged["__request_id"].to_pylist(), logged["__row_index"].to_pylist(),
+                    strict=True)  # fmt: skip
+        assert Counter(pairs) == Counter(answered)
+    finally:
+        subprocess.run(["umount", "-l", str(predictions)], check=False)
+
+
+@pytest.mark.slow
 def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: Path) -> None:
     from framework.repository import apply, open_store
     from serving.server import ServeSettings, start_server
