@@ -104,6 +104,66 @@ def test_tiny_join_by_hand(tiny: Any) -> None:
     assert out["driver_id"] == [1, 1, 2, 2, 1, 3, 1]  # input order, duplicates kept
 
 
+def test_a_source_with_one_row_per_key_is_hash_joined_with_asof_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile-like source (one row per key, smaller than the entity frame) is
+    joined by a hash join on keys and time; the result is the ASOF result: the row
+    when it is not newer than the entity row (and within the TTL), else null."""
+    rows = pa.table(
+        {
+            "driver_id": pa.array([1, 2, 3, None], pa.int64()),
+            "event_timestamp": pa.array([T0 + timedelta(days=d) for d in (1, 5, 2, 0)], TS),
+            "trips": pa.array([10, 20, None, 99], pa.int64()),
+            "rating": pa.array([0.1, 0.2, 0.3, 0.9], pa.float64()),
+        }
+    )
+    pq.write_table(rows, tmp_path / "stats.parquet")
+    store = tiny_store(tmp_path, str(tmp_path / "stats.parquet"), ttl=timedelta(days=3))
+    df = entities(
+        (1, T0 + timedelta(days=1)),  # exactly on its row
+        (1, T0 + timedelta(days=4)),  # 3 days later: at the TTL, kept
+        (1, T0 + timedelta(days=4, microseconds=1)),  # past the TTL: null
+        (2, T0 + timedelta(days=4)),  # its only row is newer: null
+        (3, T0 + timedelta(days=2)),  # row with a null feature
+        (4, T0 + timedelta(days=9)),  # no row for this key
+        (2, T0 + timedelta(days=6)),
+    )
+    chosen: list[bool] = []
+    original = ts_module._one_row_per_key
+
+    def spy(*args: Any) -> bool:
+        chosen.append(original(*args))
+        return chosen[-1]
+
+    try:
+        monkeypatch.setattr(ts_module, "_one_row_per_key", spy)
+        hashed = build_training_set(store, ["stats:trips", "stats:rating"], df)
+        monkeypatch.setattr(ts_module, "_one_row_per_key", lambda *args: False)
+        asof = build_training_set(store, ["stats:trips", "stats:rating"], df)
+    finally:
+        repository.close_store(store)
+    assert chosen == [True]
+    assert hashed.to_pydict()["trips"] == [10, 10, None, None, None, None, 20]
+    assert hashed.to_pydict()["rating"] == [0.1, 0.1, None, None, 0.3, None, 0.2]
+    assert hashed.equals(asof)
+
+
+def test_sources_with_repeated_keys_or_larger_than_the_entities_are_asof_joined(
+    tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen: list[bool] = []
+    original = ts_module._one_row_per_key
+    monkeypatch.setattr(
+        ts_module, "_one_row_per_key", lambda *a: chosen.append(original(*a)) or chosen[-1]
+    )
+    many = entities(*[(1, T0 + timedelta(days=d)) for d in range(20)])
+    build_training_set(tiny, ["stats:trips"], many)  # 13 rows, 2 keys: repeated keys
+    few = entities((1, T0 + timedelta(days=4)))
+    assert build_training_set(tiny, ["stats:trips"], few).to_pydict()["trips"] == [14]
+    assert chosen == [False, False]
+
+
 def test_naive_entity_timestamps_are_utc(tiny: Any) -> None:
     naive = entities((1, datetime(2026, 1, 5, 0, 0)))
     aware = entities((1, datetime(2026, 1, 5, 0, 0, tzinfo=UTC)))

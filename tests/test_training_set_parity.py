@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 
 from framework import repository
 from framework.errors import DataError
@@ -458,6 +458,29 @@ def test_every_entity_row_is_kept_in_input_order(case: TrainingCase) -> None:
     assert out.column(ROW_IDX).to_pylist() == list(range(len(case.entities)))
     # Timestamps come out as UTC instants, whatever the input's time zone.
     assert out.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
+
+
+@LOCAL_SETTINGS
+@given(case=training_cases())
+def test_hash_joins_of_one_row_per_key_sources_equal_asof_joins(case: TrainingCase) -> None:
+    """Sources with one row per key are hash-joined (a cheaper plan); forcing ASOF
+    joins everywhere must give the identical table."""
+    from framework import training_set
+
+    original = training_set._one_row_per_key
+    with generated_store(case) as store:
+        chosen: list[bool] = []
+        training_set._one_row_per_key = (  # type: ignore[assignment]
+            lambda *a: chosen.append(original(*a)) or chosen[-1]
+        )
+        try:
+            planned = ours_for(store, case, case.refs)
+            training_set._one_row_per_key = lambda *a: False  # type: ignore[assignment]
+            asof = ours_for(store, case, case.refs)
+        finally:
+            training_set._one_row_per_key = original  # type: ignore[assignment]
+    event(f"hash-joined sources: {sum(chosen)} of {len(chosen)}")
+    assert_same_table(planned, asof, "planned joins vs ASOF only")
 
 
 def test_sub_microsecond_entity_timestamps_are_not_truncated_into_the_ttl() -> None:
