@@ -321,7 +321,7 @@ def _one_row_per_key(con: duckdb.DuckDBPyConnection, scan: View, g: int, entity_
         f"SELECT count(*) - count(DISTINCT row({', '.join(keys)})) FROM ({scan.scan}) "
         f"WHERE {not_null}"
     ).fetchone() or (1,)
-    return repeated == 0
+    return bool(repeated == 0)
 
 
 def _entity_query(entities: Entities) -> str:
