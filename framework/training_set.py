@@ -372,6 +372,57 @@ def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.T
     return table
 
 
+def _apply_odfvs_in_batches(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.Table:
+    """:func:`_apply_odfvs` a batch of :data:`BATCH_ROWS` rows at a time, as the streamed
+    path does: a python-mode transformation turns its input into Python objects, and
+    doing that for a million rows at once costs more memory than the whole join.
+    Transformations are row-wise (the online path runs them on single requests);
+    column types inferred per batch are promoted as one whole-table inference would
+    (an all-null batch, ints in one batch and floats in another)."""
+    if not plan.odfvs:
+        return table
+    parts = [
+        _apply_odfvs(pa.Table.from_batches([batch]), plan, full_feature_names)
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS)
+    ]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _declared_types(schema: pa.Schema, plan: _Plan) -> pa.Schema:
+    """The streamed file's schema: the first batch's, except that an on-demand feature
+    the batch inferred as all-null gets the type its view declares."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    declared: dict[str, pa.DataType] = {}
+    for odfv in plan.odfvs:
+        for feature in odfv.features:
+            kind = from_feast_to_pyarrow_type(feature.dtype)
+            declared[feature.name] = declared[
+                f"{odfv.projection.name_to_use()}__{feature.name}"
+            ] = kind
+    for i, f in enumerate(schema):
+        if pa.types.is_null(f.type) and f.name in declared:
+            schema = schema.set(i, f.with_type(declared[f.name]))
+    return schema
+
+
+def _as_schema(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A later batch in the file's schema (its on-demand features may have inferred
+    other types: all nulls, or ints where the first batch had floats)."""
+    if part.schema.equals(schema):
+        return part
+    columns = []
+    for column, target in zip(part.columns, schema, strict=True):
+        try:
+            columns.append(column.cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"The on-demand feature {target.name!r} is {column.type} in one batch and "
+                f"{target.type} in an earlier one, and cannot be converted: {exc}"
+            ) from exc
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 # ------------------------------------------------------------------ public API
 
 
@@ -576,7 +627,7 @@ def build_training_set(
         table = run.table()
         for batch in table.to_batches():
             hasher.update(batch)
-        table = _apply_odfvs(table, run.plan, full_feature_names)
+        table = _apply_odfvs_in_batches(table, run.plan, full_feature_names)
         info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
         return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
     finally:
@@ -618,8 +669,9 @@ def write_training_set(
                         pa.Table.from_batches([batch]), run.plan, full_feature_names
                     )
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
-                    writer.write_table(part)
+                        schema = _declared_types(part.schema, run.plan)
+                        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    writer.write_table(_as_schema(part, writer.schema))
                 info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
                 if writer is not None:
                     writer.add_key_value_metadata(

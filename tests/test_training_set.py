@@ -259,6 +259,55 @@ def test_errors_name_the_problem(
         build_training_set(tiny, features, frame)
 
 
+def test_on_demand_features_in_batches_equal_one_whole_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On-demand views run a batch of rows at a time; column types each batch infers
+    (all nulls in one, ints in another, floats in a third) end up as one whole-table
+    run would give them, and the values are the same."""
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64, Int64
+    from feast.value_type import ValueType
+
+    pq.write_table(stats_rows(range(10), 1), tmp_path / "stats.parquet")
+    store = embedded_store(tmp_path, "odfv")
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    stats = FeatureView(
+        name="stats",
+        entities=[driver],
+        schema=[Field(name="trips", dtype=Int64), Field(name="rating", dtype=Float64)],
+        source=FileSource(path=str(tmp_path / "stats.parquet"), timestamp_field="event_timestamp"),
+    )
+
+    @on_demand_feature_view(
+        sources=[stats], schema=[Field(name="scaled", dtype=Float64)], mode="python"
+    )
+    def scaled(inputs: dict) -> dict:  # type: ignore[type-arg]
+        out = []
+        for trips in inputs["trips"]:
+            out.append(None if trips in (10, 11, 12) else trips if 13 <= trips <= 15 else trips / 2)
+        return {"scaled": out}
+
+    store.apply([driver, stats, scaled])
+    df = entities(*[(1, T0 + timedelta(days=d)) for d in range(10)])
+    try:
+        whole = build_training_set(store, ["stats:trips", "scaled:scaled"], df)
+        monkeypatch.setattr(ts_module, "BATCH_ROWS", 3)
+        batched = build_training_set(store, ["stats:trips", "scaled:scaled"], df)
+        write_training_set(store, ["stats:trips", "scaled:scaled"], df, tmp_path / "t.parquet")
+    finally:
+        repository.close_store(store)
+    assert whole.schema.field("scaled").type == pa.float64()
+    assert batched.to_pydict()["scaled"] == [None, None, None, 13, 14, 15, 8, 8.5, 9, 9.5]
+    assert batched.equals(whole)
+    # Streamed: the first batch is all null, the second ints: the file still has the
+    # declared type (Float64) and the same values.
+    streamed = pq.read_table(tmp_path / "t.parquet")
+    assert streamed.schema.field("scaled").type == pa.float64()
+    assert streamed.to_pydict() == whole.to_pydict()
+
+
 def test_string_timestamps_are_parsed(tiny: Any) -> None:
     out = build_training_set(
         tiny, ["stats:trips"], pd.DataFrame({"driver_id": [1], "event_timestamp": ["2026-01-05"]})
