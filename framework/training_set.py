@@ -11,15 +11,21 @@ online path runs. The result equals Feast's ``get_historical_features`` on the
 same repository (column for column, row for row) — see
 ``tests/test_training_set_parity.py``.
 
-How: one DuckDB query per training set. The entity frame is registered (or
-read straight from Parquet) with a row index; each feature view becomes an
-``ASOF LEFT JOIN`` on its join keys and ``entity_ts >= feature_ts`` straight
-over the view's FileSource path(s); TTL is a ``CASE`` on the matched row's
-timestamp; ``ORDER BY`` the row index restores input order. Nothing is pulled
-into pandas. Results stream out in record batches, so writing to Parquet runs
-in bounded memory (DuckDB spills to its temp directory beyond its memory
-limit). Feature views whose source is not a local file fall back to Feast's
-``get_historical_features``, and the metadata says so.
+How: the entity frame is registered (or read straight from Parquet) with a row
+index. Each source (views reading the same files share one) is joined in its
+own DuckDB query that carries only the row index, the join keys and the entity
+timestamp: an ``ASOF LEFT JOIN`` on the join keys and ``entity_ts >=
+feature_ts`` straight over the view's FileSource path(s) — or, for a source no
+larger than the entity frame that holds one row per key, a hash join on the
+same condition, which gives the same rows without sorting the entity side —
+ordered by the row index. TTL is a ``CASE`` on the matched row's timestamp.
+The columns of those narrow results are then put next to the entity columns
+(in memory: Arrow; streamed: DuckDB tables side by side with ``POSITIONAL
+JOIN``, so writing to Parquet runs in bounded memory, DuckDB spilling to its
+temp directory beyond its memory limit). Nothing is pulled into pandas.
+Feature views whose source is not a local file fall back to Feast's
+``get_historical_features``, and the metadata says so. On-demand views run a
+batch of rows at a time.
 
 Every result carries a dataset fingerprint (definitions + entity frame +
 source file identities) in its Arrow schema metadata.
