@@ -420,6 +420,7 @@ def materialize(
         ours = [j for j in jobs if j.engine == "parity"]
         if writer is not None and ours:
             writer.check([j.target for j in ours if j.target is not None])
+            summary.online_store = writer.describe()
         con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
         # See training_set._prepare: DuckDB 1.5's top_n_window_elimination mis-rewrites
         # "row_number() ... = 1" windows ordered by an aliased column.

@@ -369,6 +369,48 @@ def test_sqlite_rows_equal_feasts_and_read_back_the_same(
         assert ours == _online_reads(store, feast_reference)
 
 
+def _journal(ws: Workspace) -> str:
+    con = sqlite3.connect(ws.data / "feast" / "online.db")
+    try:
+        return str(con.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_sqlite_journal_rollback_when_alone_wal_when_a_reader_has_the_store_open(
+    base: Workspace, feast_reference: Workspace, tmp_path: Path
+) -> None:
+    """Alone, batches go through a rollback journal (each page written once); with a
+    reader connected, through the write-ahead log, without waiting for the reader.
+    Both leave the store in WAL mode and the same rows as Feast's materialize."""
+    ws = _copy(base, tmp_path / "ws")
+    assert _journal(ws) == "delete"  # as Feast creates it
+    with open_store(ws.repo) as store:
+        summary = materialize(store, start=START, end=END, batch_rows=500)
+    assert "rollback journal: nothing else has the store open" in summary.online_store
+    assert _journal(ws) == "wal"
+    assert _sqlite_rows(ws) == _sqlite_rows(feast_reference)
+
+    # Again, now in WAL mode and alone: back to a rollback journal for the run.
+    with open_store(ws.repo) as store:
+        summary = materialize(store, start=START, end=END, batch_rows=500)
+    assert "rollback journal" in summary.online_store
+    assert _journal(ws) == "wal"
+
+    # A reader (a server, say) has the store open: WAL.
+    reader = sqlite3.connect(ws.data / "feast" / "online.db")
+    try:
+        before = reader.execute('SELECT count(*) FROM "parity_user_txn_7d"').fetchone()
+        with open_store(ws.repo) as store:
+            summary = materialize(store, start=START, end=END, batch_rows=500)
+        assert "write-ahead log: the store is open elsewhere" in summary.online_store
+        assert reader.execute('SELECT count(*) FROM "parity_user_txn_7d"').fetchone() == before
+    finally:
+        reader.close()
+    assert _journal(ws) == "wal"
+    assert _sqlite_rows(ws) == _sqlite_rows(feast_reference)
+
+
 @pytest.mark.integration
 def test_the_server_reads_the_same_vectors(
     base: Workspace, feast_reference: Workspace, tmp_path: Path
