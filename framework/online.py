@@ -45,6 +45,16 @@ class OnlineVectors:
     status: dict[str, list[str]]
     event_time_us: dict[str, list[int]]
 
+    def slice(self, start: int, rows: int) -> OnlineVectors:
+        """Rows ``start`` .. ``start + rows - 1`` (zero-copy for the table)."""
+        end = start + rows
+        return OnlineVectors(
+            table=self.table.slice(start, rows),
+            features=self.features,
+            status={k: v[start:end] for k, v in self.status.items()},
+            event_time_us={k: v[start:end] for k, v in self.event_time_us.items()},
+        )
+
 
 class OnlineFeatures:
     """Reads one feature service's vectors for entity rows, TTL enforced.

@@ -1,80 +1,158 @@
-"""Adaptive micro-batching: concurrent requests share one model call.
+"""Adaptive micro-batching: concurrent requests share one model call or one lookup.
 
 A scikit-learn ``predict_proba`` on one row costs about as much as on dozens
-(the per-call overhead dominates), so under concurrency the server merges the
-feature frames that are waiting into one call and hands each caller its rows.
-It is adaptive: a request that finds the model idle is scored at once (no
-waiting window, so no added latency when traffic is light); requests that
-arrive while a call runs are batched into the next one, up to ``max_rows``.
+(the per-call overhead dominates), and so does a Feast ``get_online_features``
+call; so under concurrency the server merges the work that is waiting into one
+call and hands each caller its rows. It is adaptive: a request that finds the
+function idle runs at once (no waiting window, so no added latency when
+traffic is light); requests that arrive while a call runs are merged into the
+next one, up to ``max_rows``.
 
-Results are identical to scoring each frame alone: the pipeline is row-wise.
-No library offers this for in-process scikit-learn models (model servers do
-it behind their own HTTP/gRPC front ends), hence this small class.
+Leadership passes on: the caller that runs a batch runs only that one, then
+wakes the first waiting caller to run the next (a caller never works through
+other callers' batches after its own answer is ready, which would stretch the
+tail latency under steady load). A waiting caller can give up after a timeout.
+
+Results are identical to calling the function on each part alone: the model
+pipeline and the online read are row-wise. If a merged call fails with one of
+the ``alone`` exception types, each part is retried on its own, so one bad
+request cannot fail the others batched with it. No library offers this for
+in-process functions (model servers do it behind their own HTTP/gRPC front
+ends), hence this small class.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
+P = TypeVar("P")  # one caller's part
+R = TypeVar("R")  # the function's result for a (merged) part
 
-class MicroBatcher:
-    """Serialises calls of ``fn`` (a frame -> per-row array function), merging waiters."""
 
-    def __init__(self, fn: Callable[[pd.DataFrame], Any], max_rows: int = 512) -> None:
+def _concat_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _slice_rows(out: Any, start: int, rows: int) -> Any:
+    return out[start : start + rows]
+
+
+class _Waiter(Generic[P]):
+    """One caller: its part, and how it is woken (answered, failed, or made leader)."""
+
+    __slots__ = ("part", "rows", "woken", "lead", "result", "error")
+
+    def __init__(self, part: P, rows: int) -> None:
+        self.part = part
+        self.rows = rows
+        self.woken = threading.Event()
+        self.lead = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class MicroBatcher(Generic[P, R]):
+    """Serialises calls of ``fn``, merging the parts that wait (see the module docstring).
+
+    ``size`` counts a part's rows, ``merge`` joins parts into one, ``split`` takes a
+    caller's rows (start, count) out of the merged result. The defaults fit pandas
+    frames in, per-row arrays out.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        max_rows: int = 512,
+        *,
+        size: Callable[[Any], int] = len,
+        merge: Callable[[Sequence[Any]], Any] = _concat_frames,
+        split: Callable[[Any, int, int], Any] = _slice_rows,
+        alone: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self.fn = fn
         self.max_rows = max_rows
+        self.size = size
+        self.merge = merge
+        self.split = split
+        self.alone = alone
         self._lock = threading.Lock()
-        self._pending: list[tuple[pd.DataFrame, Future[Any]]] = []
+        self._pending: list[_Waiter[Any]] = []
         self._busy = False
         self.calls = 0
         self.batched_frames = 0
 
-    def __call__(self, frame: pd.DataFrame) -> Any:
-        future: Future[Any] = Future()
-        with self._lock:
-            self._pending.append((frame, future))
-            if self._busy:
-                lead = False
-            else:
-                self._busy = lead = True
-        if lead:
-            self._drain()
-        return future.result()
+    def __call__(self, part: Any, timeout: float | None = None) -> Any:
+        """``fn`` of ``part``, possibly computed together with other callers' parts.
 
-    def _drain(self) -> None:
-        """Run batches until nothing waits (the caller that found the model idle leads)."""
-        while True:
+        With ``timeout``, a caller still waiting for its batch to start after that many
+        seconds raises :class:`concurrent.futures.TimeoutError` (its part is dropped).
+        """
+        me: _Waiter[Any] = _Waiter(part, self.size(part))
+        with self._lock:
+            self._pending.append(me)
+            if not self._busy:
+                self._busy = me.lead = True
+        if not me.lead and not me.woken.wait(timeout):
             with self._lock:
-                batch: list[tuple[pd.DataFrame, Future[Any]]] = []
-                rows = 0
-                while self._pending and (
-                    not batch or rows + len(self._pending[0][0]) <= self.max_rows
-                ):
-                    item = self._pending.pop(0)
-                    batch.append(item)
-                    rows += len(item[0])
-                if not batch:
-                    self._busy = False
-                    return
+                if not me.woken.is_set():
+                    if me in self._pending:
+                        self._pending.remove(me)
+                    raise FutureTimeout()
+        if me.lead:
+            self._run_one()
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def _run_one(self) -> None:
+        """Run the batch at the head of the queue (the leader's part is first), then pass
+        leadership to the next waiting caller, or go idle."""
+        with self._lock:
+            batch: list[_Waiter[Any]] = []
+            rows = 0
+            while self._pending and (not batch or rows + self._pending[0].rows <= self.max_rows):
+                waiter = self._pending.pop(0)
+                batch.append(waiter)
+                rows += waiter.rows
+        try:
             self.calls += 1
             self.batched_frames += len(batch)
-            frames = [f for f, _ in batch]
-            try:
-                merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-                out = self.fn(merged)
-            except BaseException as exc:
-                for _, fut in batch:
-                    fut.set_exception(exc)
-                continue
-            start = 0
-            for frame, fut in batch:
-                fut.set_result(out[start : start + len(frame)])
-                start += len(frame)
+            self._compute(batch)
+        finally:
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.woken.set()
+                else:
+                    self._busy = False
+            for waiter in batch:
+                waiter.woken.set()
+
+    def _compute(self, batch: list[_Waiter[Any]]) -> None:
+        try:
+            merged = self.merge([w.part for w in batch]) if len(batch) > 1 else batch[0].part
+            out = self.fn(merged)
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, self.alone):
+                for waiter in batch:  # one bad part must not fail the others
+                    self._compute([waiter])
+                return
+            for waiter in batch:
+                waiter.error = exc
+            return
+        if len(batch) == 1:
+            batch[0].result = out
+            return
+        start = 0
+        for waiter in batch:
+            waiter.result = self.split(out, start, waiter.rows)
+            start += waiter.rows
 
 
 class BatchedModel:
@@ -82,10 +160,10 @@ class BatchedModel:
 
     def __init__(self, model: Any, max_rows: int = 512) -> None:
         self.model = model
-        self.proba = (
+        self.proba: MicroBatcher[pd.DataFrame, Any] | None = (
             MicroBatcher(model.predict_proba, max_rows) if hasattr(model, "predict_proba") else None
         )
-        self.values = MicroBatcher(model.predict, max_rows)
+        self.values: MicroBatcher[pd.DataFrame, Any] = MicroBatcher(model.predict, max_rows)
 
     def predict_proba(self, frame: pd.DataFrame) -> Any:
         assert self.proba is not None

@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from framework.errors import ConfigError
+from framework.errors import ConfigError, DataError
 from framework.estimator import FeatureField, feature_frame, score
 from framework.explain import BACKGROUND_FILE, Explainer, Explanation, NotExplainable
 from framework.model_spec import Task
 from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
-from serving.batching import BatchedModel
+from serving.batching import BatchedModel, MicroBatcher
 from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
 from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE, Router
 
@@ -108,6 +108,9 @@ class LoadedModel:
     request_types: dict[str, str]
     router: Router
     batched: Any  # the model behind micro-batchers (serving.batching.BatchedModel)
+    #: (entity rows, request data) -> (vectors, lookup CPU seconds), within the budget;
+    #: a MicroBatcher merging concurrent requests' reads when micro-batching is on.
+    lookup: Callable[..., tuple[OnlineVectors, float]]
     fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
     fallback_fields: list[FeatureField]
     fallback_prior: float | None
@@ -335,7 +338,50 @@ class Predictor:
             request_types=dict(manifest["request_data"]),
             router=Router.from_manifest(manifest),
             batched=BatchedModel(model, self.max_rows) if self.micro_batching else model,
+            lookup=self._lookup_for(online),
             **self._load_fallback(ref, manifest),
+        )
+
+    def _lookup_for(self, online: OnlineFeatures) -> Callable[..., tuple[OnlineVectors, float]]:
+        """The online read of a version, run on a lookup thread within the timeout budget
+        (a slow store counts as unavailable), returning the vectors and the CPU seconds
+        the read took there. With micro-batching, concurrent requests' rows are read in
+        one ``get_online_features`` call (its fixed cost is most of a one-row read)."""
+
+        def read(rows: tuple[list[Any], list[Any]]) -> tuple[OnlineVectors, float]:
+            started = time.thread_time()
+            vectors = online.read(rows[0], rows[1])
+            return vectors, time.thread_time() - started
+
+        def within_budget(rows: tuple[list[Any], list[Any]]) -> tuple[OnlineVectors, float]:
+            future = self._lookups.submit(read, rows)
+            try:
+                return future.result(timeout=self.feature_timeout)
+            except FutureTimeout:
+                future.cancel()
+                raise StoreUnavailable(
+                    f"no answer within the {self.feature_timeout:g}s budget"
+                ) from None
+
+        if not self.micro_batching:
+            return lambda rows, timeout=None: within_budget(rows)
+
+        def merge(parts: Sequence[tuple[list[Any], list[Any]]]) -> tuple[list[Any], list[Any]]:
+            return [k for p in parts for k in p[0]], [d for p in parts for d in p[1]]
+
+        def split(
+            out: tuple[OnlineVectors, float], start: int, rows: int
+        ) -> tuple[OnlineVectors, float]:
+            vectors, cpu = out
+            return vectors.slice(start, rows), cpu * rows / max(1, vectors.table.num_rows)
+
+        return MicroBatcher(
+            within_budget,
+            self.max_rows,
+            size=lambda rows: len(rows[0]),
+            merge=merge,
+            split=split,
+            alone=(DataError, InvalidInput),
         )
 
     def _load_fallback(self, ref: ModelRef, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -580,21 +626,11 @@ class Predictor:
         self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
-        """The online read within the timeout budget (a slow store counts as unavailable),
-        and the CPU seconds it took on the lookup thread."""
-
-        def read() -> tuple[OnlineVectors, float]:
-            started = time.thread_time()
-            vectors = loaded.online.read(
-                [r.entity_keys for r in request.rows], [r.request_data for r in request.rows]
-            )
-            return vectors, time.thread_time() - started
-
-        future = self._lookups.submit(read)
+        """The request's online vectors and the lookup CPU seconds spent on them."""
+        rows = ([r.entity_keys for r in request.rows], [r.request_data for r in request.rows])
         try:
-            return future.result(timeout=self.feature_timeout)
-        except FutureTimeout:
-            future.cancel()
+            return loaded.lookup(rows, timeout=self.feature_timeout)
+        except FutureTimeout:  # waited a whole budget for other requests' reads
             raise StoreUnavailable(
                 f"no answer within the {self.feature_timeout:g}s budget"
             ) from None

@@ -79,3 +79,93 @@ def test_an_error_reaches_every_caller_of_that_batch() -> None:
     with pytest.raises(ValueError, match="model exploded"):
         batcher(pd.DataFrame({"x": [1]}))
     assert not batcher._busy  # the next caller is not stuck behind a failed batch
+
+
+def test_a_leader_returns_after_its_own_batch_and_the_next_caller_leads() -> None:
+    """The caller that ran a batch does not go on to run the batches queued behind it."""
+    gate = threading.Event()
+    threads: list[str] = []
+
+    def record(parts: list[int]) -> list[int]:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            gate.wait(10)
+        return [p * 10 for p in parts]
+
+    batcher: MicroBatcher[list[int], list[int]] = MicroBatcher(
+        record, merge=lambda ps: [x for p in ps for x in p]
+    )
+    with ThreadPoolExecutor(4, thread_name_prefix="caller") as pool:
+        first = pool.submit(batcher, [1])
+        while not threads:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher, [n]) for n in (2, 3, 4)]
+        while len(batcher._pending) < 3:
+            time.sleep(0.001)
+        gate.set()
+        assert first.result() == [10]
+        assert [r.result() for r in rest] == [[20], [30], [40]]
+    assert len(threads) == 2  # one batch alone, then the three waiting parts together
+    assert threads[0] != threads[1]  # the second batch ran on a waiting caller's thread
+    assert not batcher._busy
+
+
+def test_a_failing_part_is_retried_alone_and_fails_only_its_caller() -> None:
+    class Bad(Exception):
+        pass
+
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def double(parts: list[int]) -> list[int]:
+        calls.append(list(parts))
+        if len(calls) == 1:
+            gate.wait(10)
+        if -1 in parts:
+            raise Bad("part -1 is bad")
+        return [p * 2 for p in parts]
+
+    batcher: MicroBatcher[list[int], list[int]] = MicroBatcher(
+        double, merge=lambda ps: [x for p in ps for x in p], alone=(Bad,)
+    )
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher, [5])
+        while not calls:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher, p) for p in ([1, 2], [-1], [3])]
+        while len(batcher._pending) < 3:
+            time.sleep(0.001)
+        gate.set()
+        assert first.result() == [10]
+        assert rest[0].result() == [2, 4]
+        with pytest.raises(Bad, match="part -1 is bad"):
+            rest[1].result()
+        assert rest[2].result() == [6]
+    assert calls[1] == [1, 2, -1, 3]  # merged first, then each part on its own
+    assert calls[2:] == [[1, 2], [-1], [3]]
+
+
+def test_a_waiting_caller_gives_up_after_its_timeout_and_its_part_is_not_run() -> None:
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    gate = threading.Event()
+    calls: list[list[int]] = []
+
+    def slow(parts: list[int]) -> list[int]:
+        calls.append(list(parts))
+        gate.wait(10)
+        return parts
+
+    batcher: MicroBatcher[list[int], list[int]] = MicroBatcher(
+        slow, merge=lambda ps: [x for p in ps for x in p]
+    )
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(batcher, [1])
+        while not calls:
+            time.sleep(0.001)
+        with pytest.raises(FutureTimeout):
+            batcher([2], timeout=0.05)
+        gate.set()
+        assert first.result() == [1]
+    assert calls == [[1]]
+    assert not batcher._busy and not batcher._pending

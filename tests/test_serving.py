@@ -100,6 +100,32 @@ def test_served_features_equal_the_training_set_at_request_time(served: Served) 
     )
 
 
+def test_concurrent_requests_share_lookups_and_get_their_own_answers(served: Served) -> None:
+    """Under concurrency the server reads several requests' rows in one online lookup
+    and scores them in one model call; every caller still gets exactly the answer (and
+    features) of its own rows, the same as one request carrying all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from framework.registry import ModelRef
+
+    rows = recent_rows(served, 48)
+    with PredictionClient(served.target) as client:
+        together = client.predict(MODEL, rows, return_features=True)
+    lookup = served.running.predictor.load(ModelRef(MODEL, 1)).lookup
+    calls, parts = lookup.calls, lookup.batched_frames
+    with PredictionClient(served.target) as client, ThreadPoolExecutor(16) as pool:
+        for _ in range(3):
+            alone = list(
+                pool.map(lambda r: client.predict(MODEL, [r], return_features=True)[0], rows)
+            )
+            for a, t in zip(alone, together, strict=True):
+                assert a["score"] == t["score"]
+                assert a["decision"] == t["decision"]
+                assert a["features"] == t["features"]
+    assert lookup.batched_frames - parts == 3 * len(rows)
+    assert lookup.calls - calls < 3 * len(rows)  # some reads were shared
+
+
 def test_model_info(served: Served) -> None:
     with PredictionClient(served.target) as client:
         info = client.model_info(MODEL)
