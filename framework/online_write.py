@@ -19,6 +19,9 @@ SQLite (:class:`SqliteWriter`)
     then checkpoint), ~25 % faster for a large load; a reader that opens the
     store meanwhile waits while a batch commits. Either way the store is left in
     WAL mode, so the next run finds a running server and keeps out of its way.
+    (SQLite tells who has a WAL-mode store open, not who has a rollback-journal
+    one: a store still as Feast created it, before parity's first run, is
+    written with its rollback journal, as Feast's own materialize writes it.)
 
 Redis (:class:`RedisWriter`)
     One hash per entity key (``serialize_entity_key`` + project), fields
