@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from framework.errors import ConfigError, ParityError
-from framework.registry import ModelRef
 from framework.repository import Profile, default_repo
 
 
@@ -71,24 +70,12 @@ def _name_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a version is a positive number, got {text!r}")
-    return int(text)
-
-
 def _registry_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         type=Path,
         help="model registry folder (default: data/models next to the repository)",
     )
-
-
-def _alias_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alias", default="champion", help="the alias (default: %(default)s)")
-    parser.add_argument("--reason", default="", help="why (recorded in the history)")
-    parser.add_argument("--by", help="who (recorded; default: user@host)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    helpers: dict[str, Callable[..., Any]] = {
+        "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
+        "timestamp": _timestamp, "registry": _registry, "emit": _emit, "fmt": _fmt,
+    }  # fmt: skip
 
     demo = commands.add_parser(
         "demo",
@@ -222,80 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     _repo_args(apply)
     _json_arg(apply)
 
-    train = commands.add_parser(
-        "train",
-        help="fit, evaluate and register a model version from a spec",
-        description="Build the point-in-time training set of a model spec, fit its scikit-learn "
-        "pipeline on the earliest period, calibrate on the next, evaluate on the latest "
-        "(time-based holdout) and register a new immutable version with its lineage.",
-    )
-    _repo_args(train)
-    train.add_argument(
-        "--spec",
-        type=Path,
-        help="model spec (TOML; default: the only *.toml in REPO/models)",
-    )
-    train.add_argument(
-        "--as-of",
-        type=_timestamp,
-        help="use labels known at this time (ISO 8601; default: the latest label's arrival)",
-    )
-    train.add_argument("--start", type=_timestamp, help="first event time to train on (ISO 8601)")
-    train.add_argument("--end", type=_timestamp, help="train on events before this time")
-    _registry_arg(train)
-    train.add_argument("--by", help="who trains (recorded; default: user@host)")
-    _json_arg(train)
+    from framework.models_cli import register as register_models
 
-    models = commands.add_parser(
-        "models",
-        help="the model registry: list, show, promote, rollback",
-        description="Immutable model versions, addressed NAME:VERSION or NAME@ALIAS, and "
-        "aliases (champion, challenger) moved by gated promotion and rollback.",
-    )
-    models_commands = models.add_subparsers(
-        dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser
-    )
-    models_commands.required = True
-    listing = models_commands.add_parser(
-        "list", help="models, versions and aliases", description="Every model and version."
-    )
-    _registry_arg(listing)
-    _json_arg(listing)
-    show = models_commands.add_parser(
-        "show",
-        help="one version: lineage, features, metrics, aliases",
-        description="A version's manifest: NAME (the champion, else the latest), NAME:VERSION "
-        "or NAME@ALIAS.",
-    )
-    show.add_argument("model", metavar="NAME[:VERSION|@ALIAS]")
-    _registry_arg(show)
-    _json_arg(show)
-    promote = models_commands.add_parser(
-        "promote",
-        help="point an alias at a version, after the promotion gate",
-        description="Move NAME@ALIAS to VERSION if the artifact verifies and loads, it "
-        "reproduces its smoke sample, its pinned feature definitions match the Feast "
-        "registry, and its holdout metric is not worse than the current version's beyond "
-        "the spec's tolerance (--force with --reason overrides that last check only).",
-    )
-    promote.add_argument("name", metavar="NAME")
-    promote.add_argument("version", metavar="VERSION", type=_version)
-    _alias_args(promote)
-    promote.add_argument(
-        "--force", action="store_true", help="promote even if its metrics are worse"
-    )
-    _repo_args(promote)
-    _registry_arg(promote)
-    _json_arg(promote)
-    roll = models_commands.add_parser(
-        "rollback",
-        help="point an alias back at its previous version",
-        description="Move NAME@ALIAS back to the version it pointed to before its last move.",
-    )
-    roll.add_argument("name", metavar="NAME")
-    _alias_args(roll)
-    _registry_arg(roll)
-    _json_arg(roll)
+    _COMMANDS.update(register_models(commands, helpers))
 
     serve = commands.add_parser(
         "serve",
@@ -526,10 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
     from framework.monitor_cli import register as register_monitoring
     from framework.retrain_cli import register as register_retrain
 
-    helpers: dict[str, Callable[..., Any]] = {
-        "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
-        "timestamp": _timestamp,
-    }  # fmt: skip
     _COMMANDS.update(register_monitoring(commands, helpers))
     _COMMANDS.update(register_feedback(commands, helpers))
     _COMMANDS.update(register_retrain(commands, helpers))
@@ -764,249 +680,6 @@ def _registry(args: argparse.Namespace) -> Any:
     return ModelRegistry(args.registry or data_dir(repo) / "models")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    from framework.model_spec import find_spec, load_spec
-    from framework.registry import ModelRegistry
-    from framework.repository import data_dir, open_store
-    from framework.train import train_model
-
-    repo = args.repo or default_repo()
-    path = find_spec(repo, args.spec)
-    spec = load_spec(path)
-    registry = ModelRegistry(args.registry or data_dir(repo) / "models")
-
-    def progress(step: str, seconds: float) -> None:
-        if not args.json:
-            print(f"  {step:<13} {seconds:>6.2f}s", flush=True)
-
-    if not args.json:
-        print(f"parity train {spec.name} from {path}")
-    with open_store(repo, args.profile) as store:
-        result = train_model(
-            repo,
-            spec,
-            store=store,
-            registry=registry,
-            spec_path=path,
-            as_of=args.as_of,
-            start=args.start,
-            end=args.end,
-            by=args.by,
-            progress=progress,
-        )
-    m = result.manifest
-    if args.json:
-        print(
-            json.dumps(
-                {"model": str(result.ref), "seconds": result.seconds, **_summary(m)},
-                indent=2,
-                default=str,
-            )
-        )
-        return
-    print(f"registered {result.ref} in {result.seconds}s -> {registry.version_dir(result.ref)}")
-    print("\n".join(_metric_lines(m)))
-
-
-def _summary(m: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "version": m["version"],
-        "feature_service": m["feature_service"],
-        "features": len(m["features"]),
-        "dataset_fingerprint": m["dataset"]["fingerprint"],
-        "split": m["split"],
-        "calibration": m["calibration"],
-        "metrics": m["metrics"],
-    }
-
-
-def _metric_lines(m: dict[str, Any]) -> list[str]:
-    split = m["split"]
-    lines = [
-        "  periods: "
-        + ", ".join(
-            f"{k} {v['rows']:,} rows ({v['start'][:10]} to {v['end'][:10]})"
-            for k, v in split.items()
-            if v
-        )
-    ]
-    hold, base = m["metrics"]["holdout"], m["metrics"]["baseline"]
-    if m["task"] == "classification":
-        keys = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
-        lines.append("  holdout:  " + ", ".join(f"{k} {_fmt(hold[k])}" for k in keys))
-        lines.append(
-            "  baseline: "
-            + ", ".join(f"{k} {_fmt(base[k])}" for k in keys)
-            + " (training base rate for every row)"
-        )
-        cal = m["calibration"]
-        if cal["method"] != "none":
-            lines.append(
-                f"  calibration ({cal['method']}): ECE {_fmt(cal['ece_before'])} before, "
-                f"{_fmt(cal['ece_after'])} after"
-            )
-        for t in hold["at_thresholds"]:
-            lines.append(
-                f"  score >= {t['threshold']}: precision {_fmt(t['precision'])}, "
-                f"recall {_fmt(t['recall'])}, flagged {t['flagged_share']:.2%}"
-            )
-        mix = hold["decisions"]
-        lines.append(
-            "  decisions: "
-            + ", ".join(
-                f"{k} {v['share']:.1%}"
-                + (f" (accuracy {v['accuracy']:.3f})" if v["accuracy"] is not None else "")
-                for k, v in mix.items()
-            )
-        )
-    else:
-        lines.append(
-            "  holdout:  " + ", ".join(f"{k} {_fmt(hold[k])}" for k in ("mae", "rmse", "r2"))
-        )
-        lines.append(
-            "  baseline: " + ", ".join(f"{k} {_fmt(base[k])}" for k in ("mae", "rmse", "r2"))
-        )
-    return lines
-
-
-def _cmd_models_list(args: argparse.Namespace) -> None:
-    registry = _registry(args)
-    rows = []
-    for name in registry.names():
-        aliases = registry.aliases(name)
-        by_version: dict[int, list[str]] = {}
-        for alias, v in aliases.items():
-            by_version.setdefault(v, []).append(alias)
-        for v in registry.versions(name):
-            m = registry.manifest(ModelRef(name, v))
-            metric = m["gate"]["metric"]
-            rows.append(
-                {
-                    "model": f"{name}:{v}",
-                    "aliases": sorted(by_version.get(v, [])),
-                    "created_at": m["created_at"],
-                    "feature_service": m["feature_service"],
-                    "metric": metric,
-                    "value": m["metrics"]["holdout"].get(metric),
-                }
-            )
-    if args.json:
-        print(json.dumps({"registry": str(registry.root), "versions": rows}, indent=2))
-        return
-    if not rows:
-        print(f"no models in {registry.root} (run parity train)")
-        return
-    for r in rows:
-        tags = " ".join(f"@{a}" for a in r["aliases"])
-        print(
-            f"{r['model']:<24} {r['created_at'][:19]}  {r['feature_service']:<20} "
-            f"{r['metric']} {_fmt(r['value'])}  {tags}".rstrip()
-        )
-
-
-def _cmd_models_show(args: argparse.Namespace) -> None:
-    registry = _registry(args)
-    ref = registry.resolve(args.model)
-    m = registry.manifest(ref)
-    aliases = sorted(a for a, v in registry.aliases(ref.name).items() if v == ref.version)
-    history = [e for e in registry.history(ref.name) if e.get("action") != "promote-refused"]
-    if args.json:
-        print(json.dumps({**m, "aliases": aliases, "history": history}, indent=2, default=str))
-        return
-    code = m["code"]
-    print(f"{ref}  {' '.join('@' + a for a in aliases)}".rstrip())
-    print(f"  created    {m['created_at']} by {m['created_by']}")
-    print(f"  estimator  {m['estimator']['class']} (calibration: {m['calibration']['method']})")
-    print(
-        f"  features   {len(m['features'])} from feature service {m['feature_service']!r} "
-        f"(definitions {m['definitions_digest'][:12]})"
-    )
-    for f in m["features"]:
-        print(f"               {f['view']}:{f['name']} {f['dtype']}")
-    print(f"  label      {m['label']}")
-    print(
-        f"  dataset    fingerprint {m['dataset']['fingerprint'][:16]}, "
-        f"{m['dataset']['entity_rows']:,} rows ({m['dataset']['engine']})"
-    )
-    print(f"  window     as of {m['window']['as_of']}")
-    commit = code["git_commit"][:12] if code["git_commit"] else "unknown"
-    print(f"  code       git {commit}{' (with uncommitted changes)' if code['dirty'] else ''}")
-    print(
-        f"  artifact   {m['artifact']['format']} {m['artifact']['bytes']:,} bytes, "
-        f"sha256 {m['artifact']['sha256'][:16]}"
-    )
-    print("\n".join(_metric_lines(m)))
-    print("\n".join(_explanation_lines(m)))
-    if history:
-        print("  history")
-        for e in history[-10:]:
-            print(
-                f"    {e['at'][:19]} {e['action']} @{e['alias']}: {e['from']} -> {e['to']} "
-                f"by {e['by']}" + (f" ({e['reason']})" if e.get("reason") else "")
-            )
-
-
-def _explanation_lines(m: dict[str, Any]) -> list[str]:
-    """How the version's predictions are explained, and its global feature importance."""
-    e = m.get("explanation")
-    lines = []
-    if not e:
-        lines.append("  explain    no explainer (registered before explanations existed)")
-    elif not e.get("method"):
-        lines.append(f"  explain    not explainable: {e['reason']}")
-    else:
-        lines.append(
-            f"  explain    {e['method']} (shap {e['shap_version']}) on the "
-            f"{e['explained_output']}, in score units through the {e['score_link']}; base "
-            f"value {e['base_value']:.4f}; background: {e['background']['used']}"
-        )
-    imp = m.get("importance") or {}
-    if imp.get("method"):
-        lines.append(
-            f"  importance permutation on {imp['rows']:,} holdout rows ({imp['metric']} drop, "
-            f"mean of {imp['repeats']})"
-        )
-        for f in imp["features"]:
-            lines.append(f"               {f['feature']:<30} {f['mean']:+.4f} ± {f['std']:.4f}")
-    return lines
-
-
-def _cmd_models_promote(args: argparse.Namespace) -> None:
-    from framework.promotion import promote
-    from framework.repository import open_store
-
-    registry = _registry(args)
-    with open_store(args.repo or default_repo(), args.profile) as store:
-        move = promote(
-            registry,
-            args.name,
-            args.version,
-            store=store,
-            alias=args.alias,
-            by=args.by,
-            reason=args.reason,
-            force=args.force,
-        )
-    checks = "; ".join(f"{c.name}: {c.detail}" for c in move.checks)
-    _emit(
-        args,
-        move.to_dict(),
-        f"{args.name}@{args.alias}: {move.previous or 'unset'} -> {move.version} ({checks})",
-    )
-
-
-def _cmd_models_rollback(args: argparse.Namespace) -> None:
-    from framework.promotion import rollback
-
-    registry = _registry(args)
-    move = rollback(registry, args.name, alias=args.alias, by=args.by, reason=args.reason)
-    _emit(
-        args,
-        move.to_dict(),
-        f"{args.name}@{args.alias}: rolled back {move.previous} -> {move.version}",
-    )
-
-
 def _cmd_materialize(args: argparse.Namespace) -> None:
     from framework.freshness import status
     from framework.materialize import materialize
@@ -1085,11 +758,6 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
     ("data", "features"): _cmd_data_features,
     ("apply", None): _cmd_apply,
     ("training-set", None): _cmd_training_set,
-    ("train", None): _cmd_train,
-    ("models", "list"): _cmd_models_list,
-    ("models", "show"): _cmd_models_show,
-    ("models", "promote"): _cmd_models_promote,
-    ("models", "rollback"): _cmd_models_rollback,
     ("serve", None): lambda args: _serving("serve", args),
     ("review", "list"): lambda args: _review(args),
     ("review", "resolve"): lambda args: _review(args),
