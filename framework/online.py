@@ -108,7 +108,7 @@ class OnlineFeatures:
         """Vectors for ``entity_rows`` (join keys) with ``request_data`` (one dict per row)."""
         from feast.type_map import feast_value_type_to_python_type
 
-        from framework.training_set import _apply_odfvs
+        from framework import on_demand
 
         response = self.store.get_online_features(
             features=self.refs, entity_rows=[dict(r) for r in entity_rows]
@@ -147,7 +147,7 @@ class OnlineFeatures:
         )
         if self.plan.odfvs:
             try:
-                table = _apply_odfvs(table, self.plan, False)
+                table = on_demand.apply(table, self.plan, False)
             except Exception as exc:
                 raise DataError(f"An on-demand transformation failed: {exc}") from exc
             for odfv in self.plan.odfvs:

@@ -45,6 +45,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from framework import on_demand
 from framework.duck import connect
 from framework.entity_frame import ROW, Entities, register_entities
 from framework.errors import ConfigError, DataError
@@ -55,7 +56,7 @@ from framework.fingerprint import (
     fingerprint,
     source_identities,
 )
-from framework.view_sources import View, group_views, local_files, quote, scan_sql
+from framework.view_sources import View, file_list, group_views, local_files, quote, scan_sql
 
 METADATA_KEY = b"parity.training_set"
 FINGERPRINT_KEY = b"parity.fingerprint"
@@ -315,9 +316,8 @@ def _one_row_per_key(con: duckdb.DuckDBPyConnection, scan: View, g: int, entity_
     an ASOF join sorts the whole entity side, a hash join only hashes the source.
     The check reads the source once; larger sources are not checked (ASOF).
     """
-    files = ", ".join("'" + f.replace("'", "''") + "'" for f in scan.files)
     (rows,) = con.execute(
-        f"SELECT sum(num_rows) FROM parquet_file_metadata([{files}])"
+        f"SELECT sum(num_rows) FROM parquet_file_metadata([{file_list(scan.files)}])"
     ).fetchone() or (0,)
     if rows is None or rows > entity_rows:
         return False
@@ -341,92 +341,6 @@ def _outputs(plan: _Plan) -> list[tuple[str, str]]:
         for i, view in enumerate(plan.views)
         for j, out in enumerate(view.output)
     ]
-
-
-def _odfv_inputs(table: pa.Table, odfv: Any, plan: _Plan) -> pa.Table:
-    """The columns an on-demand view declares it reads: join keys, request data, sources.
-
-    Feast's python-mode transformation turns its whole input table into Python
-    lists; handing it only these columns (not every feature of the service, and
-    not the entity timestamps, which become slow datetime objects) gives the
-    same result several times faster.
-    """
-    wanted = set(odfv.get_request_data_schema())
-    for projection in odfv.source_feature_view_projections.values():
-        for feature in projection.features:
-            wanted.add(feature.name)
-            wanted.add(f"{projection.name}__{feature.name}")
-            wanted.add(f"{projection.name_to_use()}__{feature.name}")
-    for view in plan.views:
-        wanted.update(view.join_keys.values())
-    return table.select([c for c in table.column_names if c in wanted])
-
-
-def _apply_odfvs(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.Table:
-    """Append on-demand features exactly as Feast's RetrievalJob.to_arrow does."""
-    for odfv in plan.odfvs:
-        name = odfv.projection.name_to_use()
-        requested = {
-            (f"{name}__{r.split(':', 1)[1]}" if full_feature_names else r.split(":", 1)[1])
-            for r in plan.refs
-            if r.split(":", 1)[0] in (odfv.name, name)
-        }
-        transformed = odfv.transform_arrow(_odfv_inputs(table, odfv, plan), full_feature_names)
-        for col in transformed.column_names:
-            if not col.startswith("__index") and col in requested:
-                table = table.append_column(col, transformed[col])
-    return table
-
-
-def _apply_odfvs_in_batches(table: pa.Table, plan: _Plan, full_feature_names: bool) -> pa.Table:
-    """:func:`_apply_odfvs` a batch of :data:`BATCH_ROWS` rows at a time, as the streamed
-    path does: a python-mode transformation turns its input into Python objects, and
-    doing that for a million rows at once costs more memory than the whole join.
-    Transformations are row-wise (the online path runs them on single requests);
-    column types inferred per batch are promoted as one whole-table inference would
-    (an all-null batch, ints in one batch and floats in another)."""
-    if not plan.odfvs:
-        return table
-    parts = [
-        _apply_odfvs(pa.Table.from_batches([batch]), plan, full_feature_names)
-        for batch in table.to_batches(max_chunksize=BATCH_ROWS)
-    ]
-    return pa.concat_tables(parts, promote_options="permissive")
-
-
-def _declared_types(schema: pa.Schema, plan: _Plan) -> pa.Schema:
-    """The streamed file's schema: the first batch's, except that an on-demand feature
-    the batch inferred as all-null gets the type its view declares."""
-    from feast.types import from_feast_to_pyarrow_type
-
-    declared: dict[str, pa.DataType] = {}
-    for odfv in plan.odfvs:
-        for feature in odfv.features:
-            kind = from_feast_to_pyarrow_type(feature.dtype)
-            declared[feature.name] = declared[
-                f"{odfv.projection.name_to_use()}__{feature.name}"
-            ] = kind
-    for i, f in enumerate(schema):
-        if pa.types.is_null(f.type) and f.name in declared:
-            schema = schema.set(i, f.with_type(declared[f.name]))
-    return schema
-
-
-def _as_schema(part: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A later batch in the file's schema (its on-demand features may have inferred
-    other types: all nulls, or ints where the first batch had floats)."""
-    if part.schema.equals(schema):
-        return part
-    columns = []
-    for column, target in zip(part.columns, schema, strict=True):
-        try:
-            columns.append(column.cast(target.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"The on-demand feature {target.name!r} is {column.type} in one batch and "
-                f"{target.type} in an earlier one, and cannot be converted: {exc}"
-            ) from exc
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 # ------------------------------------------------------------------ public API
@@ -633,7 +547,7 @@ def build_training_set(
         table = run.table()
         for batch in table.to_batches():
             hasher.update(batch)
-        table = _apply_odfvs_in_batches(table, run.plan, full_feature_names)
+        table = on_demand.apply_in_batches(table, run.plan, full_feature_names, BATCH_ROWS)
         info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
         return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
     finally:
@@ -671,13 +585,13 @@ def write_training_set(
             try:
                 for batch in run.batches():
                     hasher.update(batch)
-                    part = _apply_odfvs(
+                    part = on_demand.apply(
                         pa.Table.from_batches([batch]), run.plan, full_feature_names
                     )
                     if writer is None:
-                        schema = _declared_types(part.schema, run.plan)
+                        schema = on_demand.declared_types(part.schema, run.plan)
                         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-                    writer.write_table(_as_schema(part, writer.schema))
+                    writer.write_table(on_demand.as_schema(part, writer.schema))
                 info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
                 if writer is not None:
                     writer.add_key_value_metadata(

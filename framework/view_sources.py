@@ -106,7 +106,7 @@ def group_views(views: list[View]) -> list[tuple[View, list[View]]]:
 
 def scan_sql(view: View, con: duckdb.DuckDBPyConnection, index: int) -> str:
     """A SELECT over the view's files with normalised names and UTC timestamps."""
-    files = ", ".join("'" + f.replace("'", "''") + "'" for f in view.files)
+    files = file_list(view.files)
     partitioned = any(os.sep + "=" in f or "=" in Path(f).parent.name for f in view.files)
     table = (
         f"read_parquet([{files}], hive_partitioning = {str(partitioned).lower()}, "
@@ -141,6 +141,11 @@ def scan_sql(view: View, con: duckdb.DuckDBPyConnection, index: int) -> str:
             " ORDER BY __created DESC NULLS LAST) = 1"
         )
     return sql
+
+
+def file_list(files: list[str]) -> str:
+    """SQL string literals of ``files``, comma-separated (for ``read_parquet([...])``)."""
+    return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
 
 
 def quote(name: str) -> str:

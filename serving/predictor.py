@@ -359,9 +359,7 @@ class Predictor:
                 return future.result(timeout=self.feature_timeout)
             except FutureTimeout:
                 future.cancel()
-                raise StoreUnavailable(
-                    f"no answer within the {self.feature_timeout:g}s budget"
-                ) from None
+                raise self._over_budget() from None
 
         if not self.micro_batching:
             return lambda rows, timeout=None: within_budget(rows)
@@ -631,9 +629,10 @@ class Predictor:
         try:
             return loaded.lookup(rows, timeout=self.feature_timeout)
         except FutureTimeout:  # waited a whole budget for other requests' reads
-            raise StoreUnavailable(
-                f"no answer within the {self.feature_timeout:g}s budget"
-            ) from None
+            raise self._over_budget() from None
+
+    def _over_budget(self) -> StoreUnavailable:
+        return StoreUnavailable(f"no answer within the {self.feature_timeout:g}s budget")
 
     def _fallback(
         self, loaded: LoadedModel, request: PredictInput, rows: dict[int, str]
