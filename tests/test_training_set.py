@@ -558,3 +558,16 @@ def test_cli_training_set(sample_workspace: Workspace, tmp_path: Path) -> None:
         "txn_count_7d, amount_mean_7d, amount_std_7d, distinct_merchants_7d."
     ]
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_streamed_on_demand_feature_whose_type_cannot_convert_is_named() -> None:
+    """A later batch whose on-demand feature cannot take the file's type fails in one
+    line naming the feature and both types, instead of a writer error."""
+    from framework import on_demand
+
+    schema = pa.schema([("driver_id", pa.int64()), ("scaled", pa.float64())])
+    part = pa.table({"driver_id": [1], "scaled": ["not a number"]})
+    with pytest.raises(DataError, match="on-demand feature 'scaled' is string in one batch"):
+        on_demand.as_schema(part, schema)
+    ints = pa.table({"driver_id": [1], "scaled": pa.array([3], pa.int64())})
+    assert on_demand.as_schema(ints, schema).column("scaled").to_pylist() == [3.0]
