@@ -148,7 +148,10 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
         flush=True,
     )
 
+    forwarded: set[int] = set()
+
     def forward(signum: int, frame: Any) -> None:
+        forwarded.add(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -156,7 +159,9 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
-    if any(codes):
+    # A worker still starting (imports, model loading) has no handler yet and dies of the
+    # forwarded signal itself: it had accepted nothing, so that is a clean stop too.
+    if any(code != 0 and -code not in forwarded for code in codes):
         raise ConfigError(f"worker processes exited with {codes}")
     print("parity serve: stopped; prediction logs flushed", flush=True)
 

@@ -549,6 +549,29 @@ def test_parity_predict_command(served: Served) -> None:
     )
 
 
+def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(
+    served: Served, tmp_path: Path
+) -> None:
+    """SIGTERM right after the parent says it listens: its workers are still importing
+    and loading (no handler yet) and die of the signal; nothing was accepted, so the
+    parent stops cleanly (exit 0) instead of reporting failed workers."""
+    import signal
+
+    root = _copy(served, tmp_path / "ws")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
+         "--port", "0", "--workers", "2", "--now", served.now.isoformat()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with proc:
+        assert proc.stdout is not None
+        assert "with 2 worker processes" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+
+
 @pytest.mark.slow
 def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None:
     """``--workers 2``: two processes answer on one port (SO_REUSEPORT), ``--now`` replays
