@@ -82,8 +82,8 @@ def apply_in_batches(
 
 
 def declared_types(schema: pa.Schema, plan: Plan) -> pa.Schema:
-    """The streamed file's schema: the first batch's, except that an on-demand feature
-    the batch inferred as all-null gets the type its view declares."""
+    """``schema``, except that an on-demand feature inferred as all-null gets the type its
+    view declares (a streamed file's first batch; an online read of new entities)."""
     from feast.types import from_feast_to_pyarrow_type
 
     declared: dict[str, pa.DataType] = {}

@@ -150,6 +150,12 @@ class OnlineFeatures:
                 table = on_demand.apply(table, self.plan, False)
             except Exception as exc:
                 raise DataError(f"An on-demand transformation failed: {exc}") from exc
+            if any(pa.types.is_null(f.type) for f in table.schema):
+                # Every row null (a new user, say): Feast infers Arrow's null type; the
+                # view's declared type keeps one schema for clients and the prediction log.
+                table = on_demand.as_schema(
+                    table, on_demand.declared_types(table.schema, self.plan)
+                )
             for odfv in self.plan.odfvs:
                 for feature in odfv.features:
                     if feature.name in self.features:

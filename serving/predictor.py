@@ -888,9 +888,7 @@ def _log_table(
             cols[name] = table.column(name).combine_chunks()
     for f in loaded.fields:
         cols[f.name] = table.column(f.name).combine_chunks()
-        cols[f"{f.name}__timestamp"] = pa.array(
-            vectors.event_time_us.get(f.name, [0] * n), pa.int64()
-        ).cast(ts_type)
+        cols[f"{f.name}__timestamp"] = pa.array(vectors.event_time_us.get(f.name, [0] * n), ts_type)
         cols[f"{f.name}__status"] = pa.array(vectors.status.get(f.name, [PRESENT] * n), pa.string())
     cols["score"] = pa.array([o.score for o in outs], pa.float64())
     cols["label"] = pa.array([o.label for o in outs], pa.string())

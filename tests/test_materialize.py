@@ -437,6 +437,30 @@ def test_the_server_reads_the_same_vectors(
     assert any(s == "PRESENT" for s in ours.status["txn_count_7d"])
 
 
+@pytest.mark.integration
+def test_null_on_demand_features_keep_their_declared_types(
+    feast_reference: Workspace,
+) -> None:
+    """An on-demand feature that is null for every row read (a new user, say) has the type
+    its view declares, not Arrow's null type: the server's prediction log keeps one schema
+    (one file per flush, not one per type) and clients see the declared types."""
+    from framework.online import OnlineFeatures
+
+    now = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()
+    with open_store(feast_reference.repo) as store:
+        online = OnlineFeatures(store, "fraud_model_v1", clock=lambda: now)
+        unknown = online.read([{"user_id": 10**9, "merchant_id": 10**9}], [{"amount": None,
+                              "hour_of_day": None}])  # fmt: skip
+        known = online.read([{"user_id": 1, "merchant_id": 1}], [{"amount": 12.5,
+                            "hour_of_day": 3}])  # fmt: skip
+    for name in ("amount_to_mean_7d", "amount_zscore_7d", "is_night"):
+        assert unknown.table.column(name).null_count == 1
+    assert unknown.table.schema.field("amount_zscore_7d").type == pa.float64()
+    assert unknown.table.schema.field("is_night").type == pa.int64()
+    assert known.table.column("is_night").to_pylist() == [1]
+    assert unknown.table.schema == known.table.schema
+
+
 def _typed_repo(root: Path, created: bool) -> tuple[Any, Any]:
     """A programmatic repository: two join keys (string, int), a created timestamp, and
     every scalar type plus a list, nulls, NaN and ties on event time."""
