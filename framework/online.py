@@ -102,6 +102,25 @@ class OnlineFeatures:
             for name, value_type in odfv.get_request_data_schema().items():
                 self.request_fields[name] = feast_value_type_to_pa(value_type)
 
+    def bound_reads(self, seconds: float) -> bool:
+        """Make the store itself give up a read after ``seconds``, where it can; returns
+        whether it could.
+
+        A local SQLite file can: a read waits only for a writer's lock, and its busy
+        timeout bounds that wait (Feast opens the connection with Python's 5 s default).
+        Network stores (Redis, PostgreSQL, ...) cannot promise it from here: their
+        clients retry and wait on sockets, so a caller that must answer within a budget
+        reads them on a thread it can stop waiting for.
+        """
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        online_store = self.store._get_provider().online_store
+        if not isinstance(online_store, SqliteOnlineStore):
+            return False
+        connection = online_store._get_conn(self.store.config)
+        connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+        return True
+
     def read(
         self, entity_rows: Sequence[dict[str, Any]], request_data: Sequence[dict[str, Any]]
     ) -> OnlineVectors:

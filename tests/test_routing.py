@@ -197,6 +197,55 @@ def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path
         redis.wait()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_locked_sqlite_store_means_fallback_within_the_budget(
+    served: Served, tmp_path: Path
+) -> None:
+    """A local SQLite store is read on the request's own thread; the budget still holds:
+    a writer's lock the read would wait for turns into a fallback after the budget (not
+    after Python's 5 s default busy wait), and answers return when the lock goes."""
+    import sqlite3
+
+    from framework.registry import ModelRegistry
+    from framework.repository import open_store
+    from serving.client import PredictionClient
+    from serving.server import ServeSettings, start_server
+    from tests.test_serving import recent_rows
+
+    root = tmp_path / "ws"
+    shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
+    writer = sqlite3.connect(root / "data" / "feast" / "online.db", isolation_level=None)
+    # A rollback journal: a writer's exclusive lock keeps readers out (WAL would not).
+    assert writer.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    rows = recent_rows(served, 3)
+    try:
+        with open_store(root / "feature_repo") as store:
+            running = start_server(
+                store, ModelRegistry(root / "data" / "models"), root / "data",
+                ServeSettings(port=0, feature_timeout_seconds=0.5), clock=served.now.timestamp,
+            )  # fmt: skip
+            try:
+                with PredictionClient(f"127.0.0.1:{running.port}") as client:
+                    normal = client.predict("fraud_model", rows)
+                    writer.execute("BEGIN EXCLUSIVE")
+                    started = time.monotonic()
+                    locked = client.predict("fraud_model", rows)
+                    waited = time.monotonic() - started
+                    writer.execute("ROLLBACK")
+                    back = client.predict("fraud_model", rows)
+            finally:
+                running.stop(1)
+    finally:
+        writer.close()
+    assert [p["decision"] for p in locked] == ["FALLBACK"] * len(rows)
+    assert all("online store unavailable: database is locked" in p["reasons"][0]
+               for p in locked)  # fmt: skip
+    assert waited < 5.0  # Feast's connection alone would wait 5 s before giving up
+    assert [p["score"] for p in back] == [p["score"] for p in normal]
+    assert {p["decision"] for p in normal} <= {ACCEPT, VALIDATE, REVIEW}
+
+
 # ------------------------------------------------------------------- rollout
 
 
