@@ -98,6 +98,7 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     import signal
     import socket
     import subprocess
+    import threading
 
     port = settings.port
     if port == 0:
@@ -139,12 +140,14 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "framework.cli", "serve", *common, *extra],
-                stdout=subprocess.DEVNULL,
-            )
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
         )
+    pids = ", ".join(str(c.pid) for c in children)
     print(
-        f"parity serve: listening on {settings.host}:{port} with {settings.workers} worker "
-        f"processes (pids {', '.join(str(c.pid) for c in children)})",
+        f"parity serve: starting {settings.workers} worker processes (pids {pids}) on "
+        f"{settings.host}:{port}",
         flush=True,
     )
 
@@ -158,6 +161,28 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # "Listening" only once every worker listens with its models loaded: until then the
+    # kernel would hand every connection to the workers that are up (SO_REUSEPORT).
+    failed = None
+    for child in children:
+        assert child.stdout is not None
+        if not any("listening on" in line for line in child.stdout) and not forwarded:
+            failed = child  # its output ended (it exited) before it listened
+            break
+        threading.Thread(target=child.stdout.read, daemon=True).start()  # later lines
+    if failed is not None:
+        forward(signal.SIGTERM, None)
+        codes = [child.wait() for child in children]
+        raise ConfigError(
+            f"worker process {failed.pid} exited with {failed.returncode} before listening "
+            f"(its messages are above); the others were stopped ({codes})"
+        )
+    if not forwarded:
+        print(
+            f"parity serve: listening on {settings.host}:{port} with {settings.workers} "
+            f"worker processes (pids {pids})",
+            flush=True,
+        )
     codes = [child.wait() for child in children]
     # A worker still starting (imports, model loading) has no handler yet and dies of the
     # forwarded signal itself: it had accepted nothing, so that is a clean stop too.

@@ -896,10 +896,18 @@ def _log_table(
     for name in (*loaded.key_types, *loaded.request_types):
         if name in table.column_names:  # absent when the client sent the features itself
             cols[name] = table.column(name).combine_chunks()
-    for f in loaded.fields:
+    # Each feature's times and statuses: one Arrow array for all features, sliced (a pair
+    # of arrays per feature cost ~0.2 ms a request, most of this table's cost).
+    times = pa.array(
+        [t for f in loaded.fields for t in vectors.event_time_us.get(f.name, [0] * n)], ts_type
+    )
+    states = pa.array(
+        [s for f in loaded.fields for s in vectors.status.get(f.name, [PRESENT] * n)], pa.string()
+    )
+    for i, f in enumerate(loaded.fields):
         cols[f.name] = table.column(f.name).combine_chunks()
-        cols[f"{f.name}__timestamp"] = pa.array(vectors.event_time_us.get(f.name, [0] * n), ts_type)
-        cols[f"{f.name}__status"] = pa.array(vectors.status.get(f.name, [PRESENT] * n), pa.string())
+        cols[f"{f.name}__timestamp"] = times.slice(i * n, n)
+        cols[f"{f.name}__status"] = states.slice(i * n, n)
     cols["score"] = pa.array([o.score for o in outs], pa.float64())
     cols["label"] = pa.array([o.label for o in outs], pa.string())
     cols["confidence"] = pa.array([o.confidence for o in outs], pa.float64())

@@ -110,7 +110,12 @@ class ServeSettings(BaseSettings):
         description="DEBUG also logs every successful call (one JSON line each).",
     )  # fmt: skip
     log_batch_rows: int = Field(default=5_000, ge=1)
-    log_flush_seconds: float = Field(default=1.0, gt=0)
+    log_flush_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Most seconds rows wait for their Parquet file (each row is in the journal "
+        "before it is answered); each file costs the writer ~10-20 ms of CPU, so fewer, "
+        "larger files leave more of it to requests.",
+    )  # fmt: skip
     log_max_pending_rows: int = Field(default=200_000, ge=1)
     log_hash: list[str] = Field(
         default_factory=list,
@@ -316,14 +321,20 @@ def start_server(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.host}:{settings.port}"
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises "Failed to bind" where it used to return 0
+        port = 0
     if port == 0:
         plog.close()
         elog.close()
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        raise OSError(
+            f"cannot listen on {settings.host}:{settings.port} (the port is taken by another "
+            "program, or the host is not an address of this machine)"
+        )
     server.start()
     for name in ("", *SERVICES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -541,6 +541,7 @@ def test_workers_serve_tls_and_tokens_to_parity_predict(
     )  # fmt: skip
     with proc:
         assert proc.stdout is not None
+        assert "starting 2 worker processes" in proc.stdout.readline()
         line = proc.stdout.readline()
         assert "with 2 worker processes" in line, line
         t = line.split("listening on ")[1].split(" ")[0]

@@ -552,7 +552,7 @@ def test_parity_predict_command(served: Served) -> None:
 def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(
     served: Served, tmp_path: Path
 ) -> None:
-    """SIGTERM right after the parent says it listens: its workers are still importing
+    """SIGTERM right after the parent says it starts workers: they are still importing
     and loading (no handler yet) and die of the signal; nothing was accepted, so the
     parent stops cleanly (exit 0) instead of reporting failed workers."""
     import signal
@@ -565,11 +565,34 @@ def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(
     )  # fmt: skip
     with proc:
         assert proc.stdout is not None
-        assert "with 2 worker processes" in proc.stdout.readline()
+        assert "starting 2 worker processes" in proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped" in out
+
+
+def test_workers_that_cannot_listen_are_a_clear_error(served: Served, tmp_path: Path) -> None:
+    """A port another program holds: each worker says it cannot listen, the parent never
+    claims to listen, stops the others and exits 2 naming the worker."""
+    import socket
+
+    root = _copy(served, tmp_path / "ws")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
+             "--port", str(port), "--workers", "2", "--now", served.now.isoformat()],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "starting 2 worker processes" in result.stdout
+    assert "listening on" not in result.stdout
+    assert f"cannot listen on 127.0.0.1:{port} (the port is taken" in result.stderr
+    assert "exited with 2 before listening" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
@@ -591,7 +614,8 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     )  # fmt: skip
     with proc, log_file:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        assert "starting 2 worker processes" in proc.stdout.readline()
+        line = proc.stdout.readline()  # once both workers listen with their models loaded
         assert "with 2 worker processes" in line, line
         target = line.split("listening on ")[1].split(" ")[0]
         rows = recent_rows(served, 2)
