@@ -130,7 +130,18 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     common += ["--profile", args.profile.value]
     for model in settings.models:
         common += ["--model", model]
-    children = []
+    children: list[subprocess.Popen[str]] = []
+    # Before the first worker starts: a signal from here on reaches every worker started.
+    forwarded: set[int] = set()
+
+    def forward(signum: int, frame: Any) -> None:
+        forwarded.add(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
     for i in range(settings.workers):
         extra = (
             []
@@ -151,16 +162,6 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
         flush=True,
     )
 
-    forwarded: set[int] = set()
-
-    def forward(signum: int, frame: Any) -> None:
-        forwarded.add(signum)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
     # "Listening" only once every worker listens with its models loaded: until then the
     # kernel would hand every connection to the workers that are up (SO_REUSEPORT).
     failed = None
