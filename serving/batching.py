@@ -156,18 +156,28 @@ class MicroBatcher(Generic[P, R]):
 
 
 class BatchedModel:
-    """A fitted model whose ``predict_proba`` / ``predict`` go through micro-batchers."""
+    """A fitted model whose ``predict_proba`` / ``predict`` go through micro-batchers
+    (``batching`` off: straight to the model). :meth:`use` puts another model with the
+    same answers behind it (its compiled form) without stopping calls in flight."""
 
-    def __init__(self, model: Any, max_rows: int = 512) -> None:
+    def __init__(self, model: Any, max_rows: int = 512, *, batching: bool = True) -> None:
         self.model = model
+        self.batching = batching
         self.proba: MicroBatcher[pd.DataFrame, Any] | None = (
             MicroBatcher(model.predict_proba, max_rows) if hasattr(model, "predict_proba") else None
         )
         self.values: MicroBatcher[pd.DataFrame, Any] = MicroBatcher(model.predict, max_rows)
 
+    def use(self, model: Any) -> None:
+        """Score with ``model`` from the next call on (a batch running keeps its model)."""
+        if self.proba is not None:
+            self.proba.fn = model.predict_proba
+        self.values.fn = model.predict
+        self.model = model
+
     def predict_proba(self, frame: pd.DataFrame) -> Any:
         assert self.proba is not None
-        return self.proba(frame)
+        return self.proba(frame) if self.batching else self.model.predict_proba(frame)
 
     def predict(self, frame: pd.DataFrame) -> Any:
-        return self.values(frame)
+        return self.values(frame) if self.batching else self.model.predict(frame)

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,13 +107,16 @@ class LoadedModel:
     key_types: dict[str, str]
     request_types: dict[str, str]
     router: Router
-    batched: Any  # the model behind micro-batchers (serving.batching.BatchedModel)
+    batched: BatchedModel  # the model behind micro-batchers; its compiled form once verified
     #: (entity rows, request data) -> (vectors, lookup CPU seconds), within the budget;
     #: a MicroBatcher merging concurrent requests' reads when micro-batching is on.
     lookup: Callable[..., tuple[OnlineVectors, float]]
     fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
     fallback_fields: list[FeatureField]
     fallback_prior: float | None
+    #: Compiling the model (:mod:`framework.compiled_model`) off the request path: True
+    #: once the compiled form scores, False when the scikit-learn model keeps scoring.
+    compiling: Future[bool] | None = None
 
     @property
     def serving(self) -> dict[str, Any]:
@@ -134,6 +137,11 @@ class Predictor:
         batch; ``serving.prediction_log.PredictionLog.append`` in the server.
     clock
         Seconds since the epoch; TTLs are enforced against it.
+    compile_models
+        Score each version with its compiled form (:mod:`framework.compiled_model`,
+        the same numbers without scikit-learn's per-call overhead) once it is verified,
+        at start-up before the server reports ready, off the request path for versions
+        loaded later.
     """
 
     def __init__(
@@ -156,6 +164,7 @@ class Predictor:
         canary_alias: str = "challenger",
         shadow_alias: str | None = None,
         micro_batching: bool = True,
+        compile_models: bool = True,
         thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
@@ -177,6 +186,10 @@ class Predictor:
         self.canary_alias = canary_alias
         self.shadow_alias = shadow_alias
         self.micro_batching = micro_batching
+        self.compile_models = compile_models
+        self._compiler = ThreadPoolExecutor(
+            1, thread_name_prefix="compile", initializer=thread_init
+        )
         # (model, version, CPU seconds of one scored request): the cost metric.
         self.cpu = cpu or (lambda model, version, seconds: None)
         self._models: dict[ModelRef, LoadedModel] = {}
@@ -205,7 +218,9 @@ class Predictor:
         for address in addresses:
             try:
                 ref = self.registry.resolve(address)
-                self.load(ref)
+                loaded = self.load(ref)
+                if loaded.compiling is not None:
+                    loaded.compiling.result()  # the first requests are scored compiled
                 refs.append(ref)
             except Exception as exc:
                 failed[address] = str(exc)
@@ -327,7 +342,7 @@ class Predictor:
                 f"Feast registry ({detail}); retrain or re-apply the definitions."
             )
         online = OnlineFeatures(self.store, service, clock=self.clock)
-        return LoadedModel(
+        loaded = LoadedModel(
             ref=ref,
             manifest=manifest,
             model=model,
@@ -337,10 +352,38 @@ class Predictor:
             key_types={k: "INT64" for k in manifest["join_keys"]},
             request_types=dict(manifest["request_data"]),
             router=Router.from_manifest(manifest),
-            batched=BatchedModel(model, self.max_rows) if self.micro_batching else model,
+            batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
             lookup=self._lookup_for(online),
             **self._load_fallback(ref, manifest),
         )
+        if self.compile_models:
+            loaded.compiling = self._compiler.submit(self._compile, loaded)
+        return loaded
+
+    def _compile(self, loaded: LoadedModel) -> bool:
+        """Score ``loaded`` with its compiled form from now on, if that form exists and
+        gives the scikit-learn model's numbers on the version's smoke sample and on rows of
+        its own making (until then, and otherwise, scikit-learn scores)."""
+        import pyarrow.parquet as pq
+
+        from framework.compiled_model import compile_model
+
+        ref = loaded.ref
+        try:
+            smoke = pq.read_table(self.registry.version_dir(ref) / loaded.manifest["smoke"]["file"])
+            frames = [feature_frame(smoke, loaded.fields)]
+            compiled = compile_model(
+                loaded.model, frames,
+                on_refusal=lambda why: log.warning("%s is scored by scikit-learn: %s", ref, why),
+            )  # fmt: skip
+        except Exception:
+            log.exception("%s is scored by scikit-learn: compiling it failed", ref)
+            return False
+        if compiled is None:
+            return False
+        loaded.batched.use(compiled)
+        log.info("%s is scored by its compiled form (same numbers as scikit-learn)", ref)
+        return True
 
     def _lookup_for(self, online: OnlineFeatures) -> Callable[..., tuple[OnlineVectors, float]]:
         """The online read of a version within the timeout budget (a slow store counts as
@@ -632,6 +675,7 @@ class Predictor:
         """Wait for shadow scoring in flight (the server calls this before the log closes)."""
         self._shadows.shutdown(wait=True)
         self._lookups.shutdown(wait=False, cancel_futures=True)
+        self._compiler.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
         """The request's online vectors and the lookup CPU seconds spent on them."""
