@@ -109,7 +109,9 @@ def _frame(items: list[dict[str, Any]]) -> pd.DataFrame:
 @pytest.mark.parametrize("name", sorted(MODELS))
 @settings(max_examples=25, deadline=None)
 @given(items=st.lists(rows, min_size=1, max_size=40))
-def test_compiled_scores_are_scikit_learns_to_the_bit(name: str, items: list[dict[str, Any]]) -> None:
+def test_compiled_scores_are_scikit_learns_to_the_bit(
+    name: str, items: list[dict[str, Any]]
+) -> None:
     """Missing values, extreme numbers, unseen and infrequent categories, any batch size
     (either side of the tree-walk limit): identical arrays, not merely close ones."""
     model = _model(name)

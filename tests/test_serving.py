@@ -126,6 +126,40 @@ def test_concurrent_requests_share_lookups_and_get_their_own_answers(served: Ser
     assert lookup.calls - calls < 3 * len(rows)  # some reads were shared
 
 
+def test_the_server_scores_compiled_with_scikit_learns_numbers(served: Served) -> None:
+    """The version is scored by its compiled form from the first request on (compiled
+    before the server said ready), and every served score is the scikit-learn model's
+    own on the served features, bit for bit, in one request of 40 rows or one by one."""
+    import pyarrow as pa
+
+    from framework.compiled_model import CompiledModel
+    from framework.estimator import feature_frame
+    from framework.registry import ModelRef
+
+    loaded = served.running.predictor.load(ModelRef(MODEL, 1))
+    assert loaded.compiling is not None and loaded.compiling.done()
+    assert loaded.compiling.result() is True
+    assert isinstance(loaded.batched.model, CompiledModel)
+    rows = recent_rows(served, 40)
+    with PredictionClient(served.target) as client:
+        together = client.predict(MODEL, rows, return_features=True)
+        alone = [client.predict(MODEL, [r])[0] for r in rows[:12]]
+    features = pa.table(
+        {
+            f.name: pa.array(
+                [p["features"][f.name] for p in together],
+                pa.string() if f.categorical else pa.float64(),
+            )
+            for f in loaded.fields
+        }
+    )
+    frame = feature_frame(features, loaded.fields)
+    want = loaded.model.predict_proba(frame)[:, 1]
+    assert [p["score"] for p in together] == want.tolist()
+    for i, a in enumerate(alone):
+        assert a["score"] == float(loaded.model.predict_proba(frame.iloc[i : i + 1])[0, 1])
+
+
 def test_model_info(served: Served) -> None:
     with PredictionClient(served.target) as client:
         info = client.model_info(MODEL)
