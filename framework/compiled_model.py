@@ -23,10 +23,15 @@ input scikit-learn would reject (infinite numbers, non-text categories,
 categories an encoder refuses) is handed to scikit-learn, which raises its own
 error. Large batches go to scikit-learn's tree walk, which is faster there.
 
+It reads fitted attributes, some of them private (``_predictors``,
+``_baseline_prediction``, ``_loss``, ``_n_features_outs``); a scikit-learn release
+that changes them makes compiling fail or the check refuse, and scikit-learn
+keeps scoring.
+
 Written here because no library does this to the bit: treelite and ONNX
-(skl2onnx) compile the trees, but sum them in a different order or in float32,
-and neither takes the preprocessing; serving must give exactly the numbers
-training measured.
+(skl2onnx) compile the trees, but add the baseline and leaves in their own
+order or in float32, and leave the preprocessing to scikit-learn; serving must
+give exactly the numbers training measured.
 """
 
 from __future__ import annotations
@@ -184,17 +189,17 @@ class _Preprocess:
 
         if type(transformer) is not ColumnTransformer or transformer.sparse_output_:
             raise NotImplementedError("preprocessing other than a dense ColumnTransformer")
+        kinds: dict[str, type[_Numerical | _Categorical]] = {
+            "numerical": _Numerical,  # the parts framework.estimator.build_pipeline names
+            "categorical": _Categorical,
+        }
         self.parts: list[_Numerical | _Categorical] = []
         for name, part, columns in transformer.transformers_:
             if name == "remainder" and part == "drop":
                 continue
-            if part == "drop" or type(part) is not Pipeline or not isinstance(columns, list):
+            if name not in kinds or type(part) is not Pipeline or not isinstance(columns, list):
                 raise NotImplementedError(f"column transformer part {name!r}")
-            steps = [step for _, step in part.steps]
-            kind = _Numerical if name == "numerical" else _Categorical
-            if name not in ("numerical", "categorical"):
-                raise NotImplementedError(f"column transformer part {name!r}")
-            self.parts.append(kind(list(columns), steps))
+            self.parts.append(kinds[name](list(columns), [step for _, step in part.steps]))
         self.columns = [c for p in self.parts for c in p.columns]
 
     def transform(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -292,6 +297,7 @@ class CompiledModel:
 
         self.model = model
         self.calibrated: list[tuple[_Preprocess, _Estimator, Any]] = []
+        self.plain: tuple[_Preprocess, _Estimator] | None = None
         pipelines: list[Any]
         if type(model) is CalibratedClassifierCV:
             if len(model.classes_) != 2:
@@ -305,18 +311,17 @@ class CompiledModel:
                 inner = getattr(calibrated.estimator, "estimator", calibrated.estimator)
                 pipelines.append((inner, calibrated.calibrators[0]))
             self.calibrated = [(*_pipeline(p), cal) for p, cal in pipelines]
-            self.plain: tuple[_Preprocess, _Estimator] | None = None
+            self.preprocess = self.calibrated[0][0]
         elif type(model) is Pipeline:
             self.plain = _pipeline(model)
+            self.preprocess = self.plain[0]
         else:
             raise NotImplementedError(f"a {type(model).__name__}")
-        first = self.calibrated[0][0] if self.calibrated else self.plain[0]  # type: ignore[index]
-        self.columns = first.columns
 
     def probe_frame(self) -> pd.DataFrame:
         """Rows that reach every corner of the preprocessing: each known category of
         every text column, one never seen, missing values, zero, extreme numbers."""
-        first = self.calibrated[0][0] if self.calibrated else self.plain[0]  # type: ignore[index]
+        first = self.preprocess
         numbers = [math.nan, 0.0, -1e12, 1e12, 1.0, -1.0, 0.5, 3.0]
         texts: dict[str, list[Any]] = {}
         for part in first.parts:
@@ -406,16 +411,20 @@ def compile_model(
 def _differs(want_fn: Callable[[Any], Any], got_fn: Callable[[Any], Any], part: Any) -> str:
     """How the compiled answer to ``part`` differs from scikit-learn's ('' if it does not;
     refusing the same input with the same error is agreeing)."""
+    want: Any = None
+    got: Any = None
     try:
         want = np.asarray(want_fn(part))
     except Exception as exc:
-        try:
-            got_fn(part)
-        except Exception as mine:
-            same = type(mine) is type(exc) and str(mine) == str(exc)
-            return "" if same else f"{type(mine).__name__} where scikit-learn raised {exc!r}"
-        return f"an answer where scikit-learn raised {exc!r}"
-    got = got_fn(part)
+        want = exc
+    try:
+        got = np.asarray(got_fn(part))
+    except Exception as exc:
+        got = exc
+    if isinstance(want, Exception) or isinstance(got, Exception):
+        if type(want) is type(got) and str(want) == str(got):
+            return ""
+        return f"{got!r} where scikit-learn gave {want!r}"[:300]
     if want.shape != got.shape:
         return f"shape {got.shape} for {want.shape}"
     if not np.array_equal(want, got, equal_nan=True):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from framework.registry import ModelRef
 from framework.review_queue import ReviewQueue
 from serving.routing import ACCEPT, REVIEW, VALIDATE, Router
 from tests.conftest import Served, _free_port, _missing, _reachable
@@ -311,6 +312,9 @@ def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> N
         rollback(registry, "fraud_model", reason="roll back under load")
         rolled = time.monotonic()
         time.sleep(1.5)
+        # The version loaded under traffic was compiled off the request path meanwhile.
+        loaded = running.predictor.load(ModelRef("fraud_model", two))
+        assert loaded.compiling is not None and loaded.compiling.result(timeout=60) is True
     finally:
         stop.set()
         for t in threads:
