@@ -75,7 +75,7 @@ def serve(args: argparse.Namespace) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot start the server: {exc}") from exc
         models = (
-            ", ".join(f"{ref}" for ref in sorted(running.predictor._models, key=str))
+            ", ".join(f"{ref}" for ref in sorted(running.predictor.versions.loaded(), key=str))
             or "none yet (they load on first use)"
         )
         for address, reason in running.failed.items():

@@ -10,22 +10,18 @@ REVIEW by the version's serving thresholds) -> log every row to the
 prediction log. Nothing here knows gRPC: servicers convert protobuf to these
 types and back.
 
-Model versions are loaded once (artifact checksum verified, definitions
-checked against the Feast registry) and cached; aliases are re-read whenever
-the registry's history file changes, so moving an alias takes effect on the
-next request without a restart.
+Which version a request means, and loading each version once, is
+:mod:`serving.versions`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,21 +30,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from framework.errors import ConfigError, DataError
-from framework.estimator import FeatureField, feature_frame, score
-from framework.explain import BACKGROUND_FILE, Explainer, Explanation, NotExplainable
+from framework.estimator import feature_frame, score
+from framework.explain import Explainer, Explanation, NotExplainable
 from framework.model_spec import Task
-from framework.online import COMPUTED, PRESENT, OnlineFeatures, OnlineVectors
+from framework.online import COMPUTED, PRESENT, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
-from serving.batching import BatchedModel, MicroBatcher
-from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
-from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE, Router
+from serving.errors import InvalidInput, StoreUnavailable
+from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE
+from serving.versions import LoadedModel, ModelVersions, over_budget
 
 __all__ = ["ACCEPT", "FALLBACK", "REVIEW", "VALIDATE", "Predictor"]
 log = logging.getLogger("parity.serving")
-DEFAULT_ALIAS = "champion"
-#: A version that failed to load is tried again after this long (a restored artifact).
-RETRY_FAILED_LOAD_SECONDS = 30.0
 
 # Python types a request value may have, per Feast value type name.
 _ACCEPTS: dict[str, tuple[type, ...]] = {
@@ -92,35 +84,6 @@ class PredictionOut:
     reasons: list[str]
     features: dict[str, Any] | None = None
     explanation: Explanation | None = None
-
-
-@dataclass
-class LoadedModel:
-    """One model version, ready to score."""
-
-    ref: ModelRef
-    manifest: dict[str, Any]
-    model: Any
-    fields: list[FeatureField]
-    task: Task
-    online: OnlineFeatures
-    key_types: dict[str, str]
-    request_types: dict[str, str]
-    router: Router
-    batched: BatchedModel  # the model behind micro-batchers; its compiled form once verified
-    #: (entity rows, request data) -> (vectors, lookup CPU seconds), within the budget;
-    #: a MicroBatcher merging concurrent requests' reads when micro-batching is on.
-    lookup: Callable[..., tuple[OnlineVectors, float]]
-    fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
-    fallback_fields: list[FeatureField]
-    fallback_prior: float | None
-    #: Compiling the model (:mod:`framework.compiled_model`) off the request path: True
-    #: once the compiled form scores, False when the scikit-learn model keeps scoring.
-    compiling: Future[bool] | None = None
-
-    @property
-    def serving(self) -> dict[str, Any]:
-        return self.manifest["serving"]  # type: ignore[no-any-return]
 
 
 class Predictor:
@@ -185,307 +148,42 @@ class Predictor:
         self.canary_share = canary_share
         self.canary_alias = canary_alias
         self.shadow_alias = shadow_alias
-        self.micro_batching = micro_batching
-        self.compile_models = compile_models
-        self._compiler = ThreadPoolExecutor(
-            1, thread_name_prefix="compile", initializer=thread_init
-        )
         # (model, version, CPU seconds of one scored request): the cost metric.
         self.cpu = cpu or (lambda model, version, seconds: None)
-        self._models: dict[ModelRef, LoadedModel] = {}
-        self._explainers: dict[ModelRef, Explainer | NotExplainable] = {}
-        self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
-        # Per (model, alias): the version it last served, kept while a newer one cannot load.
-        self._alias_served: dict[tuple[str, str], int] = {}
-        self._kept: set[tuple[str, str, int]] = set()
-        # Versions that failed to load: (when to try again, why), answered without retrying.
-        self._failed: dict[ModelRef, tuple[float, Exception]] = {}
-        self._lock = threading.Lock()
-        self._ready = False
-
-    def ready(self) -> bool:
-        """True once :meth:`warm_up` has loaded the models the server starts with."""
-        return self._ready
-
-    def warm_up(self, addresses: Sequence[str]) -> tuple[list[ModelRef], dict[str, str]]:
-        """Load the given models (``name``, ``name@alias``, ``name:version``) before serving.
-
-        Returns the loaded versions and, per address that failed, why. A model that
-        cannot load does not stop the server (its requests get the error's status);
-        the server reports ready only when every model loaded.
-        """
-        refs, failed = [], {}
-        for address in addresses:
-            try:
-                ref = self.registry.resolve(address)
-                loaded = self.load(ref)
-                if loaded.compiling is not None:
-                    loaded.compiling.result()  # the first requests are scored compiled
-                refs.append(ref)
-            except Exception as exc:
-                failed[address] = str(exc)
-        self._ready = not failed
-        return refs, failed
+        self.versions = ModelVersions(
+            registry, store, clock=clock, max_rows=max_rows, feature_timeout=feature_timeout,
+            lookups=self._lookups, micro_batching=micro_batching,
+            compile_models=compile_models, thread_init=thread_init,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ versions
 
+    def ready(self) -> bool:
+        """True once :meth:`warm_up` has loaded the models the server starts with."""
+        return self.versions.ready()
+
+    def warm_up(self, addresses: Sequence[str]) -> tuple[list[ModelRef], dict[str, str]]:
+        """See :meth:`serving.versions.ModelVersions.warm_up`."""
+        return self.versions.warm_up(addresses)
+
     def resolve(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef:
         """The exact version a request means (default: the champion)."""
-        if not name:
-            raise InvalidInput("model_name: required.")
-        try:
-            self.registry._check_name(name)  # before the name becomes a path
-        except ConfigError as exc:
-            raise InvalidInput(f"model_name: {exc}") from None
-        if version and alias:
-            raise InvalidInput("model_version and model_alias: give at most one.")
-        if version:
-            if not version.isascii() or not version.isdigit() or len(version) > 9:
-                raise InvalidInput(f"model_version: must be a number, got {version!r}.")
-            return self.registry.resolve(f"{name}:{version}")
-        alias = alias or DEFAULT_ALIAS
-        aliases = self._alias_map(name)
-        if alias not in aliases:
-            return self.registry.resolve(f"{name}@{alias}")  # raises NotFoundError, worded
-        return self._servable(name, alias, aliases[alias])
-
-    def _servable(self, name: str, alias: str, version: int) -> ModelRef:
-        """``name@alias``'s version if it loads, else the version the alias served before.
-
-        A version that cannot load (a tampered or corrupt artifact, changed definitions)
-        never replaces one that serves: the alias keeps its previous version (logged once),
-        and requests naming the broken version get its error."""
-        ref = ModelRef(name, version)
-        previous = self._alias_served.get((name, alias))
-        if previous == version:
-            return ref
-        try:
-            self.load(ref)
-        except Exception as exc:
-            if previous is None:
-                raise
-            if (name, alias, version) not in self._kept:
-                self._kept.add((name, alias, version))
-                log.error(
-                    "%s@%s now points to version %d, which cannot be served (%s); "
-                    "still serving version %d", name, alias, version, exc, previous,
-                )  # fmt: skip
-            return ModelRef(name, previous)
-        self._alias_served[(name, alias)] = version
-        return ref
-
-    def _alias_map(self, name: str) -> dict[str, int]:
-        path = self.registry.root / name / "history.jsonl"
-        try:
-            st = os.stat(path)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        cached = self._aliases.get(name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        aliases = self.registry.aliases(name)
-        self._aliases[name] = (stamp, aliases)
-        return aliases
-
-    def logged_fields(self) -> set[str]:
-        """Entity keys, request fields and features of the loaded models (what a
-        prediction log row may carry besides its own columns)."""
-        out: set[str] = set()
-        for loaded in list(self._models.values()):
-            out.update(loaded.key_types, loaded.request_types, (f.name for f in loaded.fields))
-        return out
-
-    def aliases_of(self, ref: ModelRef) -> list[str]:
-        return sorted(a for a, v in self._alias_map(ref.name).items() if v == ref.version)
+        return self.versions.resolve(name, version, alias)
 
     def load(self, ref: ModelRef) -> LoadedModel:
-        """The version, loaded once: checksum verified, definitions checked."""
-        loaded = self._models.get(ref)
-        if loaded is not None:
-            return loaded
-        with self._lock:
-            loaded = self._models.get(ref)
-            if loaded is None:
-                retry_at, error = self._failed.get(ref, (0.0, None))
-                if error is not None and time.monotonic() < retry_at:
-                    raise error.with_traceback(None)  # no reload (and no log) per request
-                try:
-                    loaded = self._load(ref)
-                except Exception as exc:
-                    self._failed[ref] = (time.monotonic() + RETRY_FAILED_LOAD_SECONDS, exc)
-                    log.error("model %s cannot be served: %s", ref, exc)
-                    raise
-                self._failed.pop(ref, None)
-                self._models[ref] = loaded
-        return loaded
+        """The version, loaded once (see :class:`serving.versions.ModelVersions`)."""
+        return self.versions.load(ref)
 
-    def _load(self, ref: ModelRef) -> LoadedModel:
-        from framework.training_set import feature_contract
+    def aliases_of(self, ref: ModelRef) -> list[str]:
+        return self.versions.aliases_of(ref)
 
-        model, manifest = self.registry.load(ref)
-        service = manifest["feature_service"]
-        try:
-            contract = feature_contract(self.store, service)
-        except Exception as exc:
-            raise DefinitionsChanged(
-                f"{ref} reads feature service {service!r}, which the Feast registry no longer "
-                f"resolves: {exc}"
-            ) from exc
-        if contract.definitions_digest != manifest["definitions_digest"]:
-            pinned = {(f["view"], f["name"]) for f in manifest["features"]}
-            now = {(f.view, f.name) for f in contract.fields}
-            missing = sorted(f"{v}:{n}" for v, n in pinned - now)
-            detail = f"missing now: {', '.join(missing)}" if missing else "definitions changed"
-            raise DefinitionsChanged(
-                f"{ref} was trained on definitions of {service!r} that no longer match the "
-                f"Feast registry ({detail}); retrain or re-apply the definitions."
-            )
-        online = OnlineFeatures(self.store, service, clock=self.clock)
-        loaded = LoadedModel(
-            ref=ref,
-            manifest=manifest,
-            model=model,
-            fields=[FeatureField(**f) for f in manifest["features"]],
-            task=Task(manifest["task"]),
-            online=online,
-            key_types={k: "INT64" for k in manifest["join_keys"]},
-            request_types=dict(manifest["request_data"]),
-            router=Router.from_manifest(manifest),
-            batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
-            lookup=self._lookup_for(online),
-            **self._load_fallback(ref, manifest),
-        )
-        if self.compile_models:
-            loaded.compiling = self._compiler.submit(self._compile, loaded)
-        return loaded
-
-    def _compile(self, loaded: LoadedModel) -> bool:
-        """Score ``loaded`` with its compiled form from now on, if that form exists and
-        gives the scikit-learn model's numbers on the version's smoke sample and on rows of
-        its own making (until then, and otherwise, scikit-learn scores)."""
-        import pyarrow.parquet as pq
-
-        from framework.compiled_model import compile_model
-
-        ref = loaded.ref
-        try:
-            smoke = pq.read_table(self.registry.version_dir(ref) / loaded.manifest["smoke"]["file"])
-            frames = [feature_frame(smoke, loaded.fields)]
-            compiled = compile_model(
-                loaded.model, frames,
-                on_refusal=lambda why: log.warning("%s is scored by scikit-learn: %s", ref, why),
-            )  # fmt: skip
-        except Exception:
-            log.exception("%s is scored by scikit-learn: compiling it failed", ref)
-            return False
-        if compiled is None:
-            return False
-        loaded.batched.use(compiled)
-        log.info("%s is scored by its compiled form (same numbers as scikit-learn)", ref)
-        return True
-
-    def _lookup_for(self, online: OnlineFeatures) -> Callable[..., tuple[OnlineVectors, float]]:
-        """The online read of a version within the timeout budget (a slow store counts as
-        unavailable), returning the vectors and the CPU seconds the read took on a lookup
-        thread. A network store is read on a lookup thread the request stops waiting for
-        after the budget; a local SQLite store bounds its own wait (its busy timeout).
-        With micro-batching, concurrent requests' rows are read in one
-        ``get_online_features`` call (its fixed cost is most of a one-row read)."""
-
-        def read(rows: tuple[list[Any], list[Any]]) -> tuple[OnlineVectors, float]:
-            started = time.thread_time()
-            vectors = online.read(rows[0], rows[1])
-            return vectors, time.thread_time() - started
-
-        # A store that bounds its own reads (a local SQLite file) is read on the calling
-        # request's thread: handing a 1.5 ms read to a lookup thread and back cost about
-        # 2 ms of sequential latency here (two cross-core wake-ups). Its CPU is then
-        # counted on that thread already (0.0 below).
-        inline = online.bound_reads(self.feature_timeout)
-
-        def within_budget(rows: tuple[list[Any], list[Any]]) -> tuple[OnlineVectors, float]:
-            if inline:
-                return online.read(rows[0], rows[1]), 0.0
-            future = self._lookups.submit(read, rows)
-            try:
-                return future.result(timeout=self.feature_timeout)
-            except FutureTimeout:
-                future.cancel()
-                raise self._over_budget() from None
-
-        if not self.micro_batching:
-            return lambda rows, timeout=None: within_budget(rows)
-
-        def merge(parts: Sequence[tuple[list[Any], list[Any]]]) -> tuple[list[Any], list[Any]]:
-            return [k for p in parts for k in p[0]], [d for p in parts for d in p[1]]
-
-        def split(
-            out: tuple[OnlineVectors, float], start: int, rows: int
-        ) -> tuple[OnlineVectors, float]:
-            vectors, cpu = out
-            return vectors.slice(start, rows), cpu * rows / max(1, vectors.table.num_rows)
-
-        return MicroBatcher(
-            within_budget,
-            self.max_rows,
-            size=lambda rows: len(rows[0]),
-            merge=merge,
-            split=split,
-            alone=(DataError, InvalidInput),
-        )
-
-    def _load_fallback(self, ref: ModelRef, manifest: dict[str, Any]) -> dict[str, Any]:
-        from framework import artifact
-
-        spec = manifest.get("fallback") or {"kind": "none"}
-        if spec["kind"] == "model":
-            path = self.registry.version_dir(ref) / spec["file"]
-            return {
-                "fallback": artifact.load(path, spec["sha256"]),
-                "fallback_fields": [FeatureField(**f) for f in spec["features"]],
-                "fallback_prior": None,
-            }
-        prior = spec.get("score") if spec["kind"] == "prior" else None
-        return {"fallback": None, "fallback_fields": [], "fallback_prior": prior}
+    def logged_fields(self) -> set[str]:
+        """Entity keys, request fields and features of the loaded models."""
+        return self.versions.logged_fields()
 
     def explainer(self, loaded: LoadedModel) -> Explainer:
         """The version's explainer, built once (raises :class:`NotExplainable`)."""
-        found = self._explainers.get(loaded.ref)
-        if found is None:
-            with self._lock:
-                found = self._explainers.get(loaded.ref)
-                if found is None:
-                    try:
-                        found = self._build_explainer(loaded)
-                    except NotExplainable as exc:
-                        found = exc
-                    self._explainers[loaded.ref] = found
-        if isinstance(found, NotExplainable):
-            raise NotExplainable(str(found))
-        return found
-
-    def _build_explainer(self, loaded: LoadedModel) -> Explainer:
-        import hashlib as _hashlib
-
-        import pyarrow.parquet as pq
-
-        spec = loaded.manifest.get("explanation")
-        if not spec:
-            raise NotExplainable(
-                f"{loaded.ref} was registered without an explainer (before explanations "
-                "existed); retrain it to explain its predictions."
-            )
-        if not spec.get("method"):
-            raise NotExplainable(f"{loaded.ref} cannot be explained: {spec.get('reason')}.")
-        path = self.registry.version_dir(loaded.ref) / BACKGROUND_FILE
-        data = path.read_bytes()
-        if _hashlib.sha256(data).hexdigest() != spec["background"]["sha256"]:
-            raise NotExplainable(f"{loaded.ref}: {BACKGROUND_FILE} does not match its checksum.")
-        import io
-
-        background = feature_frame(pq.read_table(io.BytesIO(data)), loaded.fields)
-        return Explainer(loaded.model, loaded.fields, loaded.task, background)
+        return self.versions.explainer(loaded)
 
     def _explain(
         self, loaded: LoadedModel, frame: Any, rows: list[int], scores: Any, *, required: bool
@@ -642,21 +340,21 @@ class Predictor:
         """The challenger for a stable ``canary_share`` of entities, else the champion."""
         if self.canary_share <= 0:
             return champion
-        challenger = self._alias_map(champion.name).get(self.canary_alias)
+        challenger = self.versions.alias_map(champion.name).get(self.canary_alias)
         if challenger is None or challenger == champion.version:
             return champion
         key = "|".join(f"{k}={row.entity_keys[k]}" for k in sorted(row.entity_keys))
         digest = hashlib.blake2b(f"{champion.name}|{key}".encode(), digest_size=8).digest()
         if int.from_bytes(digest, "big") / 2**64 < self.canary_share:
             try:
-                return self._servable(champion.name, self.canary_alias, challenger)
+                return self.versions.servable(champion.name, self.canary_alias, challenger)
             except Exception:
                 return champion  # a challenger that cannot load: the champion answers
         return champion
 
     def _shadow(self, served: ModelRef, request: PredictInput, request_id: str) -> None:
         """Score a copy of the request with the shadow alias's version, in the background."""
-        version = self._alias_map(served.name).get(self.shadow_alias or "")
+        version = self.versions.alias_map(served.name).get(self.shadow_alias or "")
         if version is None or version == served.version:
             return
         copy = PredictInput(
@@ -675,7 +373,7 @@ class Predictor:
         """Wait for shadow scoring in flight (the server calls this before the log closes)."""
         self._shadows.shutdown(wait=True)
         self._lookups.shutdown(wait=False, cancel_futures=True)
-        self._compiler.shutdown(wait=False, cancel_futures=True)
+        self.versions.close()
 
     def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
         """The request's online vectors and the lookup CPU seconds spent on them."""
@@ -683,10 +381,7 @@ class Predictor:
         try:
             return loaded.lookup(rows, timeout=self.feature_timeout)
         except FutureTimeout:  # waited a whole budget for other requests' reads
-            raise self._over_budget() from None
-
-    def _over_budget(self) -> StoreUnavailable:
-        return StoreUnavailable(f"no answer within the {self.feature_timeout:g}s budget")
+            raise over_budget(self.feature_timeout) from None
 
     def _fallback(
         self, loaded: LoadedModel, request: PredictInput, rows: dict[int, str]
