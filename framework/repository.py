@@ -1,11 +1,27 @@
-"""The Feast repository: where it is, which profile it runs under, loading and applying it.
+"""The Feast repository: where it is, where parity keeps its state, which profile it
+runs under, loading and applying it.
 
-parity keeps features in a plain Feast repository (``feature_repo/``). This
-module opens it as a :class:`feast.FeatureStore` under a *profile*:
+parity works on a plain Feast repository: the folder holding
+``feature_store.yaml``. Which one a command uses (:func:`default_repo`) is
+never a guess: ``--repo``, else ``$PARITY_REPO``, else the current folder if it
+is a repository, else ``./feature_repo`` if that is one; otherwise the command
+stops and says how to name one.
+
+A repository owns its state. Relative paths resolve against the repository
+folder, as Feast resolves its own (``FileSource.get_uri_for_file_path``, the
+registry and SQLite paths of ``feature_store.yaml``), never against the working
+directory. parity's own state (model registry, prediction log, outcomes,
+review queue, reports) lives in :func:`data_dir`: ``<repo>/.parity/``, or the
+folder an optional ``parity.toml`` next to ``feature_store.yaml`` names::
+
+    # parity.toml
+    state = "../data"   # relative to this folder
+
+This module opens the repository as a :class:`feast.FeatureStore` under a *profile*:
 
 ``embedded`` (default)
     ``feature_store.yaml``: file registry, DuckDB offline store, SQLite online
-    store, all under ``data/feast/``.
+    store, at the paths its ``feature_store.yaml`` gives.
 ``production``
     ``feature_store.production.yaml``: Feast's SQL registry on PostgreSQL and
     Feast's Redis online store. Connection settings come from
@@ -51,19 +67,77 @@ class Profile(StrEnum):
         return f"feature_store.{self.value}.yaml"
 
 
+#: The optional per-repository settings file, next to ``feature_store.yaml``.
+SETTINGS_FILE = "parity.toml"
+#: Where parity keeps a repository's state when ``parity.toml`` does not say.
+DEFAULT_STATE = ".parity"
+_NAME_ONE = "name one with --repo DIR or PARITY_REPO=DIR"
+
+
 def default_repo() -> Path:
-    """``$PARITY_REPO``, else ``./feature_repo``, else the checkout's ``feature_repo/``."""
+    """The repository a command without ``--repo`` works on.
+
+    ``$PARITY_REPO``, else the current folder if it holds a ``feature_store.yaml``,
+    else ``./feature_repo`` if that does; otherwise a :class:`ConfigError` saying
+    how to name one. Never a repository elsewhere (the sample shipped with parity
+    included): a command run from an unrelated folder must not touch another
+    project's state.
+    """
     if env := os.environ.get("PARITY_REPO"):
         return Path(env)
-    here = Path.cwd() / "feature_repo"
-    if (here / "feature_store.yaml").exists():
-        return here
-    return Path(__file__).resolve().parent.parent / "feature_repo"
+    here = Path.cwd()
+    for candidate in (here, here / "feature_repo"):
+        if (candidate / "feature_store.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"No Feast repository here (no feature_store.yaml in {here} or "
+        f"{here / 'feature_repo'}); {_NAME_ONE}."
+    )
+
+
+def settings(repo: Path) -> dict[str, Any]:
+    """The repository's ``parity.toml`` (empty without one); unknown keys are errors."""
+    import tomllib
+
+    path = repo / SETTINGS_FILE
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({_one_line(exc)}).") from exc
+    unknown = sorted(set(raw) - {"state"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: state).")
+    state = raw.get("state", DEFAULT_STATE)
+    if not isinstance(state, str) or not state.strip():
+        raise ConfigError(f"{path}: 'state' must be a folder path. Got {state!r}.")
+    return raw
 
 
 def data_dir(repo: Path) -> Path:
-    """The data folder the repository's definitions and configs point at."""
-    return repo.resolve().parent / "data"
+    """Where parity keeps the repository's state: registry, prediction log, outcomes,
+    review queue, reports (absolute).
+
+    ``<repo>/.parity/`` unless the repository's ``parity.toml`` sets ``state``
+    (resolved against the repository, e.g. ``"../data"`` for the sample). Each
+    repository has its own: sibling repositories never share a registry or a log.
+
+    Not ``<repo>/data/``: that is where ``feast init``'s template keeps Feast's own
+    ``registry.db``, ``online_store.db``, its source Parquet files and, through
+    ``FileLoggingDestination(path="data")``, Feast's feature logs. A ``models/`` or
+    ``predictions/`` folder of parity's there would share a folder with the user's
+    data and with Feast's writes; a dot-folder of parity's own cannot collide.
+    """
+    state = settings(repo).get("state", DEFAULT_STATE)
+    return resolve_path(repo, state)
+
+
+def resolve_path(repo: Path, path: str | Path) -> Path:
+    """``path`` as the repository means it: relative paths against the repository
+    folder, as Feast's ``FileSource.get_uri_for_file_path`` resolves them."""
+    path = Path(os.path.expanduser(path))
+    return Path(os.path.normpath(repo.resolve() / path))
 
 
 def _check_repo(repo: Path, profile: Profile) -> Path:
@@ -88,12 +162,12 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
         for key, value in PRODUCTION_DEFAULTS.items():
             os.environ.setdefault(key, value)
     try:
-        load_repo_config(repo.resolve(), yaml_path.resolve())  # validate first: clear errors
+        config = load_repo_config(repo.resolve(), yaml_path.resolve())  # validate first
     except Exception as exc:  # Feast raises pydantic and YAML errors alike
         raise ConfigError(f"{yaml_path}: {_one_line(exc)}") from exc
     if profile is Profile.PRODUCTION:
         _check_registry_database(os.environ["PARITY_REGISTRY_URL"])
-    (data_dir(repo) / "feast").mkdir(parents=True, exist_ok=True)
+    _make_local_folders(repo, config)
     try:
         # repo_path matters: Feast resolves relative registry and SQLite paths against it.
         store = FeatureStore(repo_path=str(repo.resolve()), fs_yaml_file=yaml_path.resolve())
@@ -108,6 +182,19 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
             f"Could not open the Feast registry for profile {profile.value!r}: {_one_line(exc)}"
         ) from exc
     return store
+
+
+def _make_local_folders(repo: Path, config: Any) -> None:
+    """Create the folders of a local file registry and SQLite online store (Feast
+    creates the files, not the folders they go in), resolved as Feast resolves them."""
+    paths = []
+    if getattr(config.registry, "registry_type", "file") == "file":
+        paths.append(config.registry.path)
+    if getattr(config.online_store, "type", None) == "sqlite":
+        paths.append(config.online_store.path)
+    for path in paths:
+        if isinstance(path, str) and "://" not in path:
+            resolve_path(repo, path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _location(url: str) -> str:

@@ -70,13 +70,19 @@ def default_registry(repo: Path) -> ModelRegistry:
     return ModelRegistry(data_dir(repo) / "models")
 
 
-def load_labels(spec: ModelSpec, data: Path) -> pa.Table:
-    """Run the spec's label query in DuckDB, relative paths resolved in ``data``."""
+def load_labels(spec: ModelSpec, data: Path, repo: Path | None = None) -> pa.Table:
+    """Run the spec's label query in DuckDB. Its relative file paths resolve against
+    ``repo``, else (not found there) ``data``: never the working directory
+    (:mod:`framework.sql_paths`)."""
+    from framework.sql_paths import resolve_sql_paths
+
+    bases = [p for p in (repo, data) if p is not None]
+    query = resolve_sql_paths(spec.labels.query, bases)
     con = connect()
     try:
-        con.execute("SET file_search_path = ?", [str(data)])
+        con.execute("SET file_search_path = ?", [",".join(str(p.resolve()) for p in bases)])
         try:
-            table = con.execute(spec.labels.query).to_arrow_table()
+            table = con.execute(query).to_arrow_table()
         except Exception as exc:
             raise DataError(f"labels.query failed: {' '.join(str(exc).split())}") from exc
     finally:
@@ -265,7 +271,7 @@ def train_model(
 
     t = time.perf_counter()
     contract = feature_contract(source, spec.feature_service)
-    labels = load_labels(spec, data_dir(repo))
+    labels = load_labels(spec, data_dir(repo), repo)
     entities, window = entity_frame(spec, labels, as_of=as_of, start=start, end=end)
     if entities.num_rows == 0:
         raise DataError(f"No labelled events in the training window {window}.")

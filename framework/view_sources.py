@@ -3,7 +3,8 @@
 A :class:`View` is one feature view as the point-in-time join needs it: join
 keys, feature columns, timestamp and created-timestamp fields, TTL, and the
 local Parquet files behind its FileSource (single file, glob or
-hive-partitioned folder). Views that read the same files with the same keys
+hive-partitioned folder; a relative path is relative to the repository, as Feast
+resolves it, never to the working directory). Views that read the same files with the same keys
 and timestamps are grouped so that one ASOF join serves them all, and each
 group becomes one SELECT with normalised column names, UTC timestamps and
 ties on event time resolved by the latest created timestamp.
@@ -54,8 +55,10 @@ def local_files(view: View, repo_path: Path) -> list[str] | None:
     if "://" in path and not path.startswith("file://"):
         return None
     path = path.removeprefix("file://")
-    if not os.path.isabs(path) and (repo_path / path).exists():
-        path = str(repo_path / path)
+    if not os.path.isabs(path):
+        # As Feast resolves it (FileSource.get_uri_for_file_path): against the
+        # repository, whether or not anything is there, never the working directory.
+        path = str(Path(repo_path).resolve() / path)
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
     elif glob.has_magic(path):
@@ -64,7 +67,8 @@ def local_files(view: View, repo_path: Path) -> list[str] | None:
         files = [path] if os.path.exists(path) else []
     if not files:
         raise DataError(
-            f"The source of feature view {view.name!r} has no Parquet files at {source.path!r}."
+            f"The source of feature view {view.name!r} has no Parquet files at {source.path!r} "
+            f"({path})."
         )
     return files
 
