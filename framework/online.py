@@ -19,6 +19,7 @@ Each feature comes back with a status: ``PRESENT``, ``NOT_FOUND``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,20 @@ class OnlineVectors:
 class OnlineFeatures:
     """Reads one feature service's vectors for entity rows, TTL enforced.
 
+    The read asks Feast for the service's feature-view projections (``view[[...]]``,
+    ``with_name``, ``with_join_key_map``) widened to every feature an on-demand view of
+    the service sources, and without the on-demand views: those are computed here, after
+    the TTL check, by :mod:`framework.on_demand` (the training-set code). Feast reads
+    only registered services and plain ``view:feature`` references, so each projection is
+    asked for by its view's own name, with the entity rows' columns renamed back to the
+    view's join keys: one ``get_online_features`` call per distinct join-key map (one
+    call for a service without ``with_join_key_map``).
+
+    Values keep the Arrow type Feast declares for the feature
+    (``feast.types.from_feast_to_pyarrow_type``), except ``Json``, which stays the JSON
+    text it is offline (the training set reads it from Parquet as text), so an on-demand
+    view sees the same input on both paths.
+
     Parameters
     ----------
     store
@@ -72,8 +87,6 @@ class OnlineFeatures:
     def __init__(
         self, store: Any, feature_service: str, clock: Callable[[], float] = time.time
     ) -> None:
-        from feast.type_map import feast_value_type_to_pa
-
         from framework.training_set import _plan
 
         self.store = store
@@ -81,26 +94,32 @@ class OnlineFeatures:
         self.plan = _plan(store, feature_service, False)
         self.features = [r.split(":", 1)[1] for r in self.plan.refs]
         self.join_keys: list[str] = []
-        self.refs: list[str] = []
+        #: Entity column -> Feast value type name (``INT64``, ``STRING``, ``BYTES``, ...).
+        self.key_types: dict[str, str] = {}
         self._ttl_us: dict[str, int | None] = {}
-        self._types: dict[str, pa.DataType] = {}
-        for view in self.plan.views:
-            fv = store.get_feature_view(view.name)
-            dtypes = {f.name: f.dtype for f in fv.features}
-            for key in view.join_keys.values():
+        self._types: dict[str, pa.DataType | None] = {}
+        self._json: set[str] = set()
+        for view, fv in zip(self.plan.views, self.plan.feature_views, strict=True):
+            key_map = fv.projection.join_key_map or {}
+            for column in fv.entity_columns:
+                key = key_map.get(column.name, column.name)
                 if key not in self.join_keys:
                     self.join_keys.append(key)
+                    self.key_types[key] = column.dtype.to_value_type().name
+                    self._types[key] = _arrow_type(column.dtype)
             ttl = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
+            dtypes = {f.name: f.dtype for f in fv.features}
             for feature in view.features:
-                self.refs.append(f"{view.projection_name}:{feature}")
                 self._ttl_us[feature] = ttl
-                self._types[feature] = feast_value_type_to_pa(dtypes[feature].to_value_type())
-        for key in self.join_keys:
-            self._types[key] = pa.int64()
+                self._types[feature] = _arrow_type(dtypes[feature])
+                if str(dtypes[feature]) == "Json":
+                    self._json.add(feature)
+        self._calls = _calls(self.plan)
         self.request_fields: dict[str, pa.DataType] = {}
         for odfv in self.plan.odfvs:
-            for name, value_type in odfv.get_request_data_schema().items():
-                self.request_fields[name] = feast_value_type_to_pa(value_type)
+            for field in odfv.source_request_sources.values():
+                for f in field.schema:
+                    self.request_fields[f.name] = _arrow_type(f.dtype)
 
     def bound_reads(self, seconds: float) -> bool:
         """Make the store itself give up a read after ``seconds``, where it can; returns
@@ -124,32 +143,40 @@ class OnlineFeatures:
     def read(
         self, entity_rows: Sequence[dict[str, Any]], request_data: Sequence[dict[str, Any]]
     ) -> OnlineVectors:
-        """Vectors for ``entity_rows`` (join keys) with ``request_data`` (one dict per row)."""
+        """Vectors for ``entity_rows`` (join keys) with ``request_data`` (one dict per row).
+
+        Raises what the store raised when it cannot be read, and :class:`DataError`
+        naming the feature when parity cannot take what it returned."""
         from feast.type_map import feast_value_type_to_python_type
 
         from framework import on_demand
 
-        response = self.store.get_online_features(
-            features=self.refs, entity_rows=[dict(r) for r in entity_rows]
-        ).proto
         now_us = int(self.clock() * 1_000_000)
-        names = list(response.metadata.feature_names.val)
         n = len(entity_rows)
-        columns: dict[str, list[Any]] = {}
+        columns: dict[str, list[Any]] = {
+            key: [row.get(key) for row in entity_rows] for key in self.join_keys
+        }
         status: dict[str, list[str]] = {}
         event_us: dict[str, list[int]] = {}
-        for name, result in zip(names, response.results, strict=True):
-            if name in self.join_keys:
-                columns[name] = [feast_value_type_to_python_type(v) for v in result.values]
+        results: list[tuple[str, Any]] = []
+        for refs, rename in self._calls:
+            rows = [{view_key: row[key] for view_key, key in rename.items()} for row in entity_rows]
+            response = self.store.get_online_features(features=refs, entity_rows=rows).proto
+            results += zip(response.metadata.feature_names.val, response.results, strict=True)
+        for name, result in results:
+            if name in self.join_keys or name in columns:
                 continue
             ttl = self._ttl_us.get(name)
+            json_text = name in self._json
             values, states, times = [], [], []
             for value, state, ts in zip(
                 result.values, result.statuses, result.event_timestamps, strict=True
             ):
                 t_us = ts.seconds * 1_000_000 + ts.nanos // 1_000
                 label = _STATUS.get(state, NOT_FOUND)
-                v = feast_value_type_to_python_type(value) if label == PRESENT else None
+                v = None
+                if label == PRESENT:
+                    v = _json_text(value) if json_text else feast_value_type_to_python_type(value)
                 if label == PRESENT and ttl is not None and now_us - t_us > ttl:
                     v, label = None, OUTSIDE_MAX_AGE
                 if label == PRESENT and v is None:
@@ -161,9 +188,7 @@ class OnlineFeatures:
         for field, dtype in self.request_fields.items():
             columns[field] = [row.get(field) for row in request_data]
             self._types.setdefault(field, dtype)
-        table = pa.table(
-            {name: pa.array(values, type=self._types.get(name)) for name, values in columns.items()}
-        )
+        table = pa.table({name: self.array(name, values) for name, values in columns.items()})
         if self.plan.odfvs:
             try:
                 table = on_demand.apply(table, self.plan, False)
@@ -183,6 +208,81 @@ class OnlineFeatures:
         return OnlineVectors(
             table=table, features=self.features, status=status, event_time_us=event_us
         )
+
+    def array(self, name: str, values: list[Any]) -> pa.Array:
+        """``values`` as the Arrow type Feast declares for ``name`` (inferred where Feast
+        declares none); a value that type cannot hold is a :class:`DataError` naming it."""
+        kind = self._types.get(name)
+        try:
+            return pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            bad = next((v for v in values if v is not None), None)
+            raise DataError(
+                f"The online value of {name!r} cannot be read as {kind}: "
+                f"{' '.join(str(exc).split())[:200]} (value {bad!r:.100})."
+            ) from exc
+
+
+def _arrow_type(dtype: Any) -> pa.DataType | None:
+    """The Arrow type Feast gives a Feast type (None: Feast has none; Arrow infers)."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    if str(dtype) == "Json":
+        return pa.string()
+    try:
+        return from_feast_to_pyarrow_type(dtype)
+    except (ValueError, AssertionError):
+        return None
+
+
+def _json_text(value: Any) -> str | None:
+    """A Json value as its JSON text, as the offline Parquet source holds it."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    raw = getattr(value, kind)
+    return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def _calls(plan: Any) -> list[tuple[list[str], dict[str, str]]]:
+    """The ``get_online_features`` calls a read makes: per distinct join-key map, the
+    ``view:feature`` references of its projections (by the views' own names) and how to
+    build its entity rows (view join key -> entity column)."""
+    calls: dict[tuple[tuple[str, str], ...], tuple[list[str], dict[str, str]]] = {}
+    for view, fv in zip(plan.views, plan.feature_views, strict=True):
+        key_map = fv.projection.join_key_map or {}
+        rename = {c.name: key_map.get(c.name, c.name) for c in fv.entity_columns}
+        refs, keys = calls.setdefault(tuple(sorted(key_map.items())), ([], {}))
+        refs += [f"{fv.name}:{feature}" for feature in view.features]
+        keys.update(rename)
+    return list(calls.values())
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed read means the online store was unreachable or too slow (the one
+    case a prediction may fall back), rather than a failure of parity's own.
+
+    Unreachable: a socket or OS error (refused, reset, timed out), a Redis connection,
+    timeout or still-loading error, SQLite's locked, busy or unopenable database.
+    Everything else — a value parity cannot take, an on-demand view that fails, a missing
+    table — is not an outage and must not look like one.
+    """
+    import sqlite3
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    if isinstance(exc, OSError | FutureTimeout):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(w in text for w in ("locked", "busy", "unable to open", "disk i/o"))
+    try:
+        import redis.exceptions as redis_errors
+    except ImportError:  # pragma: no cover - redis is a dependency of feast[redis]
+        return False
+    return isinstance(
+        exc,
+        redis_errors.ConnectionError | redis_errors.TimeoutError | redis_errors.BusyLoadingError,
+    )
 
 
 def _status_names() -> dict[int, str]:

@@ -94,6 +94,8 @@ class _Plan:
     provider_refs: list[str]
     views: list[View]
     odfvs: list[Any]
+    #: The Feast feature views behind ``views`` (same order), projections applied.
+    feature_views: list[Any]
     features_arg: Any  # what Feast's get_historical_features takes
     #: Views over the same files, keys and timestamps share one ASOF join
     #: (the sample's 1h/24h/7d views all read one source): (scan view, members).
@@ -167,11 +169,11 @@ def _plan(store: Any, features: str | Sequence[str] | Any, full_feature_names: b
                 name=view.name,
                 projection_name=prefix,
                 join_keys={
-                    mapping.get(k, k): v
-                    for k, v in (
-                        view.projection.join_key_map
-                        or {e.name: e.name for e in view.entity_columns}
-                    ).items()
+                    # A join-key map may rename some keys and leave the others.
+                    mapping.get(e.name, e.name): (view.projection.join_key_map or {}).get(
+                        e.name, e.name
+                    )
+                    for e in view.entity_columns
                 },
                 features=names,
                 output=[f"{base}__{n}" if full_feature_names else n for n in names],
@@ -193,6 +195,7 @@ def _plan(store: Any, features: str | Sequence[str] | Any, full_feature_names: b
         provider_refs=provider_refs,
         views=views,
         odfvs=odfv_list,
+        feature_views=[view for view, _ in fvs],
         features_arg=features,
     )
 
@@ -229,6 +232,8 @@ class FeatureContract:
     join_keys: list[str]
     request_data: dict[str, str]
     definitions_digest: str
+    #: Join key -> Feast value type name (``INT64``, ``STRING``, ``BYTES``, ...).
+    join_key_types: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,11 +245,17 @@ def feature_contract(repo: Any, features: str | Sequence[str] | Any) -> FeatureC
     plan = _plan(store, features, False)
     dtypes: dict[str, tuple[str, str]] = {}
     join_keys: list[str] = []
-    for v in plan.views:
+    key_types: dict[str, str] = {}
+    for v, projected in zip(plan.views, plan.feature_views, strict=True):
         fv = store.get_feature_view(v.name)
         for f in fv.features:
             dtypes[f"{v.projection_name}:{f.name}"] = (str(f.dtype), v.name)
-        join_keys.extend(k for k in v.join_keys.values() if k not in join_keys)
+        key_map = projected.projection.join_key_map or {}
+        for column in projected.entity_columns:
+            key = key_map.get(column.name, column.name)
+            if key not in join_keys:
+                join_keys.append(key)
+                key_types[key] = column.dtype.to_value_type().name
     request_data: dict[str, str] = {}
     for odfv in plan.odfvs:
         for f in odfv.features:
@@ -264,6 +275,7 @@ def feature_contract(repo: Any, features: str | Sequence[str] | Any) -> FeatureC
         join_keys=join_keys,
         request_data=request_data,
         definitions_digest=digest,
+        join_key_types=key_types,
     )
 
 

@@ -12,6 +12,7 @@
     ├── Unsupported                                          FAILED_PRECONDITION
     ├── NotExplainable (framework.explain)                   FAILED_PRECONDITION
     ├── StoreUnavailable                                     UNAVAILABLE
+    ├── InternalError                                        INTERNAL
     ├── LogFull (serving.prediction_log)                     RESOURCE_EXHAUSTED
     └── FeatureStoreError                                    UNAVAILABLE
 
@@ -44,6 +45,13 @@ class StoreUnavailable(ParityError):
     """The online store could not be read."""
 
 
+class InternalError(ParityError):
+    """parity could not do its own part with what the store returned (a value it cannot
+    take, an on-demand view that failed): never a fallback, always ``INTERNAL``, with a
+    message that names the model, the feature and the cause (the predictor logs each
+    cause once and counts every occurrence)."""
+
+
 def _table() -> list[tuple[type[BaseException], grpc.StatusCode]]:
     from framework.explain import NotExplainable
     from serving.prediction_log import LogFull
@@ -57,6 +65,7 @@ def _table() -> list[tuple[type[BaseException], grpc.StatusCode]]:
         (Unsupported, grpc.StatusCode.FAILED_PRECONDITION),
         (NotExplainable, grpc.StatusCode.FAILED_PRECONDITION),
         (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+        (InternalError, grpc.StatusCode.INTERNAL),
         (LogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (FeatureStoreError, grpc.StatusCode.UNAVAILABLE),
         (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -86,6 +86,13 @@ class ServerMetrics:
             ["cause"],
             registry=r,
         )
+        self.internal_errors = Counter(
+            "parity_internal_errors_total",
+            "Requests parity could not answer through its own failure (answered INTERNAL, "
+            "never a fallback), by model and stage.",
+            ["model", "stage"],
+            registry=r,
+        )
         self.input_issues = Counter(
             "parity_input_issues_total",
             "Input checks that failed (out_of_range, unseen_category, unexpected_missing).",

@@ -33,9 +33,9 @@ import pyarrow as pa
 from framework.estimator import feature_frame, score
 from framework.explain import Explainer, Explanation, NotExplainable
 from framework.model_spec import Task
-from framework.online import COMPUTED, PRESENT, OnlineVectors
+from framework.online import COMPUTED, PRESENT, OnlineVectors, is_outage
 from framework.registry import ModelRef, ModelRegistry
-from serving.errors import InvalidInput, StoreUnavailable
+from serving.errors import InternalError, InvalidInput, StoreUnavailable
 from serving.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE
 from serving.versions import LoadedModel, ModelVersions, over_budget
 
@@ -51,6 +51,8 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
     "STRING": (str,),
     "BOOL": (bool,),
     "BYTES": (bytes,),
+    "UUID": (str,),
+    "TIME_UUID": (str,),
 }
 
 
@@ -121,6 +123,7 @@ class Predictor:
         review: Callable[[list[dict[str, Any]]], None] | None = None,
         on_fallback: Callable[[str], None] | None = None,
         on_issue: Callable[[str, str], None] | None = None,
+        on_error: Callable[[str, str], None] | None = None,
         feature_timeout: float = 1.0,
         lookup_threads: int = 8,
         canary_share: float = 0.0,
@@ -140,6 +143,9 @@ class Predictor:
         self.review = review
         self.on_fallback = on_fallback or (lambda cause: None)
         self.on_issue = on_issue or (lambda kind, feature: None)
+        # (model, stage) of each request parity failed through its own fault.
+        self.on_error = on_error or (lambda model, stage: None)
+        self._logged_causes: set[str] = set()
         self.feature_timeout = feature_timeout
         self._lookups = ThreadPoolExecutor(
             lookup_threads, thread_name_prefix="lookup", initializer=thread_init
@@ -240,6 +246,8 @@ class Predictor:
         except InvalidInput:
             raise
         except Exception as exc:
+            if not isinstance(exc, StoreUnavailable) and not is_outage(exc):
+                raise self._defect(ref, "feature_lookup", exc) from exc
             cause = f"online store unavailable: {' '.join(str(exc).split())[:200]}"
             vectors = _empty_vectors(loaded, request, "UNAVAILABLE")
             fallback_rows = {i: cause for i in range(n)}
@@ -260,9 +268,9 @@ class Predictor:
             try:
                 scores = score(loaded.batched, frame, loaded.task, serving["threshold"])
             except Exception as exc:
-                log.exception("model %s failed", ref)
-                cause = f"model error: {type(exc).__name__}: {exc}"
-                fallback_rows = {i: cause for i in range(n)}
+                # The model failing on features the store returned is parity's failure
+                # (a fallback would hide it behind an answer that looks valid).
+                raise self._defect(ref, "inference", exc) from exc
         fallback = self._fallback(loaded, request, fallback_rows) if fallback_rows else {}
         self.observe("inference", time.perf_counter() - t)
 
@@ -335,6 +343,18 @@ class Predictor:
         if role == "primary" and self.shadow_alias:
             self._shadow(ref, request, request_id)
         return outs
+
+    def _defect(self, ref: ModelRef, stage: str, exc: BaseException) -> InternalError:
+        """The error for a request parity failed through its own fault: logged once per
+        cause (with its traceback), counted every time."""
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        self.on_error(ref.name, stage)
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            log.error("%s: %s failed (counted, answered INTERNAL): %s", ref, stage, cause,
+                      exc_info=exc)  # fmt: skip
+        what = "read the features the store returned" if stage == "feature_lookup" else "score"
+        return InternalError(f"{ref}: parity could not {what}: {cause}")
 
     def _canary(self, champion: ModelRef, row: RowInput) -> ModelRef:
         """The challenger for a stable ``canary_share`` of entities, else the champion."""
@@ -543,7 +563,7 @@ def _empty_vectors(loaded: LoadedModel, request: PredictInput, state: str) -> On
     n = len(request.rows)
     columns: dict[str, Any] = {}
     for key in loaded.key_types:
-        columns[key] = pa.array([r.entity_keys.get(key) for r in request.rows], pa.int64())
+        columns[key] = loaded.online.array(key, [r.entity_keys.get(key) for r in request.rows])
     for name in loaded.request_types:
         columns[name] = pa.array([r.request_data.get(name) for r in request.rows])
     for f in loaded.fields:
@@ -649,7 +669,11 @@ def _log_table(
         cols[f"{f.name}__status"] = states.slice(i * n, n)
     cols["score"] = pa.array([o.score for o in outs], pa.float64())
     cols["label"] = pa.array([o.label for o in outs], pa.string())
-    cols["confidence"] = pa.array([o.confidence for o in outs], pa.float64())
+    # A regression has no confidence: logged as null, not as a number that could drift.
+    regression = loaded.task is Task.REGRESSION
+    cols["confidence"] = pa.array(
+        [None if regression else o.confidence for o in outs], pa.float64()
+    )
     cols["decision"] = pa.array([o.decision for o in outs], pa.string())
     cols["reasons"] = pa.array(["; ".join(o.reasons) for o in outs], pa.string())
     cols["latency_seconds"] = pa.array([latency] * n, pa.float64())

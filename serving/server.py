@@ -276,6 +276,7 @@ def start_server(
         review=add_review,
         on_fallback=lambda cause: metrics.fallbacks.labels(cause).inc(),
         on_issue=lambda kind, feature: metrics.input_issues.labels(kind, feature).inc(),
+        on_error=lambda model, stage: metrics.internal_errors.labels(model, stage).inc(),
         feature_timeout=settings.feature_timeout_seconds,
         canary_share=settings.canary_share,
         canary_alias=settings.canary_alias,

@@ -26,7 +26,7 @@ from framework.outcomes import OutcomeStore
 from framework.registry import ModelRef
 from framework.request_errors import error_table
 from serving import converters
-from serving.errors import InvalidInput, status_of
+from serving.errors import InternalError, InvalidInput, status_of
 from serving.metrics import ServerMetrics
 from serving.predictor import PredictInput, PredictionOut, Predictor, RowInput
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
@@ -93,11 +93,12 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
                 code = status_of(exc)
                 # Clipped: the status travels in a trailer, which clients cap at 8-16 KiB
                 # (a longer one is lost and the call fails with RESOURCE_EXHAUSTED).
-                message = _clip(str(exc)) if code is not grpc.StatusCode.INTERNAL else (
+                known = code is not grpc.StatusCode.INTERNAL or isinstance(exc, InternalError)
+                message = _clip(str(exc)) if known else (
                     f"internal error ({type(exc).__name__}); see the server log"
                 )  # fmt: skip
                 fail(code, message)
-                if code is grpc.StatusCode.INTERNAL:
+                if code is grpc.StatusCode.INTERNAL and not known:
                     log.exception("rpc failed: %s", exc, extra={"fields": record})
                 else:
                     log.info(message, extra={"fields": record})

@@ -265,7 +265,7 @@ class ModelVersions:
             fields=[FeatureField(**f) for f in manifest["features"]],
             task=Task(manifest["task"]),
             online=online,
-            key_types={k: "INT64" for k in manifest["join_keys"]},
+            key_types=dict(online.key_types),
             request_types=dict(manifest["request_data"]),
             router=Router.from_manifest(manifest),
             batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
