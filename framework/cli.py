@@ -3,6 +3,13 @@
 Every command has ``--help``; on failure it prints one line naming what is
 wrong to stderr and exits non-zero (2 for a wrong argument or setting, 3 for
 bad data, 4 for a Feast failure); where it prints results it offers ``--json``.
+
+Every command that reads a repository takes ``--repo``; without it the
+repository is ``$PARITY_REPO``, else the current folder or ``./feature_repo``
+(:func:`framework.repository.default_repo`), never the sample shipped with
+parity (only ``parity demo``, the sample's own scenario, runs on it by default).
+No command defaults a model name: with one model in the repository's registry it
+is the default, with several the command lists them.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ def _repo_args(parser: argparse.ArgumentParser, *, profile: bool = True) -> None
         "--repo",
         type=Path,
         default=None,
-        help="the Feast repository (default: $PARITY_REPO, else ./feature_repo)",
+        help="the Feast repository (default: $PARITY_REPO, else the current folder or "
+        "./feature_repo, whichever holds a feature_store.yaml)",
     )
     if profile:
         parser.add_argument(
@@ -74,7 +82,8 @@ def _registry_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         type=Path,
-        help="model registry folder (default: data/models next to the repository)",
+        help="model registry folder (default: models/ in the repository's state folder, "
+        "<repo>/.parity or where its parity.toml says)",
     )
 
 
@@ -91,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     helpers: dict[str, Callable[..., Any]] = {
         "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
         "timestamp": _timestamp, "registry": _registry, "emit": _emit, "fmt": _fmt,
+        "default_model": default_model,
     }  # fmt: skip
 
     demo = commands.add_parser(
@@ -99,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate sample data (with drift from 75%% of the period on), build "
         "offline features, register the Feast definitions, materialise them online, train "
         "and promote a model, serve it over gRPC, replay a clean and a drifted period "
-        "through the server and monitor both (report: data/monitor.html).",
+        "through the server and monitor both (report: monitor.html in the state folder). "
+        "It is the sample's scenario: without --repo it runs on ./feature_repo if that "
+        "holds a feature_store.yaml (a copy of the sample), else on the sample repository "
+        "shipped with parity.",
     )
     _repo_args(demo)
     demo.add_argument("--seed", type=int, default=7, help="sample data seed (default: %(default)s)")
@@ -160,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: the data/ folder next to the feature repository)",
+        help="output folder (default: the repository's state folder)",
     )
     gen.add_argument(
         "--raw-only", action="store_true", help="write the raw tables only, skip the features"
@@ -177,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=None,
-        help="data folder (default: data/ next to the repository)",
+        help="data folder (default: the repository's state folder)",
     )
     _duckdb_args(feats)
     _json_arg(feats)
@@ -316,7 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--target", default="127.0.0.1:50051", help="server (default: %(default)s)"
     )
-    predict.add_argument("--model", default="fraud_model", help="model name (default: %(default)s)")
+    predict.add_argument(
+        "--model",
+        help="model name (default: the only model in the repository's registry; with "
+        "several, the command lists them)",
+    )
+    _repo_args(predict, profile=False)
+    _registry_arg(predict)
     pick = predict.add_mutually_exclusive_group()
     pick.add_argument("--version", help="an exact model version")
     pick.add_argument("--alias", help="a model alias (default: champion)")
@@ -365,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     review = commands.add_parser(
         "review",
         help="the review queue: list, resolve",
-        description="Predictions the server routed to REVIEW, kept in data/review/queue.db.",
+        description="Predictions the server routed to REVIEW, kept in review/queue.db in the "
+        "repository's state folder.",
     )
     review_commands = review.add_subparsers(
         dest="review_command", metavar="SUBCOMMAND", parser_class=_Parser
@@ -431,7 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Parquet file: join keys, event_timestamp (or one timestamp column), request data",
     )
     score.add_argument(
-        "--model", required=True, metavar="NAME[@ALIAS|:VERSION]", help="the model version"
+        "--model",
+        metavar="NAME[@ALIAS|:VERSION]",
+        help="the model version (default: the champion, else latest version, of the only "
+        "model in the registry)",
     )
     score.add_argument("--out", type=Path, required=True, help="Parquet file to write")
     score.add_argument(
@@ -457,10 +480,10 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from framework.demo import DEMO_DRIFT, DemoStep, run_demo
+    from framework.demo import DEMO_DRIFT, DemoStep, demo_repo, run_demo
     from framework.sample_data import drift_names, parse_scale
 
-    repo = args.repo or default_repo()
+    repo = args.repo or demo_repo()
     started = time.perf_counter()
 
     def progress(step: DemoStep) -> None:
@@ -676,8 +699,30 @@ def _registry(args: argparse.Namespace) -> Any:
     from framework.registry import ModelRegistry
     from framework.repository import data_dir
 
-    repo = getattr(args, "repo", None) or default_repo()
-    return ModelRegistry(args.registry or data_dir(repo) / "models")
+    if args.registry:
+        return ModelRegistry(args.registry)
+    return ModelRegistry(data_dir(getattr(args, "repo", None) or default_repo()) / "models")
+
+
+def default_model(args: argparse.Namespace) -> str:
+    """``--model``, else the only model in the repository's registry."""
+    if args.model:
+        return str(args.model)
+    try:
+        registry = _registry(args)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--model: name the model, or the repository to take it from: {exc}"
+        ) from None
+    names = registry.names()
+    if len(names) == 1:
+        return str(names[0])
+    if not names:
+        raise ConfigError(f"--model: no model in the registry {registry.root} (run parity train).")
+    raise ConfigError(
+        f"--model: the registry {registry.root} holds several models ({', '.join(names)}); "
+        "pick one with --model NAME."
+    )
 
 
 def _cmd_materialize(args: argparse.Namespace) -> None:
@@ -741,7 +786,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         s = score_entities(
             store,
             _registry(args),
-            args.model,
+            default_model(args),
             args.entities,
             args.out,
             batch_rows=args.batch_size,
@@ -761,7 +806,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], None]] = 
     ("serve", None): lambda args: _serving("serve", args),
     ("review", "list"): lambda args: _review(args),
     ("review", "resolve"): lambda args: _review(args),
-    ("predict", None): lambda args: _serving("predict", args),
+    ("predict", None): lambda args: _serving("predict", _with_model(args)),
     ("serve-token", None): lambda args: _serving("serve_token", args),
     ("materialize", None): _cmd_materialize,
     ("score", None): _cmd_score,
@@ -807,6 +852,11 @@ def _review(args: argparse.Namespace) -> None:
         )
     finally:
         queue.close()
+
+
+def _with_model(args: argparse.Namespace) -> argparse.Namespace:
+    args.model = default_model(args)
+    return args
 
 
 def _serving(command: str, args: argparse.Namespace) -> None:

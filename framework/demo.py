@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from framework import repository
 from framework.demo_loop import close_the_loop
-from framework.errors import FeatureStoreError
+from framework.errors import ConfigError, FeatureStoreError
 from framework.feature_pipeline import build_offline_sources
 from framework.labels import entity_frame_from_labels
 from framework.model_spec import find_spec, load_spec
@@ -55,6 +55,8 @@ from framework.sample_data import GenerationConfig, generate
 from framework.train import default_registry, train_model
 from framework.training_set import build_training_set, read_info
 
+#: The sample repository shipped with parity: the demo's own scenario, so its default.
+SAMPLE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 FEATURE_SERVICE = "fraud_model_v1"
 #: The drift scenarios of the demo's sample (``parity demo --drift none`` switches them off).
 DEMO_DRIFT = ("amount_inflation", "new_merchant_category")
@@ -87,6 +89,25 @@ class DemoResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def demo_repo() -> Path:
+    """The repository ``parity demo`` runs on without ``--repo``: ``./feature_repo`` if it
+    holds a ``feature_store.yaml`` (a copy of the sample), else :data:`SAMPLE_REPO`.
+
+    Only the demo defaults to the sample: it is the sample's scenario (its data
+    generator, feature pipeline and model spec are the fraud sample's), and runs
+    nowhere else. Every other command needs a repository named or found here.
+    """
+    here = Path.cwd() / "feature_repo"
+    if (here / "feature_store.yaml").is_file():
+        return here
+    if not (SAMPLE_REPO / "feature_store.yaml").is_file():
+        raise ConfigError(
+            f"The sample repository is not at {SAMPLE_REPO} (parity installed without it); "
+            "name a copy of it with --repo DIR."
+        )
+    return SAMPLE_REPO
 
 
 def run_demo(

@@ -77,6 +77,7 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     listing = models_commands.add_parser(
         "list", help="models, versions and aliases", description="Every model and version."
     )
+    helpers["repo_args"](listing, profile=False)
     helpers["registry_arg"](listing)
     helpers["json_arg"](listing)
     show = models_commands.add_parser(
@@ -85,7 +86,13 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
         description="A version's manifest: NAME (the champion, else the latest), NAME:VERSION "
         "or NAME@ALIAS.",
     )
-    show.add_argument("model", metavar="NAME[:VERSION|@ALIAS]")
+    show.add_argument(
+        "model",
+        metavar="NAME[:VERSION|@ALIAS]",
+        nargs="?",
+        help="default: the only model in the registry",
+    )
+    helpers["repo_args"](show, profile=False)
     helpers["registry_arg"](show)
     helpers["json_arg"](show)
     promote = models_commands.add_parser(
@@ -112,6 +119,7 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     )
     roll.add_argument("name", metavar="NAME")
     _alias_args(roll)
+    helpers["repo_args"](roll, profile=False)
     helpers["registry_arg"](roll)
     helpers["json_arg"](roll)
 
@@ -269,7 +277,7 @@ def _cmd_models_list(args: argparse.Namespace, helpers: Helpers) -> None:
 
 def _cmd_models_show(args: argparse.Namespace, helpers: Helpers) -> None:
     registry = helpers["registry"](args)
-    ref = registry.resolve(args.model)
+    ref = registry.resolve(args.model or helpers["default_model"](args))
     m = registry.manifest(ref)
     aliases = sorted(a for a, v in registry.aliases(ref.name).items() if v == ref.version)
     history = [e for e in registry.history(ref.name) if e.get("action") != "promote-refused"]

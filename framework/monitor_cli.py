@@ -56,7 +56,7 @@ def _common(parser: argparse.ArgumentParser, helpers: Mapping[str, Callable[...,
     parser.add_argument(
         "--log",
         type=Path,
-        help="the prediction log (default: data/predictions next to the repository)",
+        help="the prediction log (default: predictions/ in the repository's state folder)",
     )
     helpers["json_arg"](parser)
 
@@ -113,7 +113,7 @@ def register(
     monitor.add_argument(
         "--outcomes",
         type=Path,
-        help="reported ground truth (default: data/outcomes next to the repository)",
+        help="reported ground truth (default: outcomes/ in the repository's state folder)",
     )
     monitor.add_argument(
         "--skew",

@@ -71,7 +71,9 @@ def register(
                         help="make a passing challenger the champion at once")  # fmt: skip
     parser.add_argument("--promote-after", type=int, metavar="N",
                         help="promote @challenger after N logged predictions")  # fmt: skip
-    parser.add_argument("--log", type=Path, help="the prediction log (default: data/predictions)")
+    parser.add_argument(
+        "--log", type=Path, help="the prediction log (default: predictions/ in the state folder)"
+    )
     parser.add_argument("--by", help="who retrains (recorded; default: user@host)")
     helpers["json_arg"](parser)
     return {("retrain", None): cmd_retrain}
