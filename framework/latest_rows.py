@@ -108,6 +108,8 @@ class LatestRows:
         that way); scans of the table keep it.
     texts
         Also compute SQLite's ``value_text`` column.
+    key_version
+        The repository's ``entity_key_serialization_version`` (Feast's default 3).
 
     Raises
     ------
@@ -125,8 +127,10 @@ class LatestRows:
         *,
         key_ordered: bool,
         texts: bool,
+        key_version: int = 3,
     ) -> None:
         self.con, self.source, self.texts = con, source, texts
+        self.key_version = key_version
         view = source.view
         scan = scan_sql(view, con, index)
         self.key_columns = [f"k{index}_{i}" for i in range(len(view.join_keys))]
@@ -223,7 +227,8 @@ class LatestRows:
                 for (name, value_type), column in zip(
                     self.source.keys, self.key_columns, strict=True
                 )
-            ]
+            ],
+            version=self.key_version,
         )
         values: dict[str, pa.Array] = {}
         texts: dict[str, list[Any]] = {}

@@ -298,6 +298,7 @@ def _materialize_view(
         job.end,
         key_ordered=writer.wants_key_order,
         texts=writer.wants_texts,
+        key_version=writer.key_version,
     )
     progress.start(job.fv.name, latest.entities)
     totals = Written(0, 0)

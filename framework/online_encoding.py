@@ -253,19 +253,21 @@ def can_encode_keys(columns: Sequence[tuple[str, pa.DataType, Any]]) -> bool:
 
 
 def encode_entity_keys(
-    columns: Sequence[tuple[str, pa.Array | pa.ChunkedArray, Any]],
+    columns: Sequence[tuple[str, pa.Array | pa.ChunkedArray, Any]], version: int = 3
 ) -> pa.BinaryArray:
-    """``serialize_entity_key(EntityKey(join_keys, values), 3)`` per row.
+    """``serialize_entity_key(EntityKey(join_keys, values), version)`` per row.
 
     ``columns`` holds (join key name, its values, its Feast ``ValueType``), in any
-    order; no value may be null (Feast cannot serialize a null key either).
+    order; no value may be null (Feast cannot serialize a null key either). The
+    columnar encoder writes version 3 (Feast's default); another version goes through
+    Feast's own serializer.
     """
     arrays = [
         (name, c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c, t)
         for name, c, t in columns
     ]
-    if not can_encode_keys([(name, c.type, t) for name, c, t in arrays]):
-        return _feast_entity_keys(arrays)
+    if version != 3 or not can_encode_keys([(name, c.type, t) for name, c, t in arrays]):
+        return _feast_entity_keys(arrays, version)
     ordered = sorted(arrays, key=lambda item: item[0])
     prefix = [struct.pack("<I", len(ordered))]
     for name, _, _ in ordered:
@@ -297,7 +299,9 @@ def encode_entity_keys(
     return pc.binary_join_element_wise(*parts, b"")
 
 
-def _feast_entity_keys(arrays: Sequence[tuple[str, pa.Array, Any]]) -> pa.BinaryArray:
+def _feast_entity_keys(
+    arrays: Sequence[tuple[str, pa.Array, Any]], version: int = 3
+) -> pa.BinaryArray:
     """Feast's own entity-key serialization, for key types without a columnar encoder."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -308,7 +312,7 @@ def _feast_entity_keys(arrays: Sequence[tuple[str, pa.Array, Any]]) -> pa.Binary
         python_values_to_proto_values(c.to_numpy(zero_copy_only=False), t) for _, c, t in arrays
     ]
     keys = [
-        serialize_entity_key(EntityKey(join_keys=names, entity_values=list(values)), 3)
+        serialize_entity_key(EntityKey(join_keys=names, entity_values=list(values)), version)
         for values in zip(*protos, strict=True)
     ]
     return pa.array(keys, pa.binary())

@@ -110,6 +110,8 @@ class OnlineWriter:
     wants_key_order = False
     #: Whether batches need SQLite's ``value_text`` column.
     wants_texts = False
+    #: The repository's ``entity_key_serialization_version`` (keys are written in it).
+    key_version = 3
 
     def check(self, targets: list[ViewTarget]) -> None:
         """Fail before anything is written when a view cannot be written."""
@@ -175,6 +177,7 @@ class SqliteWriter(OnlineWriter):
 
         self.config = store.config
         self.project = store.config.project
+        self.key_version = int(store.config.entity_key_serialization_version)
         self.path = Path(SqliteOnlineStore._get_db_path(store.config)).resolve()
         self._con: sqlite3.Connection | None = None
         self._statements: dict[tuple[str, int, bool, int], str] = {}
@@ -414,6 +417,7 @@ class RedisWriter(OnlineWriter):
     def __init__(self, store: Any) -> None:
         self.config = store.config
         self.project = store.config.project
+        self.key_version = int(store.config.entity_key_serialization_version)
         self.settings = store.config.online_store
         self._client: Any = None
         self._conn: Any = None

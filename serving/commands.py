@@ -192,30 +192,41 @@ def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
     print("parity serve: stopped; prediction logs flushed", flush=True)
 
 
-def _parse(pairs: list[str], flag: str) -> dict[str, Any]:
+#: Parsers of command-line text per Feast value type name (the model's own types, from
+#: GetModelInfo): "007" stays the string it is for a STRING key.
+_FROM_TEXT: dict[str, Any] = {
+    "INT64": int,
+    "INT32": int,
+    "DOUBLE": float,
+    "FLOAT": float,
+    "BOOL": lambda text: {"true": True, "false": False}[text.lower()],
+    "BYTES": str.encode,
+}
+
+
+def _parse(pairs: list[str], flag: str, types: dict[str, str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs, each value typed as the model declares ``NAME`` (a name the
+    model does not take is sent as text, for the server to name)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"{flag} takes NAME=VALUE, got {pair!r}.")
         name, text = pair.split("=", 1)
-        value: Any = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                continue
-        out[name] = value
+        kind = types.get(name, "STRING")
+        try:
+            out[name] = _FROM_TEXT.get(kind, str)(text)
+        except (ValueError, KeyError):
+            raise ConfigError(f"{flag} {name}: the model takes {kind}, got {text!r}.") from None
     return out
+
+
+def _types(info: dict[str, Any], field: str) -> dict[str, str]:
+    return {spec["name"]: spec["dtype"] for spec in info.get(field, [])}
 
 
 def predict(args: argparse.Namespace) -> None:
     from serving.client import PredictionClient
 
-    row = {
-        "entity_keys": _parse(args.entity, "--entity"),
-        "request_data": _parse(args.request, "--request"),
-    }
     client = PredictionClient(
         args.target,
         timeout=args.timeout,
@@ -226,6 +237,11 @@ def predict(args: argparse.Namespace) -> None:
     )
     with client:
         try:
+            info = client.model_info(args.model, version=args.version, alias=args.alias)
+            row = {
+                "entity_keys": _parse(args.entity, "--entity", _types(info, "entity_keys")),
+                "request_data": _parse(args.request, "--request", _types(info, "request_data")),
+            }
             result = client.predict(
                 args.model,
                 [row],

@@ -244,6 +244,7 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
             request.model_alias if which == "model_alias" else None,
         )
         manifest = self.predictor.registry.manifest(ref)
+        loaded = self.predictor.load(ref)
         info = pb.ModelInfo(
             name=ref.name,
             version=str(ref.version),
@@ -255,6 +256,8 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
             thresholds=pb.Thresholds(
                 accept=manifest["serving"]["accept"], review=manifest["serving"]["review_below"]
             ),
+            entity_keys=[pb.FeatureSpec(name=k, dtype=t) for k, t in loaded.key_types.items()],
+            request_data=[pb.FeatureSpec(name=k, dtype=t) for k, t in loaded.request_types.items()],
         )
         from datetime import datetime
 
@@ -416,6 +419,9 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                     f"{ref} (send every feature, or the keys {', '.join(loaded.key_types)} "
                     f"and request data {', '.join(loaded.request_types) or 'none'})."
                 )
+            for k, kind in loaded.key_types.items():
+                if kind == "BYTES" and k in columns:  # a V2 BYTES tensor was decoded as text
+                    columns[k] = [v.encode() if isinstance(v, str) else v for v in columns[k]]
             row_inputs = [
                 RowInput(
                     entity_keys={k: columns[k][i] for k in loaded.key_types if k in columns},

@@ -30,7 +30,7 @@ from framework.model_spec import Task
 from framework.online import OnlineFeatures, OnlineVectors
 from framework.registry import ModelRef, ModelRegistry
 from serving.batching import BatchedModel, MicroBatcher
-from serving.errors import DefinitionsChanged, InvalidInput, StoreUnavailable
+from serving.errors import DefinitionsChanged, InternalError, InvalidInput, StoreUnavailable
 from serving.routing import Router
 
 log = logging.getLogger("parity.serving")
@@ -130,13 +130,15 @@ class ModelVersions:
 
         Returns the loaded versions and, per address that failed, why. A model that
         cannot load does not stop the server (its requests get the error's status);
-        the server reports ready only when every model loaded.
+        the server reports ready only when every model loaded and read its features
+        (:meth:`probe`).
         """
         refs, failed = [], {}
         for address in addresses:
             try:
                 ref = self.registry.resolve(address)
                 loaded = self.load(ref)
+                self.probe(loaded)
                 if loaded.compiling is not None:
                     loaded.compiling.result()  # the first requests are scored compiled
                 refs.append(ref)
@@ -144,6 +146,45 @@ class ModelVersions:
                 failed[address] = str(exc)
         self._ready = not failed
         return refs, failed
+
+    def probe(self, loaded: LoadedModel) -> None:
+        """Read the version's features once, for the entity rows and request data its
+        manifest keeps from training (``probe``), and score them: what parity cannot do
+        with what the store returns is found here, before the server reports ready, and
+        named (the feature, the reason), not at the first request.
+
+        A store that cannot be reached now is no such finding (requests will fall back
+        while it is down): logged, and the check is left to the requests."""
+        from framework.estimator import score
+        from framework.online import is_outage
+
+        probe = loaded.manifest.get("probe") or {}
+        rows = [_from_json(row) for row in probe.get("entity_rows", [])]
+        if not rows:
+            log.info("%s: no probe rows in its manifest; features are read first by requests",
+                     loaded.ref)  # fmt: skip
+            return
+        request = [_from_json(r) for r in probe.get("request_data", [])] or [{} for _ in rows]
+        try:
+            vectors, _ = loaded.lookup((rows, request), timeout=self.feature_timeout)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable | FutureTimeout) or is_outage(exc):
+                log.warning(
+                    "%s: the online store could not be read to check its features (%s); "
+                    "requests will fall back while it is down", loaded.ref, exc,
+                )  # fmt: skip
+                return
+            raise InternalError(
+                f"{loaded.ref} cannot be served: reading its features failed: {exc}"
+            ) from exc
+        try:
+            frame = feature_frame(vectors.table, loaded.fields)
+            score(loaded.model, frame, loaded.task, loaded.serving["threshold"])
+        except Exception as exc:
+            raise InternalError(
+                f"{loaded.ref} cannot be served: it cannot score the features the store "
+                f"returned: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def resolve(self, name: str, version: str | None = None, alias: str | None = None) -> ModelRef:
         """The exact version a request means (default: the champion)."""
@@ -402,3 +443,13 @@ class ModelVersions:
 
         background = feature_frame(pq.read_table(io.BytesIO(data)), loaded.fields)
         return Explainer(loaded.model, loaded.fields, loaded.task, background)
+
+
+def _from_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A probe row as training wrote it (bytes as ``{"base64": ...}``)."""
+    import base64
+
+    return {
+        k: base64.b64decode(v["base64"]) if isinstance(v, dict) and "base64" in v else v
+        for k, v in row.items()
+    }

@@ -541,6 +541,8 @@ class ModelInfo(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     THRESHOLDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ENTITY_KEYS_FIELD_NUMBER: _builtins.int
+    REQUEST_DATA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Registered model name."""
     version: _builtins.str
@@ -567,6 +569,19 @@ class ModelInfo(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When this model version was registered."""
 
+    @_builtins.property
+    def entity_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureSpec]:
+        """The entity join keys a Predict row must carry (Row.entity_keys), with
+        their feature-store value type names (for example "INT64", "STRING",
+        "BYTES"): a client types each key from these ("007" stays a string).
+        """
+
+    @_builtins.property
+    def request_data(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureSpec]:
+        """The request-data fields a Predict row must carry (Row.request_data),
+        with their feature-store value type names.
+        """
+
     def __init__(
         self,
         *,
@@ -577,10 +592,12 @@ class ModelInfo(_message.Message):
         features: _abc.Iterable[Global___FeatureSpec] | None = ...,
         thresholds: Global___Thresholds | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        entity_keys: _abc.Iterable[Global___FeatureSpec] | None = ...,
+        request_data: _abc.Iterable[Global___FeatureSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "thresholds", b"thresholds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "created_at", b"created_at", "feature_service", b"feature_service", "features", b"features", "name", b"name", "thresholds", b"thresholds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "created_at", b"created_at", "entity_keys", b"entity_keys", "feature_service", b"feature_service", "features", b"features", "name", b"name", "request_data", b"request_data", "thresholds", b"thresholds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
