@@ -466,12 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     _duckdb_args(score)
     _json_arg(score)
     from framework.feedback_cli import register as register_feedback
+    from framework.init_cli import register as register_init
     from framework.monitor_cli import register as register_monitoring
     from framework.retrain_cli import register as register_retrain
 
     _COMMANDS.update(register_monitoring(commands, helpers))
     _COMMANDS.update(register_feedback(commands, helpers))
     _COMMANDS.update(register_retrain(commands, helpers))
+    _COMMANDS.update(register_init(commands, helpers))
     return parser
 
 
