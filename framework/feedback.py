@@ -60,8 +60,21 @@ DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
 # ------------------------------------------------------------------ reading outcome files
 
 
-def read_outcome_file(path: Path, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Every outcome in ``path`` (.csv, .parquet, .jsonl/.ndjson), validated.
+def key_types_of(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """A model version's join keys with their Feast value type names (versions trained
+    before keys were typed had INT64 keys only)."""
+    typed = manifest.get("join_key_types") or {}
+    return {k: str(typed.get(k, "INT64")) for k in manifest["join_keys"]}
+
+
+def _typed(keys: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    return dict(keys) if isinstance(keys, Mapping) else {k: "INT64" for k in keys}
+
+
+def read_outcome_file(path: Path, keys: Sequence[str] | Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every outcome in ``path`` (.csv, .parquet, .jsonl/.ndjson), validated. ``keys``:
+    the entity keys with their Feast value types (a list: INT64 keys), so a STRING key
+    read from a CSV file keeps its text ("007").
 
     Raises :class:`DataError` naming the first bad row and field; nothing is
     returned (so nothing is stored) unless every row is valid.
@@ -93,10 +106,11 @@ def read_outcome_file(path: Path, keys: Sequence[str]) -> list[dict[str, Any]]:
             f"{path.name}: unknown column {unknown[0]!r} (expected {', '.join(COLUMNS)} and the "
             f"entity keys {', '.join(keys)})."
         )
-    return [_outcome(row, keys, f"{path.name}: row {i}") for i, row in enumerate(rows, 1)]
+    typed = _typed(keys)
+    return [_outcome(row, typed, f"{path.name}: row {i}") for i, row in enumerate(rows, 1)]
 
 
-def _outcome(row: Mapping[str, Any], keys: Sequence[str], where: str) -> dict[str, Any]:
+def _outcome(row: Mapping[str, Any], keys: Mapping[str, str], where: str) -> dict[str, Any]:
     def blank(v: Any) -> bool:
         return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
 
@@ -111,9 +125,9 @@ def _outcome(row: Mapping[str, Any], keys: Sequence[str], where: str) -> dict[st
         raise DataError(f"{where}: label: must be finite, got {label!r}.")
     request_id = "" if blank(row.get("request_id")) else str(row["request_id"])
     out: dict[str, Any] = {"request_id": request_id, "label": value, "entity_keys": {}}
-    for k in keys:
+    for k, kind in keys.items():
         if not blank(row.get(k)):
-            out["entity_keys"][k] = _int(row[k], f"{where}: {k}")
+            out["entity_keys"][k] = _key(row[k], kind, f"{where}: {k}")
     if not blank(row.get("row_index")):
         out["row_index"] = _int(row["row_index"], f"{where}: row_index")
         if out["row_index"] < 0:
@@ -126,6 +140,17 @@ def _outcome(row: Mapping[str, Any], keys: Sequence[str], where: str) -> dict[st
             f"{where}: give request_id, or every entity key ({', '.join(keys)}) and event_time."
         )
     return out
+
+
+def _key(value: Any, kind: str, where: str) -> Any:
+    """An entity key value as its Feast type takes it (text for STRING keys, as read)."""
+    if kind in ("INT64", "INT32"):
+        return _int(value, where)
+    if kind == "BYTES":
+        return value if isinstance(value, bytes) else str(value).encode()
+    if isinstance(value, bytes | bool | int | float) and kind in ("STRING", "UUID", "TIME_UUID"):
+        raise DataError(f"{where}: must be text ({kind}), got {value!r}.")
+    return value
 
 
 def _int(value: Any, where: str) -> int:
@@ -151,7 +176,7 @@ def _time(value: Any, where: str) -> datetime:
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
-def ingest(path: Path, store: OutcomeStore, keys: Sequence[str]) -> int:
+def ingest(path: Path, store: OutcomeStore, keys: Sequence[str] | Mapping[str, str]) -> int:
     """Validate every outcome in ``path``, then store them all (one fsync); their number."""
     return store.record_many(read_outcome_file(path, keys))
 
@@ -159,7 +184,7 @@ def ingest(path: Path, store: OutcomeStore, keys: Sequence[str]) -> int:
 # ------------------------------------------------------------------ joining
 
 
-def outcomes_table(store: OutcomeStore, keys: Sequence[str]) -> pa.Table:
+def outcomes_table(store: OutcomeStore, keys: Sequence[str] | Mapping[str, str]) -> pa.Table:
     """The stored outcomes with a label, in arrival order (``oid``), keys as columns."""
     records = [r for r in store.read() if r.get("label") is not None]
     ts = pa.timestamp("us", tz="UTC")
@@ -177,13 +202,23 @@ def outcomes_table(store: OutcomeStore, keys: Sequence[str]) -> pa.Table:
             [stamp(r.get("observed_at") or r.get("received_at")) for r in records], ts
         ),
     }
-    for k in keys:
+    for k, kind in _typed(keys).items():
         values = [(r.get("entity_keys") or {}).get(k) for r in records]
+        python, arrow = _KEY_COLUMNS.get(kind, (str, pa.string()))
         cols[f"key_{k}"] = pa.array(
-            [v if isinstance(v, int) and not isinstance(v, bool) else None for v in values],
-            pa.int64(),
+            [v if isinstance(v, python) and not isinstance(v, bool) else None for v in values],
+            arrow,
         )
     return pa.table(cols)
+
+
+#: Per Feast key type: the Python type an outcome's key must have to match, and its column.
+_KEY_COLUMNS: dict[str, tuple[type, pa.DataType]] = {
+    "INT64": (int, pa.int64()),
+    "INT32": (int, pa.int64()),
+    "BYTES": (bytes, pa.binary()),
+    "STRING": (str, pa.string()),
+}
 
 
 def _q(name: str) -> str:
@@ -395,10 +430,10 @@ def feedback_report(
             "SELECT DISTINCT model_version FROM log ORDER BY try_cast(model_version AS INT)"
         ).fetchall()]  # fmt: skip
         manifests = {v: _manifest(registry, model, v) for v in versions}
-        keys = sorted({k for m in manifests.values() for k in m.get("join_keys", [])})
+        keys = {k: t for m in manifests.values() for k, t in sorted(key_types_of(m).items())}
         fields = sorted({f for m in manifests.values() for f in m.get("request_data", {})})
         outcomes = outcomes_table(OutcomeStore(outcomes_root), keys)
-        joined, counts = match(con, outcomes, keys, within=within, late_after=late_after)
+        joined, counts = match(con, outcomes, list(keys), within=within, late_after=late_after)
     finally:
         con.close()
     report: dict[str, Any] = {"model": model, "counts": counts, "versions": []}
@@ -409,6 +444,6 @@ def feedback_report(
     if data is not None:
         path = label_source(data, model)
         report["label_source"] = {
-            "path": str(path), "rows": write_label_source(path, joined, keys, fields)
+            "path": str(path), "rows": write_label_source(path, joined, list(keys), fields)
         }  # fmt: skip
     return report

@@ -196,6 +196,28 @@ def test_outcome_files_in_three_formats(tmp_path: Path) -> None:
     assert parsed[0][0] == {"request_id": "a", "label": 1.0, "entity_keys": {}, "row_index": 1}
 
 
+def test_string_keys_keep_their_text_from_every_format_and_match_as_text(
+    tmp_path: Path,
+) -> None:
+    """A STRING key read from CSV stayed text only by luck and was then dropped by the
+    int64-only outcome table: "007" and "02139" are kept as written, and stored outcomes
+    carry them into the table they are matched from."""
+    keys = {"postcode": "STRING"}
+    (tmp_path / "o.csv").write_text(
+        "postcode,event_time,label\n007,2026-03-01T08:00:00Z,1\n02139,2026-03-01T09:00:00Z,0\n"
+    )
+    rows = feedback.read_outcome_file(tmp_path / "o.csv", keys)
+    assert [r["entity_keys"] for r in rows] == [{"postcode": "007"}, {"postcode": "02139"}]
+    (tmp_path / "o.jsonl").write_text('{"postcode": 2139, "event_time": "2026-03-01", "label": 1}')
+    with pytest.raises(DataError, match=r"row 1: postcode: must be text \(STRING\), got 2139"):
+        feedback.read_outcome_file(tmp_path / "o.jsonl", keys)
+    store = OutcomeStore(tmp_path / "outcomes")
+    feedback.ingest(tmp_path / "o.csv", store, keys)
+    table = feedback.outcomes_table(store, keys)
+    assert table.column("key_postcode").to_pylist() == ["007", "02139"]
+    assert table.schema.field("key_postcode").type == pa.string()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
