@@ -461,9 +461,10 @@ def test_null_on_demand_features_keep_their_declared_types(
     assert unknown.table.schema == known.table.schema
 
 
-def _typed_repo(root: Path, created: bool) -> tuple[Any, Any]:
+def _typed_repo(root: Path, created: bool, key_version: int = 3) -> tuple[Any, Any]:
     """A programmatic repository: two join keys (string, int), a created timestamp, and
-    every scalar type plus a list, nulls, NaN and ties on event time."""
+    every scalar type plus a list, nulls, NaN and ties on event time; entity keys
+    serialized in ``key_version``."""
     from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String
     from feast.value_type import ValueType
@@ -505,6 +506,11 @@ def _typed_repo(root: Path, created: bool) -> tuple[Any, Any]:
     )
     pq.write_table(table, root / "typed.parquet")
     store = embedded_store(root, "typed")
+    if key_version != 3:
+        from feast import FeatureStore
+
+        config = store.config.model_copy(update={"entity_key_serialization_version": key_version})
+        store = FeatureStore(config=config)
     shop = Entity(name="shop", join_keys=["shop_id"], value_type=ValueType.INT64)
     country = Entity(name="country", join_keys=["country"], value_type=ValueType.STRING)
     view = FeatureView(
@@ -570,6 +576,31 @@ def test_every_type_multi_keys_and_ties_equal_feasts_rows(
         feast_rows = [(r[0], r[1], r[4]) for r in feast_rows]
         parity_rows = [(r[0], r[1], r[4]) for r in parity_rows]
     assert parity_rows == feast_rows
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore:The serialization version below 3:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Serialization of entity key with version < 3:UserWarning")
+def test_keys_are_written_in_the_repositorys_serialization_version(tmp_path: Path) -> None:
+    """The writer assumed version 3; a repository on version 2 got keys Feast never
+    finds. Now every row equals Feast's own, keys included, and Feast reads them back."""
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 40, tzinfo=UTC)
+    (tmp_path / "feast").mkdir()
+    (tmp_path / "parity").mkdir()
+    store, _ = _typed_repo(tmp_path / "feast", True, key_version=2)
+    _feast_materialize(store, start, end)
+    store, _ = _typed_repo(tmp_path / "parity", True, key_version=2)
+    assert store.config.entity_key_serialization_version == 2
+    materialize(store, start=start, end=end)
+    query = "SELECT entity_key, feature_name, value, event_ts FROM typed_typed ORDER BY 1, 2"
+    feast_rows = sqlite3.connect(tmp_path / "feast" / "online.db").execute(query).fetchall()
+    parity_rows = sqlite3.connect(tmp_path / "parity" / "online.db").execute(query).fetchall()
+    assert len(feast_rows) > 500 and parity_rows == feast_rows
+    rows = pq.read_table(tmp_path / "parity" / "typed.parquet").to_pylist()
+    first = next(r for r in rows if r["ts"] <= end)
+    entity = {"shop_id": first["shop_id"], "country": first["country"]}
+    read = store.get_online_features(features=["typed:i32"], entity_rows=[entity]).to_dict()
+    assert read["i32"][0] is not None  # Feast finds the key parity wrote
 
 
 # ------------------------------------------------------------- round trips, Redis
