@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from framework.errors import ConfigError, DataError
 
@@ -117,35 +117,42 @@ def check_microseconds(entity_df: Any, column: str) -> None:
     """Refuse entity timestamps finer than a microsecond, as Feast does.
 
     Feature timestamps are microseconds; casting a nanosecond entity time would
-    silently move it (truncation) across a TTL or event-time boundary.
+    silently move it (truncation) across a TTL or event-time boundary. Nanosecond
+    columns whose values are whole microseconds (pandas' default unit) are
+    accepted: the cast to microseconds is exact. Missing times (NaT) are not
+    sub-microsecond values.
     """
     if isinstance(entity_df, pd.DataFrame):
         values = entity_df[column]
         if not pd.api.types.is_datetime64_any_dtype(values):
             return
-        chunks: Iterator[np.ndarray] = iter([values.to_numpy(dtype="datetime64[ns]").view("i8")])
+        times = values.to_numpy(dtype="datetime64[ns]").view("i8")
+        chunks: Iterator[np.ndarray] = iter([np.where(values.isna().to_numpy(), 0, times)])
     elif isinstance(entity_df, pa.Table):
         arr = entity_df.column(column)
         if not (pa.types.is_timestamp(arr.type) and arr.type.unit == "ns"):
             return
         chunks = iter([arr.cast(pa.int64()).fill_null(0).to_numpy()])
     else:
-        file = pq.ParquetFile(entity_df)
-        kind = file.schema_arrow.field(column).type
+        # A Parquet file or a folder of them (the same inputs DuckDB's read_parquet takes).
+        dataset = pads.dataset(entity_df, format="parquet")
+        kind = dataset.schema.field(column).type
         if not (pa.types.is_timestamp(kind) and kind.unit == "ns"):
             return
         chunks = (
             b.column(0).cast(pa.int64()).fill_null(0).to_numpy()
-            for b in file.iter_batches(columns=[column], batch_size=1_000_000)
+            for b in dataset.to_batches(columns=[column], batch_size=1_000_000)
         )
+    offset = 0
     for ns in chunks:
         bad = np.flatnonzero(ns % 1000 != 0)
         if len(bad):
             raise DataError(
                 f"The entity timestamp column {column!r} has values finer than a microsecond "
-                f"(row {int(bad[0])}: {pd.Timestamp(int(ns[bad[0]]), tz='UTC')}); feature "
-                "timestamps are microseconds, so round the entity times first."
+                f"(row {offset + int(bad[0])}: {pd.Timestamp(int(ns[bad[0]]), tz='UTC')}); "
+                "feature timestamps are microseconds, so round the entity times first."
             )
+        offset += len(ns)
 
 
 def timestamp_column(types: dict[str, str], columns: list[str]) -> str:

@@ -7,6 +7,14 @@ ensemble); categorical (string) features are imputed with a marker value and
 one-hot encoded, with rare and never-seen categories mapped to one
 "infrequent" column instead of failing.
 
+Which Feast types it takes is one table here, :data:`NUMERICAL_DTYPES` and
+:data:`CATEGORICAL_DTYPES`: integers, floats and Bool (as 0/1) are numbers,
+String is a category. Every other type (lists, Map, Json, Struct,
+UnixTimestamp, Bytes, ...) has no encoding that is sound without knowing what
+it means, so :func:`check_feature_types` refuses it by name before any work
+(``parity train`` calls it first); an on-demand feature view can derive a
+number or a string from it, on both paths.
+
 :func:`feature_frame` is the one conversion from Arrow (training set, online
 feature vectors) to what the pipeline takes; :func:`score` turns the
 pipeline's output into score, label and confidence the same way for training,
@@ -22,11 +30,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from framework.errors import DataError
+from framework.errors import ConfigError, DataError
 from framework.model_spec import EstimatorSpec, Task
 
-#: Feast value types parity encodes as categories; every other scalar type is numerical.
-CATEGORICAL_DTYPES = {"String", "Bytes"}
+#: Feast types (``str(feast_type)``) the pipeline takes as numbers; Bool becomes 0.0/1.0.
+NUMERICAL_DTYPES = frozenset({"Int32", "Int64", "Float32", "Float64", "Bool"})
+#: Feast types the pipeline one-hot encodes as categories.
+CATEGORICAL_DTYPES = frozenset({"String"})
 MISSING_CATEGORY = "__missing__"
 
 
@@ -42,10 +52,31 @@ class FeatureField:
     def categorical(self) -> bool:
         return self.dtype in CATEGORICAL_DTYPES
 
+    @property
+    def accepted(self) -> bool:
+        """Whether the pipeline can take this feature (see :data:`NUMERICAL_DTYPES`)."""
+        return self.dtype in NUMERICAL_DTYPES or self.dtype in CATEGORICAL_DTYPES
+
+
+def check_feature_types(fields: list[FeatureField], service: str | None) -> None:
+    """Refuse, in one line naming each one and its Feast type, the features the pipeline
+    cannot take soundly (see the module docstring)."""
+    refused = [f for f in fields if not f.accepted]
+    if not refused:
+        return
+    where = f"The feature service {service!r}" if service else "The features"
+    names = ", ".join(f"{f.name!r} ({f.dtype}, view {f.view!r})" for f in refused)
+    takes = ", ".join(sorted(NUMERICAL_DTYPES | CATEGORICAL_DTYPES))
+    raise ConfigError(
+        f"{where} has features parity's estimator cannot take: {names} (it takes {takes}; "
+        "Bool as 0/1, String as a category). Derive a number or string from each in an "
+        "on-demand feature view, or leave it out of the feature service."
+    )
+
 
 def feature_frame(table: pa.Table, fields: list[FeatureField]) -> pd.DataFrame:
-    """The model's input frame: columns in ``fields`` order, numbers as float64, strings as
-    objects, every missing value NaN."""
+    """The model's input frame: columns in ``fields`` order, numbers (Bool as 0/1) as
+    float64, strings as objects, every missing value NaN."""
     missing = [f.name for f in fields if f.name not in table.column_names]
     if missing:
         raise DataError(f"The features {', '.join(missing)} are missing from the input.")
@@ -101,8 +132,6 @@ def build_pipeline(spec: EstimatorSpec, fields: list[FeatureField], random_state
     try:
         estimator = estimator_cls(**params)
     except TypeError as exc:
-        from framework.errors import ConfigError
-
         raise ConfigError(f"estimator.params: {exc}.") from exc
     return Pipeline(
         [("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)]

@@ -114,9 +114,9 @@ class EntityHasher:
                 micros = arr.cast(pa.timestamp("us", tz="UTC") if pa.types.is_timestamp(kind)
                                   else pa.date32()).cast(pa.int64())  # fmt: skip
                 values.update(micros.fill_null(0).to_numpy().tobytes())
-            elif (
-                pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-            ):
+            elif pa.types.is_boolean(kind):  # one byte per row; a null counts as False
+                values.update(arr.fill_null(False).to_numpy(zero_copy_only=False).tobytes())
+            elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
                 values.update(arr.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
             else:  # anything else: its text form, length-prefixed
                 encoded = [repr(v).encode() for v in arr.to_pylist()]

@@ -100,9 +100,10 @@ def entity_frame_from_labels(
     if (as_of is None) != (label_timestamp is None):
         raise ConfigError("'label_timestamp' and 'as_of' go together: give both or neither.")
     if label_timestamp is not None and as_of is not None:
+        # Compared in the column's own unit: nanosecond arrival times stay exact.
         arrived = _utc(table[label_timestamp], label_timestamp)
-        arrived_us = arrived.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        table = table.filter(pc.less_equal(arrived_us, _utc_micros(as_of)))
+        limit = _utc_units(as_of, arrived.type.unit)
+        table = table.filter(pc.less_equal(arrived.cast(pa.int64()), limit))
     ts = _utc(table[event_timestamp], event_timestamp)
     if offset:
         ts = pc.add(ts, pa.scalar(offset, pa.duration(ts.type.unit)))
@@ -134,7 +135,10 @@ def time_split(
     ts = _utc(table[timestamp], timestamp)
     if ts.null_count:
         raise DataError(f"The timestamp column {timestamp!r} has {ts.null_count} null values.")
-    micros = ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    # Integers in the column's own unit (nanoseconds stay exact); cutoffs rounded up to
+    # it, so ``t < cutoff`` holds exactly when ``t < bound``.
+    unit = ts.type.unit
+    times = ts.cast(pa.int64()).to_numpy()
     if (fractions is None) == (cutoffs is None):
         raise ConfigError("Give exactly one of 'fractions' and 'cutoffs'.")
     if fractions is not None:
@@ -145,20 +149,26 @@ def time_split(
             )
         if table.num_rows == 0:
             raise DataError("Cannot split an empty frame.")
-        ordered = np.sort(micros)
+        ordered = np.sort(times)
         positions = np.round(np.cumsum(fractions[:-1]) * len(ordered)).astype(int)
         bounds = ordered[np.minimum(positions, len(ordered) - 1)]
     else:
         assert cutoffs is not None
-        bounds = np.array([_utc_micros(c) for c in cutoffs], dtype=np.int64)
+        bounds = np.array([_utc_units(c, unit, up=True) for c in cutoffs], dtype=np.int64)
         if np.any(np.diff(bounds) < 0):
             raise ConfigError(f"The 'cutoffs' must be increasing. Got {list(cutoffs)}.")
     # Part i holds bounds[i-1] <= t < bounds[i]: equal timestamps never straddle a cut.
-    part = np.searchsorted(bounds, micros, side="right")
+    part = np.searchsorted(bounds, times, side="right")
     return [table.filter(pa.array(part == i)) for i in range(len(bounds) + 1)]
 
 
-def _utc_micros(value: datetime) -> int:
+_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _utc_units(value: datetime, unit: str, *, up: bool = False) -> int:
+    """``value`` (naive means UTC) in whole ``unit``s since the epoch, rounded down
+    (``up``: rounded up)."""
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return int(stamp.value // 1000)
+    per = _PER_UNIT[unit]
+    return int(-(-stamp.value // per) if up else stamp.value // per)

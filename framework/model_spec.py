@@ -9,12 +9,22 @@ thresholds and the promotion gate. The sample's spec is
 
 Validation is pydantic's: a wrong spec fails with the field's dotted path and
 the reason, before anything is trained.
+
+Defaults are task-aware: a regression spec left at the defaults has no
+calibration period (its train period takes that share) and gates on ``rmse``;
+a classification spec calibrates on 10 % and gates on ``pr_auc``. What can
+only be checked against the feature service (the names a serving rule uses) is
+checked by :func:`check_rule_names` once ``parity train`` knows the service's
+contract, before any label is read.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import tokenize
 import tomllib
+from collections.abc import Collection
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +43,13 @@ REGRESSION_METRICS = {"mae", "rmse", "r2"}
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+
+
+#: Per task, what a spec that leaves them out gets: (gate.metric, split.calibration).
+TASK_DEFAULTS: dict[Task, tuple[str, float]] = {
+    Task.CLASSIFICATION: ("pr_auc", 0.1),
+    Task.REGRESSION: ("rmse", 0.0),
+}
 
 
 class _Strict(BaseModel):
@@ -83,9 +100,29 @@ class WindowSpec(_Strict):
 class SplitSpec(_Strict):
     """Consecutive time periods: train, calibration, holdout (fractions of the rows)."""
 
-    train: float = Field(default=0.7, gt=0, lt=1)
-    calibration: float = Field(default=0.1, ge=0, lt=1)
+    train: float = Field(
+        default=0.7,
+        gt=0,
+        lt=1,
+        description="Default: what calibration and holdout leave (0.7 for classification, "
+        "0.8 for regression).",
+    )
+    calibration: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="Default 0.1 for classification; 0 (and must be 0) for regression, "
+        "which is not calibrated.",
+    )
     holdout: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_takes_the_rest(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "train" not in raw:
+            rest = 1 - float(raw.get("calibration", 0.1)) - float(raw.get("holdout", 0.2))
+            raw = {**raw, "train": round(rest, 12)}
+        return raw
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitSpec:
@@ -146,8 +183,82 @@ class RuleSpec(_Strict):
     request data, e.g. ``amount > 2000 and country != home_country``."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-    when: str = Field(min_length=1)
+    when: str = Field(
+        min_length=1,
+        description="A pandas expression (DataFrame.eval) over the model's features, join "
+        "keys and request data; every name it uses must be one of them (checked by "
+        "parity train).",
+    )
     decision: Literal["REVIEW", "ACCEPT"] = "REVIEW"
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            rule_names(value)
+        except SyntaxError as exc:
+            raise ValueError(f"cannot parse {value!r} as a pandas expression ({exc.msg})") from None
+        return value
+
+
+def rule_names(expression: str) -> set[str]:
+    """The column names a rule's pandas expression reads (``@local`` names as ``@name``).
+
+    pandas' own tokenizer reads it (so a backtick-quoted name is one name, as in
+    ``DataFrame.eval``), then Python's parser: names called as functions (``abs``,
+    ``log``...) and pandas' default globals (``inf``, ``Timestamp``...) are not columns.
+    Raises ``SyntaxError`` when the expression does not parse.
+    """
+    # pandas' private tokenizer is the one DataFrame.eval uses: its backtick handling
+    # is the definition of what a quoted name is (no public API offers it).
+    from pandas.core.computation.parsing import (  # type: ignore[import-not-found]
+        BACKTICK_QUOTED_STRING,
+        tokenize_string,
+    )
+    from pandas.core.computation.scope import DEFAULT_GLOBALS  # type: ignore[attr-defined]
+
+    quoted: dict[str, str] = {}
+    tokens: list[tuple[int, str]] = []
+    local = False
+    try:
+        for kind, text in tokenize_string(expression):
+            if kind == BACKTICK_QUOTED_STRING or local:
+                placeholder = f"__parity_name_{len(quoted)}"
+                quoted[placeholder] = f"@{text}" if local else text
+                tokens.append((tokenize.NAME, placeholder))
+                local = False
+            elif kind == tokenize.OP and text == "@":
+                local = True
+            else:
+                tokens.append((kind, text))
+    except tokenize.TokenError as exc:
+        raise SyntaxError(str(exc.args[0])) from None
+    # Tokens joined by spaces, so two tokens never fuse into one (``> >`` is not ``>>``).
+    source = " ".join(text for kind, text in tokens if kind not in (tokenize.NL, tokenize.NEWLINE))
+    tree = ast.parse(source.strip(), mode="eval")
+    called = {
+        id(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    return {
+        quoted.get(node.id, node.id)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and id(node) not in called and node.id not in DEFAULT_GLOBALS
+    }
+
+
+def check_rule_names(rules: list[RuleSpec], known: Collection[str]) -> None:
+    """Refuse a serving rule that reads a name the model's rows do not have (a typo
+    would otherwise send every VALIDATE prediction to REVIEW at serving time)."""
+    for rule in rules:
+        unknown = sorted(rule_names(rule.when) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"serving.rules {rule.name!r}: {rule.when!r} uses {unknown[0]!r}, which is not "
+                f"a feature, join key or request-data field of the model (it has: "
+                f"{', '.join(sorted(known))})."
+            )
 
 
 class ServingSpec(_Strict):
@@ -196,7 +307,10 @@ class ServingSpec(_Strict):
 class GateSpec(_Strict):
     """Promotion gate: the candidate's holdout metric against the current champion's."""
 
-    metric: str = "pr_auc"
+    metric: str = Field(
+        default="pr_auc",
+        description="Default pr_auc for classification, rmse (lower is better) for regression.",
+    )
     tolerance: float = Field(
         default=0.01, ge=0, description="How much worse than the champion is still accepted."
     )
@@ -234,7 +348,14 @@ class ModelSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
-    task: Task = Task.CLASSIFICATION
+    task: Task = Field(
+        default=Task.CLASSIFICATION,
+        description="classification: a binary label (0/1 or true/false), scored as the "
+        "probability of 1; a label with more values (multiclass) is refused by parity train "
+        "before the join, naming the values seen, because parity's calibration, confidence "
+        "routing, explanations and monitoring are binary. regression: a numeric label; "
+        "defaults to no calibration period and gate.metric rmse.",
+    )
     feature_service: str
     labels: LabelSpec
     window: WindowSpec = WindowSpec()
@@ -245,6 +366,25 @@ class ModelSpec(_Strict):
     gate: GateSpec = GateSpec()
     retrain: RetrainSpec = RetrainSpec()
     random_state: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """Fill what the spec leaves out by its task (:data:`TASK_DEFAULTS`)."""
+        if not isinstance(raw, dict):
+            return raw
+        try:
+            task = Task(raw.get("task", Task.CLASSIFICATION))
+        except ValueError:
+            return raw  # pydantic names the bad task
+        metric, calibration = TASK_DEFAULTS[task]
+        out = dict(raw)
+        for section, key, value in (("gate", "metric", metric), ("split", "calibration",
+                                                                  calibration)):  # fmt: skip
+            given = out.get(section, {})
+            if isinstance(given, dict) and key not in given:
+                out[section] = {**given, key: value}
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:

@@ -10,18 +10,34 @@ same holdout for comparison.
 
 The version's manifest pins the feature service, the exact features and their
 types, the definitions digest, the dataset fingerprint, the window, the code
-version, library versions, metrics and reference statistics.
+version, library versions, metrics and reference statistics (for a regression
+model ``reference.confidence`` is ``null``: it has no confidence). Its
+``probe`` holds up to :data:`PROBE_ROWS` rows for the server's start-up read
+of the features: ``{"entity_rows": [{join key: value}, ...], "request_data":
+[{field: value}, ...]}``, the two lists row for row, from the training set's
+latest rows with distinct keys (keys that really exist in the sources), oldest
+first; values are JSON numbers, strings and booleans, ``null``, timestamps as
+ISO 8601 text and bytes as ``{"base64": "..."}``.
+
+Before any label is read, the spec is checked against the feature service's
+contract: a feature the estimator cannot take
+(:func:`framework.estimator.check_feature_types`) and a serving rule naming a
+column the model does not have (:func:`framework.model_spec.check_rule_names`)
+are refused by name. Before the join, a classification label that is not
+binary (0/1, true/false) is refused, naming the values seen.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import math
 import platform
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,9 +51,9 @@ import pyarrow.parquet as pq
 from framework import artifact, evaluation, explain, reference_stats
 from framework.duck import connect
 from framework.errors import DataError
-from framework.estimator import build_pipeline, feature_frame, score
+from framework.estimator import build_pipeline, check_feature_types, feature_frame, score
 from framework.labels import entity_frame_from_labels, time_split
-from framework.model_spec import ModelSpec, Task
+from framework.model_spec import ModelSpec, Task, check_rule_names
 from framework.registry import ARTIFACT, SMOKE, ModelRef, ModelRegistry, default_actor, now
 from framework.repository import data_dir
 from framework.training_set import build_training_set, feature_contract, read_info
@@ -185,6 +201,33 @@ def entity_frame(
     return frame, window
 
 
+def check_labels(table: pa.Table, column: str, task: Task) -> None:
+    """Refuse, before the join, a label the task cannot learn: nulls; for classification
+    anything but two classes 0/1 or true/false; for regression anything but numbers."""
+    col = table.column(column)
+    if col.null_count:
+        raise DataError(f"The label column {column!r} has {col.null_count} null values.")
+    kind = col.type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    if task is Task.REGRESSION:
+        if not numeric:
+            raise DataError(
+                f"A regression label must be a number; {column!r} has type {kind}. Cast it "
+                "in labels.query."
+            )
+        return
+    values = pc.unique(col).to_pylist()
+    if numeric and all(v in (0, 1) for v in values):
+        return
+    shown = ", ".join(repr(v) for v in sorted(values)[:5])
+    more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+    raise DataError(
+        f"The label column {column!r} has the values {shown}{more}: parity's classification "
+        'is binary (0/1 or true/false); use task = "regression" for a numeric target, or '
+        "a binary label (one class against the rest) in labels.query."
+    )
+
+
 def _labels_array(table: pa.Table, column: str, task: Task) -> np.ndarray:
     col = table.column(column)
     if col.null_count:
@@ -271,10 +314,14 @@ def train_model(
 
     t = time.perf_counter()
     contract = feature_contract(source, spec.feature_service)
+    check_feature_types(contract.fields, spec.feature_service)
+    known = [*(f.name for f in contract.fields), *contract.join_keys, *contract.request_data]
+    check_rule_names(spec.serving.rules, known)
     labels = load_labels(spec, data_dir(repo), repo)
     entities, window = entity_frame(spec, labels, as_of=as_of, start=start, end=end)
     if entities.num_rows == 0:
         raise DataError(f"No labelled events in the training window {window}.")
+    check_labels(entities, spec.labels.column, spec.task)
     table = build_training_set(source, spec.feature_service, entities)
     info = read_info(table)
     step("training-set", t)
@@ -399,7 +446,9 @@ def train_model(
         "reference": {
             "features": reference_stats.feature_profiles(x_train, fields),
             "score": reference_stats.numeric_profile(final.score),
-            "confidence": reference_stats.numeric_profile(final.confidence),
+            "confidence": reference_stats.numeric_profile(final.confidence)
+            if spec.task is Task.CLASSIFICATION
+            else None,
             "label_rate": float(np.mean(y_train)),
         },
         "code": code_version((spec_path or repo).resolve().parent),
@@ -416,6 +465,7 @@ def train_model(
         "fallback": fallback_manifest,
         "explanation": explanation,
         "importance": importance,
+        "probe": probe(table, contract.join_keys, list(contract.request_data)),
     }
     files = {ARTIFACT: blob, SMOKE: sink.getvalue(), explain.BACKGROUND_FILE: bg_sink.getvalue()}
     ref = registry.register(spec.name, {**files, **fallback_files}, manifest)
@@ -430,9 +480,59 @@ def train_model(
     )
 
 
-#: Feast value type of a request field -> the Feast type name the pipeline uses.
+#: Feast value type of a request field -> the Feast type name the pipeline uses; request
+#: fields of other types (lists, timestamps, bytes...) are left out of the fallback model.
 _REQUEST_DTYPES = {"DOUBLE": "Float64", "FLOAT": "Float32", "INT64": "Int64", "INT32": "Int32",
                    "STRING": "String", "BOOL": "Bool"}  # fmt: skip
+#: Rows in a version's start-up probe (see the module docstring).
+PROBE_ROWS = 16
+
+
+def probe(table: pa.Table, join_keys: list[str], request_data: list[str]) -> dict[str, Any]:
+    """Up to :data:`PROBE_ROWS` rows of ``table`` with distinct join-key values, the
+    latest by event time (on equal times, the later row), oldest first: their join keys
+    and request data, JSON-safe (see the module docstring)."""
+    picked: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    if not join_keys or table.num_rows == 0:
+        return {"entity_rows": [], "request_data": []}
+    fields = [c for c in request_data if c in table.column_names]
+    index = pa.array(np.arange(table.num_rows))
+    order = pc.sort_indices(
+        pa.table({"t": table.column("event_timestamp"), "i": index}),
+        [("t", "descending"), ("i", "descending")],
+    )
+    seen: set[str] = set()
+    for i in order.to_pylist():
+        row = {k: _json_safe(table.column(k)[i].as_py()) for k in join_keys}
+        identity = repr(sorted(row.items()))
+        if identity in seen or any(v is None for v in row.values()):
+            continue
+        seen.add(identity)
+        request = {k: _json_safe(table.column(k)[i].as_py()) for k in fields}
+        picked.append((row, request))
+        if len(picked) == PROBE_ROWS:
+            break
+    picked.reverse()
+    return {"entity_rows": [r for r, _ in picked], "request_data": [d for _, d in picked]}
+
+
+def _json_safe(value: Any) -> Any:
+    """A manifest-ready value: bytes as ``{"base64": ...}``, times as ISO text, NaN null."""
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 FALLBACK_ARTIFACT = "fallback.skops"
 #: Holdout rows on which the explainer is checked against the model at registration.
 _EXPLAIN_CHECK_ROWS = 500
@@ -456,9 +556,9 @@ def _fallback(
     from framework.model_spec import EstimatorSpec
 
     fields = [
-        FeatureField(name=n, dtype=_REQUEST_DTYPES.get(t, "Float64"), view="request")
+        FeatureField(name=n, dtype=_REQUEST_DTYPES[t], view="request")
         for n, t in request_data.items()
-        if n in train_t.column_names
+        if n in train_t.column_names and t in _REQUEST_DTYPES
     ]
     if not fields:
         return {}, {"kind": "prior", "score": float(np.mean(y_train)), "features": []}
