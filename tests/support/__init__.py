@@ -1,0 +1,1 @@
+"""Helpers shared by tests: generated Feast repositories and the conformance walk."""
