@@ -228,6 +228,8 @@ def init_spec(
     force: bool = False,
 ) -> InitResult:
     """Write ``<repo>/models/<name>.toml`` and return what was chosen."""
+    import feast  # noqa: F401  (first: importing Feast installs warning filters of its own)
+
     from framework.model_spec import load_spec
     from framework.repository import parse_definitions
 
