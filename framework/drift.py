@@ -43,6 +43,9 @@ on PSI >= ``psi_warn``, a rejecting test, or any new category. Below
 ``insufficient_data``; with enough rows but fewer than ``min_rows`` non-null
 values, only the null rate is judged.
 
+A signal that does not exist for a model (the confidence of a regression
+model) is :data:`NOT_APPLICABLE` (:func:`not_applicable`): no number, no verdict.
+
 The dataset verdict is the share of drifted features among those with enough
 data: ``drift`` when it reaches ``dataset_drift_share`` (0.5 by default, the
 convention Evidently also uses).
@@ -69,6 +72,7 @@ from framework.reference_stats import bin_counts
 EPSILON = 1e-4
 
 OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient_data"
+NOT_APPLICABLE = "not_applicable"
 OTHER_BIN = "(other)"
 
 
@@ -204,7 +208,7 @@ class FeatureDrift:
 
     feature: str
     kind: str  # numerical | categorical
-    status: str  # ok | warn | drift | insufficient_data
+    status: str  # ok | warn | drift | insufficient_data | not_applicable
     reference_rows: int
     current_rows: int
     reference_null_rate: float
@@ -293,6 +297,24 @@ def numerical_drift(
             result.test, result.statistic, result.p_value = "ks", ks.statistic, ks.p_value
     _decide(result, thresholds, effect=result.statistic, effect_min=thresholds.ks_statistic)
     return result
+
+
+def not_applicable(name: str, reason: str) -> dict[str, Any]:
+    """A signal the model does not have, shaped like :meth:`FeatureDrift.to_dict`: status
+    ``not_applicable``, the reason, and no number at all (every count, rate and
+    statistic ``None``)."""
+    out: dict[str, Any] = {f.name: None for f in fields(FeatureDrift)}
+    out.update(
+        feature=name,
+        kind="numerical",
+        status=NOT_APPLICABLE,
+        new_categories={},
+        bins=[],
+        reference_share=[],
+        current_share=[],
+        reasons=[reason],
+    )
+    return out
 
 
 def categorical_drift(

@@ -7,7 +7,11 @@ version, with the reference statistics in that version's manifest:
 
 - data drift per feature and the dataset verdict (:mod:`framework.drift`);
 - prediction drift (score) and confidence-distribution drift, with the drop in
-  mean confidence: the early warning before accuracy visibly drops;
+  mean confidence: the early warning before accuracy visibly drops. A
+  regression version has no confidence (its manifest's ``task`` says so,
+  whatever the log holds: 0.0 from older servers, null now): its confidence is
+  ``not_applicable`` (:func:`framework.drift.not_applicable`), with no mean, no
+  drop, no timeline value and no alert;
 - the decision mix (ACCEPT / VALIDATE / REVIEW / FALLBACK rates), missing and
   stale feature rates (from each feature's logged ``__status``), latency
   p50/p95/p99 per request;
@@ -271,15 +275,16 @@ def _version_drift(
     columns: set[str],
     thresholds: drift.DriftThresholds,
     confidence_mean: float | None,
+    *,
+    has_confidence: bool = True,
 ) -> dict[str, Any]:
     # Request data (e.g. a raw amount the model only sees through on-demand ratios) is
     # checked too when the manifest profiles it under ``reference.request_data``.
     every = {**reference.get("request_data", {}), **reference.get("features", {})}
     profiles = {k: v for k, v in every.items() if k in columns}
     numerical = {k: v for k, v in profiles.items() if v.get("kind") == "numerical"}
-    outputs = {
-        k: reference[k] for k in ("score", "confidence") if reference.get(k) and k in columns
-    }
+    signals = ("score", "confidence") if has_confidence else ("score",)
+    outputs = {k: reference[k] for k in signals if reference.get(k) and k in columns}
     counts = numeric_counts(con, {**numerical, **{f"{k}": v for k, v in outputs.items()}}, where)
     categories = categorical_counts(
         con, [k for k, v in profiles.items() if v.get("kind") == "categorical"], where
@@ -308,7 +313,19 @@ def _version_drift(
         out["confidence"]["drop"] = (
             ref_mean - cur_mean if ref_mean is not None and cur_mean is not None else None
         )
+    if not has_confidence:
+        out["confidence"] = {
+            **drift.not_applicable("confidence", "a regression model has no confidence"),
+            "reference_mean": None,
+            "current_mean": None,
+            "drop": None,
+        }
     return out
+
+
+def _has_confidence(manifest: Mapping[str, Any]) -> bool:
+    """Whether the version's predictions carry a confidence (by its task, not the log)."""
+    return manifest.get("task") != "regression"
 
 
 # ------------------------------------------------------------------ operations
@@ -443,7 +460,14 @@ def _bucket(first: datetime, last: datetime, buckets: int) -> timedelta:
     return _BUCKETS[-1]
 
 
-def _timeline(con: duckdb.DuckDBPyConnection, where: str, width: timedelta) -> list[dict[str, Any]]:
+def _timeline(
+    con: duckdb.DuckDBPyConnection,
+    where: str,
+    width: timedelta,
+    without_confidence: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Rows, confidence, decision mix and latency per bucket and version; versions in
+    ``without_confidence`` (regression) get no confidence (null)."""
     micros = int(width.total_seconds()) * 1_000_000
     # DuckDB's ``time_bucket(width, ts)`` (origin 2000-01-03 00:00 UTC) in integer
     # microseconds: on TIMESTAMPTZ it goes through ICU's calendar, four times slower.
@@ -453,10 +477,14 @@ def _timeline(con: duckdb.DuckDBPyConnection, where: str, width: timedelta) -> l
     decision_sql = ", ".join(
         f"avg((decision = {sql_literal(d)})::INTEGER) AS {d.lower()}_rate" for d in DECISIONS
     )
+    confidence = "confidence"
+    if without_confidence:
+        versions = ", ".join(sql_literal(v) for v in without_confidence)
+        confidence = f"CASE WHEN model_version IN ({versions}) THEN NULL ELSE confidence END"
     rows = con.execute(
         f"""SELECT {bucket} AS bucket, model_version,
-                   count(*) AS rows, avg(confidence) AS mean_confidence,
-                   quantile_cont(confidence, 0.1) AS p10_confidence, {decision_sql},
+                   count(*) AS rows, avg({confidence}) AS mean_confidence,
+                   quantile_cont({confidence}, 0.1) AS p10_confidence, {decision_sql},
                    quantile_cont(latency_seconds, [0.5, 0.95, 0.99])
                        FILTER (WHERE __row_index = 0) AS latency
             FROM log WHERE {where} GROUP BY ALL ORDER BY bucket, model_version"""
@@ -589,6 +617,7 @@ def monitor_summary(
             outcomes = feedback.outcomes_table(OutcomeStore(outcomes_root), sorted(set(keys)))
             if outcomes.num_rows:
                 joined, summary["feedback"] = feedback.match(con, outcomes, sorted(set(keys)))
+        no_confidence: list[str] = []
         for version in versions:
             where = f"model_version = {sql_literal(version)}"
             manifest = _manifest(registry, model, version)
@@ -600,9 +629,18 @@ def monitor_summary(
             for name, rates in entry["feature_status"].items():
                 profile = reference.get("features", {}).get(name, {})
                 rates["reference_null_rate"] = profile.get("null_rate")
+            has_confidence = _has_confidence(manifest)
+            if not has_confidence:
+                no_confidence.append(version)
             entry["drift"] = (
                 _version_drift(
-                    con, reference, where, columns, thresholds.drift, stats.confidence_mean
+                    con,
+                    reference,
+                    where,
+                    columns,
+                    thresholds.drift,
+                    stats.confidence_mean if has_confidence else None,
+                    has_confidence=has_confidence,
                 )
                 if reference
                 else None
@@ -623,7 +661,7 @@ def monitor_summary(
             last = datetime.fromisoformat(overall["last"])
             width = _bucket(first, last, buckets)
             summary["window"]["bucket_seconds"] = int(width.total_seconds())
-            summary["timeline"] = _timeline(con, "TRUE", width)
+            summary["timeline"] = _timeline(con, "TRUE", width, no_confidence)
     finally:
         con.close()
     summary["alerts"] = alerts(summary, thresholds)

@@ -312,6 +312,61 @@ def test_confidence_drop_is_an_early_warning(toy: tuple[Path, ModelRegistry]) ->
     assert conf["drop"] >= 0.05
 
 
+def _regression_rows(rng: np.random.Generator, n: int, *, version: str, null: bool) -> pa.Table:
+    """A regression version's log: scores are values, confidence 0.0 (as the predictor
+    logged it) or null (as it logs it now)."""
+    rows = _rows(rng, n, version=version)
+    value = rng.normal(50.0, 10.0, n)
+    confidence = pa.nulls(n, pa.float64()) if null else pa.array(np.zeros(n))
+    for name, column in (
+        ("score", pa.array(value)),
+        ("label", pa.array([f"{v:.3f}" for v in value])),
+        ("confidence", confidence),
+        ("decision", pa.array(["ACCEPT"] * n)),
+    ):
+        rows = rows.set_column(rows.schema.get_field_index(name), name, column)
+    return rows
+
+
+@pytest.mark.parametrize("reference_confidence", ["none", "all-null profile"])
+def test_a_regression_version_raises_no_confidence_alert(
+    tmp_path: Path, reference_confidence: str
+) -> None:
+    """Confidence is not a signal of a regression model, whatever the log holds for it
+    (0.0 from older servers, null now) and whatever its manifest's reference says
+    (null now, an all-null profile in older versions): "not applicable", no number."""
+    registry = ModelRegistry(tmp_path / "models")
+    rng = np.random.default_rng(11)
+    manifest = _manifest(rng)
+    manifest["task"] = "regression"
+    manifest["reference"]["score"] = numeric_profile(rng.normal(50.0, 10.0, 8_000))
+    manifest["reference"]["confidence"] = (
+        None if reference_confidence == "none" else numeric_profile(np.full(8_000, np.nan))
+    )
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    log = _write(
+        tmp_path,
+        _regression_rows(rng, 2_000, version="1", null=False),
+        _regression_rows(rng, 2_000, version="2", null=True),
+    )
+    summary = monitor.monitor_summary(log, registry)
+    assert summary["status"] == "ok", summary["alerts"]
+    for version in ("1", "2"):
+        conf = _tables(summary, version)["drift"]["confidence"]
+        assert conf["status"] == "not_applicable"
+        assert conf["psi"] is None and conf["current_mean"] is None and conf["drop"] is None
+        assert "regression" in conf["reasons"][0]
+        assert _tables(summary, version)["drift"]["score"]["status"] != "drift"
+    assert all(t["mean_confidence"] is None for t in summary["timeline"])
+    assert "parity_confidence_mean{" not in monitor.prometheus_text(summary)
+    json.loads(monitor.to_json(summary))
+    from framework.report import write_report
+
+    html = write_report(tmp_path / "report.html", summary).read_text()
+    assert "confidence (not_applicable" in html
+
+
 def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(5)
