@@ -32,7 +32,7 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
     commands = ("demo", "data", "apply", "training-set", "train", "models", "serve", "predict")
-    for command in (*commands, "review", "materialize", "score", "monitor", "skew"):
+    for command in (*commands, "review", "materialize", "score", "monitor", "skew", "init"):
         assert command in result.stdout
 
 
@@ -60,6 +60,7 @@ def test_help_lists_every_command() -> None:
         ["score"],
         ["monitor"],
         ["skew"],
+        ["init"],
     ],
 )
 def test_each_command_has_help(command: list[str]) -> None:
