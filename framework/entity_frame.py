@@ -110,6 +110,16 @@ def register_entities(
             f"The entity timestamp column {timestamp!r} holds values that are not "
             f"timestamps: {' '.join(str(exc).split())}"
         ) from exc
+    (missing_at,) = con.execute(
+        f"SELECT min({ROW}) FROM entities WHERE {ts} IS NULL"
+    ).fetchone() or (None,)
+    if missing_at is not None:
+        # A row without a time has no point in time to join at (DuckDB's joins would still
+        # match it on the keys alone): refused, not guessed.
+        raise DataError(
+            f"The entity timestamp column {timestamp!r} is missing (null) in row "
+            f"{missing_at}: every entity row needs the time its features are wanted at."
+        )
     return Entities(columns=columns, timestamp=timestamp, rows=int(rows))
 
 

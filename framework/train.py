@@ -422,6 +422,7 @@ def train_model(
         "feature_service": spec.feature_service,
         "features": [{"name": f.name, "dtype": f.dtype, "view": f.view} for f in fields],
         "join_keys": contract.join_keys,
+        "join_key_types": contract.join_key_types,
         "request_data": contract.request_data,
         "definitions_digest": contract.definitions_digest,
         "label": spec.labels.column,

@@ -384,7 +384,9 @@ def test_exact_nanosecond_entity_timestamps_are_accepted_from_pandas_arrow_and_p
     repos: Any, tmp_path: Path
 ) -> None:
     repo = repos("ns")
-    times = pd.Series(pd.to_datetime([T0 + timedelta(hours=5, minutes=1), None], utc=True))
+    times = pd.Series(
+        pd.to_datetime([T0 + timedelta(hours=5, minutes=1), T0 + timedelta(hours=6)], utc=True)
+    )
     frame = pd.DataFrame({"key": [5, 6], "event_timestamp": times.astype("datetime64[ns, UTC]")})
     assert frame["event_timestamp"].dtype.unit == "ns"  # type: ignore[attr-defined]
     micro = frame.astype({"event_timestamp": "datetime64[us, UTC]"})
@@ -399,6 +401,15 @@ def test_exact_nanosecond_entity_timestamps_are_accepted_from_pandas_arrow_and_p
         assert got.column("x").to_pylist() == want, type(given)
     info = write_training_set(repo.store, "svc", folder, tmp_path / "out.parquet")
     assert info.entity_rows == 2
+
+
+def test_an_entity_row_without_a_time_is_refused_naming_the_row(repos: Any) -> None:
+    """A NaT entity time got a feature value matched on the keys alone."""
+    repo = repos("nat")
+    times = pd.to_datetime([T0 + timedelta(hours=5), None], utc=True)
+    frame = pd.DataFrame({"key": [5, 6], "event_timestamp": times})
+    with pytest.raises(DataError, match=r"'event_timestamp' is missing \(null\) in row 1"):
+        build_training_set(repo.store, "svc", frame)
 
 
 def test_sub_microsecond_label_times_do_not_crash_training(repos: Any, tmp_path: Path) -> None:

@@ -222,6 +222,9 @@ def test_string_keys_with_leading_zeros_are_served_with_the_features_feast_reads
 def test_an_integer_for_a_string_key_is_refused_naming_the_key(any_served: AnyServed) -> None:
     from serving.client import PredictionClient
 
+    manifest = any_served.registry.manifest(any_served.registry.resolve(f"{MODEL}@champion"))
+    assert manifest["join_key_types"] == {"postcode": "STRING"}  # what feedback types keys by
+
     rows = [{"entity_keys": {"postcode": 2139}, "request_data": {"basket": 1.0}}]
     with PredictionClient(any_served.target) as client, pytest.raises(grpc.RpcError) as err:
         client.predict(MODEL, rows)
