@@ -334,7 +334,11 @@ def live_quality(joined: pa.Table, manifest: Mapping[str, Any]) -> dict[str, Any
     holdout = (manifest.get("metrics") or {}).get("holdout") or {}
     out: dict[str, Any] = {
         "labelled": joined.num_rows,
-        "holdout": {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "brier", "log_loss", "mae")},
+        "holdout": {
+            k: holdout.get(k)
+            for k in ("roc_auc", "pr_auc", "brier", "log_loss", "mae", "rmse", "r2")
+            if k in holdout
+        },
     }
     if task is not Task.CLASSIFICATION:
         out["live"] = evaluation.metrics(
