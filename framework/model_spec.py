@@ -1,7 +1,7 @@
 """Model specs: what ``parity train`` fits, declared in a TOML file in the repository.
 
 A spec names the model, the Feast feature service it reads, where its labels
-come from (a DuckDB query over the data folder), the training window, the
+come from (a DuckDB query over files of the repository), the training window, the
 time-based split, the scikit-learn estimator, calibration, the serving
 thresholds and the promotion gate. The sample's spec is
 ``feature_repo/models/fraud_model.toml``; ``parity train`` uses the only spec in
@@ -61,8 +61,9 @@ class LabelSpec(_Strict):
 
     query: str = Field(
         description="DuckDB SQL returning the keys, the label, the event time, the label's "
-        "arrival time (optional) and any request data; relative file paths in it are "
-        "resolved against the data folder."
+        "arrival time (optional) and any request data; a relative file path in it resolves "
+        "against the repository folder (else against parity's state folder for the "
+        "repository), never against the working directory."
     )
     keys: list[str] = Field(min_length=1, description="Entity join-key columns.")
     column: str = Field(description="The label column.")
@@ -73,7 +74,8 @@ class LabelSpec(_Strict):
     feedback: bool = Field(
         default=False,
         description="Also train on the outcomes `parity feedback` joined to this model's "
-        "predictions (data/offline/feedback/NAME.parquet), where the query has no row for "
+        "predictions (offline/feedback/NAME.parquet in the repository's state folder), "
+        "where the query has no row for "
         "the same keys and event time.",
     )
     offset_microseconds: int = Field(

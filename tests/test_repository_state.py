@@ -188,7 +188,7 @@ def test_label_query_paths_resolve_against_the_repository_not_the_working_direct
 def test_label_query_paths_fall_back_to_the_state_folder_never_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sample's spec reads 'raw/labels.parquet' from its state folder (../data)."""
+    """A spec reading 'raw/labels.parquet' finds it in the state folder (../data)."""
     repo, state = tmp_path / "repo", tmp_path / "data"
     (state / "raw").mkdir(parents=True)
     repo.mkdir()

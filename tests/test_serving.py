@@ -563,7 +563,8 @@ def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: P
 
 
 def test_parity_predict_command(served: Served) -> None:
-    args = ["--target", served.target, "--entity", "user_id=1", "--entity", "merchant_id=1",
+    args = ["--target", served.target, "--model", MODEL, "--entity", "user_id=1",
+            "--entity", "merchant_id=1",
             "--request", "amount=12.5", "--request", "hour_of_day=3"]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "framework.cli", "predict", *args, "--json"],
@@ -573,7 +574,7 @@ def test_parity_predict_command(served: Served) -> None:
     answer = json.loads(result.stdout)
     assert answer["model_version"] == "1" and answer["decision"] in ("ACCEPT", "VALIDATE", "REVIEW")
     bad = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "predict", *args[:6], "--json"],
+        [sys.executable, "-m", "framework.cli", "predict", *args[:8], "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2
