@@ -129,7 +129,12 @@ def do_apply(w: Walk) -> None:
 
 def entity_frame(w: Walk) -> pd.DataFrame:
     label_rows = w.gen.labels.drop(columns=["label"])
-    return pd.concat([label_rows, w.gen.probes[label_rows.columns]], ignore_index=True)
+    frame = pd.concat([label_rows, w.gen.probes[label_rows.columns]], ignore_index=True)
+    # One timestamp type for every row (pandas' default, nanoseconds, UTC).
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype(
+        "datetime64[ns, UTC]"
+    )
+    return frame
 
 
 def do_training_set(w: Walk) -> None:
@@ -267,12 +272,18 @@ def do_served_features(w: Walk) -> None:
         entities[k] = entities[k].astype(w.gen.labels[k].dtype)
     entities["event_timestamp"] = pd.Timestamp(at)
     offline = build_training_set(w.repo, w.gen.service, entities).to_pylist()
-    features = [c for c in offline[0] if c not in entities.columns]
+    store = feast_store(w.repo)
+    # The model's features: what the service names (the training set also carries the
+    # columns its on-demand views read, as Feast's does).
+    features = [
+        f.name
+        for p in store.get_feature_service(w.gen.service).feature_view_projections
+        for f in p.features
+    ]
     served_features = [a.get("features") or {} for a in answers]
     assert all(sorted(f) == sorted(features) for f in served_features), (
         f"served feature names {sorted(served_features[0])} != the service's {sorted(features)}"
     )
-    store = feast_store(w.repo)
     with quiet():
         online = store.get_online_features(
             features=store.get_feature_service(w.gen.service),

@@ -98,8 +98,10 @@ class _ForkServer:
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             assert self.proc.stdin is not None
+            assert self.proc.stdout is not None
             self.proc.stdin.close()
             self.proc.wait(timeout=30)
+            self.proc.stdout.close()
 
 
 _FORKSERVER = _ForkServer()
@@ -132,6 +134,7 @@ class Server:
     log: Path
     lines: list[str] = field(default_factory=list)
     target: str = ""
+    reader: threading.Thread = field(default_factory=threading.Thread)
 
     @classmethod
     def start(cls, repo: Path, model: str, cwd: Path, *, deadline: float = 180) -> Server:
@@ -156,7 +159,8 @@ class Server:
                     server.target = line.split("listening on ")[1].split(" ")[0]
                     listening.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        server.reader = threading.Thread(target=read, daemon=True)
+        server.reader.start()
         end = time.monotonic() + deadline
         while not listening.wait(0.1):
             if proc.poll() is not None or time.monotonic() > end:
@@ -183,6 +187,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.reader.join(timeout=10)  # it ends at end of file
+            self.proc.stdout.close()
         return self.proc.returncode
 
 

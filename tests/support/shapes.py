@@ -416,10 +416,12 @@ def int32_regression(root: Path, now: datetime) -> Generated:
 
 def composite_subset(root: Path, now: datetime) -> Generated:
     rng = np.random.default_rng(3)
-    users = np.arange(1, 151, dtype=np.int64)
-    merchants = [f"M{i:03d}" for i in range(40)]
+    # Many users and merchants (each in one or two pairs): what is served, their latest
+    # values, then comes from the same distribution as the values training joined.
+    users = np.arange(1, 401, dtype=np.int64)
+    merchants = [f"M{i:03d}" for i in range(400)]
     pairs = sorted({(int(rng.choice(users)), str(rng.choice(merchants))) for _ in range(900)})
-    pairs = pairs[:N]
+    pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), N, replace=False))]
     keys = pd.DataFrame(pairs, columns=["user_id", "merchant_code"])
     keys["user_id"] = keys["user_id"].astype(np.int64)
     pair_feats = {"pair_count": i64(0, 30), "pair_amount": f64(20, 50)}
@@ -575,8 +577,10 @@ def projections(root: Path, now: datetime) -> Generated:
         name="account_service",
         features=[
             account_stats[["a", "b"]],  # a subset of a view
-            account_stats.with_name("stats_again")[["c"]],  # the same view, renamed
             account_profile.with_name("profile_alias"),  # a renamed view
+            # (Projecting account_stats a second time under another name is legal but
+            # breaks Feast itself: FeatureService.__eq__ sorts projections and compares
+            # a name_alias None with a str, so its own online read fails.)
         ],
     )
     """
@@ -600,7 +604,7 @@ def join_key_map(root: Path, now: datetime) -> Generated:
     """Two projections of one location view, mapped onto a route's origin and destination;
     a regression spec left at its defaults (task-aware defaults must apply)."""
     rng = np.random.default_rng(6)
-    locations = np.arange(1, 81, dtype=np.int64)
+    locations = np.arange(1, 601, dtype=np.int64)  # each in about two routes
     pairs = sorted({(int(a), int(b)) for a, b in rng.choice(locations, (2 * N, 2)) if a != b})[:N]
     keys = pd.DataFrame(pairs, columns=["origin_id", "dest_id"]).astype(np.int64)
     route_feats = {"distance": f64(5, 20)}
@@ -966,8 +970,8 @@ GENERATED = [
     Shape("composite_subset", "composite key (Int64 user_id + String merchant_code), views keyed "
           "by a subset of the service's keys (no TTL, 7 days)", composite_subset),
     Shape("bytes_bool", "Bytes key; Bool feature; Bool label", bytes_bool),
-    Shape("projections", "view[['a','b']], the same view again .with_name()[['c']], another "
-          "view .with_name('profile_alias')", projections),
+    Shape("projections", "view[['a','b']] (c, unused_d left out) and another view "
+          ".with_name('profile_alias')", projections),
     Shape("join_key_map", "one view twice through .with_name().with_join_key_map() onto a "
           "composite key; regression spec at its defaults", join_key_map),
     Shape("field_mapping", "field_mapping on the join key and a feature, custom timestamp and "
