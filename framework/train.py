@@ -53,6 +53,7 @@ from framework.duck import connect
 from framework.errors import DataError
 from framework.estimator import build_pipeline, check_feature_types, feature_frame, score
 from framework.labels import entity_frame_from_labels, time_split
+from framework.log_layout import check_input_names
 from framework.model_spec import ModelSpec, Task, check_rule_names
 from framework.registry import ARTIFACT, SMOKE, ModelRef, ModelRegistry, default_actor, now
 from framework.repository import data_dir
@@ -315,6 +316,14 @@ def train_model(
     t = time.perf_counter()
     contract = feature_contract(source, spec.feature_service)
     check_feature_types(contract.fields, spec.feature_service)
+    check_input_names(
+        [
+            *((f.name, "feature") for f in contract.fields),
+            *((k, "join key") for k in contract.join_keys),
+            *((r, "request field") for r in contract.request_data),
+        ],
+        spec.feature_service,
+    )
     known = [*(f.name for f in contract.fields), *contract.join_keys, *contract.request_data]
     check_rule_names(spec.serving.rules, known)
     labels = load_labels(spec, data_dir(repo), repo)

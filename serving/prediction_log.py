@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from framework.duck import connect
 from framework.errors import DataError, ParityError
+from framework.log_layout import PARTITIONS
 from serving import log_journal
 from serving.log_journal import JOURNAL_DIR, Journal
 
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DATE = "__log_date"
 _MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_RESERVED = ("model", "date")  # the hive partition columns read_log adds
+_RESERVED = PARTITIONS  # the hive partition columns read_log adds
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _IDLE_WAKE = 0.5  # seconds; the writer notices an exited main thread this often
 _Chunk = tuple[int, pa.Table, str | None]  # seq, rows, journal segment (None: not journaled)

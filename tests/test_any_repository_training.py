@@ -230,6 +230,25 @@ def test_a_feature_the_estimator_cannot_take_is_refused_by_name_before_the_label
     assert not (repo.root / "models").exists() or ModelRegistry(repo.root / "models").names() == []
 
 
+@pytest.mark.parametrize("name", ["score", "date", "x__status"])
+def test_a_feature_named_like_a_prediction_log_column_is_refused_before_the_labels_are_read(
+    repos: Any, name: str
+) -> None:
+    """A feature named ``score`` was logged over by the prediction's score (``parity
+    monitor`` then failed on the column and ``parity skew`` saw every row mismatch); one
+    named ``date`` made every prediction's log write fail."""
+    from feast.types import Float64
+
+    repo = repos("clash", {name: (Float64, pa.array([float(i) for i in range(ROWS)]))})
+    broken = {"query": "SELECT * FROM read_parquet('no_such_labels.parquet')"}
+    with pytest.raises(ConfigError) as caught:
+        repo.train(labels=broken)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"feature {name!r}" in message and "prediction log's own columns" in message
+    assert "field_mapping" in message
+
+
 # ------------------------------------------------------------ the feast init repository
 
 

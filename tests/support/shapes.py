@@ -673,12 +673,12 @@ def join_key_map(root: Path, now: datetime) -> Generated:
 def field_mapping(root: Path, now: datetime) -> Generated:
     rng = np.random.default_rng(7)
     keys = pd.DataFrame({"customer_id": np.arange(1, N + 1, dtype=np.int64)})
-    feats = {"score": f64(), "orders": i64(0, 20)}
+    feats = {"risk_score": f64(), "orders": i64(0, 20)}
     main = view_rows(keys, feats, now, rng, main=True, created="ingested")
     labels = label_events(main, ["customer_id"], rng)
-    labels["label"] = sigmoid_label(labels["score"].to_numpy(), rng)
+    labels["label"] = sigmoid_label(labels["risk_score"].to_numpy(), rng)
     source = with_losing_twins(main, feats, "ingested", rng).rename(
-        columns={"customer_id": "cust", "score": "raw_score", "event_timestamp": "ts"}
+        columns={"customer_id": "cust", "risk_score": "raw_score", "event_timestamp": "ts"}
     )
     definitions = """
     customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
@@ -688,14 +688,14 @@ def field_mapping(root: Path, now: datetime) -> Generated:
         ttl=timedelta(days=1),
         schema=[
             Field(name="customer_id", dtype=Int64),
-            Field(name="score", dtype=Float64),
+            Field(name="risk_score", dtype=Float64),
             Field(name="orders", dtype=Int64),
         ],
         source=FileSource(
             path="$src/customer_scores.parquet",
             timestamp_field="ts",
             created_timestamp_column="ingested",
-            field_mapping={"cust": "customer_id", "raw_score": "score"},  # a key and a feature
+            field_mapping={"cust": "customer_id", "raw_score": "risk_score"},  # a key and a feature
         ),
     )
     score_service = FeatureService(name="score_service", features=[customer_scores])
