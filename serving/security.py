@@ -8,7 +8,9 @@
   the ``sha256`` of the token (never the token), ``scopes`` and an optional
   ``rate_limit``. Clients send ``authorization: Bearer <token>``. ``predict`` opens
   ``parity.v1`` Predict and the whole Open Inference Protocol service; ``admin`` opens
-  GetModelInfo, ReportOutcome (ground truth that drives retraining) and reflection.
+  ReportOutcome (ground truth that drives retraining) and reflection; GetModelInfo is
+  open to either (a predicting client learns from it which entity keys and request data
+  a model takes, and their types, as ModelMetadata tells V2 clients).
   Health checks stay open for load balancers. ``parity serve-token`` makes an entry.
 * **Rate limits** (``rate_limit``, e.g. ``100/second``; a token's own ``rate_limit``
   overrides it) per client: the token's name, else the peer's IP address. Counted by
@@ -51,18 +53,22 @@ log = logging.getLogger("parity.serving.security")
 SCOPES = ("predict", "admin")
 _OPEN = ("/grpc.health.v1.Health/",)
 _PREDICT = ("/parity.v1.PredictionService/Predict", "/inference.GRPCInferenceService/")
+#: Methods either scope opens.
+_EITHER = ("/parity.v1.PredictionService/GetModelInfo",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _FIELDS = {"name", "sha256", "scopes", "rate_limit"}
 
 
 def required_scope(method: str) -> str | None:
-    """The scope a gRPC method needs (``None``: open to all). Anything not known to be
-    a prediction call — model internals, outcomes, reflection, a future RPC — is admin."""
+    """The scope a gRPC method needs (``None``: open to all; ``a|b``: either). Anything not
+    known to be a prediction call — outcomes, reflection, a future RPC — is admin."""
     if method.startswith(_OPEN):
         return None
     if method.startswith(_PREDICT):
         return "predict"
+    if method in _EITHER:
+        return "predict|admin"
     return "admin"
 
 
@@ -274,7 +280,7 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[misc]
             client = peer_address(context.peer())
         else:
             token = self._authenticate(context)
-            if scope not in token.scopes:
+            if not token.scopes & set(scope.split("|")):
                 self._refuse(
                     context, "scope", grpc.StatusCode.PERMISSION_DENIED,
                     f"client {token.name!r} lacks scope {scope!r}, which {method} needs",
