@@ -315,15 +315,23 @@ class SqliteWriter(OnlineWriter):
         try:
             self.con.execute("BEGIN IMMEDIATE")
             try:
+                # ?NNN placeholders are named parameters to Python's sqlite3: bound from
+                # a mapping ("1" -> the first value), as 3.12 asks (a sequence is
+                # deprecated there, refused from 3.14).
                 if full:
+                    names = _NAMES[:step] if step <= len(_NAMES) else _names(step)
                     self.con.executemany(
                         self._statement(table, features, created, size),
-                        (flat[i : i + step] for i in range(0, full * per, step)),
+                        (
+                            dict(zip(names, flat[i : i + step], strict=True))
+                            for i in range(0, full * per, step)
+                        ),
                     )
                 if entities > full:
+                    rest = flat[full * per :]
                     self.con.execute(
                         self._statement(table, features, created, entities - full),
-                        flat[full * per :],
+                        dict(zip(_names(len(rest)), rest, strict=True)),
                     )
                 self.con.execute("COMMIT")
             except BaseException:
@@ -590,3 +598,11 @@ def _is_newer(event_us: np.ndarray, stamps: pa.Array, stored: list[bytes | None]
         old_ns = ts.seconds * 1_000_000_000 + ts.nanos
         newer[i] = old_ns == 0 or int(event_us[i]) * 1_000 > old_ns
     return newer
+
+
+def _names(n: int) -> list[str]:
+    """The names of numbered parameters ``?1`` .. ``?n`` as Python's sqlite3 looks them up."""
+    return [str(i) for i in range(1, n + 1)]
+
+
+_NAMES = _names(32_766)  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER
