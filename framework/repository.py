@@ -252,7 +252,8 @@ def _check_registry_database(url: str) -> None:
 
 
 def close_store(store: Any) -> None:
-    """Release the connections a ``FeatureStore`` holds (SQL registry pools, Redis client).
+    """Release the connections a ``FeatureStore`` holds (SQL registry pools, the Redis
+    client, the SQLite online store's connection).
 
     Feast has no synchronous close; without this, pooled PostgreSQL
     connections linger until garbage collection.
@@ -269,6 +270,10 @@ def close_store(store: Any) -> None:
     if client is not None:
         client.close()
         online._client = None  # type: ignore[union-attr]
+    connection = getattr(online, "_conn", None)  # Feast's SQLite online store
+    if connection is not None:
+        connection.close()
+        online._conn = None  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +35,7 @@ from framework.model_spec import ModelSpec, Task, spec_from_dict
 from framework.registry import ModelRegistry
 from framework.train import TrainResult, train_model
 from framework.training_set import build_training_set, write_training_set
-from tests.conftest import ROOT, embedded_store
+from tests.conftest import embedded_store
 
 pytestmark = pytest.mark.integration
 
@@ -260,7 +260,7 @@ _FEAST_INIT_WARNING = "ignore:Entity value_type will be mandatory:DeprecationWar
 def feast_init_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository ``feast init`` generates, applied as it is."""
     root = tmp_path_factory.mktemp("feast-init")
-    feast = shutil.which("feast") or str(ROOT / ".venv" / "bin" / "feast")
+    feast = str(Path(sys.executable).with_name("feast"))  # this interpreter's Feast
     subprocess.run([feast, "init", "demo"], cwd=root, check=True, capture_output=True)
     repo = root / "demo" / "feature_repo"
     with warnings.catch_warnings():
