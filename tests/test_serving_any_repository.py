@@ -252,37 +252,36 @@ def test_parity_predict_sends_a_numeric_looking_string_key_as_the_string_it_is(
     assert "--request basket: the model takes DOUBLE, got 'lots'" in done.stderr
 
 
-def _corrupt(repo: Path, code: str) -> bytes:
-    """Store ``income`` of ``code`` as a string value (what another writer might leave);
-    returns the value it replaced."""
+def _key(code: str) -> bytes:
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    key = serialize_entity_key(
+    return serialize_entity_key(
         EntityKey(join_keys=["postcode"], entity_values=[Value(string_val=code)]), 3
     )
+
+
+_INCOME = "UPDATE any_repo_areas SET value = ? WHERE entity_key = ? AND feature_name = 'income'"
+
+
+def _corrupt(repo: Path, code: str) -> bytes:
+    """Store ``income`` of ``code`` as a string value (what another writer might leave);
+    returns the value it replaced."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
     with sqlite3.connect(repo / "data" / "online.db") as con:
-        where = "entity_key = ? AND feature_name = 'income'"
-        (old,) = con.execute(f"SELECT value FROM any_repo_areas WHERE {where}", (key,)).fetchone()
-        bad = Value(string_val="forty thousand").SerializeToString()
-        con.execute(f"UPDATE any_repo_areas SET value = ? WHERE {where}", (bad, key))
+        (old,) = con.execute(
+            "SELECT value FROM any_repo_areas WHERE entity_key = ? AND feature_name = 'income'",
+            (_key(code),),
+        ).fetchone()
+        con.execute(_INCOME, (Value(string_val="forty thousand").SerializeToString(), _key(code)))
     return bytes(old)
 
 
 def _restore(repo: Path, code: str, value: bytes) -> None:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    key = serialize_entity_key(
-        EntityKey(join_keys=["postcode"], entity_values=[Value(string_val=code)]), 3
-    )
     with sqlite3.connect(repo / "data" / "online.db") as con:
-        con.execute(
-            "UPDATE any_repo_areas SET value = ? WHERE entity_key = ? AND feature_name = 'income'",
-            (value, key),
-        )
+        con.execute(_INCOME, (value, _key(code)))
 
 
 def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
