@@ -8,7 +8,7 @@ a fresh child process opens a fresh copy of the repository (empty online store),
 imports everything, then times exactly one call:
 
 * ``feast``  — ``FeatureStore.materialize(start, end)`` (Feast 0.67, in-process)
-* ``parity`` — ``framework.materialize.materialize(store, start=..., end=...)``
+* ``parity`` — ``framework.materialize.job.materialize(store, start=..., end=...)``
 
 and reports wall time, entities/s, peak RSS and RSS above the post-import
 baseline. After each run the online state is fingerprinted (SQLite: SHA-256 of
@@ -44,8 +44,8 @@ engine, repo = sys.argv[1], sys.argv[2]
 from datetime import datetime, UTC
 from pathlib import Path
 import psutil
-from framework.repository import load_store
-from framework.materialize import materialize
+from framework.features.repository import load_store
+from framework.materialize.job import materialize
 store = load_store(Path(repo))
 start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
 base = psutil.Process().memory_info().rss / 2**20
@@ -88,7 +88,7 @@ ONLINE = {
 
 
 def parse_count(text: str) -> int:
-    from framework.sample_data import parse_scale
+    from framework.sample.data import parse_scale
 
     return parse_scale(text)
 
@@ -117,7 +117,7 @@ def make_table(path: Path, entities: int, rows: int) -> None:
 
 def make_repo(root: Path, table: Path, store: str) -> Path:
     """A Feast repository with the bench view, applied (empty online store)."""
-    from framework.repository import apply
+    from framework.features.repository import apply
 
     repo = root / "repo"
     repo.mkdir(parents=True)

@@ -5,7 +5,7 @@ prediction log of ``--current`` rows of the same ten features (seven
 numerical, three categorical, shaped like the sample's), then measures on
 the same data, each in a fresh child process:
 
-* ``parity``    — :func:`framework.monitor.monitor_summary` over the prediction log
+* ``parity``    — :func:`framework.monitoring.summary.monitor_summary` over the prediction log
   (Parquet, read by DuckDB) against the version's stored reference statistics:
   drift of every feature, score and confidence, decision mix, latency, missing
   and stale rates, cost, the timeline — reading the log included;
@@ -54,8 +54,8 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import psutil
 from pathlib import Path
-from framework.monitor import monitor_summary
-from framework.registry import ModelRegistry
+from framework.monitoring.summary import monitor_summary
+from framework.registry.model_registry import ModelRegistry
 base = psutil.Process().memory_info().rss / 2**20
 t = time.perf_counter()
 summary = monitor_summary(Path(sys.argv[2]), ModelRegistry(Path(sys.argv[3])), "bench_model")
@@ -144,9 +144,9 @@ def build(workdir: Path, reference_rows: int, current_rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from framework.estimator import FeatureField
-    from framework.reference_stats import feature_profiles, numeric_profile
-    from framework.registry import ARTIFACT, ModelRegistry
+    from framework.features.fields import FeatureField
+    from framework.models.reference_stats import feature_profiles, numeric_profile
+    from framework.registry.model_registry import ARTIFACT, ModelRegistry
 
     fields = [FeatureField(n, "Float64", "bench") for n in NUMERICAL] + [
         FeatureField(n, "String", "bench") for n in CATEGORICAL

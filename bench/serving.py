@@ -22,7 +22,7 @@ Systems, each measured at 1, 8 and 64 requests in flight:
 * ``in-process floor``  — one process: Feast ``get_online_features`` (the feature
   service) + the model's feature frame + ``predict_proba``; threads for 8/64;
 * ``in-process, compiled model`` — the same with the compiled form the server scores
-  with (framework.compiled_model, scikit-learn's numbers): not a target, it shows what
+  with (framework.models.compiled, scikit-learn's numbers): not a target, it shows what
   the server's gRPC, routing and prediction log add to the same work.
 
 MLServer serves the SAME fitted pipeline: loaded from parity's registry (skops,
@@ -115,7 +115,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 import joblib
-from framework.registry import ModelRegistry
+from framework.registry.model_registry import ModelRegistry
 registry = ModelRegistry(Path(sys.argv[2]))
 model, _ = registry.load(registry.resolve("fraud_model@champion"))
 joblib.dump(model, sys.argv[3])
@@ -327,9 +327,10 @@ def _in_process_features(
     """The model's fields, the features Feast reads for ``rows`` and the model's scores."""
     import pyarrow as pa
 
-    from framework.estimator import FeatureField, feature_frame
-    from framework.registry import ModelRegistry
-    from framework.repository import load_store
+    from framework.features.fields import FeatureField
+    from framework.features.repository import load_store
+    from framework.models.estimator import feature_frame
+    from framework.registry.model_registry import ModelRegistry
 
     store = load_store(root / "feature_repo")
     registry = ModelRegistry(root / "data" / "models")
@@ -627,7 +628,7 @@ def _output(response: Any, name: str) -> list[Any]:
 
 def predict_request(row: dict[str, Any]) -> Any:
     """``Predict`` for one row: entity keys and request data."""
-    from serving.converters import to_value
+    from serving.grpc.converters import to_value
     from serving.stubs.parity.v1 import prediction_pb2 as pb
 
     request = pb.PredictRequest(model_name=MODEL)
@@ -825,14 +826,15 @@ def client_floor(spec: dict[str, Any], aio: bool, compiled: bool = False
                  ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
     """In process: Feast ``get_online_features`` + the model's frame + ``predict_proba``, one
     OpenMP thread per call (the load child runs with OMP_NUM_THREADS=1, see the docstring).
-    ``compiled``: the model's compiled form (framework.compiled_model), as the server
+    ``compiled``: the model's compiled form (framework.models.compiled), as the server
     scores it, instead of scikit-learn's ``predict_proba``."""
     import pyarrow as pa
 
-    from framework.compiled_model import CompiledModel
-    from framework.estimator import FeatureField, feature_frame
-    from framework.registry import ModelRegistry
-    from framework.repository import load_store
+    from framework.features.fields import FeatureField
+    from framework.features.repository import load_store
+    from framework.models.compiled import CompiledModel
+    from framework.models.estimator import feature_frame
+    from framework.registry.model_registry import ModelRegistry
 
     store = load_store(Path(spec["repo"]))
     registry = ModelRegistry(Path(spec["registry"]))

@@ -82,8 +82,8 @@ import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 mode, repo, entities, features = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 import duckdb, pandas as pd, pyarrow.parquet as pq
-from framework.repository import load_store
-from framework.training_set import build_training_set, write_training_set
+from framework.features.repository import load_store
+from framework.features.training_set import build_training_set, write_training_set
 from pathlib import Path
 sys.path.insert(0, sys.argv[6])
 from bench.training_set import FLOOR_SQL
@@ -134,9 +134,9 @@ def child(
 def setup(workdir: Path, transactions: int, entities: int) -> tuple[Path, Path, dict[str, int]]:
     import duckdb
 
-    from framework.feature_pipeline import build_offline_sources
-    from framework.repository import apply
-    from framework.sample_data import GenerationConfig, generate
+    from framework.features.repository import apply
+    from framework.sample.data import GenerationConfig, generate
+    from framework.sample.pipeline import build_offline_sources
 
     shutil.copytree(ROOT / "feature_repo", workdir / "feature_repo",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
@@ -163,7 +163,7 @@ def setup(workdir: Path, transactions: int, entities: int) -> tuple[Path, Path, 
 
 
 def parse_count(text: str) -> int:
-    from framework.sample_data import parse_scale
+    from framework.sample.data import parse_scale
 
     return parse_scale(text)
 

@@ -5,7 +5,7 @@ Training (point-in-time joins over the offline Parquet sources) and serving
 ``fraud_model_v1`` feature service.
 
 Offline sources are written by ``parity data generate`` (see
-``framework/feature_pipeline.py`` for how each column is computed) under
+``framework/sample/pipeline.py`` for how each column is computed) under
 ``../data/offline/`` next to this repository. Each view's TTL matches the
 window or cadence of its values: a 1-hour count older than an hour no longer
 describes the last hour, so it must read as missing, not as a stale number.

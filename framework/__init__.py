@@ -12,23 +12,23 @@ import os
 # machine is idle. It must be set before sklearn loads libgomp; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from framework.artifact import ArtifactError  # noqa: E402
 from framework.errors import ConfigError, DataError, FeatureStoreError, ParityError
-from framework.feature_pipeline import build_offline_sources
-from framework.labels import entity_frame_from_labels, time_split
-from framework.model_spec import ModelSpec, load_spec
-from framework.promotion import PromotionRefused, promote, rollback
-from framework.registry import ModelRef, ModelRegistry
-from framework.repository import Profile, apply, load_store, open_store
-from framework.sample_data import GenerationConfig, generate
-from framework.train import TrainResult, train_model
-from framework.training_set import (
+from framework.features.repository import Profile, apply, load_store, open_store
+from framework.features.training_set import (
     TrainingSetInfo,
     build_training_set,
     feature_contract,
     read_info,
     write_training_set,
 )
+from framework.loop.promotion import PromotionRefused, promote, rollback
+from framework.models.labels import entity_frame_from_labels, time_split
+from framework.models.spec import ModelSpec, load_spec
+from framework.models.training import TrainResult, train_model
+from framework.registry.artifact import ArtifactError  # noqa: E402
+from framework.registry.model_registry import ModelRef, ModelRegistry
+from framework.sample.data import GenerationConfig, generate
+from framework.sample.pipeline import build_offline_sources
 
 __all__ = [
     "ArtifactError",

@@ -26,8 +26,8 @@ import feast  # noqa: F401
 import pytest
 from hypothesis import settings
 
-from framework.feature_pipeline import build_offline_sources
-from framework.sample_data import GenerationConfig, GenerationSummary, generate
+from framework.sample.data import GenerationConfig, GenerationSummary, generate
+from framework.sample.pipeline import build_offline_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -108,10 +108,10 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """Trains the shipped fraud spec once per session (read-only for tests: copy to change)."""
-    from framework.model_spec import load_spec
-    from framework.registry import ModelRegistry
-    from framework.repository import apply
-    from framework.train import train_model
+    from framework.features.repository import apply
+    from framework.models.spec import load_spec
+    from framework.models.training import train_model
+    from framework.registry.model_registry import ModelRegistry
 
     ws = make_workspace(tmp_path_factory.mktemp("trained"))
     generate(TRAIN_SAMPLE, ws.data)
@@ -126,7 +126,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture
 def registry_copy(trained: Trained, tmp_path: Path) -> Any:
     """A private copy of the trained registry (same Feast workspace, read-only)."""
-    from framework.registry import ModelRegistry
+    from framework.registry.model_registry import ModelRegistry
 
     root = tmp_path / "models"
     shutil.copytree(trained.registry_root, root)
@@ -139,7 +139,7 @@ def registry_copy(trained: Trained, tmp_path: Path) -> Any:
 @pytest.fixture
 def trained_store(trained: Trained) -> Iterator[Any]:
     """The Feast store of the trained workspace."""
-    from framework.repository import open_store
+    from framework.features.repository import open_store
 
     with open_store(trained.workspace.repo) as store:
         yield store
@@ -288,10 +288,10 @@ def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
 
     import duckdb
 
-    from framework.promotion import promote
-    from framework.registry import ModelRegistry
-    from framework.repository import open_store
-    from serving.server import ServeSettings, start_server
+    from framework.features.repository import open_store
+    from framework.loop.promotion import promote
+    from framework.registry.model_registry import ModelRegistry
+    from serving.grpc.server import ServeSettings, start_server
 
     registry = ModelRegistry(ws.data / "models")
     last = duckdb.sql(

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
-from framework.sample_data import (
+from framework.sample.data import (
     LABELS_SCHEMA,
     MERCHANTS_SCHEMA,
     TRANSACTIONS_SCHEMA,

@@ -28,13 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from framework import repository
 from framework.errors import ConfigError, DataError
-from framework.estimator import FeatureField, feature_frame
-from framework.model_spec import ModelSpec, Task, spec_from_dict
-from framework.registry import ModelRegistry
-from framework.train import TrainResult, train_model
-from framework.training_set import build_training_set, write_training_set
+from framework.features import repository
+from framework.features.fields import FeatureField
+from framework.features.training_set import build_training_set, write_training_set
+from framework.models.estimator import feature_frame
+from framework.models.spec import ModelSpec, Task, spec_from_dict
+from framework.models.training import TrainResult, train_model
+from framework.registry.model_registry import ModelRegistry
 from tests.conftest import embedded_store
 
 pytestmark = pytest.mark.integration

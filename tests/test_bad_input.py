@@ -9,7 +9,7 @@ larger than the server accepts, and from many threads at once.
 Unparseable bytes are refused by grpcio itself, before any parity code runs: with
 the generated ``add_*_to_server`` registration grpcio answers ``INTERNAL``
 "Exception deserializing request!" (``grpc/_server.py``, ``_receive_message``).
-:func:`serving.servicers.add_to_server` registers the same servicers with a
+:func:`serving.grpc.servicers.add_to_server` registers the same servicers with a
 deserializer that cannot fail, so such bytes are answered ``INVALID_ARGUMENT``
 naming the message type; both are pinned down here.
 """
@@ -350,9 +350,9 @@ def registrations(
 ) -> Iterator[dict[str, grpc.Channel]]:
     """Two more servers on the served predictor, their servicers registered by the
     generated ``add_*_to_server`` functions ("generated") and by
-    :func:`serving.servicers.add_to_server` ("parity"): a channel to each."""
-    from framework.outcomes import OutcomeStore
-    from serving.servicers import InferenceServicer, PredictionServicer, add_to_server
+    :func:`serving.grpc.servicers.add_to_server` ("parity"): a channel to each."""
+    from framework.logs.outcomes import OutcomeStore
+    from serving.grpc.servicers import InferenceServicer, PredictionServicer, add_to_server
 
     running = served.running
     prediction = PredictionServicer(
@@ -544,7 +544,7 @@ def test_duplicate_map_keys_on_the_wire_last_one_wins(
 def test_oversized_messages_are_resource_exhausted(
     served: Served, channel: grpc.Channel, baseline: Any
 ) -> None:
-    from serving.server import ServeSettings
+    from serving.grpc.server import ServeSettings
 
     limit = ServeSettings().max_message_bytes  # serve_workspace keeps the default
     big = "x" * (limit + 1)
@@ -837,7 +837,7 @@ def test_unknown_model_names_add_no_metric_series(served: Served, channel: grpc.
 def test_unknown_output_fails_before_any_prediction_is_logged(
     served: Served, channel: grpc.Channel
 ) -> None:
-    from serving.prediction_log import read_log
+    from serving.log.writer import read_log
 
     stub = v2_grpc.GRPCInferenceServiceStub(channel)
     request = _with(_keys_infer(), lambda r: r.outputs.add(name="nope"))

@@ -1,6 +1,6 @@
 """``parity score``: batch scoring with point-in-time features and the server's pipeline.
 
-Promised (``framework/batch_score.py``): every entity row, in order, gets the score,
+Promised (``framework/models/batch_score.py``): every entity row, in order, gets the score,
 label and confidence the model version's own pipeline gives its point-in-time
 features — the same numbers the server answers with at that moment — plus the
 model name and version; the model is refused when its pinned definitions no
@@ -23,14 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from framework.artifact import ArtifactError
-from framework.batch_score import score_entities
 from framework.errors import ConfigError, DataError
-from framework.estimator import FeatureField, feature_frame, score
-from framework.model_spec import Task
-from framework.registry import ModelRegistry, NotFoundError
-from framework.repository import apply, open_store
-from framework.training_set import build_training_set
+from framework.features.fields import FeatureField
+from framework.features.repository import apply, open_store
+from framework.features.training_set import build_training_set
+from framework.models.batch_score import score_entities
+from framework.models.estimator import feature_frame, score
+from framework.models.spec import Task
+from framework.registry.artifact import ArtifactError
+from framework.registry.model_registry import ModelRegistry, NotFoundError
 from tests.conftest import ROOT, Served, Trained, make_workspace
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,7 @@ def test_scores_equal_the_pipeline_on_point_in_time_features(
 def test_scores_equal_the_servers_answers_at_the_same_moment(
     served: Served, tmp_path: Path
 ) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
     from tests.test_serving import recent_rows
 
     rows = recent_rows(served, 40)

@@ -11,15 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.registry import ModelRef, ModelRegistry
-from serving.batching import BatchedModel, MicroBatcher
+from framework.registry.model_registry import ModelRef, ModelRegistry
+from serving.dataplane.batching import BatchedModel, MicroBatcher
 from tests.conftest import Trained
 
 
 def test_batched_scores_equal_one_by_one_scores(trained: Trained) -> None:
     import pyarrow.parquet as pq
 
-    from framework.estimator import FeatureField, feature_frame
+    from framework.features.fields import FeatureField
+    from framework.models.estimator import feature_frame
 
     model, manifest = ModelRegistry(trained.registry_root).load(ModelRef("fraud_model", 1))
     fields = [FeatureField(**f) for f in manifest["features"]]

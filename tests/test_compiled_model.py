@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework import compiled_model
-from framework.compiled_model import CompiledModel, compile_model
-from framework.estimator import FeatureField, build_pipeline, feature_frame
-from framework.model_spec import EstimatorSpec
-from framework.registry import ModelRef, ModelRegistry
+from framework.features.fields import FeatureField
+from framework.models import compiled as compiled_model
+from framework.models.compiled import CompiledModel, compile_model
+from framework.models.estimator import build_pipeline, feature_frame
+from framework.models.spec import EstimatorSpec
+from framework.registry.model_registry import ModelRef, ModelRegistry
 from tests.conftest import Trained
 
 FIELDS = [

@@ -237,7 +237,7 @@ def do_serve(w: Walk) -> Server:
 
 def do_traffic(w: Walk) -> dict[str, Any]:
     """Every row of the traffic served once, in requests of 50 rows."""
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
 
     server: Server = w.step("serve", lambda: do_serve(w))
     at = datetime.now(UTC)

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from framework import drift
-from framework.drift import EPSILON, DriftThresholds
 from framework.errors import ConfigError, DataError
-from framework.reference_stats import categorical_profile, numeric_profile
+from framework.models.reference_stats import categorical_profile, numeric_profile
+from framework.monitoring import drift
+from framework.monitoring.drift import EPSILON, DriftThresholds
 
 # ------------------------------------------------------------------ known answers
 
@@ -55,7 +55,7 @@ def test_ks_binned_equals_scipy_when_the_edges_hold_every_value() -> None:
     a = rng.integers(0, 20, 3_000).astype(float)
     b = rng.integers(2, 22, 2_000).astype(float)
     edges = np.arange(0, 22, dtype=float)  # every value is an edge: the CDFs are exact
-    from framework.reference_stats import bin_counts
+    from framework.models.reference_stats import bin_counts
 
     binned = drift.ks_binned(bin_counts(a, edges), bin_counts(b, edges))
     full = stats.ks_2samp(a, b, method="asymp")

@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework import explain
-from framework.estimator import FeatureField, build_pipeline, feature_frame, score
-from framework.model_spec import EstimatorSpec, Task
+from framework.features.fields import FeatureField
+from framework.models import explain
+from framework.models.estimator import build_pipeline, feature_frame, score
+from framework.models.spec import EstimatorSpec, Task
 from tests.conftest import Served
 
 FIELDS = [
@@ -208,7 +209,7 @@ def _variant(served: Served, change: Any) -> str:
 
 @pytest.mark.integration
 def test_predict_explains_the_vector_it_served(served: Served) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
     from tests.test_serving import recent_rows
 
     rows = recent_rows(served, 8)
@@ -272,7 +273,7 @@ def test_model_infer_explains_with_a_parameter(served: Served) -> None:
 def test_a_version_that_cannot_be_explained_fails_with_failed_precondition(
     served: Served,
 ) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
     from tests.test_serving import recent_rows
 
     rows = recent_rows(served, 1)
@@ -294,8 +295,8 @@ def test_a_version_that_cannot_be_explained_fails_with_failed_precondition(
 
 @pytest.mark.integration
 def test_review_items_carry_their_attributions(served: Served) -> None:
-    from framework.review_queue import ReviewQueue
-    from serving.client import PredictionClient
+    from framework.logs.review_queue import ReviewQueue
+    from serving.grpc.client import PredictionClient
     from tests.test_serving import recent_rows
 
     # A copy whose thresholds send every row to review.
@@ -319,8 +320,8 @@ def test_review_items_carry_their_attributions(served: Served) -> None:
 
 
 def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> None:
-    from framework import monitor
-    from framework.registry import ARTIFACT, ModelRegistry
+    from framework.monitoring import summary as monitor
+    from framework.registry.model_registry import ARTIFACT, ModelRegistry
     from tests.test_monitor import MODEL, _manifest, _rows, _write
 
     registry = ModelRegistry(tmp_path / "models")
@@ -337,7 +338,7 @@ def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> 
     d = next(v for v in summary["versions"] if v["version"] == "1")["drift"]
     assert [f["feature"] for f in d["drifted_by_importance"]] == ["category", "amount"]
     assert {f["feature"]: f["importance"] for f in d["features"]}["count"] == 0.0
-    from framework.report import render_html
+    from framework.monitoring.report import render_html
 
     html = render_html(summary)
     assert "by how much the model relies on them" in html

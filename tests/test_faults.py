@@ -224,10 +224,10 @@ def production(
 ) -> Production:
     import duckdb
 
-    from framework.materialize import materialize
-    from framework.promotion import promote
-    from framework.registry import ModelRegistry
-    from framework.repository import Profile, apply, open_store
+    from framework.features.repository import Profile, apply, open_store
+    from framework.loop.promotion import promote
+    from framework.materialize.job import materialize
+    from framework.registry.model_registry import ModelRegistry
 
     shutil.copytree(
         trained.workspace.root, root, ignore=shutil.ignore_patterns("predictions", "review")
@@ -334,7 +334,7 @@ class Traffic:
         self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
     def _run(self) -> None:
-        from serving.client import PredictionClient
+        from serving.grpc.client import PredictionClient
 
         with PredictionClient(self.target, timeout=10) as client:
             while not self._stop.is_set():
@@ -428,7 +428,7 @@ def test_registry_outage_while_serving_keeps_cached_definitions(
     env = {**p.env, "PARITY_REGISTRY_URL": via(postgres_url, pg_proxy)}
     rows = p.rows(4)
     with parity_serve(p, env) as server:
-        from serving.client import PredictionClient
+        from serving.grpc.client import PredictionClient
 
         with PredictionClient(server.target) as client:
             baseline = client.predict(MODEL, rows)
@@ -483,7 +483,7 @@ def _damage(registry: Any, version: int, how: str) -> str:
     """Damage ``version``'s artifact; the words the refusal gives for it."""
     import hashlib
 
-    from framework.registry import ModelRef
+    from framework.registry.model_registry import ModelRef
 
     folder = registry.version_dir(ModelRef(MODEL, version))
     artifact = folder / "model.skops"
@@ -514,8 +514,8 @@ def test_a_damaged_version_is_refused_while_v1_keeps_serving(
     monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
-    from framework.registry import ModelRegistry
-    from serving.client import PredictionClient
+    from framework.registry.model_registry import ModelRegistry
+    from serving.grpc.client import PredictionClient
     from tests.test_routing import _second_version
 
     p = production(trained, tmp_path / "ws", postgres_url, redis_address, monkeypatch)
@@ -577,7 +577,7 @@ def test_a_damaged_version_is_refused_while_v1_keeps_serving(
 def _whole_versions_only(registry: Any) -> list[int]:
     """Every version folder is a whole version: listed, numbered without gaps, its
     manifest readable, its artifact verified and loaded. Returns the versions."""
-    from framework.registry import ModelRef
+    from framework.registry.model_registry import ModelRef
 
     versions = registry.versions(MODEL)
     folders = sorted(p.name for p in (registry.root / MODEL / "versions").iterdir())
@@ -595,7 +595,7 @@ def _whole_versions_only(registry: Any) -> list[int]:
 def _history_valid(registry: Any) -> list[dict[str, Any]]:
     """The history replays: every move starts where the previous one left off, every
     alias points to a version that verifies. Returns the complete events."""
-    from framework.registry import ModelRef
+    from framework.registry.model_registry import ModelRef
 
     events = registry.history(MODEL)
     text = (registry.root / MODEL / "history.jsonl").read_text()
@@ -658,7 +658,7 @@ def test_kill_9_during_training_leaves_whole_versions_and_a_rerun_succeeds(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from framework.registry import ModelRegistry
+    from framework.registry.model_registry import ModelRegistry
 
     p = production(trained, tmp_path / "ws", postgres_url, redis_address, monkeypatch, online=False)
     registry = ModelRegistry(p.ws.data / "models")
@@ -736,7 +736,7 @@ def test_kill_9_during_promotion_leaves_a_valid_history_and_a_rerun_succeeds(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from framework.registry import ModelRegistry
+    from framework.registry.model_registry import ModelRegistry
     from tests.test_routing import _second_version
 
     p = production(trained, tmp_path / "ws", postgres_url, redis_address, monkeypatch, online=False)
@@ -801,9 +801,9 @@ def test_redis_killed_mid_traffic_means_fallbacks_then_recovery(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from framework.materialize import materialize
-    from framework.repository import Profile, open_store
-    from serving.client import PredictionClient
+    from framework.features.repository import Profile, open_store
+    from framework.materialize.job import materialize
+    from serving.grpc.client import PredictionClient
 
     p = production(trained, tmp_path / "ws", postgres_url, private_redis.address, monkeypatch)
     rows = p.rows(4)

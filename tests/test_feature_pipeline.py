@@ -1,4 +1,4 @@
-"""The feature pipeline (framework/feature_pipeline.py) against its documented semantics.
+"""The feature pipeline (framework/sample/pipeline.py) against its documented semantics.
 
 Two kinds of tests:
 
@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from framework.errors import DataError
-from framework.feature_pipeline import OFFLINE_FILES, RAW_FILES, build_offline_sources
+from framework.sample.pipeline import OFFLINE_FILES, RAW_FILES, build_offline_sources
 from tests.strategies import (
     DAY,
     HOUR,

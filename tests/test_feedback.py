@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework import feedback
 from framework.duck import connect
 from framework.errors import DataError
-from framework.outcomes import OutcomeStore
+from framework.logs import outcomes
+from framework.logs.outcomes import OutcomeStore
+from framework.loop import feedback
 from tests.conftest import Served
 from tests.test_monitor import MODEL, T0, _rows, _write
 
@@ -33,7 +34,7 @@ def _log(tmp_path: Path, n: int = 200, seed: int = 0) -> tuple[Path, pa.Table]:
 
 
 def _join(log: Path, store: OutcomeStore, **kw: Any) -> tuple[pa.Table, dict[str, int]]:
-    from framework.monitor import open_log
+    from framework.monitoring.summary import open_log
 
     con = connect()
     try:
@@ -144,7 +145,7 @@ def test_every_outcome_is_accounted_for_exactly_once(
 
 
 def test_live_quality_per_version_and_decision(tmp_path: Path) -> None:
-    from framework.registry import ARTIFACT, ModelRegistry
+    from framework.registry.model_registry import ARTIFACT, ModelRegistry
     from tests.test_monitor import _manifest
 
     registry = ModelRegistry(tmp_path / "models")
@@ -249,8 +250,8 @@ def test_report_outcome_and_parity_feedback_against_a_running_server(
 ) -> None:
     import grpc
 
-    from framework import cli
-    from serving.client import PredictionClient
+    from framework.cli import main as cli
+    from serving.grpc.client import PredictionClient
     from serving.stubs.parity.v1 import prediction_pb2 as pb
     from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
     from tests.test_serving import recent_rows
@@ -292,8 +293,8 @@ def test_report_outcome_and_parity_feedback_against_a_running_server(
 
 
 def test_a_spec_with_feedback_trains_on_the_joined_outcomes(tmp_path: Path) -> None:
-    from framework.model_spec import spec_from_dict
-    from framework.train import load_labels
+    from framework.models.spec import spec_from_dict
+    from framework.models.training import load_labels
 
     data = tmp_path / "data"
     (data / "raw").mkdir(parents=True)
@@ -301,7 +302,7 @@ def test_a_spec_with_feedback_trains_on_the_joined_outcomes(tmp_path: Path) -> N
     pq.write_table(pa.table({"user_id": [1, 2], "is_fraud": [0, 1],
                              "ts": pa.array([t, t], pa.timestamp("us", tz="UTC"))}),
                    data / "raw" / "labels.parquet")  # fmt: skip
-    source = feedback.label_source(data, "m")
+    source = outcomes.label_source(data, "m")
     source.parent.mkdir(parents=True)
     pq.write_table(pa.table({
         "user_id": [2, 3], "label": [0.0, 1.0],

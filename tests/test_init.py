@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from framework import spec_reference
-from framework.model_spec import load_spec
+from framework.models import spec_reference
+from framework.models.spec import load_spec
 from tests.test_repository_state import parity
 
 FEAST = Path(sys.executable).with_name("feast")
@@ -145,5 +145,5 @@ def test_init_in_an_empty_folder_creates_a_repository_from_feasts_template(
 
 def test_the_spec_reference_is_generated_from_the_spec_model() -> None:
     assert spec_reference.DOC.read_text() == spec_reference.render(), (
-        "docs/spec-reference.md is stale: run python -m framework.spec_reference"
+        "docs/spec-reference.md is stale: run python -m framework.models.spec_reference"
     )

@@ -13,12 +13,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from framework import feedback, log_privacy
 from framework.errors import ConfigError
-from framework.log_privacy import LogPrivacy, pseudonym
-from serving.client import PredictionClient
-from serving.prediction_log import read_log
-from serving.server import RunningServer, ServeSettings, start_server
+from framework.logs import privacy as log_privacy
+from framework.logs.privacy import LogPrivacy, pseudonym
+from framework.loop import feedback
+from serving.grpc.client import PredictionClient
+from serving.grpc.server import RunningServer, ServeSettings, start_server
+from serving.log.writer import read_log
 from tests.conftest import Served
 from tests.test_serving import recent_rows
 

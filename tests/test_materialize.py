@@ -1,6 +1,6 @@
 """``parity materialize`` against Feast's own ``materialize``, on SQLite and on a real Redis.
 
-What is promised (``framework/materialize.py``): the online store ends up holding
+What is promised (``framework/materialize/job.py``): the online store ends up holding
 exactly what Feast's materialize writes — the same SQLite rows, the same Redis
 hashes — so Feast's ``get_online_features`` and parity's server read the same
 values; a killed run converges when run again and records no interval for a view
@@ -34,18 +34,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework import online_write
 from framework.errors import ConfigError, FeatureStoreError
-from framework.freshness import freshness, status
-from framework.materialize import materialize
-from framework.online_encoding import (
+from framework.features.repository import apply, open_store
+from framework.materialize import online_write
+from framework.materialize.freshness import freshness, status
+from framework.materialize.job import materialize
+from framework.materialize.online_encoding import (
     encode_entity_keys,
     encode_values,
     sqlite_seconds,
     timestamp_protos,
 )
-from framework.repository import apply, open_store
-from framework.sample_data import GenerationSummary
+from framework.sample.data import GenerationSummary
 from tests.conftest import ROOT, Served, Workspace, embedded_store, make_workspace
 
 START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -290,10 +290,10 @@ def test_times_encode_as_feasts_redis_and_sqlite_writers(micros: list[int]) -> N
     )
 )
 def test_sqlite_value_text_is_pythons_str(case: tuple[list[float], bool]) -> None:
-    """Feast stores ``str(value)`` in value_text; DuckDB formats it (framework.latest_rows)."""
+    """Feast stores ``str(value)`` in value_text; DuckDB formats it (materialize.latest_rows)."""
     from feast.value_type import ValueType
 
-    from framework.latest_rows import text_sql
+    from framework.materialize.latest_rows import text_sql
 
     values, single = case
     kind = pa.float32() if single else pa.float64()
@@ -316,10 +316,10 @@ def test_sqlite_value_text_is_pythons_str(case: tuple[list[float], bool]) -> Non
     )
 )
 def test_duckdb_sorts_rows_in_serialized_key_order(rows: list[tuple[int, str]]) -> None:
-    """SQLite writes go in primary-key order (framework.latest_rows.key_order)."""
+    """SQLite writes go in primary-key order (framework.materialize.latest_rows.key_order)."""
     from feast.value_type import ValueType
 
-    from framework.latest_rows import key_order
+    from framework.materialize.latest_rows import key_order
 
     ids = pa.array([r[0] for r in rows], pa.int64())
     names = pa.array([r[1] for r in rows], pa.string())
@@ -415,7 +415,7 @@ def test_sqlite_journal_rollback_when_alone_wal_when_a_reader_has_the_store_open
 def test_the_server_reads_the_same_vectors(
     base: Workspace, feast_reference: Workspace, tmp_path: Path
 ) -> None:
-    from framework.online import OnlineFeatures
+    from framework.features.online import OnlineFeatures
 
     ws = _copy(base, tmp_path / "ws")
     rows = [{"user_id": u, "merchant_id": m} for u in range(1, 60) for m in (1, 2, 3)]
@@ -444,7 +444,7 @@ def test_null_on_demand_features_keep_their_declared_types(
     """An on-demand feature that is null for every row read (a new user, say) has the type
     its view declares, not Arrow's null type: the server's prediction log keeps one schema
     (one file per flush, not one per type) and clients see the declared types."""
-    from framework.online import OnlineFeatures
+    from framework.features.online import OnlineFeatures
 
     now = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()
     with open_store(feast_reference.repo) as store:
@@ -545,9 +545,9 @@ def _typed_repo(root: Path, created: bool, key_version: int = 3) -> tuple[Any, A
 def test_every_type_multi_keys_and_ties_equal_feasts_rows(
     tmp_path: Path, created: bool, rows_per_key_to_aggregate: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both ways of keeping the latest row per key (framework.latest_rows)."""
+    """Both ways of keeping the latest row per key (framework.materialize.latest_rows)."""
     monkeypatch.setattr(
-        "framework.latest_rows.ROWS_PER_KEY_TO_AGGREGATE", rows_per_key_to_aggregate
+        "framework.materialize.latest_rows.ROWS_PER_KEY_TO_AGGREGATE", rows_per_key_to_aggregate
     )
     feast_root, parity_root = tmp_path / "feast", tmp_path / "parity"
     feast_root.mkdir()
@@ -678,7 +678,7 @@ def test_production_profile_redis_and_the_sql_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``--profile production``: Redis online, intervals in Feast's SQL registry."""
-    from framework.repository import Profile
+    from framework.features.repository import Profile
 
     monkeypatch.setenv("PARITY_REGISTRY_URL", postgres_url)
     monkeypatch.setenv("PARITY_REDIS", redis_address)
@@ -773,12 +773,12 @@ def test_an_interrupted_run_converges_and_records_no_unfinished_interval(
 
 
 def test_the_writer_thread_stops_with_either_side() -> None:
-    """framework.materialize._pump: a failing write stops the producer; an interrupted
+    """framework.materialize.job._pump: a failing write stops the producer; an interrupted
     producer stops the writer without writing what was still queued."""
     import threading
 
-    from framework.materialize import _pump
-    from framework.online_write import Written
+    from framework.materialize.job import _pump
+    from framework.materialize.online_write import Written
 
     written: list[int] = []
 
@@ -910,7 +910,7 @@ def test_incremental_runs_write_only_entities_with_new_rows(sample_workspace: Wo
 
 
 def test_incremental_start_of_a_view_never_materialised() -> None:
-    from framework.materialize import BEGINNING, _interval
+    from framework.materialize.job import BEGINNING, _interval
 
     class View:
         most_recent_end_time = None
@@ -1084,7 +1084,7 @@ def _freshness_samples(text: str) -> dict[str, float]:
 def test_freshness_is_exported_as_a_gauge(base: Workspace, tmp_path: Path) -> None:
     from prometheus_client import generate_latest
 
-    from serving.metrics import ServerMetrics
+    from serving.grpc.metrics import ServerMetrics
 
     ws = _copy(base, tmp_path / "ws")
     now = datetime(2026, 6, 1, tzinfo=UTC)

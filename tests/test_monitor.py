@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from framework import monitor
 from framework.errors import ConfigError
-from framework.outcomes import OutcomeStore
-from framework.reference_stats import categorical_profile, numeric_profile
-from framework.registry import ARTIFACT, ModelRef, ModelRegistry
-from serving.prediction_log import PredictionLog
+from framework.logs.outcomes import OutcomeStore
+from framework.models.reference_stats import categorical_profile, numeric_profile
+from framework.monitoring import summary as monitor
+from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
+from serving.log.writer import PredictionLog
 from tests.conftest import Served, Workspace, _missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_counts_equal_direct_counts_per_version(toy: tuple[Path, ModelRegistry])
     matters)."""
     import duckdb
 
-    from framework.reference_stats import bin_counts
+    from framework.models.reference_stats import bin_counts
 
     root, registry = toy
     rng = np.random.default_rng(12)
@@ -361,7 +361,7 @@ def test_a_regression_version_raises_no_confidence_alert(
     assert all(t["mean_confidence"] is None for t in summary["timeline"])
     assert "parity_confidence_mean{" not in monitor.prometheus_text(summary)
     json.loads(monitor.to_json(summary))
-    from framework.report import write_report
+    from framework.monitoring.report import write_report
 
     html = write_report(tmp_path / "report.html", summary).read_text()
     assert "confidence (not_applicable" in html
@@ -476,7 +476,7 @@ def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
 
 def _cli(argv: list[str]) -> int:
     """``parity`` as its console script runs it (the exit code, output captured by pytest)."""
-    from framework import cli
+    from framework.cli import main as cli
 
     return cli.main(argv)
 
@@ -528,7 +528,7 @@ def _chromium() -> str:
 
 @pytest.mark.integration
 def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_path: Path) -> None:
-    from framework.report import write_report
+    from framework.monitoring.report import write_report
 
     root, registry = toy
     rng = np.random.default_rng(10)
@@ -586,7 +586,7 @@ def test_grafana_dashboard_queries_only_exported_metrics() -> None:
     """Every metric the dashboard plots is one the server or ``parity monitor`` exports."""
     import re
 
-    from serving.metrics import ServerMetrics
+    from serving.grpc.metrics import ServerMetrics
 
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "parity.json").read_text())
     families = {m.name for m in ServerMetrics().registry.collect()}
@@ -613,7 +613,7 @@ def served_copy(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     import contextlib
     import io
 
-    from framework.repository import apply
+    from framework.features.repository import apply
     from tests.conftest import serve_workspace
 
     root = tmp_path_factory.mktemp("monitored")
@@ -640,8 +640,8 @@ def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from framework.skew import check_skew
-    from serving.client import PredictionClient
+    from framework.monitoring.skew import check_skew
+    from serving.grpc.client import PredictionClient
 
     rows = _recent(served_copy, 60)
     with PredictionClient(served_copy.target) as client:
@@ -675,7 +675,7 @@ def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
 
 @pytest.mark.integration
 def test_monitor_reads_the_servers_log(served_copy: Served) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
 
     with PredictionClient(served_copy.target) as client:
         client.predict("fraud_model", _recent(served_copy, 30), request_id="monitor-check")
@@ -702,9 +702,10 @@ def _period_drift(ws: Workspace, manifest: dict[str, Any], since: datetime) -> d
     would have seen them (the point-in-time join just before each transaction)."""
     import duckdb
 
-    from framework.drift import feature_drift
-    from framework.estimator import FeatureField, feature_frame
-    from framework.training_set import build_training_set
+    from framework.features.fields import FeatureField
+    from framework.features.training_set import build_training_set
+    from framework.models.estimator import feature_frame
+    from framework.monitoring.drift import feature_drift
 
     entities = duckdb.sql(
         f"""SELECT user_id, merchant_id, amount,
@@ -733,9 +734,9 @@ def test_the_samples_drift_scenarios_are_flagged_on_the_features_they_shift(
     import contextlib
     import io
 
-    from framework.feature_pipeline import build_offline_sources
-    from framework.repository import apply
-    from framework.sample_data import GenerationConfig, generate
+    from framework.features.repository import apply
+    from framework.sample.data import GenerationConfig, generate
+    from framework.sample.pipeline import build_offline_sources
     from tests.conftest import TRAIN_SAMPLE, make_workspace
 
     clean = _period_drift(trained.workspace, trained.manifest, TRAIN_SAMPLE.drift_start)

@@ -74,7 +74,7 @@ def test_the_wheel_declares_the_parity_command_the_licence_and_pythons_3_11_to_3
     wheel: zipfile.ZipFile,
 ) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
-    assert "parity = framework.cli:main" in wheel.read(entry_points).decode()
+    assert "parity = framework.cli.main:main" in wheel.read(entry_points).decode()
     metadata = _metadata(wheel)
     assert metadata["License-Expression"] == "Apache-2.0"
     assert metadata["Requires-Python"] in (">=3.11,<3.14", "<3.14,>=3.11")

@@ -24,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import DataError
-from serving import log_journal
-from serving.log_journal import JOURNAL_DIR, Journal
-from serving.prediction_log import LogClosed, LogFull, PredictionLog, read_log
+from serving.log import journal as log_journal
+from serving.log.journal import JOURNAL_DIR, Journal
+from serving.log.writer import LogClosed, LogFull, PredictionLog, read_log
 from tests.conftest import ROOT
 
 MODEL = "fraud_model"
@@ -245,7 +245,7 @@ import signal, sys
 from pathlib import Path
 import pyarrow as pa
 from tests.test_prediction_log import DAY2, MODEL, rows
-from serving.prediction_log import PredictionLog
+from serving.log.writer import PredictionLog
 
 mode, root = sys.argv[1], Path(sys.argv[2])
 if mode in ("writing", "buffered"):

@@ -22,11 +22,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from framework import artifact
-from framework import registry as registry_module
 from framework.errors import ConfigError
-from framework.promotion import PromotionRefused, promote, rollback
-from framework.registry import ARTIFACT, SMOKE, ModelRef, ModelRegistry, NotFoundError
+from framework.loop.promotion import PromotionRefused, promote, rollback
+from framework.registry import artifact
+from framework.registry import model_registry as registry_module
+from framework.registry.model_registry import (
+    ARTIFACT,
+    SMOKE,
+    ModelRef,
+    ModelRegistry,
+    NotFoundError,
+)
 from tests.conftest import ROOT, Trained, make_workspace
 
 pytestmark = pytest.mark.integration
@@ -72,10 +78,10 @@ def staging_entries(registry: ModelRegistry) -> list[str]:
 
 
 def test_manifest_records_full_lineage(trained: Trained, trained_store: Any) -> None:
-    from framework.fingerprint import fingerprint
-    from framework.model_spec import load_spec
-    from framework.train import entity_frame, load_labels
-    from framework.training_set import build_training_set, feature_contract, read_info
+    from framework.features.fingerprint import fingerprint
+    from framework.features.training_set import build_training_set, feature_contract, read_info
+    from framework.models.spec import load_spec
+    from framework.models.training import entity_frame, load_labels
 
     m = trained.manifest
     registry = ModelRegistry(trained.registry_root)
@@ -191,9 +197,9 @@ def test_untrusted_type_is_refused_even_with_matching_checksum(
 
 @pytest.mark.slow
 def test_changed_definitions_refuse_promotion(trained: Trained, tmp_path: Path) -> None:
-    from framework.model_spec import spec_from_dict
-    from framework.repository import apply, open_store
-    from framework.train import train_model
+    from framework.features.repository import apply, open_store
+    from framework.models.spec import spec_from_dict
+    from framework.models.training import train_model
 
     ws = make_workspace(tmp_path)
     shutil.copytree(trained.workspace.data, ws.data)
@@ -300,9 +306,9 @@ PROMOTER = """
 import json, os, sys, time
 from pathlib import Path
 from framework.errors import ConfigError
-from framework.promotion import PromotionRefused, promote, rollback
-from framework.registry import ModelRegistry
-from framework.repository import open_store
+from framework.loop.promotion import PromotionRefused, promote, rollback
+from framework.registry.model_registry import ModelRegistry
+from framework.features.repository import open_store
 gate, registry = Path(sys.argv[1]), ModelRegistry(Path(sys.argv[2]))
 results = []
 with open_store(Path(sys.argv[3])) as store:
@@ -395,7 +401,7 @@ def test_failed_register_leaves_no_version(
 WRITER = """
 import hashlib, sys
 from pathlib import Path
-from framework.registry import ModelRef, ModelRegistry
+from framework.registry.model_registry import ModelRef, ModelRegistry
 registry = ModelRegistry(Path(sys.argv[1]))
 v1 = ModelRef("fraud_model", 1)
 base = registry.manifest(v1)

@@ -15,9 +15,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from framework import repository
 from framework.errors import ConfigError, FeatureStoreError
-from framework.repository import Profile
+from framework.features import repository
+from framework.features.repository import Profile
 from tests.conftest import Workspace
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from framework.errors import ConfigError
-from framework.repository import DEFAULT_STATE, data_dir, default_repo
-from framework.sql_paths import resolve_sql_paths
+from framework.features.repository import DEFAULT_STATE, data_dir, default_repo
+from framework.features.sql_paths import resolve_sql_paths
 
 PARITY = [sys.executable, "-m", "framework.cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_a_relative_path_with_nothing_behind_it_is_an_error_naming_the_repositor
     from feast import FileSource
 
     from framework.errors import DataError
-    from framework.view_sources import View, local_files
+    from framework.features.view_sources import View, local_files
 
     decoy = _decoy_folder(tmp_path)
     monkeypatch.chdir(decoy)
@@ -163,8 +163,8 @@ def test_a_relative_path_with_nothing_behind_it_is_an_error_naming_the_repositor
 def test_label_query_paths_resolve_against_the_repository_not_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from framework.model_spec import spec_from_dict
-    from framework.train import load_labels
+    from framework.models.spec import spec_from_dict
+    from framework.models.training import load_labels
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
-from framework import monitor
-from framework.registry import ARTIFACT, ModelRegistry
-from framework.request_errors import ERRORS_DIR, PARTITION, error_table
-from serving.prediction_log import PredictionLog
+from framework.logs.failed_requests import ERRORS_DIR, PARTITION, error_table
+from framework.monitoring import summary as monitor
+from framework.registry.model_registry import ARTIFACT, ModelRegistry
+from serving.log.writer import PredictionLog
 from tests.conftest import Served
 from tests.test_monitor import MODEL, T0, _manifest, _rows, _write
 from tests.test_serving import recent_rows
@@ -81,7 +81,7 @@ def test_error_rates_by_fault_and_their_alerts(tmp_path: Path, registry: ModelRe
 
 
 def monitor_html(summary: dict[str, Any]) -> str:
-    from framework.report import render_html
+    from framework.monitoring.report import render_html
 
     return render_html(summary)
 
@@ -89,7 +89,7 @@ def monitor_html(summary: dict[str, Any]) -> str:
 def test_a_model_whose_every_request_fails_is_reported(
     tmp_path: Path, registry: ModelRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from framework import cli
+    from framework.cli import main as cli
 
     _errors(tmp_path, [(f"x-{i}", "INTERNAL", MODEL, i) for i in range(600)])
     log = tmp_path / "predictions"
@@ -109,7 +109,7 @@ def test_a_model_whose_every_request_fails_is_reported(
 
 @pytest.mark.integration
 def test_the_server_logs_failed_prediction_calls(served: Served) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
     from serving.stubs.inference import grpc_predict_v2_pb2 as v2
     from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
     from serving.stubs.parity.v1 import prediction_pb2 as pb

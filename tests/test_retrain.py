@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from framework.model_spec import spec_from_dict
-from framework.promotion import promote
-from framework.registry import ModelRegistry
-from framework.retrain import check_trigger, promote_after, retrain
-from framework.train import train_model
+from framework.loop.promotion import promote
+from framework.loop.retrain import check_trigger, promote_after, retrain
+from framework.models.spec import spec_from_dict
+from framework.models.training import train_model
+from framework.registry.model_registry import ModelRegistry
 from tests.conftest import Served, Trained
 from tests.test_train import spec_dict
 
@@ -71,7 +71,7 @@ def test_a_better_challenger_is_staged_then_promoted(
 def test_a_worse_challenger_is_refused_with_its_numbers(
     trained: Trained, trained_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from framework import cli
+    from framework.cli import main as cli
 
     registry = _registry_with_champion(trained, tmp_path, trained_store, weak=False)
     before = registry.aliases("fraud_model")
@@ -128,8 +128,8 @@ def test_triggers_follow_the_monitor(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_challenger_promoted_after_its_shadow_predictions(served: Served, tmp_path: Path) -> None:
-    from serving.client import PredictionClient
-    from serving.server import ServeSettings, start_server
+    from serving.grpc.client import PredictionClient
+    from serving.grpc.server import ServeSettings, start_server
     from tests.test_serving import recent_rows
 
     root = tmp_path / "ws"

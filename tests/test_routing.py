@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from framework.registry import ModelRef
-from framework.review_queue import ReviewQueue
-from serving.routing import ACCEPT, REVIEW, VALIDATE, Router
+from framework.logs.review_queue import ReviewQueue
+from framework.registry.model_registry import ModelRef
+from serving.dataplane.routing import ACCEPT, REVIEW, VALIDATE, Router
 from tests.conftest import Served, _free_port, _missing, _reachable
 
 SERVING = {"threshold": 0.5, "accept": 0.85, "review_below": 0.60}
@@ -138,9 +138,9 @@ def _redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path: Path) -> None:
-    from framework.repository import open_store
-    from serving.client import PredictionClient
-    from serving.server import ServeSettings, start_server
+    from framework.features.repository import open_store
+    from serving.grpc.client import PredictionClient
+    from serving.grpc.server import ServeSettings, start_server
     from tests.test_serving import recent_rows
 
     root = tmp_path / "ws"
@@ -208,10 +208,10 @@ def test_a_locked_sqlite_store_means_fallback_within_the_budget(
     after Python's 5 s default busy wait), and answers return when the lock goes."""
     import sqlite3
 
-    from framework.registry import ModelRegistry
-    from framework.repository import open_store
-    from serving.client import PredictionClient
-    from serving.server import ServeSettings, start_server
+    from framework.features.repository import open_store
+    from framework.registry.model_registry import ModelRegistry
+    from serving.grpc.client import PredictionClient
+    from serving.grpc.server import ServeSettings, start_server
     from tests.test_serving import recent_rows
 
     root = tmp_path / "ws"
@@ -261,8 +261,8 @@ def _second_version(registry: Any) -> int:
 
 
 def _private_server(served: Served, root: Path, **settings: Any) -> Any:
-    from framework.registry import ModelRegistry
-    from serving.server import ServeSettings, start_server
+    from framework.registry.model_registry import ModelRegistry
+    from serving.grpc.server import ServeSettings, start_server
 
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
     registry = ModelRegistry(root / "data" / "models")
@@ -278,8 +278,8 @@ def _private_server(served: Served, root: Path, **settings: Any) -> Any:
 def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> None:
     import threading
 
-    from framework.promotion import promote, rollback
-    from serving.client import PredictionClient
+    from framework.loop.promotion import promote, rollback
+    from serving.grpc.client import PredictionClient
     from tests.test_serving import recent_rows
 
     running, registry = _private_server(served, tmp_path / "ws")
@@ -330,9 +330,9 @@ def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> N
 @pytest.mark.integration
 @pytest.mark.slow
 def test_canary_is_sticky_and_shadow_is_logged_not_returned(served: Served, tmp_path: Path) -> None:
-    from framework.promotion import promote
-    from serving.client import PredictionClient
-    from serving.prediction_log import read_log
+    from framework.loop.promotion import promote
+    from serving.grpc.client import PredictionClient
+    from serving.log.writer import read_log
 
     running, registry = _private_server(
         served, tmp_path / "ws", canary_share=0.3, shadow_alias="shadow"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import ConfigError
-from framework.sample_data import (
+from framework.sample.data import (
     DISPUTE_WINDOW_DAYS,
     NEW_CATEGORY,
     GenerationConfig,
@@ -47,7 +47,7 @@ def test_other_seed_gives_other_files(tmp_path: Path) -> None:
 
 def test_deterministic_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Several chunks (bounded memory) still give the same files for the same seed.
-    import framework.sample_data as sd
+    import framework.sample.data as sd
 
     monkeypatch.setattr(sd, "CHUNK_TRANSACTIONS", 700)
     cfg = GenerationConfig(seed=5, transactions=4_000)

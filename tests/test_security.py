@@ -25,11 +25,11 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from framework.cli import main
+from framework.cli.main import main
 from framework.errors import ConfigError
-from serving.client import PredictionClient
-from serving.security import digest, load_tokens
-from serving.server import RunningServer, ServeSettings, start_server
+from serving.grpc.client import PredictionClient
+from serving.grpc.security import digest, load_tokens
+from serving.grpc.server import RunningServer, ServeSettings, start_server
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.training_set import build_training_set
-from serving.client import PredictionClient
+from framework.features.training_set import build_training_set
+from serving.grpc.client import PredictionClient
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
@@ -106,7 +106,7 @@ def test_concurrent_requests_share_lookups_and_get_their_own_answers(served: Ser
     features) of its own rows, the same as one request carrying all of them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from framework.registry import ModelRef
+    from framework.registry.model_registry import ModelRef
 
     rows = recent_rows(served, 48)
     with PredictionClient(served.target) as client:
@@ -132,9 +132,9 @@ def test_the_server_scores_compiled_with_scikit_learns_numbers(served: Served) -
     own on the served features, bit for bit, in one request of 40 rows or one by one."""
     import pyarrow as pa
 
-    from framework.compiled_model import CompiledModel
-    from framework.estimator import feature_frame
-    from framework.registry import ModelRef
+    from framework.models.compiled import CompiledModel
+    from framework.models.estimator import feature_frame
+    from framework.registry.model_registry import ModelRef
 
     loaded = served.running.predictor.load(ModelRef(MODEL, 1))
     assert loaded.compiling is not None and loaded.compiling.done()
@@ -172,7 +172,7 @@ def test_model_info(served: Served) -> None:
 
 
 def test_report_outcome_is_stored(served: Served) -> None:
-    from framework.outcomes import OutcomeStore
+    from framework.logs.outcomes import OutcomeStore
 
     with PredictionClient(served.target) as client:
         ack = client.report_outcome("req-1", label=1.0, entity_keys={"user_id": 7})
@@ -371,7 +371,7 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.prediction_log import read_log
+    from serving.log.writer import read_log
 
     root = _copy(served, tmp_path / "ws")
     server_log = tmp_path / "server.log"
@@ -437,7 +437,7 @@ def test_sigkill_loses_no_answered_prediction(served: Served, tmp_path: Path) ->
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.prediction_log import read_log
+    from serving.log.writer import read_log
 
     root = _copy(served, tmp_path / "ws")
     predictions = root / "data" / "predictions"
@@ -480,8 +480,8 @@ def test_a_full_disk_pushes_back_and_loses_no_answered_prediction(
     every prediction it answered is written exactly once."""
     import contextlib
 
-    from serving.prediction_log import read_log
-    from serving.server import ServeSettings, start_server
+    from serving.grpc.server import ServeSettings, start_server
+    from serving.log.writer import read_log
 
     predictions = tmp_path / "predictions"
     predictions.mkdir()
@@ -535,8 +535,8 @@ def test_a_full_disk_pushes_back_and_loses_no_answered_prediction(
 
 @pytest.mark.slow
 def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: Path) -> None:
-    from framework.repository import apply, open_store
-    from serving.server import ServeSettings, start_server
+    from framework.features.repository import apply, open_store
+    from serving.grpc.server import ServeSettings, start_server
 
     root = _copy(served, tmp_path / "ws")
     repo = root / "feature_repo"
@@ -636,7 +636,7 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     the sample's time, and SIGTERM drains both with every answer logged."""
     import signal
 
-    from serving.prediction_log import read_log
+    from serving.log.writer import read_log
 
     root = _copy(served, tmp_path / "ws")
     server_log = tmp_path / "server.log"

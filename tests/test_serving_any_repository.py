@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from framework.model_spec import spec_from_dict
-from framework.registry import ModelRegistry
+from framework.models.spec import spec_from_dict
+from framework.registry.model_registry import ModelRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -173,11 +173,11 @@ def _spec(repo: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def any_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnyServed]:
-    from framework.materialize import materialize
-    from framework.promotion import promote
-    from framework.repository import apply, open_store
-    from framework.train import train_model
-    from serving.server import ServeSettings, start_server
+    from framework.features.repository import apply, open_store
+    from framework.loop.promotion import promote
+    from framework.materialize.job import materialize
+    from framework.models.training import train_model
+    from serving.grpc.server import ServeSettings, start_server
 
     repo = tmp_path_factory.mktemp("any") / "areas_repo"
     now = _write_repository(repo)
@@ -205,7 +205,7 @@ def _feast_online(store: Any, codes: list[str]) -> dict[str, list[Any]]:
 def test_string_keys_with_leading_zeros_are_served_with_the_features_feast_reads(
     any_served: AnyServed,
 ) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
 
     codes = ["007", "02139", "00000", "00117"]
     rows = [{"entity_keys": {"postcode": c}, "request_data": {"basket": 120.0}} for c in codes]
@@ -220,7 +220,7 @@ def test_string_keys_with_leading_zeros_are_served_with_the_features_feast_reads
 
 
 def test_an_integer_for_a_string_key_is_refused_naming_the_key(any_served: AnyServed) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
 
     manifest = any_served.registry.manifest(any_served.registry.resolve(f"{MODEL}@champion"))
     assert manifest["join_key_types"] == {"postcode": "STRING"}  # what feedback types keys by
@@ -287,7 +287,7 @@ def _restore(repo: Path, code: str, value: bytes) -> None:
 def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
     any_served: AnyServed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from serving.client import PredictionClient
+    from serving.grpc.client import PredictionClient
 
     old = _corrupt(any_served.repo, "00117")
     metric = any_served.running.metrics.internal_errors.labels(MODEL, "feature_lookup")
@@ -316,7 +316,7 @@ def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
 def test_the_server_does_not_report_ready_when_it_cannot_read_a_models_features(
     any_served: AnyServed,
 ) -> None:
-    from serving.server import ServeSettings, start_server
+    from serving.grpc.server import ServeSettings, start_server
 
     probe = any_served.registry.manifest(any_served.registry.resolve(f"{MODEL}@champion"))
     code = probe["probe"]["entity_rows"][-1]["postcode"]

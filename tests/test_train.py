@@ -12,11 +12,12 @@ import pyarrow as pa
 import pytest
 
 from framework.errors import ConfigError, DataError
-from framework.estimator import FeatureField, feature_frame, score
-from framework.evaluation import expected_calibration_error
-from framework.model_spec import Task, load_spec, spec_from_dict
-from framework.registry import ModelRef, ModelRegistry
-from framework.train import train_model
+from framework.features.fields import FeatureField
+from framework.models.estimator import feature_frame, score
+from framework.models.evaluation import expected_calibration_error
+from framework.models.spec import Task, load_spec, spec_from_dict
+from framework.models.training import train_model
+from framework.registry.model_registry import ModelRef, ModelRegistry
 from tests.conftest import ROOT, Trained
 
 SPEC = ROOT / "feature_repo" / "models" / "fraud_model.toml"

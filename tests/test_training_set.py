@@ -19,16 +19,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from framework import repository
-from framework import training_set as ts_module
 from framework.errors import ConfigError, DataError
-from framework.labels import entity_frame_from_labels, time_split
-from framework.training_set import (
+from framework.features import repository
+from framework.features import training_set as ts_module
+from framework.features.training_set import (
     FINGERPRINT_KEY,
     build_training_set,
     read_info,
     write_training_set,
 )
+from framework.models.labels import entity_frame_from_labels, time_split
 from tests.conftest import Workspace, embedded_store
 
 pytestmark = pytest.mark.integration
@@ -393,7 +393,7 @@ def test_definitions_digest_is_the_same_in_every_process(sample_workspace: Works
     (Feast's dill pickle of an on-demand UDF does; the digest uses its source text)."""
     repository.apply(sample_workspace.repo)
     code = (
-        "from framework.training_set import feature_contract; "
+        "from framework.features.training_set import feature_contract; "
         f"print(feature_contract({str(sample_workspace.repo)!r}, "
         "'fraud_model_v1').definitions_digest)"
     )
@@ -532,7 +532,7 @@ def test_cli_training_set(sample_workspace: Workspace, tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "framework.cli",
+        "framework.cli.main",
         "training-set",
         "--repo",
         str(sample_workspace.repo),
@@ -563,7 +563,7 @@ def test_cli_training_set(sample_workspace: Workspace, tmp_path: Path) -> None:
 def test_a_streamed_on_demand_feature_whose_type_cannot_convert_is_named() -> None:
     """A later batch whose on-demand feature cannot take the file's type fails in one
     line naming the feature and both types, instead of a writer error."""
-    from framework import on_demand
+    from framework.features import on_demand
 
     schema = pa.schema([("driver_id", pa.int64()), ("scaled", pa.float64())])
     part = pa.table({"driver_id": [1], "scaled": ["not a number"]})

@@ -1,6 +1,6 @@
 """Training sets: parity's DuckDB point-in-time join against Feast and against the semantics.
 
-``framework.training_set`` promises (module docstring) that for every entity row
+``framework.features.training_set`` promises (module docstring) that for every entity row
 each feature view contributes its row with the latest event timestamp in
 ``[entity_ts - ttl, entity_ts]`` (both bounds inclusive; TTL unset or 0: no lower
 bound), ties on event time going to the latest created timestamp, nulls when
@@ -43,10 +43,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 
-from framework import repository
 from framework.errors import DataError
-from framework.repository import close_store
-from framework.training_set import build_training_set, write_training_set
+from framework.features import repository
+from framework.features.repository import close_store
+from framework.features.training_set import build_training_set, write_training_set
 from tests.conftest import Workspace, embedded_store
 from tests.strategies import (
     BASE,
@@ -465,7 +465,7 @@ def test_every_entity_row_is_kept_in_input_order(case: TrainingCase) -> None:
 def test_hash_joins_of_one_row_per_key_sources_equal_asof_joins(case: TrainingCase) -> None:
     """Sources with one row per key are hash-joined (a cheaper plan); forcing ASOF
     joins everywhere must give the identical table."""
-    from framework import training_set
+    from framework.features import training_set
 
     original = training_set._one_row_per_key
     with generated_store(case) as store:

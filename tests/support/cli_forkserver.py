@@ -1,7 +1,7 @@
 """Runs ``parity`` commands each in a fresh process forked from one that has already
 imported Feast, scikit-learn, DuckDB and the framework.
 
-Each command is the console script's own entry point (``framework.cli:main``) in a
+Each command is the console script's own entry point (``framework.cli.main:main``) in a
 process of its own, with its own working directory, stdout and stderr, exactly as
 ``parity ARGS`` would run it; only the interpreter start-up and imports (5-10 s a
 command on a busy 2-core machine, most of the conformance suite's time) are paid once.
@@ -23,10 +23,10 @@ import traceback
 #: is simply imported again by the command, which then reports the error as parity would.
 PRELOAD = (
     "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "sklearn.ensemble",
-    "sklearn.linear_model", "feast", "feast.feature_store", "framework.cli",
-    "framework.repository", "framework.training_set", "framework.train",
-    "framework.materialize", "framework.promotion", "framework.batch_score",
-    "framework.monitor", "framework.skew",
+    "sklearn.linear_model", "feast", "feast.feature_store", "framework.cli.main",
+    "framework.features.repository", "framework.features.training_set", "framework.models.training",
+    "framework.materialize.job", "framework.loop.promotion", "framework.models.batch_score",
+    "framework.monitoring.summary", "framework.monitoring.skew",
 )  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def _child(request: dict[str, object]) -> int:
     args = [str(a) for a in request["args"]]  # type: ignore[attr-defined]
     sys.argv = ["parity", *args]
     try:
-        from framework.cli import main
+        from framework.cli.main import main
 
         return int(main(args) or 0)
     except SystemExit as exc:

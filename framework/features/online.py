@@ -1,0 +1,294 @@
+"""Online feature vectors with the offline join's semantics.
+
+:class:`OnlineFeatures` reads a feature service's features for entity rows
+through Feast's ``get_online_features`` and then makes them agree with the
+point-in-time join that built the training set:
+
+- **TTL is enforced.** Feast 0.67 returns a value older than its view's TTL
+  with status ``PRESENT`` (feast-dev/feast#6821), while the offline join drops
+  it. Here such a value becomes null with status ``OUTSIDE_MAX_AGE``, exactly as
+  ``build_training_set`` at the same time would have it.
+- **On-demand features are computed after that,** by Feast's own
+  transformation code (``OnDemandFeatureView.transform_arrow``, the call the
+  training-set builder makes), from the TTL-checked inputs and the request data.
+
+Each feature comes back with a status: ``PRESENT``, ``NOT_FOUND``,
+``NULL_VALUE``, ``OUTSIDE_MAX_AGE`` (Feast's ``FieldStatus`` names) or
+``COMPUTED`` for on-demand features.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from framework.errors import DataError
+
+PRESENT = "PRESENT"
+NOT_FOUND = "NOT_FOUND"
+NULL_VALUE = "NULL_VALUE"
+OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
+COMPUTED = "COMPUTED"
+
+
+@dataclass
+class OnlineVectors:
+    """Feature vectors for a batch of rows: a table in the model's feature order (plus
+    join keys and request data), per-feature statuses and event times (µs, 0 = none)."""
+
+    table: pa.Table
+    features: list[str]
+    status: dict[str, list[str]]
+    event_time_us: dict[str, list[int]]
+
+    def slice(self, start: int, rows: int) -> OnlineVectors:
+        """Rows ``start`` .. ``start + rows - 1`` (zero-copy for the table)."""
+        end = start + rows
+        return OnlineVectors(
+            table=self.table.slice(start, rows),
+            features=self.features,
+            status={k: v[start:end] for k, v in self.status.items()},
+            event_time_us={k: v[start:end] for k, v in self.event_time_us.items()},
+        )
+
+
+class OnlineFeatures:
+    """Reads one feature service's vectors for entity rows, TTL enforced.
+
+    The read asks Feast for the service's feature-view projections (``view[[...]]``,
+    ``with_name``, ``with_join_key_map``) widened to every feature an on-demand view of
+    the service sources, and without the on-demand views: those are computed here, after
+    the TTL check, by :mod:`framework.features.on_demand` (the training-set code). Feast reads
+    only registered services and plain ``view:feature`` references, so each projection is
+    asked for by its view's own name, with the entity rows' columns renamed back to the
+    view's join keys: one ``get_online_features`` call per distinct join-key map (one
+    call for a service without ``with_join_key_map``).
+
+    Values keep the Arrow type Feast declares for the feature
+    (``feast.types.from_feast_to_pyarrow_type``), except ``Json``, which stays the JSON
+    text it is offline (the training set reads it from Parquet as text), so an on-demand
+    view sees the same input on both paths.
+
+    Parameters
+    ----------
+    store
+        A Feast ``FeatureStore``.
+    feature_service
+        The feature service the model was trained on.
+    clock
+        Seconds since the epoch, ``time.time`` by default (tests pass a fixed one).
+    """
+
+    def __init__(
+        self, store: Any, feature_service: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        from framework.features.training_set import join_plan
+
+        self.store = store
+        self.clock = clock
+        self.plan = join_plan(store, feature_service, False)
+        self.features = [r.split(":", 1)[1] for r in self.plan.refs]
+        self.join_keys: list[str] = []
+        #: Entity column -> Feast value type name (``INT64``, ``STRING``, ``BYTES``, ...).
+        self.key_types: dict[str, str] = {}
+        self._ttl_us: dict[str, int | None] = {}
+        self._types: dict[str, pa.DataType | None] = {}
+        self._json: set[str] = set()
+        for view, fv in zip(self.plan.views, self.plan.feature_views, strict=True):
+            key_map = fv.projection.join_key_map or {}
+            for column in fv.entity_columns:
+                key = key_map.get(column.name, column.name)
+                if key not in self.join_keys:
+                    self.join_keys.append(key)
+                    self.key_types[key] = column.dtype.to_value_type().name
+                    self._types[key] = _arrow_type(column.dtype)
+            ttl = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
+            dtypes = {f.name: f.dtype for f in fv.features}
+            for feature in view.features:
+                self._ttl_us[feature] = ttl
+                self._types[feature] = _arrow_type(dtypes[feature])
+                if str(dtypes[feature]) == "Json":
+                    self._json.add(feature)
+        self._calls = _calls(self.plan)
+        self.request_fields: dict[str, pa.DataType] = {}
+        for odfv in self.plan.odfvs:
+            for field in odfv.source_request_sources.values():
+                for f in field.schema:
+                    self.request_fields[f.name] = _arrow_type(f.dtype)
+
+    def bound_reads(self, seconds: float) -> bool:
+        """Make the store itself give up a read after ``seconds``, where it can; returns
+        whether it could.
+
+        A local SQLite file can: a read waits only for a writer's lock, and its busy
+        timeout bounds that wait (Feast opens the connection with Python's 5 s default).
+        Network stores (Redis, PostgreSQL, ...) cannot promise it from here: their
+        clients retry and wait on sockets, so a caller that must answer within a budget
+        reads them on a thread it can stop waiting for.
+        """
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        online_store = self.store._get_provider().online_store
+        if not isinstance(online_store, SqliteOnlineStore):
+            return False
+        connection = online_store._get_conn(self.store.config)
+        connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+        return True
+
+    def read(
+        self, entity_rows: Sequence[dict[str, Any]], request_data: Sequence[dict[str, Any]]
+    ) -> OnlineVectors:
+        """Vectors for ``entity_rows`` (join keys) with ``request_data`` (one dict per row).
+
+        Raises what the store raised when it cannot be read, and :class:`DataError`
+        naming the feature when parity cannot take what it returned."""
+        from feast.type_map import feast_value_type_to_python_type
+
+        from framework.features import on_demand
+
+        now_us = int(self.clock() * 1_000_000)
+        n = len(entity_rows)
+        columns: dict[str, list[Any]] = {
+            key: [row.get(key) for row in entity_rows] for key in self.join_keys
+        }
+        status: dict[str, list[str]] = {}
+        event_us: dict[str, list[int]] = {}
+        results: list[tuple[str, Any]] = []
+        for refs, rename in self._calls:
+            rows = [{view_key: row[key] for view_key, key in rename.items()} for row in entity_rows]
+            response = self.store.get_online_features(features=refs, entity_rows=rows).proto
+            results += zip(response.metadata.feature_names.val, response.results, strict=True)
+        for name, result in results:
+            if name in self.join_keys or name in columns:
+                continue
+            ttl = self._ttl_us.get(name)
+            json_text = name in self._json
+            values, states, times = [], [], []
+            for value, state, ts in zip(
+                result.values, result.statuses, result.event_timestamps, strict=True
+            ):
+                t_us = ts.seconds * 1_000_000 + ts.nanos // 1_000
+                label = _STATUS.get(state, NOT_FOUND)
+                v = None
+                if label == PRESENT:
+                    v = _json_text(value) if json_text else feast_value_type_to_python_type(value)
+                if label == PRESENT and ttl is not None and now_us - t_us > ttl:
+                    v, label = None, OUTSIDE_MAX_AGE
+                if label == PRESENT and v is None:
+                    label = NULL_VALUE
+                values.append(v)
+                states.append(label)
+                times.append(t_us if label in (PRESENT, OUTSIDE_MAX_AGE) else 0)
+            columns[name], status[name], event_us[name] = values, states, times
+        for field, dtype in self.request_fields.items():
+            columns[field] = [row.get(field) for row in request_data]
+            self._types.setdefault(field, dtype)
+        table = pa.table({name: self.array(name, values) for name, values in columns.items()})
+        if self.plan.odfvs:
+            try:
+                table = on_demand.apply(table, self.plan, False)
+            except Exception as exc:
+                raise DataError(f"An on-demand transformation failed: {exc}") from exc
+            if any(pa.types.is_null(f.type) for f in table.schema):
+                # Every row null (a new user, say): Feast infers Arrow's null type; the
+                # view's declared type keeps one schema for clients and the prediction log.
+                table = on_demand.as_schema(
+                    table, on_demand.declared_types(table.schema, self.plan)
+                )
+            for odfv in self.plan.odfvs:
+                for feature in odfv.features:
+                    if feature.name in self.features:
+                        status[feature.name] = [COMPUTED] * n
+                        event_us[feature.name] = [0] * n
+        return OnlineVectors(
+            table=table, features=self.features, status=status, event_time_us=event_us
+        )
+
+    def array(self, name: str, values: list[Any]) -> pa.Array:
+        """``values`` as the Arrow type Feast declares for ``name`` (inferred where Feast
+        declares none); a value that type cannot hold is a :class:`DataError` naming it."""
+        kind = self._types.get(name)
+        try:
+            return pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            bad = next((v for v in values if v is not None), None)
+            raise DataError(
+                f"The online value of {name!r} cannot be read as {kind}: "
+                f"{' '.join(str(exc).split())[:200]} (value {bad!r:.100})."
+            ) from exc
+
+
+def _arrow_type(dtype: Any) -> pa.DataType | None:
+    """The Arrow type Feast gives a Feast type (None: Feast has none; Arrow infers)."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    if str(dtype) == "Json":
+        return pa.string()
+    try:
+        return from_feast_to_pyarrow_type(dtype)
+    except (ValueError, AssertionError):
+        return None
+
+
+def _json_text(value: Any) -> str | None:
+    """A Json value as its JSON text, as the offline Parquet source holds it."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    raw = getattr(value, kind)
+    return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def _calls(plan: Any) -> list[tuple[list[str], dict[str, str]]]:
+    """The ``get_online_features`` calls a read makes: per distinct join-key map, the
+    ``view:feature`` references of its projections (by the views' own names) and how to
+    build its entity rows (view join key -> entity column)."""
+    calls: dict[tuple[tuple[str, str], ...], tuple[list[str], dict[str, str]]] = {}
+    for view, fv in zip(plan.views, plan.feature_views, strict=True):
+        key_map = fv.projection.join_key_map or {}
+        rename = {c.name: key_map.get(c.name, c.name) for c in fv.entity_columns}
+        refs, keys = calls.setdefault(tuple(sorted(key_map.items())), ([], {}))
+        refs += [f"{fv.name}:{feature}" for feature in view.features]
+        keys.update(rename)
+    return list(calls.values())
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed read means the online store was unreachable or too slow (the one
+    case a prediction may fall back), rather than a failure of parity's own.
+
+    Unreachable: a socket or OS error (refused, reset, timed out), a Redis connection,
+    timeout or still-loading error, SQLite's locked, busy or unopenable database.
+    Everything else — a value parity cannot take, an on-demand view that fails, a missing
+    table — is not an outage and must not look like one.
+    """
+    import sqlite3
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    if isinstance(exc, OSError | FutureTimeout):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(w in text for w in ("locked", "busy", "unable to open", "disk i/o"))
+    try:
+        import redis.exceptions as redis_errors
+    except ImportError:  # pragma: no cover - redis is a dependency of feast[redis]
+        return False
+    return isinstance(
+        exc,
+        redis_errors.ConnectionError | redis_errors.TimeoutError | redis_errors.BusyLoadingError,
+    )
+
+
+def _status_names() -> dict[int, str]:
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    return {int(v): k for k, v in FieldStatus.items()}
+
+
+_STATUS = _status_names()

@@ -1,0 +1,172 @@
+"""``parity score``: a table of entities scored offline, the way the server scores them.
+
+Each entity row (join keys, an event time, the request data) gets the features
+the point-in-time join gives at its event time (:func:`write_training_set`:
+latest value at or before the time, within the view's TTL, on-demand features
+by Feast's code) — what the server reads online at that moment — and is scored
+by the registered version's own pipeline through the same
+:func:`framework.models.estimator.feature_frame` and :func:`framework.models.estimator.score`
+the server uses. The version is refused, as the server refuses it, when its
+artifact fails its checksum or its pinned definitions no longer match the Feast
+registry.
+
+The output Parquet holds the entity columns in input order, then ``score``,
+``label`` (as the server's prediction log writes it: ``"0"``/``"1"``, empty for
+regression), ``confidence``, ``model_name`` and ``model_version``. Memory stays
+bounded whatever the size of the input: features stream to a temporary Parquet
+file next to the output, and are scored a batch at a time. The output appears by
+one rename when complete.
+
+The server's routing decision (ACCEPT/VALIDATE/REVIEW with input checks and
+rules) lives in ``serving.dataplane.routing`` and is not applied here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from framework.errors import ConfigError
+from framework.features.fields import FeatureField
+from framework.features.pinned import check_pinned
+from framework.features.training_set import read_info, write_training_set
+from framework.models.estimator import feature_frame, score
+from framework.models.spec import Task
+from framework.registry.artifact import ArtifactError
+from framework.registry.model_registry import ModelRegistry
+
+BATCH_ROWS = 65_536
+
+
+@dataclass
+class ScoreSummary:
+    model: str
+    feature_service: str
+    rows: int
+    out: str
+    dataset_fingerprint: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_entities(
+    store: Any,
+    registry: ModelRegistry,
+    model: str,
+    entities: Path,
+    out: Path,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    memory_limit: str | None = None,
+    temp_directory: Path | None = None,
+    threads: int | None = None,
+) -> ScoreSummary:
+    """Score every row of the Parquet file ``entities`` with ``model`` into ``out``.
+
+    Parameters
+    ----------
+    store
+        The Feast ``FeatureStore`` the model's feature service is registered in.
+    registry
+        The model registry.
+    model
+        ``NAME`` (its champion, else its latest version), ``NAME:VERSION`` or
+        ``NAME@ALIAS``.
+    entities
+        Join keys, ``event_timestamp`` (or one timestamp column; naive is UTC) and
+        the request data of the model's on-demand features.
+    out
+        The Parquet file to write.
+
+    Examples
+    --------
+    >>> score_entities(store, ModelRegistry(Path("data/models")), "fraud_model@champion",
+    ...                Path("entities.parquet"), Path("scores.parquet"))  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    if batch_rows < 1:
+        raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
+    if entities.suffix.lower() not in (".parquet", ".pq") and not entities.is_dir():
+        raise ConfigError(f"The '--entities' file must be Parquet. Got {entities}.")
+    ref = registry.resolve(model)
+    fitted, manifest = registry.load(ref)  # the checksum is verified before loading
+    check = check_pinned(
+        store, manifest["feature_service"], manifest["features"], manifest["definitions_digest"]
+    )
+    if not check.ok:
+        raise ArtifactError(f"{ref} cannot score against this Feast registry: {check.detail}.")
+    fields = [FeatureField(**f) for f in manifest["features"]]
+    task = Task(manifest["task"])
+    threshold = float(manifest["serving"]["threshold"])
+    entity_columns = pq.read_schema(entities).names
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    features = out.with_name(f".{out.name}.features.tmp")
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows = 0
+    try:
+        write_training_set(
+            store,
+            manifest["feature_service"],
+            entities,
+            features,
+            memory_limit=memory_limit,
+            temp_directory=temp_directory,
+            threads=threads,
+        )
+        info = read_info(features)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in pq.ParquetFile(features).iter_batches(batch_size=batch_rows):
+                table = pa.Table.from_batches([batch])
+                scores = score(fitted, feature_frame(table, fields), task, threshold)
+                part = _output(table, entity_columns, scores, task, ref.name, ref.version)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                writer.write_table(part)
+                rows += part.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        features.unlink(missing_ok=True)
+    return ScoreSummary(
+        model=str(ref),
+        feature_service=manifest["feature_service"],
+        rows=rows,
+        out=str(out),
+        dataset_fingerprint=info.fingerprint,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _output(
+    table: pa.Table, entity_columns: list[str], scores: Any, task: Task, name: str, version: int
+) -> pa.Table:
+    n = table.num_rows
+    if task is Task.CLASSIFICATION:
+        label = pa.array(scores.label.astype(np.int64).astype(str), pa.string())
+    else:
+        label = pa.array([""] * n, pa.string())
+    confidence = np.where(np.isnan(scores.confidence), 0.0, scores.confidence)
+    columns = {c: table.column(c) for c in entity_columns}
+    columns.update(
+        score=pa.array(scores.score, pa.float64()),
+        label=label,
+        confidence=pa.array(confidence, pa.float64()),
+        model_name=pa.array([name] * n, pa.string()),
+        model_version=pa.array([str(version)] * n, pa.string()),
+    )
+    return pa.table(columns)

@@ -1,0 +1,207 @@
+"""Training-serving skew: do logged predictions carry the features training would see?
+
+For a sample of logged predictions, :func:`check_skew` rebuilds each row's
+features offline with :func:`framework.build_training_set` at the time it was
+served (``__timestamp``, with the same entity keys and request data) and
+compares them value by value with what the server logged: both null, equal
+strings, or floats within a tolerance. The result is a mismatch rate per
+feature, with examples.
+
+On a correct setup the rate is 0 (the point-in-time join and the TTL-enforced
+online read agree by design). It is not when the online store is stale (the
+offline data changed and nobody re-materialised), when materialisation
+missed a window, or when the two paths compute a feature differently.
+
+Rows scored from client-supplied feature vectors (KServe V2 plain model
+serving) have no entity keys and are not sampled. The sample is deterministic:
+the rows with the smallest hash of request id and row index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from framework.errors import ConfigError, DataError
+from framework.monitoring.summary import open_log, pick_model, sql_literal, sql_name
+from framework.registry.model_registry import ModelRef, ModelRegistry
+
+#: Relative and absolute tolerance for float features.
+REL_TOL = 1e-9
+ABS_TOL = 1e-9
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class FeatureSkew:
+    feature: str
+    compared: int
+    mismatches: int
+    mismatch_rate: float
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SkewReport:
+    model: str
+    sampled: int
+    versions: list[str]
+    features: list[FeatureSkew]
+    tolerance: dict[str, float]
+
+    @property
+    def mismatches(self) -> int:
+        return sum(f.mismatches for f in self.features)
+
+    @property
+    def max_mismatch_rate(self) -> float:
+        return max((f.mismatch_rate for f in self.features), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["mismatches"] = self.mismatches
+        out["features"].sort(key=lambda f: (-f["mismatch_rate"], f["feature"]))
+        return out
+
+
+def same_value(
+    served: Any, offline: Any, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL
+) -> bool:
+    """Both null (None or NaN), equal, or numbers within the tolerance."""
+
+    def null(v: Any) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    if null(served) or null(offline):
+        return null(served) and null(offline)
+    if isinstance(served, int | float) and isinstance(offline, int | float):
+        return math.isclose(float(served), float(offline), rel_tol=rel_tol, abs_tol=abs_tol)
+    return bool(served == offline)
+
+
+def check_skew(
+    store: Any,
+    log_root: Path,
+    registry: ModelRegistry,
+    model: str | None = None,
+    *,
+    sample: int = 1_000,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rel_tol: float = REL_TOL,
+    abs_tol: float = ABS_TOL,
+) -> SkewReport:
+    """Recompute sampled logged predictions' features offline and compare them.
+
+    Parameters
+    ----------
+    store
+        The Feast repository path or ``FeatureStore`` (as for ``build_training_set``).
+    log_root, registry, model, since, until
+        As for :func:`framework.monitoring.summary.monitor_summary`.
+    sample
+        How many logged rows to check (at most).
+    rel_tol, abs_tol
+        Float tolerance of the comparison.
+    """
+    from framework.features.training_set import build_training_set
+
+    if sample < 1:
+        raise ConfigError(f"--sample must be a positive number of rows. Got {sample}.")
+    if rel_tol < 0 or abs_tol < 0:
+        raise ConfigError("--tolerance must not be negative.")
+    model = pick_model(log_root, model)
+    con = open_log(log_root, model, since=since, until=until)
+    try:
+        columns = {row[0] for row in con.execute("DESCRIBE log").fetchall()}
+        versions = [
+            str(v[0])
+            for v in con.execute("SELECT DISTINCT model_version FROM log ORDER BY 1").fetchall()
+        ]
+        checked: dict[str, FeatureSkew] = {}
+        sampled = 0
+        for version in versions:
+            manifest = registry.manifest(ModelRef(model, int(version)))
+            keys = list(manifest["join_keys"])
+            request = list(manifest["request_data"])
+            features = [f["name"] for f in manifest["features"]]
+            needed = [*keys, *request, *features]
+            absent = [c for c in needed if c not in columns]
+            if absent:
+                raise DataError(
+                    f"The prediction log lacks the column {absent[0]!r} of {model}:{version}."
+                )
+            where = " AND ".join(
+                [
+                    f"model_version = {sql_literal(version)}",
+                    *(f"{sql_name(k)} IS NOT NULL" for k in keys),
+                ]
+            )
+            rows = con.execute(
+                f"""SELECT __request_id, __row_index, __timestamp AS event_timestamp,
+                           {", ".join(sql_name(c) for c in needed)}
+                    FROM log WHERE {where}
+                    ORDER BY hash(__request_id, __row_index), __request_id, __row_index
+                    LIMIT {int(sample) - sampled}"""
+            ).to_arrow_table()
+            if rows.num_rows == 0:
+                continue
+            sampled += rows.num_rows
+            entity = rows.select([*keys, *request, "event_timestamp"])
+            offline = build_training_set(store, manifest["feature_service"], entity)
+            _compare(rows, offline, features, keys, checked, rel_tol, abs_tol)
+            if sampled >= sample:
+                break
+    finally:
+        con.close()
+    if sampled == 0:
+        raise DataError(f"No logged predictions of {model} with entity keys to check.")
+    return SkewReport(
+        model=model,
+        sampled=sampled,
+        versions=versions,
+        features=list(checked.values()),
+        tolerance={"rel": rel_tol, "abs": abs_tol},
+    )
+
+
+def _compare(
+    logged: pa.Table,
+    offline: pa.Table,
+    features: Sequence[str],
+    keys: Sequence[str],
+    checked: dict[str, FeatureSkew],
+    rel_tol: float,
+    abs_tol: float,
+) -> None:
+    ids = logged["__request_id"].to_pylist()
+    index = logged["__row_index"].to_pylist()
+    times = logged["event_timestamp"].to_pylist()
+    key_values = {k: logged[k].to_pylist() for k in keys}
+    for name in features:
+        served = logged[name].to_pylist()
+        rebuilt = offline[name].to_pylist()
+        entry = checked.setdefault(name, FeatureSkew(name, 0, 0, 0.0))
+        for i, (s, o) in enumerate(zip(served, rebuilt, strict=True)):
+            entry.compared += 1
+            if same_value(s, o, rel_tol, abs_tol):
+                continue
+            entry.mismatches += 1
+            if len(entry.examples) < MAX_EXAMPLES:
+                entry.examples.append(
+                    {
+                        "request_id": ids[i],
+                        "row_index": index[i],
+                        "timestamp": times[i].isoformat(),
+                        "entity_keys": {k: key_values[k][i] for k in keys},
+                        "served": s,
+                        "offline": o,
+                    }
+                )
+        entry.mismatch_rate = entry.mismatches / entry.compared if entry.compared else 0.0

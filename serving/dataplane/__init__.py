@@ -1,0 +1,9 @@
+"""The data plane: from entity keys and request data to decisions, with no transport.
+
+Owns: the predictor (``predictor``), the model versions it holds (``versions``),
+routing and checks (``routing``), micro-batching (``batching``) and its errors
+(``errors``).
+
+May import: ``framework`` (never ``framework.cli``). Never gRPC, protobuf or
+``serving.grpc``: a transport is a thin translation over this package.
+"""

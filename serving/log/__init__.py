@@ -1,0 +1,6 @@
+"""The prediction log as the server writes it: off the hot path, durable.
+
+Owns: the writer (``writer``) and its write-ahead journal (``journal``).
+
+May import: ``framework`` (never ``framework.cli``). Never gRPC or the data plane.
+"""
