@@ -22,9 +22,10 @@ SOURCES = ("framework", "serving", "tests", "bench")
 
 # Each package (or top-level module) and the project packages it may import.
 # A module may always import modules of its own package.
-_BASE = {"framework.errors"}
+_BASE = {"framework.errors", "framework.feast_private"}
 LAYERS: dict[str, set[str]] = {
     "framework.errors": set(),
+    "framework.feast_private": set(),
     "framework.duck": _BASE,
     "framework.registry": _BASE,
     "framework.logs": _BASE | {"framework.duck"},

@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from framework import feast_private
 from framework.errors import DataError
 
 PRESENT = "PRESENT"
@@ -133,10 +134,10 @@ class OnlineFeatures:
         """
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-        online_store = self.store._get_provider().online_store
+        online_store = feast_private.online_store(self.store)
         if not isinstance(online_store, SqliteOnlineStore):
             return False
-        connection = online_store._get_conn(self.store.config)
+        connection = feast_private.sqlite_connection(online_store, self.store.config)
         connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
         return True
 

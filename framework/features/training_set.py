@@ -45,6 +45,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from framework import feast_private
 from framework.duck import connect
 from framework.errors import ConfigError, DataError
 from framework.features import on_demand
@@ -130,7 +131,7 @@ def _open(repo: Any) -> Any:
 def join_plan(
     store: Any, features: str | Sequence[str] | Any, full_feature_names: bool
 ) -> JoinPlan:
-    from feast import FeatureService, utils
+    from feast import FeatureService
 
     service_name: str | None = None
     if isinstance(features, str):
@@ -150,12 +151,12 @@ def join_plan(
             raise ConfigError("The 'features' parameter is empty: name a feature service or refs.")
         _check_refs(store, features)
     try:
-        refs = utils._get_features(store.registry, store.project, features, allow_cache=True)
-        all_fvs, all_odfvs = utils._get_feature_views_to_use(
+        refs = feast_private.get_features(store.registry, store.project, features)
+        all_fvs, all_odfvs = feast_private.get_feature_views_to_use(
             store.registry, store.project, features
         )
-        fvs, odfvs = utils._group_feature_refs(refs, all_fvs, all_odfvs)
-        utils._validate_feature_refs(refs, full_feature_names)
+        fvs, odfvs = feast_private.group_feature_refs(refs, all_fvs, all_odfvs)
+        feast_private.validate_feature_refs(refs, full_feature_names)
     except Exception as exc:
         raise ConfigError(f"Cannot resolve the features: {' '.join(str(exc).split())}") from exc
 

@@ -60,6 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from framework import feast_private
 from framework.errors import FeatureStoreError
 from framework.materialize.online_encoding import sqlite_seconds, timestamp_protos
 
@@ -173,12 +174,10 @@ class SqliteWriter(OnlineWriter):
     wants_texts = True
 
     def __init__(self, store: Any) -> None:
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
         self.config = store.config
         self.project = store.config.project
         self.key_version = int(store.config.entity_key_serialization_version)
-        self.path = Path(SqliteOnlineStore._get_db_path(store.config)).resolve()
+        self.path = Path(feast_private.sqlite_db_path(store.config)).resolve()
         self._con: sqlite3.Connection | None = None
         self._statements: dict[tuple[str, int, bool, int], str] = {}
         #: The journal the batches go through ("wal", or a rollback journal: "delete"...),
@@ -439,11 +438,10 @@ class RedisWriter(OnlineWriter):
     def _connection(self) -> Any:
         if self._conn is None:
             import redis
-            from feast.infra.online_stores.redis import RedisOnlineStore
             from redis.backoff import ExponentialBackoff
             from redis.retry import Retry
 
-            nodes, params = RedisOnlineStore._parse_connection_string(
+            nodes, params = feast_private.parse_redis_connection_string(
                 self.settings.connection_string
             )
             params.setdefault("socket_connect_timeout", 10)
@@ -470,11 +468,10 @@ class RedisWriter(OnlineWriter):
         self._connection()
 
     def _names(self, target: ViewTarget) -> tuple[bytes, list[bytes]]:
-        from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import _versioned_fv_name
-
-        name = _versioned_fv_name(target.view, self.config)
-        return f"_ts:{name}".encode(), [_mmh3(f"{name}:{f}") for f in target.features]
+        name = feast_private.redis_view_name(target.view, self.config)
+        return f"_ts:{name}".encode(), [
+            feast_private.redis_field_hash(f"{name}:{f}") for f in target.features
+        ]
 
     def prepare(self, target: ViewTarget, batch: Batch) -> Any:
         keys = pc.binary_join_element_wise(

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from framework import feast_private
+
 log = logging.getLogger("parity.registry")
 #: The longest wait between two refresh attempts during an outage.
 MAX_RETRY_SECONDS = 5.0
@@ -63,7 +65,7 @@ class _Refresher:
         self.closed = False
         self._busy = threading.Lock()  # held while a refresh runs
         self._next_attempt = 0.0  # time.monotonic()
-        self._feast_refresh_if_necessary = registry._refresh_cached_registry_if_necessary
+        self._feast_refresh_if_necessary = feast_private.registry_refresh_hook(registry)
 
     def refresh_if_necessary(self) -> None:
         registry = self.registry
@@ -153,19 +155,19 @@ def install(registry: Any, where: str) -> RegistryHealth | None:
     refresher = _Refresher(registry, where)
     registry._parity_refresher = refresher
     registry.refresh = refresher.refresh
-    registry._refresh_cached_registry_if_necessary = refresher.refresh_if_necessary
+    feast_private.replace_registry_refresh_hook(registry, refresher.refresh_if_necessary)
     return refresher.health
 
 
 def health(store: Any) -> RegistryHealth | None:
     """The registry health of a store opened by :func:`framework.features.repository.load_store`
     (``None`` for registries without a cache to keep, e.g. the embedded file registry)."""
-    refresher = getattr(getattr(store, "_registry", None), "_parity_refresher", None)
+    refresher = getattr(feast_private.store_registry(store), "_parity_refresher", None)
     return refresher.health if isinstance(refresher, _Refresher) else None
 
 
 def close(store: Any) -> None:
     """Stop reporting refresh failures (the store is closing; its engines go away)."""
-    refresher = getattr(getattr(store, "_registry", None), "_parity_refresher", None)
+    refresher = getattr(feast_private.store_registry(store), "_parity_refresher", None)
     if isinstance(refresher, _Refresher):
         refresher.closed = True
