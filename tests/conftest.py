@@ -7,11 +7,7 @@ under CI (``CI=true``), where a missing server is a failure.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,9 +24,9 @@ from hypothesis import settings
 
 from framework.sample.data import GenerationConfig, GenerationSummary, generate
 from framework.sample.pipeline import build_offline_sources
+from tests.support.services import IN_CI, free_port, missing, reachable, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Locally Hypothesis explores new examples on every run; under CI it replays a
 # fixed sequence, so a landing never depends on the luck of the draw.
@@ -120,7 +116,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     spec_path = ws.repo / "models" / "fraud_model.toml"
     registry = ModelRegistry(ws.data / "models")
     result = train_model(ws.repo, load_spec(spec_path), registry=registry, spec_path=spec_path)
-    return Trained(ws, registry.root, result.ref.version, result.manifest)
+    return Trained(ws, registry.root, result.ref.version, result.manifest.as_dict())
 
 
 @pytest.fixture
@@ -165,27 +161,6 @@ def embedded_store(root: Path, project: str) -> Any:
 # ----------------------------------------------------------------- real servers
 
 
-def _missing(what: str) -> None:
-    message = f"{what} (set up by .ci/run via scripts/ensure-services)"
-    if IN_CI:
-        pytest.fail(f"CI=true but {message}")
-    pytest.skip(message)
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def redis_address(redis_server: str) -> str:
     """``host:port`` of an empty Redis: the session's server, flushed for this test."""
@@ -209,37 +184,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Starts ``redis-server`` on a free port when the binary exists; otherwise
     uses a database of the machine's Redis on 6379, flushed before use.
     """
-    binary = shutil.which("redis-server")
-    if binary:
-        port = _free_port()
-        workdir = tmp_path_factory.mktemp("redis")
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+    if shutil.which("redis-server"):
+        port = free_port()
         try:
-            deadline = time.monotonic() + 10
-            while not _reachable("127.0.0.1", port):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    _missing(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
+            proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+        except AssertionError as exc:
+            missing(str(exc))
+        try:
             yield f"127.0.0.1:{port}"
         finally:
             proc.terminate()
             proc.wait(timeout=10)
         return
-    if not _reachable("127.0.0.1", 6379):
-        _missing("Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed")
+    if not reachable("127.0.0.1", 6379):
+        missing("Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed")
     yield "127.0.0.1:6379,db=13"
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh PostgreSQL database, dropped after the test."""
-    if not _reachable("127.0.0.1", 5432):
-        _missing("PostgreSQL is not reachable on 127.0.0.1:5432")
+    if not reachable("127.0.0.1", 5432):
+        missing("PostgreSQL is not reachable on 127.0.0.1:5432")
     import sqlalchemy as sa
 
     admin = sa.create_engine(
@@ -251,7 +217,7 @@ def postgres_url() -> Iterator[str]:
             con.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        _missing(f"cannot create a PostgreSQL database as user postgres: {exc}")
+        missing(f"cannot create a PostgreSQL database as user postgres: {exc}")
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:

@@ -39,7 +39,7 @@ from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests import strategies as gen
 from tests.conftest import Served
-from tests.test_serving import _row, recent_rows
+from tests.support.fraud_requests import proto_row, recent_rows
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
@@ -129,7 +129,7 @@ def baseline(served: Served, channel: grpc.Channel) -> Callable[[], Any]:
                 model_name=MODEL,
                 request_id="baseline",
                 return_features=True,
-                rows=[_row(**r["entity_keys"], **r["request_data"]) for r in rows],
+                rows=[proto_row(**r["entity_keys"], **r["request_data"]) for r in rows],
             ),
             timeout=60,
         )
@@ -465,14 +465,14 @@ def test_unknown_fields_are_accepted_and_ignored(
     predict = pb.PredictRequest(
         model_name=MODEL,
         request_id="unknown-fields",
-        rows=[_row(**r["entity_keys"], **r["request_data"]) for r in rows],
+        rows=[proto_row(**r["entity_keys"], **r["request_data"]) for r in rows],
     )
     expected = pb_grpc.PredictionServiceStub(channel).Predict(predict, timeout=60)
     # Unknown fields at the top, inside each Row and inside a Value (appended to a
     # message's bytes, a field merges into it: a Row is field 5 of PredictRequest).
     row_extra = pb.PredictRequest()
     for r in rows:
-        row = _row(**r["entity_keys"], **r["request_data"])
+        row = proto_row(**r["entity_keys"], **r["request_data"])
         inner = row.SerializeToString() + _unknown_fields()
         row_extra.MergeFromString(b"\x2a" + _varint(len(inner)) + inner)
     data = (
@@ -517,14 +517,14 @@ def test_duplicate_map_keys_on_the_wire_last_one_wins(
     call = _raw_call(channel, "/parity.v1.PredictionService/Predict")
     expected = stub.Predict(
         pb.PredictRequest(
-            model_name=MODEL, rows=[_row(**second["entity_keys"], **second["request_data"])]
+            model_name=MODEL, rows=[proto_row(**second["entity_keys"], **second["request_data"])]
         ),
         timeout=60,
     )
     # Row bytes of `first` followed by those of `second`: every map key given twice.
     row = (
-        _row(**first["entity_keys"], **first["request_data"]).SerializeToString()
-        + _row(**second["entity_keys"], **second["request_data"]).SerializeToString()
+        proto_row(**first["entity_keys"], **first["request_data"]).SerializeToString()
+        + proto_row(**second["entity_keys"], **second["request_data"]).SerializeToString()
     )
     head = pb.PredictRequest(model_name=MODEL).SerializeToString()
     answer = pb.PredictResponse.FromString(
@@ -577,20 +577,22 @@ def test_concurrent_bad_requests_do_not_disturb_good_ones(
     good = []
     for i in range(1, 7):
         request = pb.PredictRequest(
-            model_name=MODEL, rows=[_row(**r["entity_keys"], **r["request_data"]) for r in rows[:i]]
+            model_name=MODEL,
+            rows=[proto_row(**r["entity_keys"], **r["request_data"]) for r in rows[:i]],
         )
         good.append(("Predict", predict, request))
         good.append(("ModelInfer", infer, _infer_by_keys(rows[:i], f"good-{i}")))
     expected = [_comparable(call(request, timeout=60)) for _, call, request in good]
     too_many = served.running.predictor.max_rows + 1
+    one = proto_row(**GOOD)
     bad = [
-        ("Predict", predict, pb.PredictRequest(model_name="no\x00such", rows=[_row(**GOOD)])),
+        ("Predict", predict, pb.PredictRequest(model_name="no\x00such", rows=[one])),
         ("Predict", predict, pb.PredictRequest(model_name=MODEL, request_id="é", rows=[])),
-        ("Predict", predict, pb.PredictRequest(model_name=MODEL, rows=[_row(**GOOD)] * too_many)),
+        ("Predict", predict, pb.PredictRequest(model_name=MODEL, rows=[one] * too_many)),
         ("Predict", predict,
-         pb.PredictRequest(model_name=MODEL, rows=[_row(**{**GOOD, "user_id": "x" * 20_000})])),
+         pb.PredictRequest(model_name=MODEL, rows=[proto_row(**GOOD | {"user_id": "x" * 20_000})])),
         ("Predict", predict,
-         pb.PredictRequest(model_name=MODEL, rows=[_row(**{**GOOD, "amount": 2**60})])),
+         pb.PredictRequest(model_name=MODEL, rows=[proto_row(**{**GOOD, "amount": 2**60})])),
         ("ModelInfer", infer, _infer_by_features(contract, float("inf"))),
         ("ModelInfer", infer, v2.ModelInferRequest(model_name=MODEL)),
         ("ReportOutcome", pb_grpc.PredictionServiceStub(channel).ReportOutcome,
@@ -682,9 +684,9 @@ def _raw_bool(request: Any) -> Any:
 REGRESSIONS: dict[str, tuple[str, Any, str]] = {
     # Predictor.resolve: a name reached os.stat before its check (ValueError, OSError).
     "NUL in model_name": ("Predict", lambda c: pb.PredictRequest(
-        model_name="a\x00b", rows=[_row(**GOOD)]), "model_name: Model names start"),
+        model_name="a\x00b", rows=[proto_row(**GOOD)]), "model_name: Model names start"),
     "model_name too long for a path": ("Predict", lambda c: pb.PredictRequest(
-        model_name="a" * 300, rows=[_row(**GOOD)]), "model_name: Model names start"),
+        model_name="a" * 300, rows=[proto_row(**GOOD)]), "model_name: Model names start"),
     "GetModelInfo NUL name": ("GetModelInfo", lambda c: pb.GetModelInfoRequest(
         model_name="\x00"), "model_name"),
     "ModelReady NUL name": ("ModelReady", lambda c: v2.ModelReadyRequest(
@@ -694,11 +696,11 @@ REGRESSIONS: dict[str, tuple[str, Any, str]] = {
     "ModelInfer NUL name": ("ModelInfer", lambda c: _with(
         _keys_infer(), lambda r: setattr(r, "model_name", "\x00")), "model_name"),
     "model_version of 40 digits": ("Predict", lambda c: pb.PredictRequest(
-        model_name=MODEL, model_version="9" * 40, rows=[_row(**GOOD)]), "model_version"),
+        model_name=MODEL, model_version="9" * 40, rows=[proto_row(**GOOD)]), "model_version"),
     # _check_fields: an integer past 2**53 for a DOUBLE failed in the online read, which
     # was then taken for an unavailable store (UNAVAILABLE).
     "integer past 2**53 for a DOUBLE": ("Predict", lambda c: pb.PredictRequest(
-        model_name=MODEL, rows=[_row(**{**GOOD, "amount": 2**63 - 1})]),
+        model_name=MODEL, rows=[proto_row(**{**GOOD, "amount": 2**63 - 1})]),
         "request field 'amount': the integer 9223372036854775807 has no exact DOUBLE"),
     # _check_fields: UINT64 past INT64 (OverflowError in pyarrow).
     "UINT64 entity key past INT64": ("ModelInfer", lambda c: _keys_infer(
@@ -788,7 +790,7 @@ def test_long_error_messages_are_clipped_keeping_field_and_reason(channel: grpc.
     RESOURCE_EXHAUSTED "Stream removed (received metadata size exceeds hard limit)"."""
     stub = pb_grpc.PredictionServiceStub(channel)
     for value in ("c" * 100_000, "é" * 100_000):
-        row = _row(**{**GOOD, "user_id": value})
+        row = proto_row(**{**GOOD, "user_id": value})
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[row]), timeout=60)
         details = err.value.details() or ""
@@ -811,7 +813,7 @@ def test_fallback_scores_any_valid_int64_request_field(
     monkeypatch.setattr(served.running.predictor, "_read", mock.Mock(side_effect=STORE_TIMEOUT))
     stub = pb_grpc.PredictionServiceStub(channel)
     for hour in (2**62, -(2**63), 3):
-        row = _row(**{**GOOD, "hour_of_day": hour})
+        row = proto_row(**{**GOOD, "hour_of_day": hour})
         answer = stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[row]), timeout=60)
         assert answer.predictions[0].decision == pb.FALLBACK
         assert "fallback model on amount, hour_of_day" in answer.predictions[0].reasons

@@ -86,7 +86,7 @@ def test_scores_equal_the_servers_answers_at_the_same_moment(
     served: Served, tmp_path: Path
 ) -> None:
     from serving.grpc.client import PredictionClient
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     rows = recent_rows(served, 40)
     entities = tmp_path / "now.parquet"

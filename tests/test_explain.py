@@ -210,7 +210,7 @@ def _variant(served: Served, change: Any) -> str:
 @pytest.mark.integration
 def test_predict_explains_the_vector_it_served(served: Served) -> None:
     from serving.grpc.client import PredictionClient
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     rows = recent_rows(served, 8)
     with PredictionClient(served.target) as client:
@@ -236,7 +236,7 @@ def test_predict_explains_the_vector_it_served(served: Served) -> None:
 def test_model_infer_explains_with_a_parameter(served: Served) -> None:
     from serving.stubs.inference import grpc_predict_v2_pb2 as v2
     from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     rows = recent_rows(served, 3)
     request = v2.ModelInferRequest(model_name="fraud_model", id="explain-v2")
@@ -274,7 +274,7 @@ def test_a_version_that_cannot_be_explained_fails_with_failed_precondition(
     served: Served,
 ) -> None:
     from serving.grpc.client import PredictionClient
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     rows = recent_rows(served, 1)
     unexplainable = _variant(served, lambda m: m.update(
@@ -297,7 +297,7 @@ def test_a_version_that_cannot_be_explained_fails_with_failed_precondition(
 def test_review_items_carry_their_attributions(served: Served) -> None:
     from framework.logs.review_queue import ReviewQueue
     from serving.grpc.client import PredictionClient
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     # A copy whose thresholds send every row to review.
     version = _variant(served, lambda m: m["serving"].update(accept=1.0, review_below=1.0))
@@ -322,7 +322,10 @@ def test_review_items_carry_their_attributions(served: Served) -> None:
 def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> None:
     from framework.monitoring import summary as monitor
     from framework.registry.model_registry import ARTIFACT, ModelRegistry
-    from tests.test_monitor import MODEL, _manifest, _rows, _write
+    from tests.support.prediction_logs import MODEL
+    from tests.support.prediction_logs import toy_manifest as _manifest
+    from tests.support.prediction_logs import toy_rows as _rows
+    from tests.support.prediction_logs import write_log as _write
 
     registry = ModelRegistry(tmp_path / "models")
     manifest = _manifest(np.random.default_rng(0))

@@ -35,7 +35,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import ROOT, Trained, Workspace, _free_port, _missing, _reachable
+from tests.conftest import ROOT, Trained, Workspace
+from tests.support.services import free_port, missing, reachable, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -130,8 +131,8 @@ class TcpProxy:
 
 @pytest.fixture
 def pg_proxy() -> Iterator[TcpProxy]:
-    if not _reachable(*PG):
-        _missing("PostgreSQL is not reachable on 127.0.0.1:5432")
+    if not reachable(*PG):
+        missing("PostgreSQL is not reachable on 127.0.0.1:5432")
     proxy = TcpProxy(PG).open()
     try:
         yield proxy
@@ -152,7 +153,7 @@ class RedisProcess:
     """A ``redis-server`` of the test's own, which the test may kill and restart."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -161,19 +162,7 @@ class RedisProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> RedisProcess:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _missing("redis-server is not installed")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not _reachable("127.0.0.1", self.port):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "no redis-server"
-            time.sleep(0.05)
+        self.proc = start_redis(self.port, self.workdir)
         return self
 
     def kill(self) -> None:
@@ -207,7 +196,7 @@ class Production:
     env: dict[str, str] = field(default_factory=dict)
 
     def rows(self, n: int) -> list[dict[str, Any]]:
-        from tests.test_serving import recent_rows
+        from tests.support.fraud_requests import recent_rows
 
         return recent_rows(SimpleNamespace(workspace=self.ws), n)  # type: ignore[arg-type]
 
@@ -389,7 +378,7 @@ class Traffic:
 def test_registry_unreachable_at_start_fails_in_one_line(
     workspace: Workspace, command: list[str]
 ) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:{port}/parity"
     env = {**os.environ, "PARITY_REGISTRY_URL": url, "PARITY_REDIS": "127.0.0.1:1"}
     started = time.monotonic()
@@ -437,7 +426,7 @@ def test_registry_outage_while_serving_keeps_cached_definitions(
             traffic.wait_for(20, "start")
             traffic.phase = "down"
             pg_proxy.close()
-            assert not _reachable("127.0.0.1", pg_proxy.port)
+            assert not reachable("127.0.0.1", pg_proxy.port)
             time.sleep(6 * ttl)  # well past the registry cache's TTL
             traffic.phase = "down-past-ttl"
             traffic.wait_for(40, "down-past-ttl")
@@ -516,11 +505,11 @@ def test_a_damaged_version_is_refused_while_v1_keeps_serving(
 ) -> None:
     from framework.registry.model_registry import ModelRegistry
     from serving.grpc.client import PredictionClient
-    from tests.test_routing import _second_version
+    from tests.support.model_versions import register_copy
 
     p = production(trained, tmp_path / "ws", postgres_url, redis_address, monkeypatch)
     registry = ModelRegistry(p.ws.data / "models")
-    two = _second_version(registry)
+    two = register_copy(registry)
     words = _damage(registry, two, how)
     rows = p.rows(3)
     with parity_serve(p) as server, Traffic(server.target, rows) as traffic:
@@ -737,11 +726,11 @@ def test_kill_9_during_promotion_leaves_a_valid_history_and_a_rerun_succeeds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from framework.registry.model_registry import ModelRegistry
-    from tests.test_routing import _second_version
+    from tests.support.model_versions import register_copy
 
     p = production(trained, tmp_path / "ws", postgres_url, redis_address, monkeypatch, online=False)
     registry = ModelRegistry(p.ws.data / "models")
-    two = _second_version(registry)
+    two = register_copy(registry)
 
     def promote_other() -> tuple[list[str], int]:
         target = 1 if registry.aliases(MODEL)["champion"] == two else two

@@ -23,7 +23,9 @@ from framework.logs import outcomes
 from framework.logs.outcomes import OutcomeStore
 from framework.loop import feedback
 from tests.conftest import Served
-from tests.test_monitor import MODEL, T0, _rows, _write
+from tests.support.prediction_logs import MODEL, T0
+from tests.support.prediction_logs import toy_rows as _rows
+from tests.support.prediction_logs import write_log as _write
 
 KEYS = ["user_id"]
 
@@ -146,7 +148,7 @@ def test_every_outcome_is_accounted_for_exactly_once(
 
 def test_live_quality_per_version_and_decision(tmp_path: Path) -> None:
     from framework.registry.model_registry import ARTIFACT, ModelRegistry
-    from tests.test_monitor import _manifest
+    from tests.support.prediction_logs import toy_manifest as _manifest
 
     registry = ModelRegistry(tmp_path / "models")
     registry.register(MODEL, {ARTIFACT: b"x"}, _manifest(np.random.default_rng(0)))
@@ -254,7 +256,7 @@ def test_report_outcome_and_parity_feedback_against_a_running_server(
     from serving.grpc.client import PredictionClient
     from serving.stubs.parity.v1 import prediction_pb2 as pb
     from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     rows = recent_rows(served, 6)
     with PredictionClient(served.target) as client:

@@ -777,7 +777,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
     producer stops the writer without writing what was still queued."""
     import threading
 
-    from framework.materialize.job import _pump
+    from framework.materialize.job import pump as _pump
     from framework.materialize.online_write import Written
 
     written: list[int] = []
@@ -910,7 +910,8 @@ def test_incremental_runs_write_only_entities_with_new_rows(sample_workspace: Wo
 
 
 def test_incremental_start_of_a_view_never_materialised() -> None:
-    from framework.materialize.job import BEGINNING, _interval
+    from framework.materialize.job import BEGINNING
+    from framework.materialize.job import interval as _interval
 
     class View:
         most_recent_end_time = None

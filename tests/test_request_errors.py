@@ -19,8 +19,11 @@ from framework.monitoring import summary as monitor
 from framework.registry.model_registry import ARTIFACT, ModelRegistry
 from serving.log.writer import PredictionLog
 from tests.conftest import Served
-from tests.test_monitor import MODEL, T0, _manifest, _rows, _write
-from tests.test_serving import recent_rows
+from tests.support.fraud_requests import recent_rows
+from tests.support.prediction_logs import MODEL, T0
+from tests.support.prediction_logs import toy_manifest as _manifest
+from tests.support.prediction_logs import toy_rows as _rows
+from tests.support.prediction_logs import write_log as _write
 
 
 def _errors(root: Path, calls: list[tuple[str, str, str, int]]) -> None:

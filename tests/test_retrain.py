@@ -105,7 +105,10 @@ def test_absolute_thresholds_refuse_even_without_a_champion(
 
 
 def test_triggers_follow_the_monitor(tmp_path: Path) -> None:
-    from tests.test_monitor import MODEL, _manifest, _rows, _write
+    from tests.support.prediction_logs import MODEL
+    from tests.support.prediction_logs import toy_manifest as _manifest
+    from tests.support.prediction_logs import toy_rows as _rows
+    from tests.support.prediction_logs import write_log as _write
 
     registry = ModelRegistry(tmp_path / "models")
     manifest = _manifest(np.random.default_rng(0))
@@ -130,7 +133,7 @@ def test_triggers_follow_the_monitor(tmp_path: Path) -> None:
 def test_a_challenger_promoted_after_its_shadow_predictions(served: Served, tmp_path: Path) -> None:
     from serving.grpc.client import PredictionClient
     from serving.grpc.server import ServeSettings, start_server
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))

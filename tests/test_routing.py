@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,9 @@ import pytest
 from framework.logs.review_queue import ReviewQueue
 from framework.registry.model_registry import ModelRef
 from serving.dataplane.routing import ACCEPT, REVIEW, VALIDATE, Router
-from tests.conftest import Served, _free_port, _missing, _reachable
+from tests.conftest import Served
+from tests.support.model_versions import register_copy
+from tests.support.services import free_port, start_redis
 
 SERVING = {"threshold": 0.5, "accept": 0.85, "review_below": 0.60}
 REFERENCE = {
@@ -118,34 +119,17 @@ def test_review_queue_survives_a_restart(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ fallbacks
 
 
-def _redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _missing("redis-server is not installed")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not _reachable("127.0.0.1", port):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path: Path) -> None:
     from framework.features.repository import open_store
     from serving.grpc.client import PredictionClient
     from serving.grpc.server import ServeSettings, start_server
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
-    port = _free_port()
+    port = free_port()
     yaml = root / "feature_repo" / "feature_store.yaml"
     yaml.write_text(
         yaml.read_text().replace(
@@ -153,7 +137,7 @@ def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path
             f'  type: redis\n  connection_string: "127.0.0.1:{port}"',
         )
     )
-    redis = _redis(port, tmp_path)
+    redis = start_redis(port, tmp_path)
     rows = recent_rows(served, 4)
 
     def materialize(store: Any) -> None:
@@ -184,7 +168,7 @@ def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path
                     assert all("fallback model on amount, hour_of_day" in p["reasons"][1]
                                for p in down)  # fmt: skip
                     assert all(0 < p["score"] < 1 for p in down)
-                    redis = _redis(port, tmp_path)  # back, but empty (nothing persisted)
+                    redis = start_redis(port, tmp_path)  # back, but empty (nothing persisted)
                     materialize(store)
                     back = client.predict("fraud_model", rows)
                 assert [p["score"] for p in back] == pytest.approx([p["score"] for p in normal])
@@ -212,7 +196,7 @@ def test_a_locked_sqlite_store_means_fallback_within_the_budget(
     from framework.registry.model_registry import ModelRegistry
     from serving.grpc.client import PredictionClient
     from serving.grpc.server import ServeSettings, start_server
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
@@ -250,16 +234,6 @@ def test_a_locked_sqlite_store_means_fallback_within_the_budget(
 # ------------------------------------------------------------------- rollout
 
 
-def _second_version(registry: Any) -> int:
-    """Register a copy of version 1 as a new version (same model, new number)."""
-    import json
-
-    folder = registry.version_dir(registry.resolve("fraud_model:1"))
-    manifest = json.loads((folder / "manifest.json").read_text())
-    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "manifest.json"}
-    return int(registry.register("fraud_model", files, manifest).version)
-
-
 def _private_server(served: Served, root: Path, **settings: Any) -> Any:
     from framework.registry.model_registry import ModelRegistry
     from serving.grpc.server import ServeSettings, start_server
@@ -280,10 +254,10 @@ def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> N
 
     from framework.loop.promotion import promote, rollback
     from serving.grpc.client import PredictionClient
-    from tests.test_serving import recent_rows
+    from tests.support.fraud_requests import recent_rows
 
     running, registry = _private_server(served, tmp_path / "ws")
-    two = _second_version(registry)
+    two = register_copy(registry)
     rows = recent_rows(served, 2)
     seen: list[tuple[float, str]] = []
     errors: list[BaseException] = []
@@ -337,8 +311,8 @@ def test_canary_is_sticky_and_shadow_is_logged_not_returned(served: Served, tmp_
     running, registry = _private_server(
         served, tmp_path / "ws", canary_share=0.3, shadow_alias="shadow"
     )
-    two = _second_version(registry)
-    three = _second_version(registry)
+    two = register_copy(registry)
+    three = register_copy(registry)
     promote(registry, "fraud_model", two, store=served.store, alias="challenger")
     promote(registry, "fraud_model", three, store=served.store, alias="shadow")
     users = range(1, 401)

@@ -26,30 +26,10 @@ from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests.conftest import Served
+from tests.support.fraud_requests import proto_row, recent_rows
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
-
-
-def recent_rows(served: Served, n: int) -> list[dict[str, Any]]:
-    """Entity keys and request data of the ``n`` latest transactions (distinct users)."""
-    import duckdb
-
-    path = served.workspace.data / "raw" / "transactions.parquet"
-    rows = duckdb.sql(
-        f"""SELECT user_id, merchant_id, amount,
-                   hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT AS hour_of_day
-            FROM '{path}' QUALIFY row_number() OVER (PARTITION BY user_id
-                 ORDER BY transaction_timestamp DESC) = 1
-            ORDER BY max(transaction_timestamp) OVER (PARTITION BY user_id) DESC LIMIT {n}"""
-    ).fetchall()
-    return [
-        {
-            "entity_keys": {"user_id": u, "merchant_id": m},
-            "request_data": {"amount": a, "hour_of_day": h},
-        }
-        for u, m, a, h in rows
-    ]
 
 
 def test_predict_names_the_version_and_decides(served: Served) -> None:
@@ -183,19 +163,6 @@ def test_report_outcome_is_stored(served: Served) -> None:
     }
 
 
-def _row(**keys: Any) -> pb.Row:
-    row = pb.Row()
-    for k, v in keys.items():
-        target = row.request_data if k in ("amount", "hour_of_day", "colour") else row.entity_keys
-        if isinstance(v, str):
-            target[k].string_value = v
-        elif isinstance(v, float):
-            target[k].double_value = v
-        else:
-            target[k].int64_value = v
-    return row
-
-
 BAD = "INVALID_ARGUMENT"
 GOOD = {"user_id": 1, "merchant_id": 1, "amount": 10.0, "hour_of_day": 3}
 
@@ -220,14 +187,14 @@ def test_bad_input_gets_its_status_and_the_server_stays_up(
     served: Served, request_fields: dict[str, Any], code: str, names: str
 ) -> None:
     fields = dict(request_fields)
-    rows = [_row(**{k: v for k, v in r.items() if v is not None}) for r in fields.pop("rows")]
+    rows = [proto_row(**{k: v for k, v in r.items() if v is not None}) for r in fields.pop("rows")]
     with grpc.insecure_channel(served.target) as channel:
         stub = pb_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(pb.PredictRequest(rows=rows, **fields), timeout=30)
         assert err.value.code().name == code
         assert names in (err.value.details() or "")
-        ok = stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[_row(**GOOD)]), timeout=30)
+        ok = stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[proto_row(**GOOD)]), timeout=30)
         assert ok.predictions[0].model_version == "1"
 
 
@@ -555,7 +522,7 @@ def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: P
             with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                 stub = pb_grpc.PredictionServiceStub(channel)
                 with pytest.raises(grpc.RpcError) as err:
-                    stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[_row(**GOOD)]))
+                    stub.Predict(pb.PredictRequest(model_name=MODEL, rows=[proto_row(**GOOD)]))
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "merchant_profile:category" in (err.value.details() or "")
         finally:

@@ -155,7 +155,9 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _interval(fv: Any, start: datetime | None, end: datetime, incremental: bool) -> datetime:
+def interval(fv: Any, start: datetime | None, end: datetime, incremental: bool) -> datetime:
+    """Where the view's interval starts: ``start``, or when ``incremental`` the end of its
+    last recorded interval (never materialised: ``end`` minus its TTL, else the beginning)."""
     if not incremental:
         assert start is not None
         return start
@@ -179,7 +181,7 @@ def _plan(
 
     jobs = []
     for fv in views:
-        job = _Job(fv, _interval(fv, start, end, incremental), end, "feast", "")
+        job = _Job(fv, interval(fv, start, end, incremental), end, "feast", "")
         if writer is None:
             job.reason = no_writer
         elif type(fv) is not FeatureView:
@@ -224,7 +226,7 @@ def _plan(
 # ------------------------------------------------------------------- writing
 
 
-def _pump(
+def pump(
     items: Iterator[Any],
     write: Callable[[Any], Written],
     done: Callable[[Written], None],
@@ -309,7 +311,7 @@ def _materialize_view(
         progress.advance(job.fv.name, result.written + result.skipped)
 
     prepared = (writer.prepare(target, batch) for batch in latest.batches(batch_rows))
-    _pump(prepared, lambda item: writer.write(target, item), done)
+    pump(prepared, lambda item: writer.write(target, item), done)
     writer.flush()  # every batch stored before the interval is recorded
     latest.drop()
     newest = _utc(latest.newest).isoformat() if latest.newest is not None else None

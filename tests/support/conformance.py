@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tests.conftest import _free_port
+from tests.support.services import free_port
 from tests.support.shapes import Generated
 
 PARITY = str(Path(sys.executable).parent / "parity")
@@ -140,7 +140,7 @@ class Server:
     def start(cls, repo: Path, model: str, cwd: Path, *, deadline: float = 180) -> Server:
         """Start it and wait (polling, with a deadline) for 'listening on'; stopped again if
         it never gets there."""
-        port = _free_port()
+        port = free_port()
         log = cwd / f"serve-{model}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(

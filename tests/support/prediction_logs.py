@@ -1,0 +1,125 @@
+"""Synthetic prediction logs of a toy model, for the monitor and the stages that read it.
+
+``toy_manifest`` is a registered version's manifest (features, serving thresholds and a
+reference profile); ``toy_rows`` are logged predictions in the server's layout (Feast's
+feature-logging columns, per-feature statuses, score, decision); ``write_log`` writes
+them with the real :class:`serving.log.writer.PredictionLog`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from framework.models.reference_stats import categorical_profile, numeric_profile
+from serving.log.writer import PredictionLog
+
+#: The toy model's name, and the time its logs start.
+MODEL = "toy_model"
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+CATEGORIES = ["grocery", "travel", "online", "fuel"]
+
+
+def toy_features(
+    rng: np.random.Generator, n: int, *, inflate: float = 1.0, new: float = 0.0
+) -> Any:
+    """Amount, category and count of ``n`` transactions: ``inflate`` scales the amounts,
+    ``new`` is the share of a category the reference never saw."""
+    amount = rng.lognormal(3.5, 0.8, n) * inflate
+    category = rng.choice(CATEGORIES, p=[0.4, 0.3, 0.2, 0.1], size=n).astype(object)
+    category[rng.random(n) < new] = "crypto_exchange"
+    count = rng.poisson(4, n).astype(float)
+    return amount, category, count
+
+
+def toy_manifest(rng: np.random.Generator) -> dict[str, Any]:
+    """The toy model's manifest, with a reference profile of 8,000 clean rows."""
+    amount, category, count = toy_features(rng, 8_000)
+    score = rng.beta(1, 12, 8_000)
+    return {
+        "task": "classification",
+        "feature_service": "toy_v1",
+        "features": [
+            {"name": "amount", "dtype": "Float64", "view": "request"},
+            {"name": "category", "dtype": "String", "view": "merchant"},
+            {"name": "count", "dtype": "Int64", "view": "user"},
+        ],
+        "join_keys": ["user_id"],
+        "request_data": {"amount": "DOUBLE"},
+        "serving": {"threshold": 0.5, "accept": 0.85, "review_below": 0.6},
+        "metrics": {"holdout": {"roc_auc": 0.9, "pr_auc": 0.4, "brier": 0.02, "log_loss": 0.1}},
+        "reference": {
+            "features": {
+                "amount": numeric_profile(amount),
+                "category": categorical_profile(category),
+                "count": numeric_profile(count),
+            },
+            "score": numeric_profile(score),
+            "confidence": numeric_profile(np.maximum(score, 1 - score)),
+        },
+    }
+
+
+def toy_rows(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    version: str = "1",
+    start: datetime = T0,
+    prefix: str = "r",
+    inflate: float = 1.0,
+    new: float = 0.0,
+    score_scale: float = 1.0,
+    missing: float = 0.0,
+) -> pa.Table:
+    """``n`` logged predictions of ``version`` within 2 h of ``start``, request ids
+    ``{prefix}-{version}-{i}``; ``score_scale`` shifts the scores, ``missing`` is the share
+    of rows whose ``count`` feature was not found."""
+    amount, category, count = toy_features(rng, n, inflate=inflate, new=new)
+    score = np.clip(rng.beta(1, 12, n) * score_scale, 0, 1)
+    confidence = np.maximum(score, 1 - score)
+    decision = np.where(confidence >= 0.85, "ACCEPT", np.where(confidence >= 0.6, "VALIDATE",
+                        "REVIEW")).astype(object)  # fmt: skip
+    status = np.where(rng.random(n) < missing, "NOT_FOUND", "PRESENT").astype(object)
+    status[(status == "PRESENT") & (rng.random(n) < 0.05)] = "OUTSIDE_MAX_AGE"
+    count_values = [None if s != "PRESENT" else c for s, c in zip(status, count, strict=True)]
+    times = [start + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 7_200, n))]
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "__request_id": [f"{prefix}-{version}-{i}" for i in range(n)],
+            "__row_index": pa.array([0] * n, pa.int32()),
+            "__timestamp": pa.array(times, ts),
+            "__log_timestamp": pa.array(times, ts),
+            "__log_date": pa.array([t.date() for t in times], pa.date32()),
+            "model_name": [MODEL] * n,
+            "model_version": [version] * n,
+            "user_id": pa.array(rng.integers(1, 500, n), pa.int64()),
+            "amount": amount,
+            "amount__status": ["PRESENT"] * n,
+            "category": pa.array(category.tolist(), pa.string()),
+            "category__status": ["PRESENT"] * n,
+            "count": pa.array(count_values, pa.float64()),
+            "count__status": pa.array(status.tolist(), pa.string()),
+            "score": score,
+            "label": pa.array([str(int(s >= 0.5)) for s in score], pa.string()),
+            "confidence": confidence,
+            "decision": pa.array(decision.tolist(), pa.string()),
+            "reasons": [""] * n,
+            "latency_seconds": rng.gamma(2.0, 0.002, n),
+            "cpu_seconds": rng.gamma(2.0, 0.001, n),
+        }
+    )
+
+
+def write_log(root: Path, *tables: pa.Table) -> Path:
+    """Write ``tables`` as the toy model's prediction log under ``root``; its folder."""
+    log = PredictionLog(root / "predictions", batch_rows=100_000)
+    for t in tables:
+        log.append(t, model=MODEL)
+    assert log.close(30)
+    return root / "predictions"
