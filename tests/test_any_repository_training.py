@@ -181,15 +181,17 @@ def test_a_bool_feature_trains(repos: Any) -> None:
 
     flags = pa.array([i % 3 == 0 for i in range(ROWS)])
     result = repos("bool_feature", {"flag": (Bool, flags)}).train()
-    assert {"name": "flag", "dtype": "Bool", "view": "stats"} in result.manifest["features"]
-    profile = result.manifest["reference"]["features"]["flag"]
+    assert {"name": "flag", "dtype": "Bool", "view": "stats"} in result.manifest.as_dict()[
+        "features"
+    ]
+    profile = result.manifest.as_dict()["reference"]["features"]["flag"]
     assert profile["kind"] == "numerical" and profile["min"] == 0.0 and profile["max"] == 1.0
 
 
 def test_a_bool_label_trains_a_binary_classifier(repos: Any) -> None:
     labels = pa.array([(i * 7) % 11 > 5 for i in range(ROWS)])
     result = repos("bool_label", labels=labels).train()
-    assert result.manifest["metrics"]["holdout"]["roc_auc"] > 0.9
+    assert result.manifest.as_dict()["metrics"]["holdout"]["roc_auc"] > 0.9
 
 
 def test_a_bool_join_key_trains(repos: Any) -> None:
@@ -197,8 +199,8 @@ def test_a_bool_join_key_trains(repos: Any) -> None:
 
     keys = pa.array([i % 2 == 0 for i in range(ROWS)])
     result = repos("bool_key", keys=keys, key_type=ValueType.BOOL).train()
-    assert result.manifest["join_keys"] == ["key"]
-    assert result.manifest["dataset"]["entity_rows"] == ROWS
+    assert result.manifest.as_dict()["join_keys"] == ["key"]
+    assert result.manifest.as_dict()["dataset"]["entity_rows"] == ROWS
 
 
 def _refused_types() -> list[tuple[str, Any, pa.Array]]:
@@ -319,9 +321,9 @@ def test_the_feast_init_repository_trains_on_its_scalar_and_on_demand_features(
             store=store,
             registry=ModelRegistry(feast_init_repo / "models"),
         )
-    names = [f["name"] for f in result.manifest["features"]]
+    names = [f["name"] for f in result.manifest.as_dict()["features"]]
     assert names == ["conv_rate", "conv_rate_plus_val1", "conv_rate_plus_val2"]
-    probe = result.manifest["probe"]
+    probe = result.manifest.as_dict()["probe"]
     assert probe["entity_rows"] and all(set(r) == {"driver_id"} for r in probe["entity_rows"])
     assert probe["request_data"][0] == {"val_to_add": 1, "val_to_add_2": 2}
 
@@ -368,7 +370,7 @@ def test_a_regression_spec_left_at_the_defaults_trains(repos: Any) -> None:
     result = repos("regression", labels=labels).train(
         task="regression", estimator={"class": "sklearn.linear_model.Ridge"}
     )
-    manifest = result.manifest
+    manifest = result.manifest.as_dict()
     assert manifest["task"] == "regression" and manifest["gate"]["metric"] == "rmse"
     assert manifest["split"]["calibration"] is None
     assert manifest["metrics"]["holdout"]["rmse"] < manifest["metrics"]["baseline"]["rmse"]
@@ -450,7 +452,7 @@ def test_sub_microsecond_label_times_do_not_crash_training(repos: Any, tmp_path:
         as_of=as_of,
     )
     # The last label arrived 400 ns after as_of: not used.
-    assert result.manifest["dataset"]["entity_rows"] == ROWS - 1
+    assert result.manifest.as_dict()["dataset"]["entity_rows"] == ROWS - 1
 
 
 # ------------------------------------------------------------ 5. serving rules
@@ -480,7 +482,11 @@ def test_serving_rules_over_features_keys_and_request_data_are_accepted(repos: A
         {"name": "text", "when": "x.isna() or bonus != 4"},
     ]
     result = repo.train(serving={"rules": rules})
-    assert [r["name"] for r in result.manifest["serving"]["rules"]] == ["big", "bonus", "text"]
+    assert [r["name"] for r in result.manifest.as_dict()["serving"]["rules"]] == [
+        "big",
+        "bonus",
+        "text",
+    ]
 
 
 def test_a_serving_rule_that_does_not_parse_is_refused_when_the_spec_loads(
@@ -504,7 +510,7 @@ def test_the_manifest_carries_a_probe_of_the_latest_keys_and_request_data(repos:
         key_type=ValueType.STRING,
         request=pa.array([i % 5 for i in range(ROWS)], pa.int64()),
     )
-    manifest = repo.train().manifest
+    manifest = repo.train().manifest.as_dict()
     probe = manifest["probe"]
     assert set(probe) == {"entity_rows", "request_data"}
     rows, request = probe["entity_rows"], probe["request_data"]
@@ -521,5 +527,5 @@ def test_a_probe_of_bytes_keys_is_base64(repos: Any) -> None:
 
     keys = pa.array([bytes([0, i % 40]) for i in range(ROWS)], pa.binary())
     repo = repos("bytes_key", keys=keys, key_type=ValueType.BYTES)
-    rows = repo.train().manifest["probe"]["entity_rows"]
+    rows = repo.train().manifest.as_dict()["probe"]["entity_rows"]
     assert rows[-1] == {"key": {"base64": base64.b64encode(bytes([0, (ROWS - 1) % 40])).decode()}}

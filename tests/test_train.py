@@ -131,7 +131,7 @@ def test_training_is_deterministic(trained: Trained, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     again = train_model(
         trained.workspace.repo, load_spec(SPEC), registry=registry, spec_path=SPEC
-    ).manifest
+    ).manifest.as_dict()
     for key in ("roc_auc", "pr_auc", "log_loss"):
         assert again["metrics"]["holdout"][key] == trained.manifest["metrics"]["holdout"][key]
     assert again["dataset"]["fingerprint"] == trained.manifest["dataset"]["fingerprint"]
@@ -146,11 +146,14 @@ def test_a_window_narrows_the_training_set(trained: Trained, tmp_path: Path) -> 
         registry=ModelRegistry(tmp_path / "models"),
         end=datetime.fromisoformat("2026-03-20T00:00:00+00:00"),
     )
-    window = result.manifest["window"]
+    window = result.manifest.as_dict()["window"]
     assert window["start"].startswith("2026-02-18")
     assert window["first_event"] >= window["start"]
     assert window["last_event"] < "2026-03-20"
-    assert result.manifest["dataset"]["entity_rows"] < trained.manifest["dataset"]["entity_rows"]
+    assert (
+        result.manifest.as_dict()["dataset"]["entity_rows"]
+        < trained.manifest["dataset"]["entity_rows"]
+    )
 
 
 def test_a_regression_spec_reports_regression_metrics(trained: Trained, tmp_path: Path) -> None:
@@ -173,12 +176,15 @@ def test_a_regression_spec_reports_regression_metrics(trained: Trained, tmp_path
     result = train_model(
         trained.workspace.repo, spec_from_dict(raw), registry=ModelRegistry(tmp_path / "models")
     )
-    hold, base = result.manifest["metrics"]["holdout"], result.manifest["metrics"]["baseline"]
+    hold, base = (
+        result.manifest.as_dict()["metrics"]["holdout"],
+        result.manifest.as_dict()["metrics"]["baseline"],
+    )
     assert set(hold) == {"rows", "mae", "rmse", "r2"}
     # The amount itself is in the features (amount_to_mean_7d * amount_mean_7d): easy.
     assert hold["mae"] < base["mae"]
     # A regression model has no confidence: none in the reference (not a fake number).
-    assert result.manifest["reference"]["confidence"] is None
+    assert result.manifest.as_dict()["reference"]["confidence"] is None
 
 
 @pytest.mark.parametrize(

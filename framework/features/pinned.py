@@ -8,11 +8,12 @@ for it (a failed check, a refused job, ``FAILED_PRECONDITION``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from framework.errors import ParityError
+from framework.features.fields import FeatureField
 from framework.features.training_set import feature_contract
 
 
@@ -36,9 +37,9 @@ class PinnedCheck:
 
 
 def check_pinned(
-    store: Any, service: str, pinned: Sequence[Mapping[str, Any]], pinned_digest: str
+    store: Any, service: str, pinned: Sequence[FeatureField], pinned_digest: str
 ) -> PinnedCheck:
-    """Compare a version's pinned ``features`` (dicts with ``name``, ``view``, ``dtype``)
+    """Compare a version's pinned features
     and definitions digest with what ``store``'s registry resolves for ``service`` now.
 
     Every removed, retyped or added feature is named; a digest change with the same
@@ -52,12 +53,12 @@ def check_pinned(
     now = {(f.name, f.view): f.dtype for f in contract.fields}
     problems = []
     for f in pinned:
-        dtype = now.get((f["name"], f["view"]))
+        dtype = now.get((f.name, f.view))
         if dtype is None:
-            problems.append(f"{f['view']}:{f['name']} is no longer in feature service {service!r}")
-        elif dtype != f["dtype"]:
-            problems.append(f"{f['view']}:{f['name']} is now {dtype}, was {f['dtype']}")
-    names = {(f["name"], f["view"]) for f in pinned}
+            problems.append(f"{f.view}:{f.name} is no longer in feature service {service!r}")
+        elif dtype != f.dtype:
+            problems.append(f"{f.view}:{f.name} is now {dtype}, was {f.dtype}")
+    names = {(f.name, f.view) for f in pinned}
     problems += [f"{v}:{n} was added to {service!r}" for n, v in now if (n, v) not in names]
     if not problems and contract.definitions_digest != pinned_digest:
         problems.append(

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from framework.errors import ConfigError, ParityError
-from framework.features.fields import FeatureField
 from framework.features.pinned import check_pinned
 from framework.models.estimator import feature_frame, score
+from framework.models.manifest import Manifest
 from framework.models.spec import HIGHER_IS_BETTER, Task
 from framework.registry.model_registry import ModelRef, ModelRegistry, default_actor
 
@@ -66,22 +66,23 @@ class AliasMove:
 
 def _check_artifact_and_smoke(registry: ModelRegistry, ref: ModelRef) -> list[Check]:
     try:
-        model, manifest = registry.load(ref)
+        model, manifest = Manifest.load(registry, ref)
     except ParityError as exc:
         return [
             Check("artifact", False, str(exc)),
             Check("smoke", False, "not run: the artifact did not load"),
         ]
-    checks = [Check("artifact", True, f"sha256 {manifest['artifact']['sha256'][:16]}... loads")]
+    checks = [Check("artifact", True, f"sha256 {manifest.artifact.sha256[:16]}... loads")]
     try:
-        table = pq.read_table(registry.version_dir(ref) / manifest["smoke"]["file"])
-        fields = [FeatureField(**f) for f in manifest["features"]]
-        task = Task(manifest["task"])
-        got = score(model, feature_frame(table, fields), task, manifest["serving"]["threshold"])
+        if manifest.smoke is None:
+            raise ValueError("the version has no smoke sample")
+        table = pq.read_table(registry.version_dir(ref) / manifest.smoke.file)
+        frame = feature_frame(table, manifest.fields)
+        got = score(model, frame, manifest.task, manifest.serving.threshold)
         expected = table.column("expected_score").to_numpy()
         if not np.all(np.isfinite(got.score)):
             raise ValueError("non-finite scores")
-        if task is Task.CLASSIFICATION and not np.all((got.score >= 0) & (got.score <= 1)):
+        if manifest.task is Task.CLASSIFICATION and not np.all((got.score >= 0) & (got.score <= 1)):
             raise ValueError("probabilities outside [0, 1]")
         worst = float(np.max(np.abs(got.score - expected))) if len(expected) else 0.0
         if worst > SMOKE_TOLERANCE:
@@ -92,30 +93,26 @@ def _check_artifact_and_smoke(registry: ModelRegistry, ref: ModelRef) -> list[Ch
     return checks
 
 
-def _check_definitions(store: Any, manifest: dict[str, Any]) -> Check:
+def _check_definitions(store: Any, manifest: Manifest) -> Check:
     pinned = check_pinned(
-        store, manifest["feature_service"], manifest["features"], manifest["definitions_digest"]
+        store, manifest.feature_service, manifest.fields, manifest.definitions_digest
     )
     return Check("definitions", pinned.ok, pinned.detail)
 
 
 def _check_metrics(
-    candidate: dict[str, Any], current: dict[str, Any] | None, force_reason: str | None
+    candidate: Manifest, current: Manifest | None, force_reason: str | None
 ) -> Check:
-    gate = candidate["gate"]
-    metric, tolerance = gate["metric"], gate["tolerance"]
+    metric, tolerance = candidate.gate.metric, candidate.gate.tolerance
     if current is None:
         return Check("metrics", True, "no current version to compare with")
-    mine = candidate["metrics"]["holdout"].get(metric)
-    theirs = current["metrics"]["holdout"].get(metric)
+    mine = candidate.metrics.holdout.get(metric)
+    theirs = current.metrics.holdout.get(metric)
     if mine is None or theirs is None:
         return Check("metrics", False, f"holdout {metric} missing on one side; cannot compare")
     higher = metric in HIGHER_IS_BETTER
     worse_by = (theirs - mine) if higher else (mine - theirs)
-    text = (
-        f"holdout {metric} {mine:.4f} vs {theirs:.4f} for {current['name']}:{current['version']}"
-        f" (tolerance {tolerance})"
-    )
+    text = f"holdout {metric} {mine:.4f} vs {theirs:.4f} for {current.ref} (tolerance {tolerance})"
     if worse_by > tolerance:
         if force_reason:
             return Check("metrics", True, f"{text}: worse, promoted by force: {force_reason}")
@@ -148,10 +145,10 @@ def promote(
         current = registry.aliases(name).get(alias)
         if current == version:
             raise ConfigError(f"{name}@{alias} already points to version {version}.")
-        manifest = registry.manifest(ref)
+        manifest = Manifest.read(registry, ref)
         checks = _check_artifact_and_smoke(registry, ref)
         checks.append(_check_definitions(store, manifest))
-        current_manifest = registry.manifest(ModelRef(name, current)) if current else None
+        current_manifest = Manifest.read(registry, ModelRef(name, current)) if current else None
         checks.append(
             compared
             if compared is not None

@@ -37,10 +37,10 @@ import numpy as np
 import pyarrow as pa
 
 from framework.errors import ConfigError, DataError
-from framework.features.fields import FeatureField
 from framework.loop.promotion import Check, promote
 from framework.models import evaluation
 from framework.models.estimator import feature_frame, score
+from framework.models.manifest import Manifest
 from framework.models.spec import HIGHER_IS_BETTER, ModelSpec
 from framework.registry.model_registry import ModelRef, ModelRegistry, default_actor
 
@@ -118,16 +118,16 @@ def _labels(holdout: pa.Table, spec: ModelSpec) -> np.ndarray:
     return values.astype(np.int64) if spec.task.value == "classification" else values
 
 
-def _champion_frame(store: Any, manifest: dict[str, Any], holdout: pa.Table) -> Any:
+def _champion_frame(store: Any, manifest: Manifest, holdout: pa.Table) -> Any:
     """The champion's features for the holdout rows: from the table when it pins the same
     features, else joined point-in-time from its own feature service."""
-    fields = [FeatureField(**f) for f in manifest["features"]]
+    fields = manifest.fields
     if not all(f.name in holdout.column_names for f in fields):
         from framework.features.training_set import build_training_set
 
-        request = [c for c in manifest.get("request_data", {}) if c in holdout.column_names]
-        keep = [*manifest["join_keys"], "event_timestamp", *request]
-        holdout = build_training_set(store, manifest["feature_service"], holdout.select(keep))
+        request = [c for c in manifest.request_data if c in holdout.column_names]
+        keep = [*manifest.join_keys, "event_timestamp", *request]
+        holdout = build_training_set(store, manifest.feature_service, holdout.select(keep))
     return feature_frame(holdout, fields)
 
 
@@ -207,23 +207,24 @@ def retrain(
     if holdout is None or holdout.num_rows == 0:
         raise DataError("The challenger's holdout is empty; nothing to compare on.")
     y = _labels(holdout, spec)
-    fields = [FeatureField(**f) for f in trained.manifest["features"]]
-    challenger_model, _ = registry.load(trained.ref)
+    fields = trained.manifest.fields
+    challenger_model, _ = Manifest.load(registry, trained.ref)
     metrics = {"challenger": _metrics(spec, challenger_model, feature_frame(holdout, fields), y)}
-    rate = float(trained.manifest["reference"].get("label_rate", np.mean(y)))
+    label_rate = trained.manifest.reference.label_rate
+    rate = float(np.mean(y) if label_rate is None else label_rate)
     base_scores = evaluation.baseline_scores(spec.task, np.array([rate]), len(y),
                                              spec.serving.threshold)  # fmt: skip
     metrics["baseline"] = evaluation.metrics(spec.task, y, base_scores, spec.serving,
                                              spec.calibration.bins)  # fmt: skip
     if champion_version is not None:
         ref = ModelRef(name, champion_version)
-        champion_model, champion_manifest = registry.load(ref)
+        champion_model, champion_manifest = Manifest.load(registry, ref)
         frame = _champion_frame(store, champion_manifest, holdout)
         metrics["champion"] = _metrics(spec, champion_model, frame, y)
     checks = gate_checks(spec, metrics["challenger"], metrics.get("champion"),
                          metrics["baseline"], absolute=absolute, change=change)  # fmt: skip
     passed = all(c.ok for c in checks)
-    split = trained.manifest["split"]
+    split = trained.manifest.split
     result = RetrainResult(
         status="challenger" if passed else "refused",
         message="",

@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framework.errors import ConfigError
-from framework.features.fields import FeatureField
 from framework.features.pinned import check_pinned
 from framework.features.training_set import read_info, write_training_set
 from framework.models.estimator import feature_frame, score
+from framework.models.manifest import Manifest
 from framework.models.spec import Task
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRegistry
@@ -97,15 +97,15 @@ def score_entities(
     if entities.suffix.lower() not in (".parquet", ".pq") and not entities.is_dir():
         raise ConfigError(f"The '--entities' file must be Parquet. Got {entities}.")
     ref = registry.resolve(model)
-    fitted, manifest = registry.load(ref)  # the checksum is verified before loading
+    fitted, manifest = Manifest.load(registry, ref)  # the checksum is verified before loading
     check = check_pinned(
-        store, manifest["feature_service"], manifest["features"], manifest["definitions_digest"]
+        store, manifest.feature_service, manifest.fields, manifest.definitions_digest
     )
     if not check.ok:
         raise ArtifactError(f"{ref} cannot score against this Feast registry: {check.detail}.")
-    fields = [FeatureField(**f) for f in manifest["features"]]
-    task = Task(manifest["task"])
-    threshold = float(manifest["serving"]["threshold"])
+    fields = manifest.fields
+    task = manifest.task
+    threshold = manifest.serving.threshold
     entity_columns = pq.read_schema(entities).names
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def score_entities(
     try:
         write_training_set(
             store,
-            manifest["feature_service"],
+            manifest.feature_service,
             entities,
             features,
             memory_limit=memory_limit,
@@ -144,7 +144,7 @@ def score_entities(
         features.unlink(missing_ok=True)
     return ScoreSummary(
         model=str(ref),
-        feature_service=manifest["feature_service"],
+        feature_service=manifest.feature_service,
         rows=rows,
         out=str(out),
         dataset_fingerprint=info.fingerprint,

@@ -56,6 +56,15 @@ from framework.logs.layout import check_input_names
 from framework.models import evaluation, explain, reference_stats
 from framework.models.estimator import build_pipeline, check_feature_types, feature_frame, score
 from framework.models.labels import entity_frame_from_labels, time_split
+from framework.models.manifest import (
+    ArtifactRecord,
+    Manifest,
+    Metrics,
+    PinnedFeature,
+    Probe,
+    Reference,
+    SmokeRecord,
+)
 from framework.models.spec import ModelSpec, Task, check_rule_names
 from framework.registry import artifact
 from framework.registry.model_registry import (
@@ -84,7 +93,7 @@ _LIBRARIES = (
 @dataclass
 class TrainResult:
     ref: ModelRef
-    manifest: dict[str, Any]
+    manifest: Manifest
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     #: The holdout rows (entity keys, event time, features, label): the latest period.
@@ -431,67 +440,63 @@ def train_model(
     )
     sink = io.BytesIO()
     pq.write_table(smoke, sink)
-    manifest: dict[str, Any] = {
-        "created_at": now(),
-        "created_by": by or default_actor(),
-        "task": spec.task.value,
-        "description": spec.description,
-        "feature_service": spec.feature_service,
-        "features": [{"name": f.name, "dtype": f.dtype, "view": f.view} for f in fields],
-        "join_keys": contract.join_keys,
-        "join_key_types": contract.join_key_types,
-        "request_data": contract.request_data,
-        "definitions_digest": contract.definitions_digest,
-        "label": spec.labels.column,
-        "dataset": {
+    manifest = Manifest(
+        created_at=now(),
+        created_by=by or default_actor(),
+        task=spec.task,
+        description=spec.description,
+        feature_service=spec.feature_service,
+        features=[PinnedFeature(name=f.name, dtype=f.dtype, view=f.view) for f in fields],
+        join_keys=contract.join_keys,
+        join_key_types=contract.join_key_types,
+        request_data=contract.request_data,
+        definitions_digest=contract.definitions_digest,
+        label=spec.labels.column,
+        dataset={
             "fingerprint": info.fingerprint,
             "engine": info.engine,
             "entity_rows": info.entity_rows,
             "entity_digest": info.entity_digest,
             "sources": info.sources,
         },
-        "window": window,
-        "split": {
+        window=window,
+        split={
             "train": _period(train_t),
             "calibration": _period(calib_t) if calib_t is not None else None,
             "holdout": _period(holdout_t),
         },
-        "estimator": {"class": spec.estimator.class_, "params": pipeline[-1].get_params()},
-        "calibration": calibration,
-        "serving": spec.serving.model_dump(mode="json"),
-        "gate": spec.gate.model_dump(mode="json"),
-        "metrics": {"holdout": metrics, "uncalibrated": uncalibrated, "baseline": baseline},
-        "reference": {
-            "features": reference_stats.feature_profiles(x_train, fields),
-            "score": reference_stats.numeric_profile(final.score),
-            "confidence": reference_stats.numeric_profile(final.confidence)
+        estimator={"class": spec.estimator.class_, "params": pipeline[-1].get_params()},
+        calibration=calibration,
+        serving=spec.serving,
+        gate=spec.gate,
+        metrics=Metrics(holdout=metrics, uncalibrated=uncalibrated, baseline=baseline),
+        reference=Reference(
+            features=reference_stats.feature_profiles(x_train, fields),
+            score=reference_stats.numeric_profile(final.score),
+            confidence=reference_stats.numeric_profile(final.confidence)
             if spec.task is Task.CLASSIFICATION
             else None,
-            "label_rate": float(np.mean(y_train)),
-        },
-        "code": code_version((spec_path or repo).resolve().parent),
-        "libraries": library_versions(),
-        "spec": spec.to_dict(),
-        "spec_path": str(spec_path) if spec_path else None,
-        "artifact": {
-            "file": ARTIFACT,
-            "format": artifact.FORMAT,
-            "sha256": _sha256(blob),
-            "bytes": len(blob),
-        },
-        "smoke": {"file": SMOKE, "rows": smoke.num_rows},
-        "fallback": fallback_manifest,
-        "explanation": explanation,
-        "importance": importance,
-        "probe": probe(table, contract.join_keys, list(contract.request_data)),
-    }
+            label_rate=float(np.mean(y_train)),
+        ),
+        code=code_version((spec_path or repo).resolve().parent),
+        libraries=library_versions(),
+        spec=spec.to_dict(),
+        spec_path=str(spec_path) if spec_path else None,
+        artifact=ArtifactRecord(
+            file=ARTIFACT, format=artifact.FORMAT, sha256=_sha256(blob), bytes=len(blob)
+        ),
+        smoke=SmokeRecord(file=SMOKE, rows=smoke.num_rows),
+        fallback=fallback_manifest,
+        explanation=explanation,
+        importance=importance,
+        probe=probe(table, contract.join_keys, list(contract.request_data)),
+    )
     files = {ARTIFACT: blob, SMOKE: sink.getvalue(), explain.BACKGROUND_FILE: bg_sink.getvalue()}
-    ref = registry.register(spec.name, {**files, **fallback_files}, manifest)
+    ref = registry.register(spec.name, {**files, **fallback_files}, manifest.record())
     step("register", t)
-    manifest = registry.manifest(ref)
     return TrainResult(
         ref=ref,
-        manifest=manifest,
+        manifest=Manifest.read(registry, ref),
         seconds=round(time.perf_counter() - started, 2),
         timings=timings,
         holdout=holdout_t,
@@ -506,13 +511,13 @@ _REQUEST_DTYPES = {"DOUBLE": "Float64", "FLOAT": "Float32", "INT64": "Int64", "I
 PROBE_ROWS = 16
 
 
-def probe(table: pa.Table, join_keys: list[str], request_data: list[str]) -> dict[str, Any]:
+def probe(table: pa.Table, join_keys: list[str], request_data: list[str]) -> Probe:
     """Up to :data:`PROBE_ROWS` rows of ``table`` with distinct join-key values, the
     latest by event time (on equal times, the later row), oldest first: their join keys
     and request data, JSON-safe (see the module docstring)."""
     picked: list[tuple[dict[str, Any], dict[str, Any]]] = []
     if not join_keys or table.num_rows == 0:
-        return {"entity_rows": [], "request_data": []}
+        return Probe(entity_rows=[], request_data=[])
     fields = [c for c in request_data if c in table.column_names]
     index = pa.array(np.arange(table.num_rows))
     order = pc.sort_indices(
@@ -531,7 +536,7 @@ def probe(table: pa.Table, join_keys: list[str], request_data: list[str]) -> dic
         if len(picked) == PROBE_ROWS:
             break
     picked.reverse()
-    return {"entity_rows": [r for r, _ in picked], "request_data": [d for _, d in picked]}
+    return Probe(entity_rows=[r for r, _ in picked], request_data=[d for _, d in picked])
 
 
 def _json_safe(value: Any) -> Any:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from framework.models.manifest import Manifest
+
 ACCEPT, VALIDATE, REVIEW, FALLBACK = "ACCEPT", "VALIDATE", "REVIEW", "FALLBACK"
 _ORDER = {ACCEPT: 0, VALIDATE: 1, REVIEW: 2}
 _MISSING = ("NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE")
@@ -41,16 +43,10 @@ class Router:
     rules: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> Router:
-        serving = {
-            "range_margin": 0.1,
-            "cap_on_out_of_range": VALIDATE,
-            "cap_on_unseen_category": VALIDATE,
-            "cap_on_unexpected_missing": VALIDATE,
-            "max_missing_share": 0.5,
-            **manifest["serving"],
-        }
-        return cls(serving, manifest["reference"]["features"], list(serving.get("rules", [])))
+    def from_manifest(cls, manifest: Manifest) -> Router:
+        # Looked up per request: a plain mapping, built once per version.
+        serving = manifest.serving.model_dump(mode="json")
+        return cls(serving, manifest.reference.features, list(serving["rules"]))
 
     def by_confidence(self, confidence: float) -> tuple[str, str]:
         accept, review = self.serving["accept"], self.serving["review_below"]

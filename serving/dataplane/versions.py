@@ -29,6 +29,7 @@ from framework.features.online import OnlineFeatures, OnlineVectors
 from framework.features.pinned import check_pinned
 from framework.models.estimator import feature_frame
 from framework.models.explain import BACKGROUND_FILE, Explainer, NotExplainable
+from framework.models.manifest import Manifest, Probe
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.batching import BatchedModel, MicroBatcher
@@ -51,7 +52,7 @@ class LoadedModel:
     """One model version, ready to score."""
 
     ref: ModelRef
-    manifest: dict[str, Any]
+    manifest: Manifest
     model: Any
     fields: list[FeatureField]
     task: Task
@@ -72,7 +73,7 @@ class LoadedModel:
 
     @property
     def serving(self) -> dict[str, Any]:
-        return self.manifest["serving"]  # type: ignore[no-any-return]
+        return self.router.serving
 
 
 def over_budget(seconds: float) -> StoreUnavailable:
@@ -165,13 +166,13 @@ class ModelVersions:
         from framework.features.online import is_outage
         from framework.models.estimator import score
 
-        probe = loaded.manifest.get("probe") or {}
-        rows = [_from_json(row) for row in probe.get("entity_rows", [])]
+        probe = loaded.manifest.probe or Probe()
+        rows = [_from_json(row) for row in probe.entity_rows]
         if not rows:
             log.info("%s: no probe rows in its manifest; features are read first by requests",
                      loaded.ref)  # fmt: skip
             return
-        request = [_from_json(r) for r in probe.get("request_data", [])] or [{} for _ in rows]
+        request = [_from_json(r) for r in probe.request_data] or [{} for _ in rows]
         try:
             vectors, _ = loaded.lookup((rows, request), timeout=self.feature_timeout)
         except Exception as exc:
@@ -285,11 +286,9 @@ class ModelVersions:
         return loaded
 
     def _load(self, ref: ModelRef) -> LoadedModel:
-        model, manifest = self.registry.load(ref)
-        service = manifest["feature_service"]
-        pinned = check_pinned(
-            self.store, service, manifest["features"], manifest["definitions_digest"]
-        )
+        model, manifest = Manifest.load(self.registry, ref)
+        service = manifest.feature_service
+        pinned = check_pinned(self.store, service, manifest.fields, manifest.definitions_digest)
         if not pinned.ok:
             raise DefinitionsChanged(
                 f"{ref} was trained on definitions of {service!r} that no longer match the "
@@ -300,11 +299,11 @@ class ModelVersions:
             ref=ref,
             manifest=manifest,
             model=model,
-            fields=[FeatureField(**f) for f in manifest["features"]],
-            task=Task(manifest["task"]),
+            fields=manifest.fields,
+            task=manifest.task,
             online=online,
             key_types=dict(online.key_types),
-            request_types=dict(manifest["request_data"]),
+            request_types=dict(manifest.request_data),
             router=Router.from_manifest(manifest),
             batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
             lookup=self._lookup_for(online),
@@ -324,7 +323,9 @@ class ModelVersions:
 
         ref = loaded.ref
         try:
-            smoke = pq.read_table(self.registry.version_dir(ref) / loaded.manifest["smoke"]["file"])
+            if loaded.manifest.smoke is None:
+                raise ValueError("the version has no smoke sample to verify a compiled form on")
+            smoke = pq.read_table(self.registry.version_dir(ref) / loaded.manifest.smoke.file)
             frames = [feature_frame(smoke, loaded.fields)]
             compiled = compile_model(
                 loaded.model, frames,
@@ -389,10 +390,10 @@ class ModelVersions:
             alone=(DataError, InvalidInput),
         )
 
-    def _load_fallback(self, ref: ModelRef, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _load_fallback(self, ref: ModelRef, manifest: Manifest) -> dict[str, Any]:
         from framework.registry import artifact
 
-        spec = manifest.get("fallback") or {"kind": "none"}
+        spec = manifest.fallback or {"kind": "none"}
         if spec["kind"] == "model":
             path = self.registry.version_dir(ref) / spec["file"]
             return {
@@ -424,7 +425,7 @@ class ModelVersions:
 
         import pyarrow.parquet as pq
 
-        spec = loaded.manifest.get("explanation")
+        spec = loaded.manifest.explanation
         if not spec:
             raise NotExplainable(
                 f"{loaded.ref} was registered without an explainer (before explanations "

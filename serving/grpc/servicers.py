@@ -24,6 +24,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from framework.logs.failed_requests import error_table
 from framework.logs.outcomes import OutcomeStore
+from framework.models.manifest import Manifest
 from framework.registry.model_registry import ModelRef
 from serving.dataplane.errors import InternalError, InvalidInput
 from serving.dataplane.predictor import PredictInput, PredictionOut, Predictor, RowInput
@@ -244,25 +245,23 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
             request.model_version if which == "model_version" else None,
             request.model_alias if which == "model_alias" else None,
         )
-        manifest = self.predictor.registry.manifest(ref)
         loaded = self.predictor.load(ref)
+        manifest = loaded.manifest
         info = pb.ModelInfo(
             name=ref.name,
             version=str(ref.version),
             aliases=self.predictor.aliases_of(ref),
-            feature_service=manifest["feature_service"],
-            features=[
-                pb.FeatureSpec(name=f["name"], dtype=f["dtype"]) for f in manifest["features"]
-            ],
+            feature_service=manifest.feature_service,
+            features=[pb.FeatureSpec(name=f.name, dtype=f.dtype) for f in manifest.features],
             thresholds=pb.Thresholds(
-                accept=manifest["serving"]["accept"], review=manifest["serving"]["review_below"]
+                accept=manifest.serving.accept, review=manifest.serving.review_below
             ),
             entity_keys=[pb.FeatureSpec(name=k, dtype=t) for k, t in loaded.key_types.items()],
             request_data=[pb.FeatureSpec(name=k, dtype=t) for k, t in loaded.request_types.items()],
         )
         from datetime import datetime
 
-        info.created_at.FromDatetime(datetime.fromisoformat(manifest["created_at"]))
+        info.created_at.FromDatetime(datetime.fromisoformat(manifest.created_at))
         return info
 
     @_rpc("ReportOutcome")
@@ -373,11 +372,11 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     @_rpc("ModelMetadata")
     def ModelMetadata(self, request: v2.ModelMetadataRequest, context: grpc.ServicerContext) -> Any:
         ref = self._ref(request.name, request.version)
-        manifest = self.predictor.registry.manifest(ref)
+        manifest = Manifest.read(self.predictor.registry, ref)
         T = v2.ModelMetadataResponse.TensorMetadata
         inputs = [
-            T(name=f["name"], datatype=converters.V2_DATATYPE[f["dtype"]], shape=[-1])
-            for f in manifest["features"]
+            T(name=f.name, datatype=converters.V2_DATATYPE[f.dtype], shape=[-1])
+            for f in manifest.features
         ]
         outputs = [
             T(name="score", datatype="FP64", shape=[-1]),
