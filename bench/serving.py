@@ -1,6 +1,6 @@
 """Serving: parity's server against the two-hop setup a user would otherwise build.
 
-One run, same model, same features, same machine, loopback (issue 6). A fresh
+One run, same model, same features, same machine, loopback. A fresh
 workspace is built by ``parity demo --drift none`` (50k sample transactions,
 features materialised into SQLite, ``fraud_model`` trained and promoted); the
 entity rows are the latest transactions of the sample (keys that exist online,
@@ -13,7 +13,7 @@ Systems, each measured at 1, 8 and 64 requests in flight:
   feature service) on the SAME repository copy and SQLite file, then MLServer V2 gRPC
   ``ModelInfer`` with those features: two network hops per prediction;
 * ``ours Predict+explain`` — the same with ``explain``: SHAP attributions of every
-  feature (issue 11: the cost of an explanation, off the default path);
+  feature (the cost of an explanation, off the default path);
 * ``ours V2``           — ``parity serve``; Open Inference Protocol ``ModelInfer`` with
   every feature supplied as a tensor (no lookup; scored, routed and logged);
 * ``MLServer V2``       — MLServer 1.7.1 (``mlserver-sklearn``) ``ModelInfer``, the same
