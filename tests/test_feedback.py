@@ -36,7 +36,7 @@ def _log(tmp_path: Path, n: int = 200, seed: int = 0) -> tuple[Path, pa.Table]:
 
 
 def _join(log: Path, store: OutcomeStore, **kw: Any) -> tuple[pa.Table, dict[str, int]]:
-    from framework.monitoring.summary import open_log
+    from framework.logs.reader import open_log
 
     con = connect()
     try:

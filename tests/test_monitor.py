@@ -22,7 +22,10 @@ import pytest
 from framework.errors import ConfigError
 from framework.logs.outcomes import OutcomeStore
 from framework.models.reference_stats import numeric_profile
+from framework.monitoring import log_drift
 from framework.monitoring import summary as monitor
+from framework.monitoring.prometheus import prometheus_text
+from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
 from tests.conftest import Served, Workspace
 from tests.support.prediction_logs import CATEGORIES, MODEL, T0
@@ -80,7 +83,7 @@ def test_clean_traffic_numbers_match_the_rows(toy: tuple[Path, ModelRegistry]) -
     assert {f["feature"] for f in drift["features"]} == {"amount", "category", "count"}
     assert drift["confidence"]["status"] != "drift" and drift["score"]["status"] != "drift"
     assert summary["timeline"] and sum(t["rows"] for t in summary["timeline"]) == 3_000
-    json.loads(monitor.to_json(summary))  # JSON-ready, no NaN
+    json.loads(monitor.to_json(summary.to_dict()))  # JSON-ready, no NaN
 
 
 def test_counts_equal_direct_counts_per_version(toy: tuple[Path, ModelRegistry]) -> None:
@@ -154,15 +157,15 @@ def test_categorical_counts_of_several_columns_in_one_scan() -> None:
            (NULL, 'y', 2), ('b', 'y', 2)) AS t(c1, c2, v)"""
     )
     # A column's own nulls are counted under None, apart from the other column's groups.
-    assert monitor.categorical_counts(con, ["c1", "c2"], "TRUE") == {
+    assert log_drift.categorical_counts(con, ["c1", "c2"], "TRUE") == {
         "c1": {"a": 2, None: 1, "b": 1},
         "c2": {"x": 1, None: 1, "y": 2},
     }
-    assert monitor.categorical_counts(con, ["c2", "c1"], "v = 2") == {
+    assert log_drift.categorical_counts(con, ["c2", "c1"], "v = 2") == {
         "c2": {"y": 2},
         "c1": {None: 1, "b": 1},
     }
-    assert monitor.categorical_counts(con, [], "TRUE") == {}
+    assert log_drift.categorical_counts(con, [], "TRUE") == {}
 
 
 def test_drifted_traffic_flags_exactly_the_shifted_features(
@@ -202,7 +205,7 @@ def test_too_few_rows_give_no_verdict(toy: tuple[Path, ModelRegistry]) -> None:
     assert v["drift"]["dataset"]["status"] == "insufficient_data"
     assert all(f["status"] == "insufficient_data" for f in v["drift"]["features"])
     # Lowering the guard (explicitly) gives the verdict.
-    low = monitor.parse_thresholds(["min_rows=100"])
+    low = parse_thresholds(["min_rows=100"])
     assert monitor.monitor_summary(log, registry, thresholds=low)["status"] == "alert"
 
 
@@ -265,8 +268,8 @@ def test_a_regression_version_raises_no_confidence_alert(
         assert "regression" in conf["reasons"][0]
         assert _tables(summary, version)["drift"]["score"]["status"] != "drift"
     assert all(t["mean_confidence"] is None for t in summary["timeline"])
-    assert "parity_confidence_mean{" not in monitor.prometheus_text(summary)
-    json.loads(monitor.to_json(summary))
+    assert "parity_confidence_mean{" not in prometheus_text(summary)
+    json.loads(monitor.to_json(summary.to_dict()))
     from framework.monitoring.report import write_report
 
     html = write_report(tmp_path / "report.html", summary).read_text()
@@ -277,7 +280,7 @@ def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry])
     root, registry = toy
     rng = np.random.default_rng(5)
     log = _write(root, _rows(rng, 1_000, missing=0.4))
-    summary = monitor.monitor_summary(log, registry, thresholds=monitor.parse_thresholds(
+    summary = monitor.monitor_summary(log, registry, thresholds=parse_thresholds(
         ["review_rate=0.0"]))  # fmt: skip
     by_name = {a["name"]: a for a in summary["alerts"]}
     assert "count" in by_name["missing_features"]["message"]
@@ -342,16 +345,16 @@ def test_request_data_profiled_in_the_reference_is_checked_too(
 
 
 def test_thresholds_are_checked_by_name() -> None:
-    t = monitor.parse_thresholds(["psi_drift=0.3", "latency-p99-seconds=0.5", "min_rows=10"])
+    t = parse_thresholds(["psi_drift=0.3", "latency-p99-seconds=0.5", "min_rows=10"])
     assert (t.drift.psi_drift, t.latency_p99_seconds, t.min_rows) == (0.3, 0.5, 10)
     with pytest.raises(ConfigError, match="unknown threshold 'psi'"):
-        monitor.parse_thresholds(["psi=0.3"])
+        parse_thresholds(["psi=0.3"])
     with pytest.raises(ConfigError, match="--threshold psi_drift: must be a number"):
-        monitor.parse_thresholds(["psi_drift=high"])
+        parse_thresholds(["psi_drift=high"])
     with pytest.raises(ConfigError, match="min_rows: must be a whole number"):
-        monitor.parse_thresholds(["min_rows=2.5"])
+        parse_thresholds(["min_rows=2.5"])
     with pytest.raises(ConfigError, match="'psi_warn' must not exceed 'psi_drift'"):
-        monitor.parse_thresholds(["psi_warn=0.5"])
+        parse_thresholds(["psi_warn=0.5"])
 
 
 def test_an_empty_log_is_a_clear_error(toy: tuple[Path, ModelRegistry]) -> None:
@@ -369,7 +372,7 @@ def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
     rng = np.random.default_rng(8)
     log = _write(root, _rows(rng, 1_000, inflate=1.8))
     summary = monitor.monitor_summary(log, registry)
-    families = {f.name: f for f in text_string_to_metric_families(monitor.prometheus_text(summary))}
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(summary))}
     detected = {s.labels["feature"]: s.value for s in families["parity_drift_detected"].samples}
     assert detected == {"amount": 1.0, "category": 0.0, "count": 0.0}
     assert families["parity_monitor_alerts"].samples[0].value == len(summary["alerts"])
@@ -435,16 +438,17 @@ def _chromium() -> str:
 @pytest.mark.integration
 def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_path: Path) -> None:
     from framework.monitoring.report import write_report
+    from framework.monitoring.skew import FeatureSkew, SkewReport
 
     root, registry = toy
     rng = np.random.default_rng(10)
     log = _write(root, _rows(rng, 1_500), _rows(rng, 1_500, version="2", inflate=1.7, new=0.05,
                                                   start=T0 + timedelta(hours=4)))  # fmt: skip
     summary = monitor.monitor_summary(log, registry)
-    skew = {"sampled": 10, "mismatches": 1, "features": [
-        {"feature": "count", "compared": 10, "mismatches": 1, "mismatch_rate": 0.1,
-         "examples": [{"entity_keys": {"user_id": 1}, "timestamp": "2026-03-01T08:00:00",
-                       "served": 3, "offline": 4}]}]}  # fmt: skip
+    example = {"entity_keys": {"user_id": 1}, "timestamp": "2026-03-01T08:00:00",
+               "served": 3, "offline": 4}  # fmt: skip
+    skew = SkewReport(MODEL, 10, ["1"], [FeatureSkew("count", 10, 1, 0.1, [example])],
+                      {"rel": 1e-9, "abs": 1e-9})  # fmt: skip
     page = write_report(tmp_path / "report.html", summary, skew)
     proc = subprocess.run(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -497,9 +501,14 @@ def test_grafana_dashboard_queries_only_exported_metrics() -> None:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "parity.json").read_text())
     families = {m.name for m in ServerMetrics().registry.collect()}
     exported = {f"{n}{s}" for n in families for s in ("", "_total", "_bucket", "_sum", "_count")}
-    summary = {"model": "m", "alerts": [], "versions": []}
-    skew = {"features": [{"feature": "f", "mismatch_rate": 0.0}]}
-    monitor_text = monitor.prometheus_text(summary, skew)
+    from framework.monitoring.results import MonitorSummary, Window
+    from framework.monitoring.skew import FeatureSkew, SkewReport
+    from framework.monitoring.thresholds import Thresholds
+
+    window = Window(None, None, None, None, None, 0, 0)
+    summary = MonitorSummary("m", "", window, Thresholds(), errors={})
+    skew = SkewReport("m", 0, [], [FeatureSkew("f", 0, 0, 0.0)], {})
+    monitor_text = prometheus_text(summary, skew)
     exported |= set(re.findall(r"^# TYPE (parity_[a-z0-9_]+)", monitor_text, re.M))
     used: set[str] = set()
     for panel in dashboard["panels"]:

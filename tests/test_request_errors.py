@@ -16,6 +16,9 @@ import pytest
 
 from framework.logs.failed_requests import ERRORS_DIR, PARTITION, error_table
 from framework.monitoring import summary as monitor
+from framework.monitoring.prometheus import prometheus_text
+from framework.monitoring.results import MonitorSummary
+from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRegistry
 from serving.log.writer import PredictionLog
 from tests.conftest import Served
@@ -68,7 +71,7 @@ def test_error_rates_by_fault_and_their_alerts(tmp_path: Path, registry: ModelRe
     names = {a["name"] for a in summary["alerts"]}
     assert "server_error_rate" not in names and "client_error_rate" not in names  # 0.8 % < 1 %
     # The window that holds the late INTERNAL error too: 9 of 1,001 server failures > 0.8 %.
-    strict = monitor.parse_thresholds(["server_error_rate=0.0085", "client_error_rate=0.01"])
+    strict = parse_thresholds(["server_error_rate=0.0085", "client_error_rate=0.01"])
     summary = monitor.monitor_summary(log, registry, MODEL, thresholds=strict)
     by_name = {a["name"]: a for a in summary["alerts"]}
     assert by_name["server_error_rate"]["value"] == pytest.approx(9 / 1001)
@@ -78,12 +81,12 @@ def test_error_rates_by_fault_and_their_alerts(tmp_path: Path, registry: ModelRe
     # Every output carries them: text, HTML, Prometheus.
     html = monitor_html(summary)
     assert "Failed requests" in html and "UNAVAILABLE" in html and "internal for late" in html
-    prom = monitor.prometheus_text(summary)
+    prom = prometheus_text(summary)
     assert 'parity_monitor_error_rate{kind="server",model="toy_model"} 0.00899' in prom
     assert 'parity_monitor_failed_requests{code="UNAVAILABLE",model="toy_model"} 7.0' in prom
 
 
-def monitor_html(summary: dict[str, Any]) -> str:
+def monitor_html(summary: MonitorSummary) -> str:
     from framework.monitoring.report import render_html
 
     return render_html(summary)
@@ -163,7 +166,7 @@ def test_the_server_logs_failed_prediction_calls(served: Served) -> None:
     assert example["rpc"] == "ModelInfer" and "'nope'" in example["message"]
     # The errors are stamped with the server's clock, like its predictions.
     assert example["at"][:10] == served.now.date().isoformat()
-    json.dumps(summary)  # JSON-ready
+    json.dumps(summary.to_dict())  # JSON-ready
 
 
 def _count(values: Any) -> dict[str, int]:

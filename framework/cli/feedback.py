@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from framework.cli.monitor import Handler, _common, _paths
+from framework.cli.monitor import Handler, add_log_window_args, log_paths
 from framework.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def register(
         "and report only.",
     )
     parser.add_argument("path", nargs="?", type=Path, metavar="PATH", help="an outcome file")
-    _common(parser, helpers)
+    add_log_window_args(parser, helpers)
     parser.add_argument(
         "--within", type=_seconds, default=timedelta(minutes=10), metavar="SECONDS",
         help="outcomes by entity keys + time match the prediction for those keys nearest in "
@@ -59,10 +59,10 @@ def register(
 def cmd_feedback(args: argparse.Namespace) -> None:
     from framework.features.repository import data_dir
     from framework.logs.outcomes import OutcomeStore
+    from framework.logs.reader import pick_model
     from framework.loop.feedback import feedback_report, ingest
-    from framework.monitoring.summary import pick_model
 
-    repo, log, registry = _paths(args)
+    repo, log, registry = log_paths(args)
     data = data_dir(repo)
     model = pick_model(log, args.model)
     stored = 0
@@ -78,11 +78,12 @@ def cmd_feedback(args: argparse.Namespace) -> None:
         log, data / "outcomes", registry, model, data=data, since=args.since, until=args.until,
         request_id_prefix=args.request_prefix, within=args.within, late_after=args.late_after,
     )  # fmt: skip
-    report["stored"] = stored
+    report.stored = stored
+    payload = report.to_dict()
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(payload, indent=2, default=str))
         return
-    print(_text(report, args.path))
+    print(_text(payload, args.path))
 
 
 def _text(report: Mapping[str, Any], path: Path | None) -> str:

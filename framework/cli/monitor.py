@@ -43,7 +43,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _common(parser: argparse.ArgumentParser, helpers: Mapping[str, Callable[..., Any]]) -> None:
+def add_log_window_args(
+    parser: argparse.ArgumentParser, helpers: Mapping[str, Callable[..., Any]]
+) -> None:
     helpers["repo_args"](parser)
     helpers["registry_arg"](parser)
     parser.add_argument("--model", help="the model (default: the only one in the log)")
@@ -85,7 +87,7 @@ def register(
         "missing_rate_increase 0.1, quality_drop 0.05, "
         "min_labels 200, skew_mismatch_rate 0.",
     )
-    _common(monitor, helpers)
+    add_log_window_args(monitor, helpers)
     monitor.add_argument("--report", type=Path, metavar="PATH.html", help="write the HTML report")
     monitor.add_argument(
         "--prometheus",
@@ -132,7 +134,7 @@ def register(
         "point-in-time join at the time they were served and compare value by value. "
         "Exits 7 when a feature's mismatch rate exceeds --max-mismatch-rate.",
     )
-    _common(skew, helpers)
+    add_log_window_args(skew, helpers)
     skew.add_argument(
         "--sample", type=_positive, default=1_000, help="rows to check (default: %(default)s)"
     )
@@ -151,7 +153,8 @@ def register(
     return {("monitor", None): cmd_monitor, ("skew", None): cmd_skew}
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path, Path, Any]:
+def log_paths(args: argparse.Namespace) -> tuple[Path, Path, Any]:
+    """The repository, the prediction log and the model registry the flags name."""
     from framework.features.repository import data_dir, default_repo
     from framework.registry.model_registry import ModelRegistry
 
@@ -174,16 +177,13 @@ def _run_skew(args: argparse.Namespace, repo: Path, log: Path, registry: Any, sa
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
+    from framework.monitoring.alerts import add_skew
+    from framework.monitoring.prometheus import prometheus_text
     from framework.monitoring.report import write_report
-    from framework.monitoring.summary import (
-        DEFAULT_CPU_PRICE_PER_HOUR,
-        monitor_summary,
-        parse_thresholds,
-        prometheus_text,
-        to_json,
-    )
+    from framework.monitoring.summary import DEFAULT_CPU_PRICE_PER_HOUR, monitor_summary, to_json
+    from framework.monitoring.thresholds import parse_thresholds
 
-    repo, log, registry = _paths(args)
+    repo, log, registry = log_paths(args)
     thresholds = parse_thresholds(args.threshold)
     price = args.cpu_price_per_hour
     if price is None:
@@ -198,31 +198,19 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         request_id_prefix=args.request_prefix, outcomes_root=outcomes, thresholds=thresholds,
         cpu_price_per_hour=price,
     )  # fmt: skip
-    skew = None
     if args.skew:
-        report = _run_skew(args, repo, log, registry, args.skew, 1e-9)
-        skew = report.to_dict()
-        summary["skew"] = skew
-        for f in report.features:
-            if f.mismatch_rate > thresholds.skew_mismatch_rate:
-                summary["alerts"].append(
-                    {"name": "skew", "version": ",".join(report.versions), "severity": "critical",
-                     "message": f"{f.feature}: {f.mismatches} of {f.compared} sampled values "
-                     "differ from the offline recomputation", "value": f.mismatch_rate,
-                     "threshold": thresholds.skew_mismatch_rate}
-                )  # fmt: skip
-        if summary["alerts"]:
-            summary["status"] = "alert"
+        add_skew(summary, _run_skew(args, repo, log, registry, args.skew, 1e-9), thresholds)
     if args.report:
-        write_report(args.report, summary, skew)
+        write_report(args.report, summary, summary.skew)
     if args.prometheus:
         args.prometheus.parent.mkdir(parents=True, exist_ok=True)
-        args.prometheus.write_text(prometheus_text(summary, skew))
-    print(to_json(summary) if args.json else _text(summary, args.report))
-    if summary["alerts"] and not args.no_fail:
+        args.prometheus.write_text(prometheus_text(summary, summary.skew))
+    payload = summary.to_dict()
+    print(to_json(payload) if args.json else _text(payload, args.report))
+    if summary.alerts and not args.no_fail:
         raise AlertsRaised(
-            f"{len(summary['alerts'])} alert(s): "
-            + ", ".join(sorted({a["name"] for a in summary["alerts"]}))
+            f"{len(summary.alerts)} alert(s): "
+            + ", ".join(sorted({a.name for a in summary.alerts}))
         )
 
 
@@ -276,7 +264,7 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
 
 
 def cmd_skew(args: argparse.Namespace) -> None:
-    repo, log, registry = _paths(args)
+    repo, log, registry = log_paths(args)
     report = _run_skew(args, repo, log, registry, args.sample, args.tolerance)
     payload = report.to_dict()
     if args.json:

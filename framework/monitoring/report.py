@@ -1,7 +1,7 @@
 """The monitoring report: one self-contained HTML file a person reads at a glance.
 
-It renders a :func:`framework.monitoring.summary.monitor_summary` (and optionally a skew
-report) as plain HTML with inline SVG plots drawn here: no JavaScript, no
+It renders a :class:`framework.monitoring.results.MonitorSummary` (and optionally a
+skew report) as plain HTML with inline SVG plots drawn here: no JavaScript, no
 external fonts, styles or scripts, so it opens offline, in a mail attachment
 or a CI artifact viewer. Plots: drift scores ranked (PSI with the warn and
 drift thresholds), the reference vs current distribution of every feature and
@@ -20,6 +20,9 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from framework.monitoring.results import MonitorSummary
+from framework.monitoring.skew import SkewReport
 
 _COLORS = {"ok": "#2e7d32", "warn": "#f9a825", "drift": "#c62828", "insufficient_data": "#9e9e9e"}
 _REF, _CUR = "#90a4ae", "#1565c0"
@@ -435,8 +438,10 @@ def _timeline(summary: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def render_html(summary: Mapping[str, Any], skew: Mapping[str, Any] | None = None) -> str:
-    """The report as one HTML document."""
+def render_html(result: MonitorSummary, skew_report: SkewReport | None = None) -> str:
+    """The report as one HTML document (drawn from the summary's JSON shape)."""
+    summary = result.to_dict()
+    skew = skew_report.to_dict() if skew_report is not None else None
     status = summary.get("status", "ok")
     color = {"alert": "#c62828", "ok": "#2e7d32"}.get(status, "#9e9e9e")
     window = summary["window"]
@@ -489,9 +494,7 @@ def render_html(summary: Mapping[str, Any], skew: Mapping[str, Any] | None = Non
     return "\n".join(parts)
 
 
-def write_report(
-    path: Path, summary: Mapping[str, Any], skew: Mapping[str, Any] | None = None
-) -> Path:
+def write_report(path: Path, summary: MonitorSummary, skew: SkewReport | None = None) -> Path:
     """Write the HTML report (atomically: a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,16 +20,25 @@ the rows with the smallest hash of request id and row index.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from framework.errors import ConfigError, DataError
-from framework.monitoring.summary import open_log, pick_model, sql_literal, sql_name
+from framework.logs import layout
+from framework.logs.reader import (
+    log_columns,
+    log_versions,
+    open_log,
+    pick_model,
+    sql_literal,
+    sql_name,
+)
 from framework.registry.model_registry import ModelRef, ModelRegistry
 
 #: Relative and absolute tolerance for float features.
@@ -119,43 +128,19 @@ def check_skew(
     model = pick_model(log_root, model)
     con = open_log(log_root, model, since=since, until=until)
     try:
-        columns = {row[0] for row in con.execute("DESCRIBE log").fetchall()}
-        versions = [
-            str(v[0])
-            for v in con.execute("SELECT DISTINCT model_version FROM log ORDER BY 1").fetchall()
-        ]
+        columns = log_columns(con)
+        versions = sorted(log_versions(con))
         checked: dict[str, FeatureSkew] = {}
         sampled = 0
         for version in versions:
-            manifest = registry.manifest(ModelRef(model, int(version)))
-            keys = list(manifest["join_keys"])
-            request = list(manifest["request_data"])
-            features = [f["name"] for f in manifest["features"]]
-            needed = [*keys, *request, *features]
-            absent = [c for c in needed if c not in columns]
-            if absent:
-                raise DataError(
-                    f"The prediction log lacks the column {absent[0]!r} of {model}:{version}."
-                )
-            where = " AND ".join(
-                [
-                    f"model_version = {sql_literal(version)}",
-                    *(f"{sql_name(k)} IS NOT NULL" for k in keys),
-                ]
-            )
-            rows = con.execute(
-                f"""SELECT __request_id, __row_index, __timestamp AS event_timestamp,
-                           {", ".join(sql_name(c) for c in needed)}
-                    FROM log WHERE {where}
-                    ORDER BY hash(__request_id, __row_index), __request_id, __row_index
-                    LIMIT {int(sample) - sampled}"""
-            ).to_arrow_table()
+            served = _ServedInputs.of(registry.manifest(ModelRef(model, int(version))))
+            rows = _sample(con, model, version, served, columns, sample - sampled)
             if rows.num_rows == 0:
                 continue
             sampled += rows.num_rows
-            entity = rows.select([*keys, *request, "event_timestamp"])
-            offline = build_training_set(store, manifest["feature_service"], entity)
-            _compare(rows, offline, features, keys, checked, rel_tol, abs_tol)
+            entity = rows.select([*served.keys, *served.request, "event_timestamp"])
+            offline = build_training_set(store, served.feature_service, entity)
+            _compare(rows, offline, served.features, served.keys, checked, rel_tol, abs_tol)
             if sampled >= sample:
                 break
     finally:
@@ -171,6 +156,55 @@ def check_skew(
     )
 
 
+@dataclass
+class _ServedInputs:
+    """What a version's prediction took: its manifest's keys, request data and features."""
+
+    feature_service: str
+    keys: list[str]
+    request: list[str]
+    features: list[str]
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> _ServedInputs:
+        return cls(
+            feature_service=manifest["feature_service"],
+            keys=list(manifest["join_keys"]),
+            request=list(manifest["request_data"]),
+            features=[f["name"] for f in manifest["features"]],
+        )
+
+
+def _sample(
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    version: str,
+    served: _ServedInputs,
+    columns: set[str],
+    limit: int,
+) -> pa.Table:
+    """Up to ``limit`` of the version's logged rows with entity keys, the smallest hash of
+    request id and row index first (deterministic), with what they were served."""
+    needed = [*served.keys, *served.request, *served.features]
+    absent = [c for c in needed if c not in columns]
+    if absent:
+        raise DataError(f"The prediction log lacks the column {absent[0]!r} of {model}:{version}.")
+    where = " AND ".join(
+        [
+            f"{layout.MODEL_VERSION} = {sql_literal(version)}",
+            *(f"{sql_name(k)} IS NOT NULL" for k in served.keys),
+        ]
+    )
+    request_id, row_index = layout.REQUEST_ID, layout.ROW_INDEX
+    return con.execute(
+        f"""SELECT {request_id}, {row_index}, {layout.TIMESTAMP} AS event_timestamp,
+                   {", ".join(sql_name(c) for c in needed)}
+            FROM log WHERE {where}
+            ORDER BY hash({request_id}, {row_index}), {request_id}, {row_index}
+            LIMIT {int(limit)}"""
+    ).to_arrow_table()
+
+
 def _compare(
     logged: pa.Table,
     offline: pa.Table,
@@ -180,8 +214,8 @@ def _compare(
     rel_tol: float,
     abs_tol: float,
 ) -> None:
-    ids = logged["__request_id"].to_pylist()
-    index = logged["__row_index"].to_pylist()
+    ids = logged[layout.REQUEST_ID].to_pylist()
+    index = logged[layout.ROW_INDEX].to_pylist()
     times = logged["event_timestamp"].to_pylist()
     key_values = {k: logged[k].to_pylist() for k in keys}
     for name in features:

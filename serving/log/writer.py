@@ -1,9 +1,7 @@
 """The prediction log: every prediction the server answers, written off the hot path.
 
-Layout under the log root (hive partitions, one schema per file)::
-
-    model=<model>/date=<YYYY-MM-DD>/part-<unique>.parquet
-    model=<model>/date=<YYYY-MM-DD>/.part-<unique>.parquet.tmp   a file being written
+The files' layout under the log root (hive partitions, one schema per file) is
+:mod:`framework.logs.layout`'s; :mod:`framework.logs.reader` reads them back.
 
 The request thread hands over a ``pyarrow.Table`` of prediction rows with
 :meth:`PredictionLog.append`; one background thread batches tables of the same
@@ -14,7 +12,7 @@ Guarantees:
 
 * Whole files only: a file is written under a hidden temporary name in its
   folder, fsynced, then renamed, so a reader (or a crash) sees a whole file or
-  none. :func:`read_log` reads only ``part-*.parquet``.
+  none. :func:`framework.logs.reader.read_log` reads only whole files.
 * No silent drop: rows accepted by ``append`` stay in memory until written.
   A failed write (disk full, read-only folder) is counted, leaves no visible
   file and is retried with backoff, so no row is written twice.
@@ -37,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -51,17 +48,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from framework.duck import connect
 from framework.errors import DataError, ParityError
-from framework.logs.layout import PARTITIONS
+from framework.logs import layout
+from framework.logs.reader import read_log
 from serving.log import journal as log_journal
 from serving.log.journal import JOURNAL_DIR, Journal
 
 log = logging.getLogger(__name__)
 
-DATE = "__log_date"
-_MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_RESERVED = PARTITIONS  # the hive partition columns read_log adds
+__all__ = ["LogClosed", "LogFull", "PredictionLog", "read_log"]
+
+DATE = layout.LOG_DATE
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _IDLE_WAKE = 0.5  # seconds; the writer notices an exited main thread this often
 _Chunk = tuple[int, pa.Table, str | None]  # seq, rows, journal segment (None: not journaled)
@@ -133,11 +130,10 @@ class PredictionLog:
 
     def append(self, table: pa.Table, *, model: str) -> None:
         """Accept ``table``'s rows for ``model`` or raise :class:`LogFull` (rows not accepted)."""
-        if not _MODEL.match(model):
-            raise DataError(f"Invalid model name for the prediction log: {model!r}")
+        layout.check_model_name(model)
         if DATE not in table.schema.names or table.schema.field(DATE).type != pa.date32():
             raise DataError(f"A prediction log table needs a {DATE!r} column of type date32")
-        if clash := [c for c in _RESERVED if c in table.schema.names]:
+        if clash := [c for c in layout.PARTITIONS if c in table.schema.names]:
             raise DataError(f"Columns {clash} are reserved for the prediction log's partitions")
         if table.column(DATE).null_count:
             raise DataError(f"A prediction log table has null values in {DATE!r}")
@@ -357,7 +353,7 @@ class PredictionLog:
                 self._room.notify_all()
 
     def _folder(self, model: str, day: Any) -> Path:
-        return self.root / f"model={model}" / f"date={day.isoformat()}"
+        return layout.date_dir(self.root, model, day)
 
     def _failed(
         self, key: tuple[str, bytes], chunks: list[_Chunk], dates: list[Any], exc: Exception
@@ -393,8 +389,8 @@ class PredictionLog:
             for d in (folder.parent, self.root):
                 _fsync_dir(d)
             self._known_dirs.add(folder)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = folder / f".{name}.tmp"
+        name = layout.part_name(time.time_ns(), uuid.uuid4().hex[:12])
+        tmp = folder / layout.temporary_name(name)
         try:
             with open(tmp, "wb") as f:
                 pq.write_table(table, f, compression="zstd")
@@ -449,11 +445,11 @@ class PredictionLog:
         """(seq, date) pairs of ``segment``'s frames already in parts (written after it began)."""
         since = log_journal.created_ns(segment) - 60 * 10**9  # clock-step margin
         done: set[tuple[int, str]] = set()
-        for part in self.root.glob("model=*/date=*/part-*.parquet"):
-            if int(part.name.split("-")[1]) < since:
+        for part in self.root.glob(layout.parts_pattern()):
+            if layout.written_ns(part) < since:
                 continue
             metadata = pq.read_schema(part).metadata
-            day = part.parent.name.removeprefix("date=")
+            day = layout.date_of(part.parent)
             done.update((seq, day) for seq in log_journal.covered(metadata, segment.name))
         return done
 
@@ -472,25 +468,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def read_log(root: Path, model: str | None = None) -> pa.Table:
-    """Every logged row under ``root`` (one model's, if given), with ``model`` and ``date``.
-
-    Files of different schemas are unioned by column name (missing values are
-    null); files being written (hidden ``.tmp`` names) are not read.
-    """
-    if model is not None and not _MODEL.match(model):
-        raise DataError(f"Invalid model name for the prediction log: {model!r}")
-    pattern = f"model={model or '*'}/date=*/part-*.parquet"
-    if not any(Path(root).glob(pattern)):
-        return pa.table({})
-    con = connect()
-    try:
-        return con.execute(
-            "SELECT * FROM read_parquet(?, hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'model': VARCHAR, 'date': DATE})",
-            [str(Path(root) / pattern)],
-        ).to_arrow_table()
-    finally:
-        con.close()
