@@ -79,7 +79,9 @@ def staging_entries(registry: ModelRegistry) -> list[str]:
 
 def test_manifest_records_full_lineage(trained: Trained, trained_store: Any) -> None:
     from framework.features.fingerprint import fingerprint
-    from framework.features.training_set import build_training_set, feature_contract, read_info
+    from framework.features.join_plan import feature_contract
+    from framework.features.training_file import read_info
+    from framework.features.training_set import build_training_set
     from framework.models.spec import load_spec
     from framework.models.training import entity_frame, load_labels
 

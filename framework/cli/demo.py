@@ -39,15 +39,23 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from framework.cli.demo_loop import close_the_loop
+from framework.cli.demo_monitor import (
+    INFER_ROWS,
+    MONITOR_ROWS,
+    monitor,
+    monitor_line,
+    periods,
+    replay,
+)
 from framework.errors import ConfigError, FeatureStoreError
 from framework.features import repository
 from framework.features.repository import Profile
-from framework.features.training_set import build_training_set, read_info
+from framework.features.training_file import read_info
+from framework.features.training_set import build_training_set
 from framework.loop.promotion import promote
 from framework.models.labels import entity_frame_from_labels
 from framework.models.spec import find_spec, load_spec
@@ -60,11 +68,6 @@ SAMPLE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 FEATURE_SERVICE = "fraud_model_v1"
 #: The drift scenarios of the demo's sample (``parity demo --drift none`` switches them off).
 DEMO_DRIFT = ("amount_inflation", "new_merchant_category")
-#: Transactions replayed per monitored period (at most; a tenth of the sample at small scales).
-MONITOR_ROWS = 3_000
-#: Rows per replayed ModelInfer request (a few hundred milliseconds' worth at most, so the
-#: latency monitoring sees requests of a realistic size; the server allows 1,000).
-_INFER_ROWS = 100
 
 
 @dataclass
@@ -129,9 +132,35 @@ def run_demo(
         result.steps.append(s)
         progress(s)
 
-    t = time.perf_counter()
     config = GenerationConfig(seed=seed, transactions=transactions, drift=drift)
+    summary = _prepare(repo, profile, config, data, step)
+    with repository.open_store(repo, profile) as store:
+        _materialize_and_read(store, summary.end, data, profile, show, result, step)
+        _training_set_step(store, data, summary, result, step)
+        replayed = periods(
+            data / "raw" / "transactions.parquet",
+            config.drift_start,
+            max(1, min(MONITOR_ROWS, summary.transactions // 10)),
+        )
+        trained = _train(repo, store, replayed, result, step)
+        registry = _promote(repo, store, trained, result, step)
+        _serve_and_monitor(
+            repo, store, registry, trained, data, summary, replayed, drift, result, step
+        )
+    return result
+
+
+def _prepare(
+    repo: Path,
+    profile: Profile,
+    config: GenerationConfig,
+    data: Path,
+    step: Callable[[str, str, float], None],
+) -> Any:
+    """Generate the sample, build its offline sources, apply the definitions."""
+    t = time.perf_counter()
     summary = generate(config, data)
+    drift = config.drift
     scenarios = (
         f"drift from {config.drift_start:%Y-%m-%d}: {', '.join(drift)}" if drift else "no drift"
     )
@@ -139,7 +168,7 @@ def run_demo(
         "generate",
         f"{summary.transactions:,} transactions, {summary.users:,} users, "
         f"{summary.merchants:,} merchants, {summary.fraud_rate:.2%} fraud "
-        f"(seed {seed}; {scenarios}) -> {data / 'raw'}",
+        f"(seed {config.seed}; {scenarios}) -> {data / 'raw'}",
         t,
     )
 
@@ -161,110 +190,148 @@ def run_demo(
         f"{applied.feature_services} feature service registered ({profile.value} profile)",
         t,
     )
+    return summary
 
-    with repository.open_store(repo, profile) as store:
-        _materialize_and_read(store, summary.end, data, profile, show, result, step)
 
-        t = time.perf_counter()
-        table = _training_set(store, data, datetime.fromisoformat(summary.end))
-        info = read_info(table)
-        positives = pc.sum(table.column("is_fraud")).as_py() or 0
-        result.training_set = {"rows": table.num_rows, "columns": table.num_columns, **asdict(info)}
+def _training_set_step(
+    store: Any,
+    data: Path,
+    summary: Any,
+    result: DemoResult,
+    step: Callable[[str, str, float], None],
+) -> None:
+    t = time.perf_counter()
+    table = _training_set(store, data, datetime.fromisoformat(summary.end))
+    info = read_info(table)
+    positives = pc.sum(table.column("is_fraud")).as_py() or 0
+    result.training_set = {"rows": table.num_rows, "columns": table.num_columns, **asdict(info)}
+    step(
+        "training-set",
+        f"{table.num_rows:,} labelled transactions x {len(info.features)} features, "
+        f"{positives / max(table.num_rows, 1):.2%} fraud, point-in-time joined by "
+        f"{info.engine} (fingerprint {info.fingerprint[:12]})",
+        t,
+    )
+
+
+def _train(
+    repo: Path,
+    store: Any,
+    replayed: dict[str, dict[str, Any]],
+    result: DemoResult,
+    step: Callable[[str, str, float], None],
+) -> Any:
+    """Train the shipped spec on what happened before the clean period."""
+    t = time.perf_counter()
+    # The model knows nothing of the clean period: it trains on what happened before.
+    train_end = replayed["clean"]["start"]
+    spec_path = find_spec(repo, None)
+    trained = train_model(
+        repo, load_spec(spec_path), store=store, spec_path=spec_path, end=train_end
+    )
+    hold = trained.manifest.metrics.holdout
+    first = datetime.fromisoformat(trained.manifest.window["first_event"])
+    base = trained.manifest.metrics.baseline
+    result.model = {
+        "model": str(trained.ref),
+        "holdout": {k: hold[k] for k in ("rows", "roc_auc", "pr_auc", "log_loss", "brier")},
+        "baseline": {k: base[k] for k in ("roc_auc", "pr_auc", "log_loss", "brier")},
+        "calibration": trained.manifest.calibration,
+        "trained_before": train_end.isoformat(),
+    }
+    step(
+        "train",
+        f"{trained.ref}: holdout ROC-AUC {hold['roc_auc']:.3f}, PR-AUC {hold['pr_auc']:.3f} "
+        f"(base rate {base['pr_auc']:.3f}), log loss {hold['log_loss']:.4f} "
+        f"(baseline {base['log_loss']:.4f}) on {hold['rows']:,} later transactions "
+        f"(trained on labelled transactions from {first:%Y-%m-%d} to "
+        f"{train_end:%Y-%m-%d %H:%M})",
+        t,
+    )
+    return trained
+
+
+def _promote(
+    repo: Path,
+    store: Any,
+    trained: Any,
+    result: DemoResult,
+    step: Callable[[str, str, float], None],
+) -> Any:
+    """Promote the trained version to ``champion`` through the gate; the registry."""
+    t = time.perf_counter()
+    registry = default_registry(repo)
+    ref = trained.ref
+    current = registry.aliases(ref.name).get("champion")
+    move = promote(
+        registry,
+        ref.name,
+        ref.version,
+        store=store,
+        reason="parity demo",
+        force=current is not None,
+    )
+    result.model["champion"] = move.version
+    step(
+        "promote",
+        f"{ref.name}@champion: {move.previous or 'unset'} -> {move.version} "
+        f"({', '.join(c.name for c in move.checks)} checks passed)",
+        t,
+    )
+    return registry
+
+
+def _serve_and_monitor(
+    repo: Path,
+    store: Any,
+    registry: Any,
+    trained: Any,
+    data: Path,
+    summary: Any,
+    replayed: dict[str, dict[str, Any]],
+    drift: tuple[str, ...],
+    result: DemoResult,
+    step: Callable[[str, str, float], None],
+) -> None:
+    """Start the server, score the latest transactions, replay and monitor both periods,
+    then close the loop (:mod:`framework.cli.demo_loop`)."""
+    ref = trained.ref
+    t = time.perf_counter()
+    now = datetime.fromisoformat(summary.end)
+    running = _start_server(store, registry, data, now)
+    try:
+        served, logged = _serve(running, data, [v["request"] for v in result.online_vectors])
+        result.predictions = served
+        decisions = ", ".join(
+            f"{d} {sum(p['decision'] == d for p in served)}"
+            for d in ("ACCEPT", "VALIDATE", "REVIEW")
+        )
         step(
-            "training-set",
-            f"{table.num_rows:,} labelled transactions x {len(info.features)} features, "
-            f"{positives / max(table.num_rows, 1):.2%} fraud, point-in-time joined by "
-            f"{info.engine} (fingerprint {info.fingerprint[:12]})",
+            "serve",
+            f"gRPC server on 127.0.0.1:{running.port} scored the {len(served)} latest "
+            f"transactions with {ref.name}@champion ({decisions}); {logged} rows in the "
+            f"prediction log (server clock at the end of the sample, {now:%Y-%m-%d %H:%M})",
             t,
         )
 
         t = time.perf_counter()
-        tx_path = data / "raw" / "transactions.parquet"
-        per_period = max(1, min(MONITOR_ROWS, summary.transactions // 10))
-        periods = _periods(tx_path, config.drift_start, per_period)
-        # The model knows nothing of the clean period: it trains on what happened before.
-        train_end = periods["clean"]["start"]
-        spec_path = find_spec(repo, None)
-        trained = train_model(
-            repo, load_spec(spec_path), store=store, spec_path=spec_path, end=train_end
-        )
-        hold = trained.manifest["metrics"]["holdout"]
-        first = datetime.fromisoformat(trained.manifest["window"]["first_event"])
-        base = trained.manifest["metrics"]["baseline"]
-        result.model = {
-            "model": str(trained.ref),
-            "holdout": {k: hold[k] for k in ("rows", "roc_auc", "pr_auc", "log_loss", "brier")},
-            "baseline": {k: base[k] for k in ("roc_auc", "pr_auc", "log_loss", "brier")},
-            "calibration": trained.manifest["calibration"],
-            "trained_before": train_end.isoformat(),
-        }
-        step(
-            "train",
-            f"{trained.ref}: holdout ROC-AUC {hold['roc_auc']:.3f}, PR-AUC {hold['pr_auc']:.3f} "
-            f"(base rate {base['pr_auc']:.3f}), log loss {hold['log_loss']:.4f} "
-            f"(baseline {base['log_loss']:.4f}) on {hold['rows']:,} later transactions "
-            f"(trained on labelled transactions from {first:%Y-%m-%d} to "
-            f"{train_end:%Y-%m-%d %H:%M})",
-            t,
-        )
-
-        t = time.perf_counter()
-        registry = default_registry(repo)
-        ref = trained.ref
-        current = registry.aliases(ref.name).get("champion")
-        move = promote(
-            registry,
-            ref.name,
-            ref.version,
-            store=store,
-            reason="parity demo",
-            force=current is not None,
-        )
-        result.model["champion"] = move.version
-        step(
-            "promote",
-            f"{ref.name}@champion: {move.previous or 'unset'} -> {move.version} "
-            f"({', '.join(c.name for c in move.checks)} checks passed)",
-            t,
-        )
-
-        t = time.perf_counter()
-        now = datetime.fromisoformat(summary.end)
-        running = _start_server(store, registry, data, now)
-        try:
-            served, logged = _serve(running, data, [v["request"] for v in result.online_vectors])
-            result.predictions = served
-            decisions = ", ".join(
-                f"{d} {sum(p['decision'] == d for p in served)}"
-                for d in ("ACCEPT", "VALIDATE", "REVIEW")
-            )
-            step(
-                "serve",
-                f"gRPC server on 127.0.0.1:{running.port} scored the {len(served)} latest "
-                f"transactions with {ref.name}@champion ({decisions}); {logged} rows in the "
-                f"prediction log (server clock at the end of the sample, {now:%Y-%m-%d %H:%M})",
-                t,
-            )
-
-            t = time.perf_counter()
-            run = uuid.uuid4().hex[:8]
-            for name, period in periods.items():
-                features = build_training_set(store, trained.manifest["feature_service"],
-                                              period["entities"])  # fmt: skip
-                period["request_prefix"] = f"demo-{name}-{run}-"
-                _replay(f"127.0.0.1:{running.port}", ref.name, trained.manifest, features,
-                        period["request_prefix"])  # fmt: skip
-            running.prediction_log.flush(30)
-            result.monitoring = _monitor(data, registry, ref.name, periods, drift)
-            step("monitor", _monitor_line(result.monitoring), t)
-            result.loop = close_the_loop(
-                repo, store, registry, f"127.0.0.1:{running.port}", data, periods, ref.version,
-                replay=_replay, rows_per_request=_INFER_ROWS,
-                flush=lambda: running.prediction_log.flush(30), step=step,
-            )  # fmt: skip
-        finally:
-            running.stop(2)  # drains the calls, then writes the whole prediction log
-    return result
+        run = uuid.uuid4().hex[:8]
+        for name, period in replayed.items():
+            features = build_training_set(store, trained.manifest.feature_service,
+                                          period["entities"])  # fmt: skip
+            period["request_prefix"] = f"demo-{name}-{run}-"
+            replay(f"127.0.0.1:{running.port}", ref.name, trained.manifest, features,
+                    period["request_prefix"])  # fmt: skip
+        running.prediction_log.flush(30)
+        result.monitoring = monitor(data, registry, ref.name, replayed, drift)
+        step("monitor", monitor_line(result.monitoring), t)
+        result.loop = close_the_loop(
+            repo, store, registry, f"127.0.0.1:{running.port}", data, replayed, ref.version,
+            replay=replay, rows_per_request=INFER_ROWS,
+            flush=lambda: running.prediction_log.flush(30), step=step,
+        )  # fmt: skip
+    finally:
+        running.stop(2)  # drains the calls, then writes the whole prediction log
 
 
 def _start_server(store: Any, registry: Any, data: Path, now: datetime) -> Any:
@@ -297,132 +364,6 @@ def _serve(
     logged = read_log(data / "predictions", "fraud_model")
     count = sum(1 for r in logged.column("__request_id").to_pylist() if r == request_id)
     return served, count
-
-
-# ------------------------------------------------------------------ monitoring
-
-
-def _periods(path: Path, drift_start: datetime, n: int) -> dict[str, dict[str, Any]]:
-    """The ``n`` transactions just before the drift start (clean) and the ``n`` from it on
-    (drifted), as entity rows for the point-in-time join just before each transaction."""
-    out: dict[str, dict[str, Any]] = {}
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        for name, where, order in (
-            ("clean", "transaction_timestamp < ?", "DESC"),
-            ("drift", "transaction_timestamp >= ?", "ASC"),
-        ):
-            entities = con.execute(
-                f"""SELECT * FROM (
-                        SELECT transaction_id, user_id, merchant_id, amount,
-                               hour(transaction_timestamp AT TIME ZONE 'UTC')::BIGINT
-                                   AS hour_of_day,
-                               transaction_timestamp - INTERVAL 1 MICROSECOND AS event_timestamp
-                        FROM read_parquet(?) WHERE {where}
-                        ORDER BY transaction_timestamp {order}, transaction_id LIMIT ?)
-                    ORDER BY event_timestamp, transaction_id""",
-                [str(path), drift_start, n],
-            ).to_arrow_table()
-            times = entities.column("event_timestamp")
-            out[name] = {
-                "entities": entities,
-                "rows": entities.num_rows,
-                "start": pc.min(times).as_py() + timedelta(microseconds=1),
-                "end": pc.max(times).as_py() + timedelta(microseconds=1),
-            }
-    finally:
-        con.close()
-    return out
-
-
-def _replay(
-    target: str, model: str, manifest: dict[str, Any], features: Any, prefix: str,
-    version: str = "",
-) -> None:  # fmt: skip
-    """Send the feature rows to ``ModelInfer`` with every model feature as a tensor (plain
-    model serving), ``_INFER_ROWS`` rows a request, request ids ``prefix`` + a number; to
-    ``version`` if given, else the champion."""
-    import grpc
-    import numpy as np
-
-    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
-    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
-
-    fields = manifest["features"]
-    with grpc.insecure_channel(target) as channel:
-        stub = v2_grpc.GRPCInferenceServiceStub(channel)
-        for i, offset in enumerate(range(0, features.num_rows, _INFER_ROWS)):
-            chunk = features.slice(offset, _INFER_ROWS)
-            request = v2.ModelInferRequest(
-                model_name=model, model_version=version, id=f"{prefix}{i}"
-            )
-            for f in fields:
-                column = chunk.column(f["name"])
-                tensor = request.inputs.add(name=f["name"], shape=[chunk.num_rows])
-                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-                    tensor.datatype = "BYTES"
-                    # A V2 BYTES tensor has no null: an empty string stands for one.
-                    tensor.contents.bytes_contents.extend(
-                        (v or "").encode() for v in column.to_pylist()
-                    )
-                else:
-                    tensor.datatype = "FP64"
-                    values = column.cast("float64").to_numpy(zero_copy_only=False)
-                    tensor.contents.fp64_contents.extend(np.asarray(values, np.float64))
-            stub.ModelInfer(request, timeout=60)
-
-
-def _monitor(
-    data: Path, registry: Any, model: str, periods: dict[str, dict[str, Any]],
-    drift: tuple[str, ...],
-) -> dict[str, Any]:  # fmt: skip
-    """Monitor each replayed period on its own and write the reports."""
-    from framework.monitoring.report import write_report
-    from framework.monitoring.summary import monitor_summary
-
-    out: dict[str, Any] = {"drift_scenarios": list(drift)}
-    for name, period in periods.items():
-        summary = monitor_summary(
-            data / "predictions", registry, model, request_id_prefix=period["request_prefix"]
-        )
-        report = write_report(
-            data / ("monitor.html" if name == "drift" else f"monitor-{name}.html"), summary
-        )
-        version = summary["versions"][0] if summary["versions"] else {}
-        verdict = (version.get("drift") or {}).get("dataset") or {}
-        out[name] = {
-            "period": {"start": period["start"].isoformat(), "end": period["end"].isoformat()},
-            "replayed": period["rows"],
-            "rows": summary["window"]["rows"],
-            "request_prefix": period["request_prefix"],
-            "status": summary["status"],
-            "dataset_drift": verdict.get("status"),
-            "drifted_features": verdict.get("drifted_features", []),
-            "evaluated_features": verdict.get("evaluated_features", 0),
-            "features": {
-                f["feature"]: {"status": f["status"], "psi": f["psi"], "reasons": f["reasons"]}
-                for f in (version.get("drift") or {}).get("features", [])
-            },
-            "alerts": sorted({a["name"] for a in summary["alerts"]}),
-            "report": str(report),
-        }
-    return out
-
-
-def _monitor_line(m: dict[str, Any]) -> str:
-    clean, drifted = m["clean"], m["drift"]
-
-    def verdict(p: dict[str, Any]) -> str:
-        if p["dataset_drift"] in (None, "insufficient_data"):
-            return f"no verdict ({p['rows']:,} rows)"
-        return f"{len(p['drifted_features'])} of {p['evaluated_features']} features drifted"
-
-    return (
-        f"replayed {clean['rows']:,} clean + {drifted['rows']:,} drifted transactions through "
-        f"ModelInfer; clean period: {verdict(clean)}, drifted period: {verdict(drifted)} "
-        f"-> {drifted['report']}"
-    )
 
 
 def _materialize_and_read(

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framework.logs.outcomes import OutcomeStore
-from framework.loop.feedback import feedback_report, ingest
+from framework.loop.feedback import FeedbackReport, feedback_report, ingest
 
 KEYS = ["user_id", "merchant_id"]
 
@@ -67,8 +67,8 @@ def outcome_file(data: Path, name: str, entities: pa.Table, prefix: str, rows: i
     return path
 
 
-def _quality(report: dict[str, Any], version: int | None) -> dict[str, Any]:
-    v = next((v for v in report["versions"] if v["version"] == str(version)), None)
+def _quality(report: FeedbackReport, version: int | None) -> dict[str, Any]:
+    v = next((v for v in report.to_dict()["versions"] if v["version"] == str(version)), None)
     live = (v or {}).get("live") or {}
     return {
         "labelled": (v or {}).get("labelled", 0),
@@ -91,44 +91,15 @@ def close_the_loop(
     step: Callable[[str, str, float], None],
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; their numbers."""
-    from framework.features.training_set import build_training_set
-    from framework.loop.retrain import check_trigger, retrain
-    from framework.models.spec import find_spec, load_spec
-
     model = "fraud_model"
-    log, outcomes = data / "predictions", OutcomeStore(data / "outcomes")
     out: dict[str, Any] = {}
-
-    t = time.perf_counter()
     drift = periods["drift"]
-    path = outcome_file(data, "drift", drift["entities"], drift["request_prefix"],
-                        rows_per_request)  # fmt: skip
-    stored = ingest(path, outcomes, KEYS)
-    report = feedback_report(log, data / "outcomes", registry, model, data=data,
-                             request_id_prefix=drift["request_prefix"])  # fmt: skip
-    before = _quality(report, champion)
-    out["feedback"] = {"stored": stored, "counts": report["counts"], "champion": before}
-    step("feedback", f"{stored:,} outcomes for the later period ({path.name}): "
-         f"{model}:{champion} live ROC-AUC {_f(before['roc_auc'])}, PR-AUC "
-         f"{_f(before['pr_auc'])} on {before['labelled']:,} labelled predictions", t)  # fmt: skip
+    out["feedback"] = _feedback(data, registry, drift, champion, rows_per_request, step)
 
-    t = time.perf_counter()
-    trigger = check_trigger("drift", log, registry, model,
-                            request_id_prefix=drift["request_prefix"])  # fmt: skip
-    spec_path = find_spec(repo, None)
-    result = retrain(repo, load_spec(spec_path), store=store, registry=registry, trigger=trigger,
-                     spec_path=spec_path, promote_now=True, by="parity demo")  # fmt: skip
+    result = _retrain(repo, store, registry, data, drift, champion, step)
     out["retrain"] = result.to_dict()
     if not result.passed:
-        step("retrain", result.message, t)
         return out
-    m = result.metrics
-    step("retrain", f"triggered by {', '.join(sorted(set(trigger['alerts'])))}; challenger "
-         f"{model}:{result.challenger} vs champion {model}:{champion} on the same "
-         f"{result.holdout['rows']:,} latest transactions: PR-AUC "
-         f"{m['challenger']['pr_auc']:.3f} vs {m['champion']['pr_auc']:.3f}, ROC-AUC "
-         f"{m['challenger']['roc_auc']:.3f} vs {m['champion']['roc_auc']:.3f} -> promoted",
-         t)  # fmt: skip
 
     t = time.perf_counter()
     seconds = _reload_seconds(target, model, result.challenger, data)
@@ -136,29 +107,110 @@ def close_the_loop(
     step("reload", f"the running server answered with {model}:{result.challenger} "
          f"{seconds * 1000:.0f} ms after the promotion, without a restart", t)  # fmt: skip
 
+    out["after"] = _after(
+        store, registry, target, data, drift["rows"], champion, result,
+        replay=replay, rows_per_request=rows_per_request, flush=flush, step=step,
+    )  # fmt: skip
+    return out
+
+
+def _feedback(
+    data: Path,
+    registry: Any,
+    drift: dict[str, Any],
+    champion: int,
+    rows_per_request: int,
+    step: Callable[[str, str, float], None],
+) -> dict[str, Any]:
+    """Step 1: the drifted period's ground truth ingested; the champion's live quality."""
+    model = "fraud_model"
     t = time.perf_counter()
-    entities = latest_transactions(data, datetime.fromisoformat(result.holdout["start"]),
-                                   drift["rows"])  # fmt: skip
+    path = outcome_file(data, "drift", drift["entities"], drift["request_prefix"],
+                        rows_per_request)  # fmt: skip
+    stored = ingest(path, OutcomeStore(data / "outcomes"), KEYS)
+    report = feedback_report(data / "predictions", data / "outcomes", registry, model, data=data,
+                             request_id_prefix=drift["request_prefix"])  # fmt: skip
+    before = _quality(report, champion)
+    step("feedback", f"{stored:,} outcomes for the later period ({path.name}): "
+         f"{model}:{champion} live ROC-AUC {_f(before['roc_auc'])}, PR-AUC "
+         f"{_f(before['pr_auc'])} on {before['labelled']:,} labelled predictions", t)  # fmt: skip
+    return {"stored": stored, "counts": dict(report.counts), "champion": before}
+
+
+def _retrain(
+    repo: Path,
+    store: Any,
+    registry: Any,
+    data: Path,
+    drift: dict[str, Any],
+    champion: int,
+    step: Callable[[str, str, float], None],
+) -> Any:
+    """Step 2: ``parity retrain --reason drift --promote`` on the drift alert."""
+    from framework.loop.retrain import check_trigger, retrain
+    from framework.models.spec import find_spec, load_spec
+
+    model = "fraud_model"
+    t = time.perf_counter()
+    trigger = check_trigger("drift", data / "predictions", registry, model,
+                            request_id_prefix=drift["request_prefix"])  # fmt: skip
+    spec_path = find_spec(repo, None)
+    result = retrain(repo, load_spec(spec_path), store=store, registry=registry, trigger=trigger,
+                     spec_path=spec_path, promote_now=True, by="parity demo")  # fmt: skip
+    if not result.passed:
+        step("retrain", result.message, t)
+        return result
+    m = result.metrics
+    step("retrain", f"triggered by {', '.join(sorted(set(trigger['alerts'])))}; challenger "
+         f"{model}:{result.challenger} vs champion {model}:{champion} on the same "
+         f"{result.holdout['rows']:,} latest transactions: PR-AUC "
+         f"{m['challenger']['pr_auc']:.3f} vs {m['champion']['pr_auc']:.3f}, ROC-AUC "
+         f"{m['challenger']['roc_auc']:.3f} vs {m['champion']['roc_auc']:.3f} -> promoted",
+         t)  # fmt: skip
+    return result
+
+
+def _after(
+    store: Any,
+    registry: Any,
+    target: str,
+    data: Path,
+    rows: int,
+    champion: int,
+    result: Any,
+    *,
+    replay: Callable[..., None],
+    rows_per_request: int,
+    flush: Callable[[], None],
+    step: Callable[[str, str, float], None],
+) -> dict[str, Any]:
+    """Step 4: the same latest transactions scored by both versions, outcomes ingested,
+    live quality compared."""
+    from framework.features.training_set import build_training_set
+
+    model = "fraud_model"
+    t = time.perf_counter()
+    entities = latest_transactions(data, datetime.fromisoformat(result.holdout["start"]), rows)
     features = build_training_set(store, "fraud_model_v1", entities)
     run = uuid.uuid4().hex[:8]
     prefix = f"demo-after-{run}-"
     manifest = registry.manifest(registry.resolve(f"{model}:{result.challenger}"))
+    outcomes = OutcomeStore(data / "outcomes")
     for version, sent in ((champion, str(champion)), (result.challenger, "")):
         replay(target, model, manifest, features, f"{prefix}v{version}-", version=sent)
         path = outcome_file(data, f"after-v{version}", entities, f"{prefix}v{version}-",
                             rows_per_request)  # fmt: skip
         ingest(path, outcomes, KEYS)
     flush()
-    report = feedback_report(log, data / "outcomes", registry, model, data=data,
-                             request_id_prefix=prefix)  # fmt: skip
+    report = feedback_report(data / "predictions", data / "outcomes", registry, model,
+                             data=data, request_id_prefix=prefix)  # fmt: skip
     old, new = _quality(report, champion), _quality(report, result.challenger)
-    out["after"] = {"transactions": entities.num_rows, "old": old, "new": new,
-                    "old_version": champion, "new_version": result.challenger}  # fmt: skip
     step("after", f"the same {entities.num_rows:,} later transactions scored by both "
          f"versions: live PR-AUC {_f(old['pr_auc'])} ({model}:{champion}) -> "
          f"{_f(new['pr_auc'])} ({model}:{result.challenger}), ROC-AUC {_f(old['roc_auc'])} -> "
          f"{_f(new['roc_auc'])}", t)  # fmt: skip
-    return out
+    return {"transactions": entities.num_rows, "old": old, "new": new,
+            "old_version": champion, "new_version": result.challenger}  # fmt: skip
 
 
 def _f(value: Any) -> str:

@@ -45,33 +45,7 @@ def register_entities(
     request_data: dict[str, list[str]],
 ) -> Entities:
     """Register the entity frame as view ``entities`` with a row index and UTC timestamps."""
-    if isinstance(entity_df, str | os.PathLike):
-        path = str(entity_df).replace("'", "''")
-        if not os.path.exists(entity_df):
-            raise DataError(f"The entity file {entity_df} does not exist.")
-        try:
-            con.execute(
-                f"CREATE VIEW entity_input AS SELECT * EXCLUDE (file_row_number), "
-                f"file_row_number AS {ROW} FROM read_parquet('{path}', file_row_number = true)"
-            )
-        except duckdb.Error as exc:
-            raise DataError(f"Cannot read the entity file {entity_df}: {exc}") from exc
-    else:
-        if isinstance(entity_df, pd.DataFrame):
-            table = pa.Table.from_pandas(entity_df, preserve_index=False)
-        elif isinstance(entity_df, pa.Table):
-            table = entity_df
-        else:
-            raise ConfigError(
-                "The 'entity_df' parameter must be a pandas DataFrame, a pyarrow Table or a "
-                f"Parquet path. Got {type(entity_df).__name__}."
-            )
-        if ROW in table.column_names:
-            raise DataError(f"The entity frame may not have a column named {ROW!r}.")
-        table = table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
-        con.register("entity_arrow", table)
-        con.execute("CREATE VIEW entity_input AS SELECT * FROM entity_arrow")
-
+    _register_input(con, entity_df)
     described = con.execute("DESCRIBE SELECT * FROM entity_input").fetchall()
     types = {name: str(kind) for name, kind, *_ in described}
     columns = [name for name in types if name != ROW]
@@ -86,6 +60,49 @@ def register_entities(
             f"The entity timestamp column {timestamp!r} has type {kind}, which cannot be "
             "compared with feature timestamps; use a timestamp (naive means UTC) or a date."
         )
+    _check_columns(types, columns, join_keys, request_data)
+    check_microseconds(entity_df, timestamp)
+    _create_entities(con, columns, timestamp)
+    return Entities(columns=columns, timestamp=timestamp, rows=int(rows))
+
+
+def _register_input(con: duckdb.DuckDBPyConnection, entity_df: Any) -> None:
+    """The entity frame as view ``entity_input``, with the row index :data:`ROW`."""
+    if isinstance(entity_df, str | os.PathLike):
+        path = str(entity_df).replace("'", "''")
+        if not os.path.exists(entity_df):
+            raise DataError(f"The entity file {entity_df} does not exist.")
+        try:
+            con.execute(
+                f"CREATE VIEW entity_input AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {ROW} FROM read_parquet('{path}', file_row_number = true)"
+            )
+        except duckdb.Error as exc:
+            raise DataError(f"Cannot read the entity file {entity_df}: {exc}") from exc
+        return
+    if isinstance(entity_df, pd.DataFrame):
+        table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    elif isinstance(entity_df, pa.Table):
+        table = entity_df
+    else:
+        raise ConfigError(
+            "The 'entity_df' parameter must be a pandas DataFrame, a pyarrow Table or a "
+            f"Parquet path. Got {type(entity_df).__name__}."
+        )
+    if ROW in table.column_names:
+        raise DataError(f"The entity frame may not have a column named {ROW!r}.")
+    table = table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+    con.register("entity_arrow", table)
+    con.execute("CREATE VIEW entity_input AS SELECT * FROM entity_arrow")
+
+
+def _check_columns(
+    types: dict[str, str],
+    columns: list[str],
+    join_keys: dict[str, list[str]],
+    request_data: dict[str, list[str]],
+) -> None:
+    """Every join key and request-data field the views need is a column."""
     for view, keys in join_keys.items():
         missing = [k for k in keys if k not in types]
         if missing:
@@ -100,7 +117,10 @@ def register_entities(
                     f"The entity frame has no column {name!r}: it is request data of the "
                     f"on-demand feature view {odfv!r}."
                 )
-    check_microseconds(entity_df, timestamp)
+
+
+def _create_entities(con: duckdb.DuckDBPyConnection, columns: list[str], timestamp: str) -> None:
+    """Table ``entities``: the input with its timestamp as TIMESTAMPTZ, none missing."""
     ts = _q(timestamp)
     select = [f"CAST({ts} AS TIMESTAMPTZ) AS {ts}" if c == timestamp else _q(c) for c in columns]
     try:
@@ -120,7 +140,6 @@ def register_entities(
             f"The entity timestamp column {timestamp!r} is missing (null) in row "
             f"{missing_at}: every entity row needs the time its features are wanted at."
         )
-    return Entities(columns=columns, timestamp=timestamp, rows=int(rows))
 
 
 def check_microseconds(entity_df: Any, column: str) -> None:

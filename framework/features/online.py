@@ -88,7 +88,7 @@ class OnlineFeatures:
     def __init__(
         self, store: Any, feature_service: str, clock: Callable[[], float] = time.time
     ) -> None:
-        from framework.features.training_set import join_plan
+        from framework.features.join_plan import join_plan
 
         self.store = store
         self.clock = clock

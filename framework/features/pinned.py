@@ -14,7 +14,7 @@ from typing import Any
 
 from framework.errors import ParityError
 from framework.features.fields import FeatureField
-from framework.features.training_set import feature_contract
+from framework.features.join_plan import feature_contract
 
 
 @dataclass(frozen=True)

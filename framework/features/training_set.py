@@ -29,14 +29,15 @@ batch of rows at a time.
 
 Every result carries a dataset fingerprint (definitions + entity frame +
 source file identities) in its Arrow schema metadata.
+
+What to join comes from :mod:`framework.features.join_plan`; the metadata written
+with the result is :mod:`framework.features.training_file`. Both are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,17 +46,28 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from framework import feast_private
 from framework.duck import connect
-from framework.errors import ConfigError, DataError
 from framework.features import on_demand
 from framework.features.entity_frame import ROW, Entities, register_entities
-from framework.features.fields import FeatureField
 from framework.features.fingerprint import (
     EntityHasher,
     definitions_digest,
     fingerprint,
     source_identities,
+)
+from framework.features.join_plan import (
+    FeatureContract,
+    JoinPlan,
+    feature_contract,
+    join_plan,
+    open_repo,
+)
+from framework.features.training_file import (
+    FINGERPRINT_KEY,
+    METADATA_KEY,
+    TrainingSetInfo,
+    read_info,
+    with_metadata,
 )
 from framework.features.view_sources import (
     View,
@@ -66,227 +78,21 @@ from framework.features.view_sources import (
     scan_sql,
 )
 
-METADATA_KEY = b"parity.training_set"
-FINGERPRINT_KEY = b"parity.fingerprint"
+__all__ = [
+    "BATCH_ROWS",
+    "FINGERPRINT_KEY",
+    "METADATA_KEY",
+    "FeatureContract",
+    "JoinPlan",
+    "TrainingSetInfo",
+    "build_training_set",
+    "feature_contract",
+    "join_plan",
+    "read_info",
+    "write_training_set",
+]
+
 BATCH_ROWS = 65_536
-
-
-@dataclass
-class TrainingSetInfo:
-    """What a training set was built from; stored as JSON in the schema metadata."""
-
-    fingerprint: str
-    engine: str  # "duckdb" or "feast"
-    engine_reason: str
-    feature_service: str | None
-    features: list[str]
-    full_feature_names: bool
-    timestamp_column: str
-    entity_rows: int
-    entity_digest: str
-    definitions_digest: str
-    sources: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-# ------------------------------------------------------------------ resolution
-
-
-@dataclass
-class JoinPlan:
-    store: Any
-    service_name: str | None
-    refs: list[str]
-    provider_refs: list[str]
-    views: list[View]
-    odfvs: list[Any]
-    #: The Feast feature views behind ``views`` (same order), projections applied.
-    feature_views: list[Any]
-    features_arg: Any  # what Feast's get_historical_features takes
-    #: Views over the same files, keys and timestamps share one ASOF join
-    #: (the sample's 1h/24h/7d views all read one source): (scan view, members).
-    groups: list[tuple[View, list[View]]] = field(default_factory=list)
-    #: Per group: whether its source holds at most one row per join key (see
-    #: :func:`_one_row_per_key`).
-    one_row_per_key: list[bool] = field(default_factory=list)
-
-
-def _open(repo: Any) -> Any:
-    from feast import FeatureStore
-
-    from framework.features.repository import load_store
-
-    if isinstance(repo, FeatureStore):
-        return repo
-    if isinstance(repo, str | os.PathLike):
-        return load_store(Path(repo))
-    raise ConfigError(
-        "The 'repo' parameter must be a repository path or a feast.FeatureStore. "
-        f"Got {type(repo).__name__}."
-    )
-
-
-def join_plan(
-    store: Any, features: str | Sequence[str] | Any, full_feature_names: bool
-) -> JoinPlan:
-    from feast import FeatureService
-
-    service_name: str | None = None
-    if isinstance(features, str):
-        try:
-            features = store.get_feature_service(features)
-        except Exception as exc:
-            known = sorted(s.name for s in store.list_feature_services())
-            raise ConfigError(
-                f"Unknown feature service {features!r}; the registry has: "
-                f"{', '.join(known) or 'none (run parity apply)'}."
-            ) from exc
-    if isinstance(features, FeatureService):
-        service_name = features.name
-    else:
-        features = list(features)
-        if not features:
-            raise ConfigError("The 'features' parameter is empty: name a feature service or refs.")
-        _check_refs(store, features)
-    try:
-        refs = feast_private.get_features(store.registry, store.project, features)
-        all_fvs, all_odfvs = feast_private.get_feature_views_to_use(
-            store.registry, store.project, features
-        )
-        fvs, odfvs = feast_private.group_feature_refs(refs, all_fvs, all_odfvs)
-        feast_private.validate_feature_refs(refs, full_feature_names)
-    except Exception as exc:
-        raise ConfigError(f"Cannot resolve the features: {' '.join(str(exc).split())}") from exc
-
-    provider_refs = list(refs)
-    for view, feats in fvs:
-        for feat in feats:
-            ref = f"{view.projection.name_to_use()}:{feat}"
-            if ref not in provider_refs:
-                provider_refs.append(ref)
-
-    views = []
-    for view, _ in fvs:
-        prefix = view.projection.name_to_use()
-        base = view.projection.name_alias or view.name
-        names = [r.split(":", 1)[1] for r in provider_refs if r.startswith(f"{prefix}:")]
-        source = view.batch_source
-        mapping = dict(source.field_mapping or {})
-        views.append(
-            View(
-                name=view.name,
-                projection_name=prefix,
-                join_keys={
-                    # A join-key map may rename some keys and leave the others.
-                    mapping.get(e.name, e.name): (view.projection.join_key_map or {}).get(
-                        e.name, e.name
-                    )
-                    for e in view.entity_columns
-                },
-                features=names,
-                output=[f"{base}__{n}" if full_feature_names else n for n in names],
-                timestamp_field=source.timestamp_field,
-                created_field=source.created_timestamp_column or None,
-                ttl=view.ttl or None,
-                source=source,
-            )
-        )
-    import copy
-
-    odfv_list = copy.deepcopy([v for v, _ in odfvs])
-    for odfv in odfv_list:
-        odfv.write_to_online_store = False
-    return JoinPlan(
-        store=store,
-        service_name=service_name,
-        refs=list(refs),
-        provider_refs=provider_refs,
-        views=views,
-        odfvs=odfv_list,
-        feature_views=[view for view, _ in fvs],
-        features_arg=features,
-    )
-
-
-def _check_refs(store: Any, refs: Sequence[str]) -> None:
-    """Name the unknown view or feature instead of Feast's generic error."""
-    views = {v.name: v for v in store.list_feature_views()}
-    views.update({v.name: v for v in store.list_on_demand_feature_views()})
-    for ref in refs:
-        if not isinstance(ref, str) or ref.count(":") != 1:
-            raise ConfigError(f"Feature reference {ref!r} must have the form 'view:feature'.")
-        view_name, feature = ref.split(":")
-        view = views.get(view_name)
-        if view is None:
-            raise ConfigError(
-                f"Unknown feature view {view_name!r} in {ref!r}; known views: "
-                f"{', '.join(sorted(views)) or 'none (run parity apply)'}."
-            )
-        if feature not in {f.name for f in view.features}:
-            raise ConfigError(
-                f"Feature view {view_name!r} has no feature {feature!r}; it has: "
-                f"{', '.join(f.name for f in view.features)}."
-            )
-
-
-@dataclass(frozen=True)
-class FeatureContract:
-    """What a feature service gives a model: its features (output names, Feast types,
-    views) in training-set column order, the entity join keys and request-data fields
-    the serving path needs, and the digest of the definitions behind them."""
-
-    feature_service: str | None
-    fields: list[FeatureField]
-    join_keys: list[str]
-    request_data: dict[str, str]
-    definitions_digest: str
-    #: Join key -> Feast value type name (``INT64``, ``STRING``, ``BYTES``, ...).
-    join_key_types: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def feature_contract(repo: Any, features: str | Sequence[str] | Any) -> FeatureContract:
-    """The :class:`FeatureContract` of a feature service (or refs) in the current registry."""
-    store = _open(repo)
-    plan = join_plan(store, features, False)
-    dtypes: dict[str, tuple[str, str]] = {}
-    join_keys: list[str] = []
-    key_types: dict[str, str] = {}
-    for v, projected in zip(plan.views, plan.feature_views, strict=True):
-        fv = store.get_feature_view(v.name)
-        for f in fv.features:
-            dtypes[f"{v.projection_name}:{f.name}"] = (str(f.dtype), v.name)
-        key_map = projected.projection.join_key_map or {}
-        for column in projected.entity_columns:
-            key = key_map.get(column.name, column.name)
-            if key not in join_keys:
-                join_keys.append(key)
-                key_types[key] = column.dtype.to_value_type().name
-    request_data: dict[str, str] = {}
-    for odfv in plan.odfvs:
-        for f in odfv.features:
-            dtypes[f"{odfv.projection.name_to_use()}:{f.name}"] = (str(f.dtype), odfv.name)
-        for name, value_type in odfv.get_request_data_schema().items():
-            request_data[name] = value_type.name
-    fields = [
-        FeatureField(name=ref.split(":", 1)[1], dtype=dtypes[ref][0], view=dtypes[ref][1])
-        for ref in plan.refs
-    ]
-    digest = definitions_digest(
-        [store.get_feature_view(v.name) for v in plan.views], plan.odfvs, plan.refs
-    )
-    return FeatureContract(
-        feature_service=plan.service_name,
-        fields=fields,
-        join_keys=join_keys,
-        request_data=request_data,
-        definitions_digest=digest,
-        join_key_types=key_types,
-    )
 
 
 # --------------------------------------------------------------------- query
@@ -435,7 +241,7 @@ def _prepare(
     threads: int | None,
 ) -> tuple[_Run, str | None]:
     """Resolve everything; return the run and, when DuckDB cannot do it, why not."""
-    store = _open(repo)
+    store = open_repo(repo)
     plan = join_plan(store, features, full_feature_names)
     con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
     # Never plan an ASOF join as a nested loop: DuckDB does that below 64 estimated left
@@ -487,13 +293,6 @@ def _prepare(
     return run, fallback
 
 
-def _with_metadata(schema: pa.Schema, info: TrainingSetInfo) -> pa.Schema:
-    meta = dict(schema.metadata or {})
-    meta[METADATA_KEY] = info.to_json().encode()
-    meta[FINGERPRINT_KEY] = info.fingerprint.encode()
-    return schema.with_metadata(meta)
-
-
 def _feast_table(run: _Run) -> pa.Table:
     """Feast's own get_historical_features, for sources DuckDB cannot read directly."""
     entity_df = run.con.execute(f"SELECT * EXCLUDE ({ROW}) FROM entities ORDER BY {ROW}").df()
@@ -516,7 +315,7 @@ def _feast_training_set(run: _Run, reason: str) -> pa.Table:
         hasher.update(batch)
     table = _feast_table(run)
     info = run.info(hasher.hexdigest(), "feast", reason)
-    return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+    return table.replace_schema_metadata(with_metadata(table.schema, info).metadata)
 
 
 def build_training_set(
@@ -571,7 +370,7 @@ def build_training_set(
             hasher.update(batch)
         table = on_demand.apply_in_batches(table, run.plan, full_feature_names, BATCH_ROWS)
         info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
-        return table.replace_schema_metadata(_with_metadata(table.schema, info).metadata)
+        return table.replace_schema_metadata(with_metadata(table.schema, info).metadata)
     finally:
         run.con.close()
 
@@ -629,14 +428,3 @@ def write_training_set(
         raise
     finally:
         run.con.close()
-
-
-def read_info(table_or_path: pa.Table | Path) -> TrainingSetInfo:
-    """The :class:`TrainingSetInfo` stored with a training set (table or Parquet file)."""
-    if isinstance(table_or_path, pa.Table):
-        meta = table_or_path.schema.metadata or {}
-    else:  # the file's key-value metadata, where write_training_set puts it
-        meta = pq.read_metadata(table_or_path).metadata or {}
-    if METADATA_KEY not in meta:
-        raise DataError("This table carries no parity training-set metadata.")
-    return TrainingSetInfo(**json.loads(meta[METADATA_KEY]))

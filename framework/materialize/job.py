@@ -45,7 +45,8 @@ from framework.duck import connect
 from framework.errors import ConfigError, FeatureStoreError
 from framework.features.view_sources import View, local_files
 from framework.materialize.latest_rows import LatestRows, ViewSource
-from framework.materialize.online_write import OnlineWriter, ViewTarget, Written, open_writer
+from framework.materialize.online_write import open_writer
+from framework.materialize.writer import OnlineWriter, ViewTarget, Written
 
 #: Entities per batch: large enough that per-batch costs vanish, small enough that a
 #: batch (encoded, in flight, and the next one) stays a few tens of MB.
@@ -398,17 +399,7 @@ def materialize(
     ...     summary = materialize(store, incremental=True)
     """
     started = time.perf_counter()
-    end = _utc(end) if end is not None else _utc(now or datetime.now(UTC))
-    if incremental and start is not None:
-        raise ConfigError("Give '--start' or '--incremental', not both.")
-    if not incremental and start is None:
-        raise ConfigError("Give '--start' (and optionally '--end'), or '--incremental'.")
-    if start is not None:
-        start = _utc(start)
-        if start > end:
-            raise ConfigError(
-                f"'--start' ({start.isoformat()}) is after '--end' ({end.isoformat()})."
-            )
+    start, end = _interval_asked(start, end or now or datetime.now(UTC), incremental)
     if batch_rows < 1:
         raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
     progress = progress or Progress()
@@ -425,19 +416,8 @@ def materialize(
             writer.check([j.target for j in ours if j.target is not None])
             summary.online_store = writer.describe()
         con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
-        # See training_set._prepare: DuckDB 1.5's top_n_window_elimination mis-rewrites
-        # "row_number() ... = 1" windows ordered by an aliased column.
-        con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
         try:
-            for index, job in enumerate(jobs):
-                if job.engine == "parity":
-                    assert writer is not None
-                    result = _materialize_view(con, job, index, writer, batch_rows, progress)
-                    _record(store, writer, job, result)
-                else:
-                    result = _feast_materialize(store, job)
-                summary.views.append(result)
-                progress.finish(result)
+            _run(con, store, writer, jobs, batch_rows, progress, summary)
         finally:
             con.close()
     finally:
@@ -445,6 +425,48 @@ def materialize(
             writer.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _interval_asked(
+    start: datetime | None, end: datetime, incremental: bool
+) -> tuple[datetime | None, datetime]:
+    """``start`` and ``end`` in UTC, or :class:`ConfigError` when they do not fit together."""
+    end = _utc(end)
+    if incremental and start is not None:
+        raise ConfigError("Give '--start' or '--incremental', not both.")
+    if not incremental and start is None:
+        raise ConfigError("Give '--start' (and optionally '--end'), or '--incremental'.")
+    if start is not None:
+        start = _utc(start)
+        if start > end:
+            raise ConfigError(
+                f"'--start' ({start.isoformat()}) is after '--end' ({end.isoformat()})."
+            )
+    return start, end
+
+
+def _run(
+    con: Any,
+    store: Any,
+    writer: OnlineWriter | None,
+    jobs: list[_Job],
+    batch_rows: int,
+    progress: Progress,
+    summary: MaterializeSummary,
+) -> None:
+    """Materialise each planned view in turn, by parity's writer or by Feast."""
+    # See training_set._prepare: DuckDB 1.5's top_n_window_elimination mis-rewrites
+    # "row_number() ... = 1" windows ordered by an aliased column.
+    con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
+    for index, job in enumerate(jobs):
+        if job.engine == "parity":
+            assert writer is not None
+            result = _materialize_view(con, job, index, writer, batch_rows, progress)
+            _record(store, writer, job, result)
+        else:
+            result = _feast_materialize(store, job)
+        summary.views.append(result)
+        progress.finish(result)
 
 
 def _record(store: Any, writer: OnlineWriter, job: _Job, result: ViewResult) -> None:

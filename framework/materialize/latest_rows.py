@@ -30,7 +30,7 @@ from framework.materialize.online_encoding import (
     encode_values,
     value_type_name,
 )
-from framework.materialize.online_write import Batch
+from framework.materialize.writer import Batch
 
 #: From this many rows per entity key on, keep the latest with an aggregate instead of
 #: a window (measured crossover: ~4-5 rows per key).

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from framework.errors import ConfigError
 from framework.features.pinned import check_pinned
-from framework.features.training_set import read_info, write_training_set
+from framework.features.training_file import read_info
+from framework.features.training_set import write_training_set
 from framework.models.estimator import feature_frame, score
 from framework.models.manifest import Manifest
 from framework.models.spec import Task
