@@ -82,8 +82,8 @@ def test_manifest_records_full_lineage(trained: Trained, trained_store: Any) -> 
     from framework.features.join_plan import feature_contract
     from framework.features.training_file import read_info
     from framework.features.training_set import build_training_set
+    from framework.models.label_query import entity_frame, load_labels
     from framework.models.spec import load_spec
-    from framework.models.training import entity_frame, load_labels
 
     m = trained.manifest
     registry = ModelRegistry(trained.registry_root)
