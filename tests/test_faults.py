@@ -36,6 +36,7 @@ import grpc
 import pytest
 
 from tests.conftest import ROOT, Trained, Workspace
+from tests.support.serve_process import ServeProcess, parity_serve
 from tests.support.services import free_port, missing, reachable, start_redis
 
 pytestmark = pytest.mark.integration
@@ -244,60 +245,15 @@ def production(
     return Production(ws, registry_url, redis, now, env)
 
 
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[str]
-    target: str
-    log: Path
-    metrics_port: int
-
-    def metric(self, name: str) -> float:
-        """One unlabelled sample from the server's Prometheus endpoint."""
-        import urllib.request
-
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            text = response.read().decode()
-        values = [line.split()[1] for line in text.splitlines() if line.split(" ")[0] == name]
-        assert len(values) == 1, (name, [x for x in text.splitlines() if name in x])
-        return float(values[0])
-
-    def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-        return out
-
-
 @contextlib.contextmanager
-def parity_serve(p: Production, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def production_serve(p: Production, env: dict[str, str] | None = None) -> Iterator[ServeProcess]:
     """``parity serve --profile production`` as a process, stopped by SIGTERM afterwards."""
-    log = p.ws.root / f"server-{time.monotonic_ns()}.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [*PARITY, "serve", "--profile", "production", "--repo", str(p.ws.repo),
-             "--port", "0", "--metrics-port", "0", "--now", p.now.isoformat(),
-             "--model", f"{MODEL}@champion"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env or p.env, cwd=ROOT,
-        )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, (line, log.read_text())
-        metrics = int(line.split("(metrics: ")[1].split(")")[0])
-        yield ServerProcess(proc, line.split("listening on ")[1].split(" ")[0], log, metrics)
-        assert proc.poll() is None, f"the server died: {log.read_text()[-3000:]}"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with parity_serve(
+        "--profile", "production", "--repo", str(p.ws.repo), "--metrics-port", "0",
+        "--now", p.now.isoformat(), "--model", f"{MODEL}@champion",
+        logs=p.ws.root, name=f"server-{time.monotonic_ns()}", env=env or p.env, cwd=ROOT,
+    ) as server:  # fmt: skip
+        yield server
 
 
 @dataclass
@@ -416,7 +372,7 @@ def test_registry_outage_while_serving_keeps_cached_definitions(
     )
     env = {**p.env, "PARITY_REGISTRY_URL": via(postgres_url, pg_proxy)}
     rows = p.rows(4)
-    with parity_serve(p, env) as server:
+    with production_serve(p, env) as server:
         from serving.grpc.client import PredictionClient
 
         with PredictionClient(server.target) as client:
@@ -512,7 +468,7 @@ def test_a_damaged_version_is_refused_while_v1_keeps_serving(
     two = register_copy(registry)
     words = _damage(registry, two, how)
     rows = p.rows(3)
-    with parity_serve(p) as server, Traffic(server.target, rows) as traffic:
+    with production_serve(p) as server, Traffic(server.target, rows) as traffic:
         traffic.wait_for(20, "start")
         # The real command: the promotion gate refuses the damaged version.
         traffic.phase = "gate"
@@ -796,7 +752,7 @@ def test_redis_killed_mid_traffic_means_fallbacks_then_recovery(
 
     p = production(trained, tmp_path / "ws", postgres_url, private_redis.address, monkeypatch)
     rows = p.rows(4)
-    with parity_serve(p) as server:
+    with production_serve(p) as server:
         with PredictionClient(server.target) as client:
             baseline = client.predict(MODEL, rows)
         with Traffic(server.target, rows) as traffic:

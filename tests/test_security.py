@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests.conftest import Served
+from tests.support.serve_process import parity_serve
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
@@ -530,51 +530,35 @@ def test_workers_serve_tls_and_tokens_to_parity_predict(
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
     tokens = tmp_path / "tokens.toml"
     token = make_token(tokens, "checkout", "predict")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0", "--workers", "2", "--now", served.now.isoformat(),
-         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-         "--auth-tokens", str(tokens), "--rate-limit", "1000/minute", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    with proc:
-        try:
-            assert proc.stdout is not None
-            assert "starting 2 worker processes" in proc.stdout.readline()
-            line = proc.stdout.readline()
-            assert "with 2 worker processes" in line, line
-            t = line.split("listening on ")[1].split(" ")[0]
-            deadline = time.monotonic() + 120
-            seen: set[str] = set()
-            while len(seen) < 3 and time.monotonic() < deadline:  # new connections: both workers
-                with PredictionClient(t, timeout=5, tls_ca=pki.ca) as anonymous:
-                    code, _ = code_of(lambda: anonymous.predict(MODEL, [ROW]))
-                if code == "UNAVAILABLE":  # the workers are still loading
-                    time.sleep(0.5)
-                    continue
-                seen.add(code)
-                with PredictionClient(t, timeout=5) as plain:
-                    seen.add("plain " + code_of(lambda: plain.predict(MODEL, [ROW]))[0])
-                with PredictionClient(t, timeout=5, tls_ca=pki.ca, token=token) as client:
-                    seen.add(code_of(lambda: client.predict(MODEL, [ROW]))[0])
-            assert seen == {UNAUTH, "plain UNAVAILABLE", "OK"}
-            args = [sys.executable, "-m", "framework.cli", "predict", "--target", t,
-                    "--tls-ca", str(pki.ca), "--model", MODEL, "--entity", "user_id=1",
-                    "--entity", "merchant_id=1",
-                    "--request", "amount=12.5", "--request", "hour_of_day=3", "--json"]  # fmt: skip
-            env = {k: v for k, v in os.environ.items() if k != "PARITY_TOKEN"}
-            ok = subprocess.run(args, capture_output=True, text=True, timeout=60,
-                                env={**env, "PARITY_TOKEN": token})  # fmt: skip
-            assert ok.returncode == 0, ok.stderr
-            assert '"model_version": "1"' in ok.stdout
-            refused = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
-            assert refused.returncode == 2
-            assert refused.stderr.strip() == (
-                "parity predict: error: UNAUTHENTICATED: missing token: send metadata "
-                "'authorization: Bearer <token>'"
-            )
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0
-        finally:
-            if proc.poll() is None:  # a failed check above: no hung server
-                proc.kill()
+    args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat(),
+            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+            "--auth-tokens", str(tokens), "--rate-limit", "1000/minute",
+            "--log-level", "WARNING")  # fmt: skip
+    with parity_serve(*args, logs=tmp_path, tls_ca=pki.ca) as server:
+        t = server.target
+        assert "with 2 worker processes" in server.line
+        seen: set[str] = set()
+        for _ in range(4):  # new connections each time: the kernel spreads them over both
+            with PredictionClient(t, timeout=5, tls_ca=pki.ca) as anonymous:
+                seen.add(code_of(lambda: anonymous.predict(MODEL, [ROW]))[0])
+            with PredictionClient(t, timeout=5) as plain:
+                seen.add("plain " + code_of(lambda: plain.predict(MODEL, [ROW]))[0])
+            with PredictionClient(t, timeout=5, tls_ca=pki.ca, token=token) as client:
+                seen.add(code_of(lambda: client.predict(MODEL, [ROW]))[0])
+        assert seen == {UNAUTH, "plain UNAVAILABLE", "OK"}
+        args = [sys.executable, "-m", "framework.cli", "predict", "--target", t,
+                "--tls-ca", str(pki.ca), "--model", MODEL, "--entity", "user_id=1",
+                "--entity", "merchant_id=1",
+                "--request", "amount=12.5", "--request", "hour_of_day=3", "--json"]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "PARITY_TOKEN"}
+        ok = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                            env={**env, "PARITY_TOKEN": token})  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        assert '"model_version": "1"' in ok.stdout
+        refused = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            "parity predict: error: UNAUTHENTICATED: missing token: send metadata "
+            "'authorization: Bearer <token>'"
+        )
+        assert server.stop(signal.SIGTERM) == 0

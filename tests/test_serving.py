@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests.conftest import Served
 from tests.support.fraud_requests import proto_row, recent_rows
+from tests.support.serve_process import parity_serve
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
@@ -341,22 +341,13 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     from serving.log.writer import read_log
 
     root = _copy(served, tmp_path / "ws")
-    server_log = tmp_path / "server.log"
-    log_file = server_log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0", "--log-level", "DEBUG"],
-        stdout=subprocess.PIPE, stderr=log_file, text=True,
-    )  # fmt: skip
-    with proc, log_file:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        target = line.split("listening on ")[1].split(" ")[0]
+    with parity_serve(
+        "--repo", str(root / "feature_repo"), "--log-level", "DEBUG", logs=tmp_path
+    ) as server:  # fmt: skip
         rows = recent_rows(served, 3)
 
         def call(i: int) -> list[str]:
-            with PredictionClient(target) as client:
+            with PredictionClient(server.target) as client:
                 return [
                     p["request_id"]
                     for p in client.predict(MODEL, rows[: 1 + i % 3], request_id=f"r{i}")
@@ -364,9 +355,8 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
 
         with ThreadPoolExecutor(8) as pool:
             answered = [rid for ids in pool.map(call, range(120)) for rid in ids]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        assert "prediction log flushed" in proc.stdout.read()
+        assert server.stop(signal.SIGTERM) == 0
+        assert "prediction log flushed" in server.output()
     logged = read_log(root / "data" / "predictions", MODEL)
     ids, rows_ = logged["__request_id"].to_pylist(), logged["__row_index"].to_pylist()
     pairs = list(zip(ids, rows_, strict=True))
@@ -376,24 +366,12 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     assert set(logged["model_version"].to_pylist()) == {"1"}
     assert "txn_count_7d__status" in logged.column_names
     # Structured logs: one JSON record per call, carrying the request id.
-    records = [json.loads(line) for line in server_log.read_text().splitlines()]
+    records = [json.loads(line) for line in server.errors().splitlines()]
     calls = [r for r in records if r.get("rpc") == "Predict"]
     assert len(calls) == 120
     assert {"request_id": "r7", "code": "OK", "version": "1", "model": MODEL}.items() <= next(
         r for r in calls if r["request_id"] == "r7"
     ).items()
-
-
-def _start_serve(root: Path, stderr: Any, **env: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0"],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **env},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    return proc, line.split("listening on ")[1].split(" ")[0]
 
 
 @pytest.mark.slow
@@ -408,33 +386,30 @@ def test_sigkill_loses_no_answered_prediction(served: Served, tmp_path: Path) ->
 
     root = _copy(served, tmp_path / "ws")
     predictions = root / "data" / "predictions"
-    with (tmp_path / "server.log").open("w") as err:
-        proc, target = _start_serve(root, err, PARITY_SERVE_LOG_FLUSH_SECONDS="3600")
+    repo = ("--repo", str(root / "feature_repo"))
+    batching = {**os.environ, "PARITY_SERVE_LOG_FLUSH_SECONDS": "3600"}
+    with parity_serve(*repo, logs=tmp_path, name="first", env=batching) as server:
         rows = recent_rows(served, 3)
 
         def call(i: int) -> list[tuple[str, int]]:
-            with PredictionClient(target) as client:
+            with PredictionClient(server.target) as client:
                 answers = client.predict(MODEL, rows[: 1 + i % 3], request_id=f"k{i}")
                 return [(a["request_id"], j) for j, a in enumerate(answers)]
 
         with ThreadPoolExecutor(8) as pool:
             answered = [pair for pairs in pool.map(call, range(160)) for pair in pairs]
         assert not list(predictions.glob("model=*/date=*/part-*.parquet"))  # all in memory
-        proc.kill()
-        proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL
-        # A restart recovers the journal before it serves; SIGTERM then flushes.
-        again, _ = _start_serve(root, err)
-        again.send_signal(signal.SIGTERM)
-        again.communicate(timeout=60)
-        assert again.returncode == 0
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    # A restart recovers the journal before it serves; SIGTERM then flushes.
+    with parity_serve(*repo, logs=tmp_path, name="restart") as again:
+        assert again.stop(signal.SIGTERM) == 0
+        assert "recovered" in again.errors()
     logged = read_log(predictions, MODEL)
     pairs = list(
         zip(logged["__request_id"].to_pylist(), logged["__row_index"].to_pylist(), strict=True)
     )
     assert len(answered) == sum(1 + i % 3 for i in range(160))
     assert Counter(pairs) == Counter(answered)  # every answered row, exactly once
-    assert "recovered" in (tmp_path / "server.log").read_text()
 
 
 @pytest.mark.slow
@@ -560,18 +535,11 @@ def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(
     import signal
 
     root = _copy(served, tmp_path / "ws")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0", "--workers", "2", "--now", served.now.isoformat()],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    with proc:
-        assert proc.stdout is not None
-        assert "starting 2 worker processes" in proc.stdout.readline()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "stopped" in out
+    args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat())
+    with parity_serve(*args, logs=tmp_path, ready=False) as server:
+        server.wait_for_output("starting 2 worker processes")
+        assert server.stop(signal.SIGTERM) == 0, server.errors()
+        assert "stopped" in server.output()
 
 
 def test_workers_that_cannot_listen_are_a_clear_error(served: Served, tmp_path: Path) -> None:
@@ -606,36 +574,21 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     from serving.log.writer import read_log
 
     root = _copy(served, tmp_path / "ws")
-    server_log = tmp_path / "server.log"
-    log_file = server_log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framework.cli", "serve", "--repo", str(root / "feature_repo"),
-         "--port", "0", "--workers", "2", "--now", served.now.isoformat(),
-         "--log-level", "DEBUG"],
-        stdout=subprocess.PIPE, stderr=log_file, text=True,
-    )  # fmt: skip
-    with proc, log_file:
-        assert proc.stdout is not None
-        assert "starting 2 worker processes" in proc.stdout.readline()
-        line = proc.stdout.readline()  # once both workers listen with their models loaded
-        assert "with 2 worker processes" in line, line
-        target = line.split("listening on ")[1].split(" ")[0]
+    args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat(),
+            "--log-level", "DEBUG")  # fmt: skip
+    with parity_serve(*args, logs=tmp_path) as server:
+        # Ready: the parent said 'listening' once both workers listened with their models.
+        assert "starting 2 worker processes" in server.output().splitlines()[0]
+        assert "with 2 worker processes" in server.line
         rows = recent_rows(served, 2)
         answers = []
-        deadline = 120
         for i in range(40):  # a new connection each time: the kernel spreads them
-            for _ in range(deadline):
-                try:
-                    with PredictionClient(target, timeout=5) as client:
-                        answers += client.predict(MODEL, rows, request_id=f"w{i}")
-                    break
-                except grpc.RpcError:  # the workers are still loading
-                    time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+            with PredictionClient(server.target, timeout=5) as client:
+                answers += client.predict(MODEL, rows, request_id=f"w{i}")
+        assert server.stop(signal.SIGTERM) == 0
     assert len(answers) == 80
     assert "FALLBACK" not in {a["decision"] for a in answers}  # features fresh at --now
-    records = [json.loads(line) for line in server_log.read_text().splitlines()]
+    records = [json.loads(line) for line in server.errors().splitlines()]
     pids = {r["pid"] for r in records if r.get("rpc") == "Predict" and r.get("code") == "OK"}
     assert len(pids) == 2
     logged = read_log(root / "data" / "predictions", MODEL)

@@ -16,15 +16,13 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tests.support.services import free_port
+from tests.support.serve_process import ServeProcess
 from tests.support.shapes import Generated
 
 PARITY = str(Path(sys.executable).parent / "parity")
@@ -128,69 +126,45 @@ def one_line_refusal(ran: Ran) -> str:
 
 @dataclass
 class Server:
-    """``parity serve`` as a process; ``target`` once it printed 'listening on'."""
+    """``parity serve`` as a process (:class:`tests.support.serve_process.ServeProcess`),
+    run from an unrelated folder; ``target`` once it answers health."""
 
-    proc: subprocess.Popen[str]
-    log: Path
-    lines: list[str] = field(default_factory=list)
-    target: str = ""
-    reader: threading.Thread = field(default_factory=threading.Thread)
+    process: ServeProcess
 
     @classmethod
-    def start(cls, repo: Path, model: str, cwd: Path, *, deadline: float = 180) -> Server:
-        """Start it and wait (polling, with a deadline) for 'listening on'; stopped again if
-        it never gets there."""
-        port = free_port()
-        log = cwd / f"serve-{model}.log"
-        with log.open("w") as err:
-            proc = subprocess.Popen(
-                [PARITY, "serve", "--repo", str(repo), "--model", model, "--port", str(port)],
-                cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True,
-                env={k: v for k, v in os.environ.items() if k != "PARITY_REPO"},
+    def start(cls, repo: Path, model: str, cwd: Path) -> Server:
+        """Start it and wait (polling, with a deadline) until it answers health; stopped
+        again, its stderr in the error, if it never gets there."""
+        env = {k: v for k, v in os.environ.items() if k != "PARITY_REPO"}
+        return cls(
+            ServeProcess.start(
+                "--repo",
+                str(repo),
+                "--model",
+                model,
+                logs=cwd,
+                name=f"serve-{model}",
+                command=(PARITY,),
+                cwd=cwd,
+                env=env,
             )  # fmt: skip
-        server = cls(proc, log)
-        listening = threading.Event()
+        )
 
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                server.lines.append(line)
-                if "listening on" in line:
-                    server.target = line.split("listening on ")[1].split(" ")[0]
-                    listening.set()
-
-        server.reader = threading.Thread(target=read, daemon=True)
-        server.reader.start()
-        end = time.monotonic() + deadline
-        while not listening.wait(0.1):
-            if proc.poll() is not None or time.monotonic() > end:
-                why = f"exited {proc.returncode}" if proc.poll() is not None else "timed out"
-                server.stop()
-                raise AssertionError(
-                    f"`parity serve` {why} before 'listening': {server.last_error()}"
-                )
-        return server
+    @property
+    def target(self) -> str:
+        return self.process.target
 
     def last_error(self) -> str:
-        text = self.log.read_text().strip().splitlines() + [x.rstrip() for x in self.lines]
-        for line in reversed(text):
-            if line.strip():
-                return line.strip()[-500:]
+        """Its last non-empty line of stderr, else of stdout."""
+        for text in (self.process.errors(), self.process.output()):
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if lines:
+                return lines[-1][-500:]
         return "(no output)"
 
     def stop(self) -> int:
         """SIGTERM (drain, flush the prediction log) and wait; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.reader.join(timeout=10)  # it ends at end of file
-            self.proc.stdout.close()
-        return self.proc.returncode
+        return self.process.stop()
 
 
 # ----------------------------------------------------------------- Feast, the reference
