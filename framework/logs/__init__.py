@@ -1,8 +1,10 @@
 """What the server writes down, and how it is read back.
 
-Owns: the prediction log's own columns (``layout``), personal data in it
-(``privacy``), ground-truth outcomes (``outcomes``), the review queue
-(``review_queue``) and failed requests (``failed_requests``).
+Owns: the prediction log's layout, folders, file names and own columns
+(``layout``) and its reader (``reader``), personal data in it (``privacy``),
+ground-truth outcomes (``outcomes``) and their join to the predictions they
+judge (``outcome_join``), the review queue (``review_queue``) and failed
+requests (``failed_requests``).
 
 May import: ``framework.errors``, ``framework.duck``.
 """

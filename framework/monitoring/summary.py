@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,51 +122,22 @@ def monitor_summary(
             f"cpu_price_per_hour must be a non-negative number. Got {cpu_price_per_hour!r}."
         )
     model = pick_model(log_root, model)
+    asked = _Asked(since, until, request_id_prefix)
     con = connect(memory_limit=memory_limit)
     try:
-        _open(con, log_root, model, since, until, request_id_prefix)
+        _open(con, log_root, model, asked)
         columns = log_columns(con)
-        versions = log_versions(con)
-        span = ops.window_span(con, columns)
-        summary = MonitorSummary(
-            model=model,
-            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            window=Window(
-                utc(since).isoformat() if since else None,
-                utc(until).isoformat() if until else None,
-                request_id_prefix,
-                span.first,
-                span.last,
-                span.rows,
-                span.requests,
-            ),  # fmt: skip
-            thresholds=thresholds,
-            errors=request_errors.error_summary(
-                con,
-                log_root,
-                model,
-                span.requests,
-                since=since,
-                until=until,
-                request_id_prefix=request_id_prefix,
-            ),  # fmt: skip
-        )
-        manifests = {v: vm.version_manifest(registry, model, v) for v in versions}
+        manifests = {v: vm.version_manifest(registry, model, v) for v in log_versions(con)}
+        summary = _start(con, log_root, model, asked, columns, thresholds)
         joined = None
         if outcomes_root is not None and Path(outcomes_root).is_dir():
             joined, summary.feedback = _join_outcomes(con, outcomes_root, manifests)
-        for version in versions:
-            part = _labelled(joined, version)
+        for version, manifest in manifests.items():
             summary.versions.append(
-                _version(con, version, manifests[version], columns, thresholds,
-                         cpu_price_per_hour, part)
+                _version(con, version, manifest, columns, thresholds, cpu_price_per_hour,
+                         _labelled(joined, version))
             )  # fmt: skip
-        if span.first and span.last:
-            first, last = datetime.fromisoformat(span.first), datetime.fromisoformat(span.last)
-            width = ops.bucket_width(first, last, buckets)
-            summary.window.bucket_seconds = int(width.total_seconds())
-            no_confidence = [v for v, m in manifests.items() if not vm.has_confidence(m)]
-            summary.timeline = ops.timeline(con, "TRUE", width, no_confidence)
+        _add_timeline(con, summary, manifests, buckets)
     finally:
         con.close()
     summary.alerts = alerts(summary, thresholds)
@@ -179,25 +151,75 @@ def monitor_summary(
     return summary
 
 
-def _open(
+@dataclass(frozen=True)
+class _Asked:
+    """The window asked for: request times ``[since, until)`` and a request id prefix."""
+
+    since: datetime | None
+    until: datetime | None
+    request_id_prefix: str | None
+
+
+def _start(
     con: duckdb.DuckDBPyConnection,
     log_root: Path,
     model: str,
-    since: datetime | None,
-    until: datetime | None,
-    request_id_prefix: str | None,
+    asked: _Asked,
+    columns: set[str],
+    thresholds: Thresholds,
+) -> MonitorSummary:
+    """The summary's window and failed requests, before any version."""
+    span = ops.window_span(con, columns)
+    return MonitorSummary(
+        model=model,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        window=Window(
+            utc(asked.since).isoformat() if asked.since else None,
+            utc(asked.until).isoformat() if asked.until else None,
+            asked.request_id_prefix,
+            span.first,
+            span.last,
+            span.rows,
+            span.requests,
+        ),  # fmt: skip
+        thresholds=thresholds,
+        errors=_errors(con, log_root, model, span.requests, asked),
+    )
+
+
+def _errors(
+    con: duckdb.DuckDBPyConnection, log_root: Path, model: str, requests: int, asked: _Asked
+) -> dict[str, Any]:
+    return request_errors.error_summary(
+        con, log_root, model, requests, since=asked.since, until=asked.until,
+        request_id_prefix=asked.request_id_prefix,
+    )  # fmt: skip
+
+
+def _add_timeline(
+    con: duckdb.DuckDBPyConnection,
+    summary: MonitorSummary,
+    manifests: Mapping[str, Any],
+    buckets: int,
 ) -> None:
+    """The timeline, in buckets of a width that makes about ``buckets`` of the window."""
+    first, last = summary.window.first, summary.window.last
+    if not (first and last):
+        return
+    width = ops.bucket_width(datetime.fromisoformat(first), datetime.fromisoformat(last), buckets)
+    summary.window.bucket_seconds = int(width.total_seconds())
+    no_confidence = [v for v, m in manifests.items() if not vm.has_confidence(m)]
+    summary.timeline = ops.timeline(con, "TRUE", width, no_confidence)
+
+
+def _open(con: duckdb.DuckDBPyConnection, log_root: Path, model: str, asked: _Asked) -> None:
     """The view ``log`` of the window; an empty one when the window has no prediction but
     failed requests (exactly what must be reported then)."""
     try:
-        open_log(log_root, model, since=since, until=until,
-                 request_id_prefix=request_id_prefix, con=con)  # fmt: skip
+        open_log(log_root, model, since=asked.since, until=asked.until,
+                 request_id_prefix=asked.request_id_prefix, con=con)  # fmt: skip
     except DataError:
-        errors = request_errors.error_summary(
-            con, log_root, model, 0, since=since, until=until,
-            request_id_prefix=request_id_prefix,
-        )  # fmt: skip
-        if not errors["failed"]:
+        if not _errors(con, log_root, model, 0, asked)["failed"]:
             raise
         con.execute("CREATE OR REPLACE TEMP VIEW log AS SELECT NULL::VARCHAR AS "
                     "model_version, NULL::TIMESTAMPTZ AS __timestamp, NULL::VARCHAR AS "

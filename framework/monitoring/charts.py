@@ -1,0 +1,192 @@
+"""The monitoring report's charts: hand-drawn inline SVG, no plotting library.
+
+The charts are simple bars and lines; drawing them here keeps the report
+dependency-free (no JavaScript, fonts or scripts) and byte-for-byte
+deterministic for the same summary.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+STATUS_COLORS = {
+    "ok": "#2e7d32",
+    "warn": "#f9a825",
+    "drift": "#c62828",
+    "insufficient_data": "#9e9e9e",
+}
+REFERENCE_COLOR, CURRENT_COLOR = "#90a4ae", "#1565c0"
+DECISION_COLORS = {
+    "accept_rate": "#2e7d32",
+    "validate_rate": "#f9a825",
+    "review_rate": "#ef6c00",
+    "fallback_rate": "#c62828",
+}
+LINE_COLORS = ("#1565c0", "#ef6c00", "#6a1b9a", "#2e7d32", "#c62828")
+
+
+def escape(value: Any) -> str:
+    """``value`` as HTML text."""
+    return html.escape(str(value))
+
+
+def _svg(width: int, height: int, body: list[str], title: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>{''.join(body)}</svg>"
+    )
+
+
+def psi_ranking(features: Sequence[Mapping[str, Any]], warn: float, alert: float) -> str:
+    """Horizontal bars of PSI per feature, largest first, with the two thresholds."""
+    rows = [f for f in features if f.get("psi") is not None]
+    if not rows:
+        return '<p class="muted">No feature had enough rows for a drift score.</p>'
+    label_w, bar_w, row_h = 170, 420, 18
+    top = max(max(f["psi"] for f in rows), alert * 1.2)
+    height = 24 + row_h * len(rows)
+    body = []
+    for i, f in enumerate(rows):
+        y = 8 + i * row_h
+        w = max(1.0, bar_w * f["psi"] / top)
+        color = STATUS_COLORS.get(f["status"], "#616161")
+        body.append(
+            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">{escape(f["feature"])}</text>'
+            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" fill="{color}">'
+            f"<title>{escape(f['feature'])}: PSI {f['psi']:.4f} ({escape(f['status'])})"
+            "</title></rect>"
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 12}">{f["psi"]:.3f}</text>'
+        )
+    for t, name in ((warn, "warn"), (alert, "drift")):
+        x = label_w + bar_w * t / top
+        body.append(
+            f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 14}" stroke="#424242" '
+            f'stroke-dasharray="4 3"/><text x="{x:.1f}" y="{height - 2}" text-anchor="middle">'
+            f"{name} {t}</text>"
+        )
+    return _svg(label_w + bar_w + 60, height, body, "PSI per feature, ranked")
+
+
+def distribution(item: Mapping[str, Any], width: int = 360, height: int = 150) -> str:
+    """Reference (grey) vs current (blue) share per bin of one feature."""
+    bins = list(item.get("bins") or [])
+    ref = list(item.get("reference_share") or [])
+    cur = list(item.get("current_share") or [])
+    if not bins:
+        return ""
+    top = max([*ref, *cur, 1e-9])
+    plot_h, base = height - 40, height - 30
+    slot = (width - 20) / len(bins)
+    body = [f'<line x1="10" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#bdbdbd"/>']
+    for i, (label, r, c) in enumerate(zip(bins, ref, cur, strict=True)):
+        x = 10 + i * slot
+        bw = max(1.0, slot / 2 - 1)
+        for j, (share, color, side) in enumerate(
+            ((r, REFERENCE_COLOR, "reference"), (c, CURRENT_COLOR, "current"))
+        ):
+            h = plot_h * share / top
+            body.append(
+                f'<rect x="{x + j * bw:.1f}" y="{base - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '
+                f'fill="{color}"><title>{escape(label)} {side}: {share:.1%}</title></rect>'
+            )
+        if len(bins) <= 12:
+            body.append(
+                f'<text x="{x + slot / 2:.1f}" y="{base + 12}" text-anchor="middle" '
+                f'font-size="8">{escape(str(label)[:10])}</text>'
+            )
+    body.append(
+        f'<rect x="{width - 150}" y="2" width="8" height="8" fill="{REFERENCE_COLOR}"/>'
+        f'<text x="{width - 138}" y="10">reference</text>'
+        f'<rect x="{width - 75}" y="2" width="8" height="8" fill="{CURRENT_COLOR}"/>'
+        f'<text x="{width - 63}" y="10">current</text>'
+    )
+    return _svg(width, height, body, f"{item.get('feature')}: reference vs current")
+
+
+def lines(
+    title: str,
+    xs: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    y_max: float | None = None,
+    unit: str = "",
+    width: int = 500,
+    height: int = 190,
+) -> str:
+    """Line chart of a few series over time buckets (labels on the x axis)."""
+    values = [v for s in series.values() for v in s if v is not None]
+    if not xs or not values:
+        return f'<p class="muted">{escape(title)}: no data.</p>'
+    top = y_max if y_max is not None else max(values) * 1.1 or 1.0
+    left, right, plot_top, base = 50, width - 10, 20, height - 30
+    n = len(xs)
+
+    def x_at(i: int) -> float:
+        return left + (right - left) * (i / (n - 1) if n > 1 else 0.5)
+
+    def y_at(v: float) -> float:
+        return base - (base - plot_top) * min(v / top, 1.0)
+
+    body = [
+        f'<line x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#bdbdbd"/>',
+        f'<line x1="{left}" y1="{plot_top}" x2="{left}" y2="{base}" stroke="#bdbdbd"/>',
+        f'<text x="{left - 4}" y="{plot_top + 4}" text-anchor="end">{top:.3g}{unit}</text>',
+        f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text>',
+        f'<text x="{left}" y="{height - 8}">{escape(xs[0])}</text>',
+        f'<text x="{right}" y="{height - 8}" text-anchor="end">{escape(xs[-1])}</text>',
+    ]
+    for k, (name, s) in enumerate(series.items()):
+        color = LINE_COLORS[k % len(LINE_COLORS)]
+        points = [(x_at(i), y_at(v)) for i, v in enumerate(s) if v is not None]
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            body.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
+            )
+        for (x, y), v in zip(points, [v for v in s if v is not None], strict=True):
+            body.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}">'
+                f"<title>{escape(name)}: {v:.4g}{unit}</title></circle>"
+            )
+        body.append(
+            f'<rect x="{left + 10 + k * 110}" y="4" width="8" height="8" fill="{color}"/>'
+            f'<text x="{left + 22 + k * 110}" y="12">{escape(name)}</text>'
+        )
+    return _svg(width, height, body, title)
+
+
+def stacked(
+    title: str, xs: Sequence[str], series: Mapping[str, Sequence[float | None]], width: int = 500
+) -> str:
+    """Stacked bars of shares (0-1) per time bucket: the decision mix."""
+    if not xs:
+        return f'<p class="muted">{escape(title)}: no data.</p>'
+    height, left, right, plot_top, base = 190, 50, width - 10, 20, 160
+    slot = (right - left) / len(xs)
+    body = [
+        f'<line x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#bdbdbd"/>',
+        f'<text x="{left - 4}" y="{plot_top + 4}" text-anchor="end">100%</text>',
+        f'<text x="{left}" y="{height - 8}">{escape(xs[0])}</text>',
+        f'<text x="{right}" y="{height - 8}" text-anchor="end">{escape(xs[-1])}</text>',
+    ]
+    for i, x_label in enumerate(xs):
+        y = float(base)
+        for name, s in series.items():
+            share = s[i] or 0.0
+            h = (base - plot_top) * share
+            y -= h
+            body.append(
+                f'<rect x="{left + i * slot + 1:.1f}" y="{y:.1f}" width="{max(slot - 2, 1):.1f}" '
+                f'height="{h:.1f}" fill="{DECISION_COLORS.get(name, "#616161")}">'
+                f"<title>{escape(x_label)} {escape(name)}: {share:.1%}</title></rect>"
+            )
+    for k, name in enumerate(series):
+        body.append(
+            f'<rect x="{left + 10 + k * 100}" y="4" width="8" height="8" '
+            f'fill="{DECISION_COLORS.get(name, "#616161")}"/>'
+            f'<text x="{left + 22 + k * 100}" y="12">{escape(name.removesuffix("_rate"))}</text>'
+        )
+    return _svg(width, height, body, title)
