@@ -23,69 +23,66 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from framework.features.online import COMPUTED, PRESENT, OnlineVectors, is_outage
+from framework.features.online import OnlineVectors, is_outage
 from framework.models.estimator import feature_frame, score
-from framework.models.explain import Explainer, Explanation, NotExplainable
+from framework.models.explain import Explainer, Explanation
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
+from serving.dataplane.explanations import explain_rows, explanation_dict
+from serving.dataplane.log_rows import log_table
+from serving.dataplane.messages import (
+    PredictInput,
+    PredictionOut,
+    RowInput,
+    check_rows,
+    provided_features,
+)
 from serving.dataplane.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE
+from serving.dataplane.scoring import (
+    empty_vectors,
+    fallback_rows,
+    fallback_scores,
+    feature_reasons,
+    label_of,
+)
 from serving.dataplane.versions import LoadedModel, ModelVersions, over_budget
 
-__all__ = ["ACCEPT", "FALLBACK", "REVIEW", "VALIDATE", "Predictor"]
+__all__ = [
+    "ACCEPT",
+    "FALLBACK",
+    "REVIEW",
+    "VALIDATE",
+    "PredictInput",
+    "PredictionOut",
+    "Predictor",
+    "RowInput",
+]
 log = logging.getLogger("parity.serving")
 
-# Python types a request value may have, per Feast value type name.
-_ACCEPTS: dict[str, tuple[type, ...]] = {
-    "INT64": (int,),
-    "INT32": (int,),
-    "DOUBLE": (float, int),
-    "FLOAT": (float, int),
-    "STRING": (str,),
-    "BOOL": (bool,),
-    "BYTES": (bytes,),
-    "UUID": (str,),
-    "TIME_UUID": (str,),
-}
-
 
 @dataclass
-class RowInput:
-    entity_keys: dict[str, Any]
-    request_data: dict[str, Any] = field(default_factory=dict)
+class _Call:
+    """One request on its way through :meth:`Predictor.predict`."""
 
-
-@dataclass
-class PredictInput:
-    model_name: str
-    rows: list[RowInput]
-    version: str | None = None
-    alias: str | None = None
-    request_id: str = ""
-    return_features: bool = False
-    explain: bool = False
-
-
-@dataclass
-class PredictionOut:
+    request: PredictInput
+    role: str
+    ref: ModelRef
+    loaded: LoadedModel
     request_id: str
-    row_index: int
-    model_name: str
-    model_version: str
-    score: float
-    label: str
-    confidence: float
-    decision: str
-    reasons: list[str]
-    features: dict[str, Any] | None = None
-    explanation: Explanation | None = None
+    received: float  # self.clock() when it arrived
+    started: float  # time.perf_counter()
+    cpu_started: float  # time.thread_time()
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.loaded.fields]
 
 
 class Predictor:
@@ -196,35 +193,52 @@ class Predictor:
     ) -> dict[int, Explanation]:
         """Explanations of ``rows`` (their served scores); none, if not ``required`` and
         the version cannot be explained."""
-        if not rows:
-            return {}
-        try:
-            explainer = self.explainer(loaded)
-        except NotExplainable:
-            if required:
-                raise
-            return {}
-        t = time.perf_counter()
-        out = explainer.explain(frame.iloc[rows], np.asarray(scores)[rows])
-        self.observe("explain", time.perf_counter() - t)
-        return dict(zip(rows, out, strict=True))
+        return explain_rows(
+            lambda: self.explainer(loaded), self.observe, frame, rows, scores, required=required
+        )
 
     # ------------------------------------------------------------ predict
 
     def validate(self, loaded: LoadedModel, rows: Sequence[RowInput]) -> None:
         """Every row carries exactly the keys and request data the version needs."""
-        if not rows:
-            raise InvalidInput("rows: at least one row is required.")
-        if len(rows) > self.max_rows:
-            raise InvalidInput(f"rows: {len(rows)} rows exceed the limit of {self.max_rows}.")
-        keys, req = loaded.key_types, loaded.request_types
-        for i, row in enumerate(rows):
-            _check_fields(f"rows[{i}].entity_keys", row.entity_keys, keys, "entity key")
-            _check_fields(f"rows[{i}].request_data", row.request_data, req, "request field")
+        check_rows(loaded, rows, self.max_rows)
 
     def predict(self, request: PredictInput, *, role: str = "primary") -> list[PredictionOut]:
         """Score a request. ``role`` is "primary" for client calls, "shadow" for the copy
         a shadow version scores off the hot path (logged, never returned)."""
+        call = self._start(request, role)
+        vectors, lookup_cpu, unscored = self._features(call)
+        frame, scores, fallback = self._score(call, vectors, unscored)
+        explained: dict[int, Explanation] = {}
+        if request.explain and scores is not None:
+            scored = [i for i in range(len(request.rows)) if i not in fallback]
+            explained = self._explain(call.loaded, frame, scored, scores.score, required=True)
+        outs, review = [], []
+        for i in range(len(request.rows)):
+            out, item = self._answer(call, vectors, scores, fallback, unscored, explained, i)
+            outs.append(out)
+            if item is not None:
+                review.append(item)
+        if review and self.review is not None and role == "primary":
+            # A reviewer sees why the model hesitated: the attributions of each item.
+            unexplained = [int(r["row_index"]) for r in review if r["row_index"] not in explained]
+            if unexplained and scores is not None:
+                explained |= self._explain(
+                    call.loaded, frame, unexplained, scores.score, required=False
+                )
+            for r in review:
+                if (e := explained.get(int(r["row_index"]))) is not None:
+                    r["explanation"] = explanation_dict(e)
+            self.review(review)
+        clocks = (call.received, call.started, call.cpu_started)
+        self._account(call.ref, call.loaded, request, vectors, outs, clocks, lookup_cpu, role)
+        if role == "primary" and self.shadow_alias:
+            self._shadow(call.ref, request, call.request_id)
+        return outs
+
+    def _start(self, request: PredictInput, role: str) -> _Call:
+        """The version the request means (a canary's share may go to the challenger),
+        loaded, with the request checked against it."""
         received = self.clock()
         started = time.perf_counter()
         cpu_started = time.thread_time()  # this thread's CPU only: others' requests excluded
@@ -236,113 +250,128 @@ class Predictor:
         if request.explain:
             self.explainer(loaded)  # a version that cannot be explained fails before any work
         request_id = request.request_id or uuid.uuid4().hex
+        return _Call(request, role, ref, loaded, request_id, received, started, cpu_started)
 
+    def _features(self, call: _Call) -> tuple[OnlineVectors, float, dict[int, str]]:
+        """The online vectors, the lookup's CPU seconds, and the rows the model cannot
+        score (row -> cause): all of them when the store is unavailable."""
         t = time.perf_counter()
-        names = [f.name for f in loaded.fields]
-        n = len(request.rows)
+        n = len(call.request.rows)
         lookup_cpu = 0.0
         try:
-            vectors, lookup_cpu = self._read(loaded, request)
+            vectors, lookup_cpu = self._read(call.loaded, call.request)
         except InvalidInput:
             raise
         except Exception as exc:
             if not isinstance(exc, StoreUnavailable) and not is_outage(exc):
-                raise self._defect(ref, "feature_lookup", exc) from exc
+                raise self._defect(call.ref, "feature_lookup", exc) from exc
             cause = f"online store unavailable: {' '.join(str(exc).split())[:200]}"
-            vectors = _empty_vectors(loaded, request, "UNAVAILABLE")
-            fallback_rows = {i: cause for i in range(n)}
+            vectors = empty_vectors(call.loaded, call.request, "UNAVAILABLE")
+            unscored = {i: cause for i in range(n)}
         else:
-            fallback_rows = {}
-            for i in range(n):
-                missing = sum(vectors.status.get(f, ["PRESENT"] * n)[i] in _NO_VALUE for f in names)
-                if missing > loaded.router.serving["max_missing_share"] * len(names):
-                    fallback_rows[i] = f"{missing} of {len(names)} features without a value"
+            unscored = fallback_rows(call.loaded, vectors, call.names, n)
         self.observe("feature_lookup", time.perf_counter() - t)
         self.feature_status(vectors.status)
+        return vectors, lookup_cpu, unscored
 
+    def _score(
+        self, call: _Call, vectors: OnlineVectors, unscored: dict[int, str]
+    ) -> tuple[Any, Any, dict[int, tuple[float, float, list[str]]]]:
+        """The feature frame, the model's scores (None when no row can be scored) and
+        the fallback's answers for the rows the model cannot score."""
         t = time.perf_counter()
-        serving = loaded.serving
+        loaded = call.loaded
         scores = None
         frame = feature_frame(vectors.table, loaded.fields)
-        if len(fallback_rows) < n:
+        if len(unscored) < len(call.request.rows):
             try:
-                scores = score(loaded.batched, frame, loaded.task, serving["threshold"])
+                scores = score(loaded.batched, frame, loaded.task, loaded.serving["threshold"])
             except Exception as exc:
                 # The model failing on features the store returned is parity's failure
                 # (a fallback would hide it behind an answer that looks valid).
-                raise self._defect(ref, "inference", exc) from exc
-        fallback = self._fallback(loaded, request, fallback_rows) if fallback_rows else {}
+                raise self._defect(call.ref, "inference", exc) from exc
+        fallback = fallback_scores(loaded, call.request, unscored) if unscored else {}
         self.observe("inference", time.perf_counter() - t)
+        return frame, scores, fallback
 
-        scored = [i for i in range(n) if i not in fallback]
-        explained: dict[int, Explanation] = {}
-        if request.explain and scores is not None:
-            explained = self._explain(loaded, frame, scored, scores.score, required=True)
-        outs = []
-        review: list[dict[str, Any]] = []
-        for i in range(n):
-            values = {c: vectors.table.column(c)[i].as_py() for c in vectors.table.column_names}
-            if i in fallback:
-                value, conf, reasons = fallback[i]
-                decision = FALLBACK
-                label = _label(loaded.task, value, serving["threshold"])
-                self.on_fallback(fallback_rows[i].split(":")[0])
+    def _answer(
+        self,
+        call: _Call,
+        vectors: OnlineVectors,
+        scores: Any,
+        fallback: dict[int, tuple[float, float, list[str]]],
+        unscored: dict[int, str],
+        explained: dict[int, Explanation],
+        i: int,
+    ) -> tuple[PredictionOut, dict[str, Any] | None]:
+        """Row ``i``'s answer, and the item for the review queue when it goes there."""
+        loaded, names, n = call.loaded, call.names, len(call.request.rows)
+        serving = loaded.serving
+        values = {c: vectors.table.column(c)[i].as_py() for c in vectors.table.column_names}
+        if i in fallback:
+            value, conf, reasons = fallback[i]
+            decision = FALLBACK
+            label = label_of(loaded.task, value, serving["threshold"])
+            self.on_fallback(unscored[i].split(":")[0])
+        else:
+            assert scores is not None
+            value, conf = float(scores.score[i]), float(scores.confidence[i])
+            label = label_of(loaded.task, value, serving["threshold"])
+            if loaded.task is Task.CLASSIFICATION:
+                status = {f: vectors.status.get(f, ["PRESENT"] * n)[i] for f in names}
+                decision, reasons, issues = loaded.router.decide(conf, values, status)
+                for issue in issues:
+                    self.on_issue(issue.kind, issue.feature)
             else:
-                assert scores is not None
-                value, conf = float(scores.score[i]), float(scores.confidence[i])
-                label = _label(loaded.task, value, serving["threshold"])
-                if loaded.task is Task.CLASSIFICATION:
-                    status = {f: vectors.status.get(f, ["PRESENT"] * n)[i] for f in names}
-                    decision, reasons, issues = loaded.router.decide(conf, values, status)
-                    for issue in issues:
-                        self.on_issue(issue.kind, issue.feature)
-                else:
-                    decision, reasons = ACCEPT, ["regression: no confidence routing"]
-                reasons += _feature_reasons(vectors, names, i)
-            if request.explain and i in fallback:
-                reasons = [*reasons, "no explanation: the fallback answered"]
-            out = PredictionOut(
-                request_id=request_id,
-                row_index=i,
-                model_name=ref.name,
-                model_version=str(ref.version),
-                score=value,
-                label=label,
-                confidence=conf if not np.isnan(conf) else 0.0,
-                decision=decision,
-                reasons=reasons,
-                features={f: values.get(f) for f in names} if request.return_features else None,
-                explanation=explained.get(i),
-            )
-            outs.append(out)
-            if decision == REVIEW:
-                review.append(
-                    {
-                        "request_id": request_id, "row_index": i, "model": ref.name,
-                        "version": str(ref.version), "score": value, "confidence": conf,
-                        "reasons": reasons, "entity_keys": request.rows[i].entity_keys,
-                        "features": {f: values.get(f) for f in names},
-                    }
-                )  # fmt: skip
-        if review and self.review is not None and role == "primary":
-            # A reviewer sees why the model hesitated: the attributions of each item.
-            unexplained = [int(r["row_index"]) for r in review if r["row_index"] not in explained]
-            if unexplained and scores is not None:
-                explained |= self._explain(loaded, frame, unexplained, scores.score, required=False)
-            for r in review:
-                if (e := explained.get(int(r["row_index"]))) is not None:
-                    r["explanation"] = explanation_dict(e)
-            self.review(review)
+                decision, reasons = ACCEPT, ["regression: no confidence routing"]
+            reasons += feature_reasons(vectors, names, i)
+        if call.request.explain and i in fallback:
+            reasons = [*reasons, "no explanation: the fallback answered"]
+        ref, request = call.ref, call.request
+        out = PredictionOut(
+            request_id=call.request_id,
+            row_index=i,
+            model_name=ref.name,
+            model_version=str(ref.version),
+            score=value,
+            label=label,
+            confidence=conf if not np.isnan(conf) else 0.0,
+            decision=decision,
+            reasons=reasons,
+            features={f: values.get(f) for f in names} if request.return_features else None,
+            explanation=explained.get(i),
+        )
+        if decision != REVIEW:
+            return out, None
+        return out, {
+            "request_id": call.request_id, "row_index": i, "model": ref.name,
+            "version": str(ref.version), "score": value, "confidence": conf,
+            "reasons": reasons, "entity_keys": request.rows[i].entity_keys,
+            "features": {f: values.get(f) for f in names},
+        }  # fmt: skip
+
+    def _account(
+        self,
+        ref: ModelRef,
+        loaded: LoadedModel,
+        request: PredictInput | None,
+        vectors: OnlineVectors,
+        outs: list[PredictionOut],
+        clocks: tuple[float, float, float],
+        lookup_cpu: float = 0.0,
+        role: str = "primary",
+    ) -> None:
+        """Total latency and CPU of a scored request to the metrics; its rows to the log.
+        ``clocks``: the request's arrival (``self.clock()``), ``perf_counter`` and
+        ``thread_time`` when it started."""
+        received, started, cpu_started = clocks
         total = time.perf_counter() - started
         self.observe("total", total)
         cpu = time.thread_time() - cpu_started + lookup_cpu
         self.cpu(ref.name, str(ref.version), cpu)
         if self.log is not None:
-            table = _log_table(loaded, request, vectors, outs, received, total, cpu, role)
+            table = log_table(loaded, request, vectors, outs, received, total, cpu, role)
             self.log(ref.name, table)
-        if role == "primary" and self.shadow_alias:
-            self._shadow(ref, request, request_id)
-        return outs
 
     def _defect(self, ref: ModelRef, stage: str, exc: BaseException) -> InternalError:
         """The error for a request parity failed through its own fault: logged once per
@@ -403,50 +432,6 @@ class Predictor:
         except FutureTimeout:  # waited a whole budget for other requests' reads
             raise over_budget(self.feature_timeout) from None
 
-    def _fallback(
-        self, loaded: LoadedModel, request: PredictInput, rows: dict[int, str]
-    ) -> dict[int, tuple[float, float, list[str]]]:
-        """Scores of the version's fallback for ``rows`` (row -> cause)."""
-        index = sorted(rows)
-        threshold = loaded.serving["threshold"]
-        try:
-            if loaded.fallback is not None:
-                table = pa.table(
-                    {
-                        f.name: pa.array(
-                            [
-                                v if v is None or f.categorical else float(v)  # INT64 > 2**53
-                                for v in (request.rows[i].request_data.get(f.name) for i in index)
-                            ],
-                            pa.string() if f.categorical else pa.float64(),
-                        )
-                        for f in loaded.fallback_fields
-                    }
-                )
-                out = score(
-                    loaded.fallback, feature_frame(table, loaded.fallback_fields), loaded.task,
-                    threshold,
-                )  # fmt: skip
-                what = f"fallback model on {', '.join(f.name for f in loaded.fallback_fields)}"
-                values = [
-                    (float(v), float(c)) for v, c in zip(out.score, out.confidence, strict=True)
-                ]
-            elif loaded.fallback_prior is not None:
-                p = loaded.fallback_prior
-                values = [(p, max(p, 1 - p))] * len(index)
-                what = "fallback: the training base rate"
-            else:
-                raise StoreUnavailable("this version has no fallback")
-        except Exception as exc:
-            causes = "; ".join(sorted(set(rows.values())))
-            raise StoreUnavailable(
-                f"Cannot answer: {causes}, and the fallback could not answer either ({exc})."
-            ) from exc
-        return {
-            i: (v, c, [f"fallback because {rows[i]}", what])
-            for i, (v, c) in zip(index, values, strict=True)
-        }
-
     def predict_features(
         self,
         ref: ModelRef,
@@ -456,40 +441,13 @@ class Predictor:
         explain: bool = False,
     ) -> list[PredictionOut]:
         """Score feature vectors the client supplies (plain model serving, no lookup)."""
-        received = self.clock()
-        started = time.perf_counter()
-        cpu_started = time.thread_time()
+        clocks = (self.clock(), time.perf_counter(), time.thread_time())
         loaded = self.load(ref)
         if explain:
             self.explainer(loaded)
+        table = provided_features(loaded, ref, columns, self.max_rows)
         names = [f.name for f in loaded.fields]
-        unknown = sorted(set(columns) - set(names))
-        if unknown:
-            raise InvalidInput(f"inputs: unknown feature {unknown[0]!r} for {ref}.")
-        missing = [n for n in names if n not in columns]
-        if missing:
-            raise InvalidInput(f"inputs: missing feature {missing[0]!r} for {ref}.")
         n = len(columns[names[0]])
-        if n == 0:
-            raise InvalidInput("inputs: at least one row is required.")
-        if n > self.max_rows:
-            raise InvalidInput(f"inputs: {n} rows exceed the limit of {self.max_rows}.")
-        arrays = {}
-        for f in loaded.fields:
-            values = columns[f.name]
-            bad = next(
-                (
-                    v
-                    for v in values
-                    if v is not None and (isinstance(v, str) != f.categorical or _inexact_number(v))
-                ),
-                None,
-            )
-            if bad is not None:
-                want = "text (BYTES)" if f.categorical else "numbers (NaN: missing; finite)"
-                raise InvalidInput(f"inputs[{f.name!r}]: must be {want}, got {bad!r}.")
-            arrays[f.name] = pa.array(values, pa.string() if f.categorical else pa.float64())
-        table = pa.table(arrays)
         t = time.perf_counter()
         frame = feature_frame(table, loaded.fields)
         scores = score(loaded.batched, frame, loaded.task, loaded.serving["threshold"])
@@ -524,159 +482,11 @@ class Predictor:
                     explanation=explained.get(i),
                 )
             )
-        total = time.perf_counter() - started
-        self.observe("total", total)
-        cpu = time.thread_time() - cpu_started
-        self.cpu(ref.name, str(ref.version), cpu)
-        if self.log is not None:
-            vectors = OnlineVectors(
-                table=table,
-                features=names,
-                status={nm: ["PROVIDED"] * n for nm in names},
-                event_time_us={},
-            )
-            self.log(ref.name, _log_table(loaded, None, vectors, outs, received, total, cpu))
+        vectors = OnlineVectors(
+            table=table,
+            features=names,
+            status={nm: ["PROVIDED"] * n for nm in names},
+            event_time_us={},
+        )
+        self._account(ref, loaded, None, vectors, outs, clocks)
         return outs
-
-
-_NO_VALUE = ("NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE", "UNAVAILABLE")
-
-
-def explanation_dict(e: Explanation, top: int = 0) -> dict[str, Any]:
-    """An explanation as JSON-ready data (``top`` > 0: only the largest contributions)."""
-    return {
-        "base_value": e.base_value,
-        "score": e.score,
-        "attributions": [
-            {"feature": a.feature, "contribution": a.contribution, "value": a.value}
-            for a in e.top(top)
-        ],
-    }
-
-
-def _label(task: Task, value: float, threshold: float) -> str:
-    return str(int(value >= threshold)) if task is Task.CLASSIFICATION else ""
-
-
-def _empty_vectors(loaded: LoadedModel, request: PredictInput, state: str) -> OnlineVectors:
-    """Feature vectors with no feature values (the store could not be read)."""
-    n = len(request.rows)
-    columns: dict[str, Any] = {}
-    for key in loaded.key_types:
-        columns[key] = loaded.online.array(key, [r.entity_keys.get(key) for r in request.rows])
-    for name in loaded.request_types:
-        columns[name] = pa.array([r.request_data.get(name) for r in request.rows])
-    for f in loaded.fields:
-        columns[f.name] = pa.nulls(n, pa.string() if f.categorical else pa.float64())
-    names = [f.name for f in loaded.fields]
-    return OnlineVectors(
-        table=pa.table(columns),
-        features=names,
-        status={f: [state] * n for f in names},
-        event_time_us={},
-    )
-
-
-_INT_RANGE = {"INT64": 2**63, "INT32": 2**31}
-
-
-def _inexact_number(value: Any) -> bool:
-    """Infinite, or an integer a double cannot hold exactly (NaN is a missing value)."""
-    if isinstance(value, float):
-        return bool(np.isinf(value))
-    return isinstance(value, int) and abs(value) > 2**53
-
-
-def _check_fields(where: str, given: dict[str, Any], wanted: dict[str, str], what: str) -> None:
-    for name in wanted:
-        if name not in given or given[name] is None:
-            raise InvalidInput(f"{where}: missing {what} {name!r}.")
-    for name, value in given.items():
-        if name not in wanted:
-            raise InvalidInput(
-                f"{where}: unknown {what} {name!r} (the model takes: "
-                f"{', '.join(wanted) or 'none'})."
-            )
-        kind = wanted[name]
-        ok = isinstance(value, _ACCEPTS.get(kind, (object,)))
-        if isinstance(value, bool) and kind != "BOOL":
-            ok = False
-        if not ok:
-            raise InvalidInput(
-                f"{where}: {what} {name!r} must be {kind}, got {type(value).__name__} {value!r}."
-            )
-        if kind in ("DOUBLE", "FLOAT") and not np.isfinite(float(value)):
-            raise InvalidInput(f"{where}: {what} {name!r} must be finite, got {value!r}.")
-        if kind in _INT_RANGE and not -_INT_RANGE[kind] <= value < _INT_RANGE[kind]:
-            raise InvalidInput(f"{where}: {what} {name!r}: {value} is outside the {kind} range.")
-        if kind in ("DOUBLE", "FLOAT") and isinstance(value, int) and abs(value) > 2**53:
-            raise InvalidInput(
-                f"{where}: {what} {name!r}: the integer {value} has no exact {kind} value; "
-                "send it as a double."
-            )
-
-
-def _feature_reasons(vectors: OnlineVectors, names: list[str], i: int) -> list[str]:
-    missing = [n for n in names if vectors.status.get(n, [PRESENT])[i] not in (PRESENT, COMPUTED)]
-    if not missing:
-        return []
-    return [
-        "features without a value: " + ", ".join(f"{n} ({vectors.status[n][i]})" for n in missing)
-    ]
-
-
-def _log_table(
-    loaded: LoadedModel,
-    request: PredictInput | None,
-    vectors: OnlineVectors,
-    outs: list[PredictionOut],
-    received: float,
-    latency: float,
-    cpu: float,
-    role: str = "primary",
-) -> pa.Table:
-    """One row per prediction, in Feast's feature-logging layout where it fits:
-    ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
-    feature the value, ``<feature>__timestamp`` and ``<feature>__status``."""
-    n = len(outs)
-    now = datetime.now(UTC)
-    ts_type = pa.timestamp("us", tz="UTC")
-    cols: dict[str, pa.Array] = {
-        "__request_id": pa.array([o.request_id for o in outs], pa.string()),
-        "__row_index": pa.array([o.row_index for o in outs], pa.int32()),
-        "__timestamp": pa.array([int(received * 1e6)] * n, ts_type),
-        "__log_timestamp": pa.array([now] * n, ts_type),
-        "__log_date": pa.array([now.date()] * n, pa.date32()),
-        "model_name": pa.array([o.model_name for o in outs], pa.string()),
-        "model_version": pa.array([o.model_version for o in outs], pa.string()),
-        "role": pa.array([role] * n, pa.string()),
-    }
-    table = vectors.table
-    for name in (*loaded.key_types, *loaded.request_types):
-        if name in table.column_names:  # absent when the client sent the features itself
-            cols[name] = table.column(name).combine_chunks()
-    # Each feature's times and statuses: one Arrow array for all features, sliced (a pair
-    # of arrays per feature cost ~0.2 ms a request, most of this table's cost).
-    times = pa.array(
-        [t for f in loaded.fields for t in vectors.event_time_us.get(f.name, [0] * n)], ts_type
-    )
-    states = pa.array(
-        [s for f in loaded.fields for s in vectors.status.get(f.name, [PRESENT] * n)], pa.string()
-    )
-    for i, f in enumerate(loaded.fields):
-        cols[f.name] = table.column(f.name).combine_chunks()
-        cols[f"{f.name}__timestamp"] = times.slice(i * n, n)
-        cols[f"{f.name}__status"] = states.slice(i * n, n)
-    cols["score"] = pa.array([o.score for o in outs], pa.float64())
-    cols["label"] = pa.array([o.label for o in outs], pa.string())
-    # A regression has no confidence: logged as null, not as a number that could drift.
-    regression = loaded.task is Task.REGRESSION
-    cols["confidence"] = pa.array(
-        [None if regression else o.confidence for o in outs], pa.float64()
-    )
-    cols["decision"] = pa.array([o.decision for o in outs], pa.string())
-    cols["reasons"] = pa.array(["; ".join(o.reasons) for o in outs], pa.string())
-    cols["latency_seconds"] = pa.array([latency] * n, pa.float64())
-    # Each row's share of the request's CPU time: summed over rows, the CPU spent.
-    cols["cpu_seconds"] = pa.array([cpu / n] * n, pa.float64())
-    return pa.table(cols)

@@ -27,7 +27,8 @@ from framework.logs.outcomes import OutcomeStore
 from framework.models.manifest import Manifest
 from framework.registry.model_registry import ModelRef
 from serving.dataplane.errors import InternalError, InvalidInput
-from serving.dataplane.predictor import PredictInput, PredictionOut, Predictor, RowInput
+from serving.dataplane.messages import PredictInput, PredictionOut, RowInput
+from serving.dataplane.predictor import Predictor
 from serving.grpc import converters
 from serving.grpc.metrics import ServerMetrics
 from serving.grpc.status import status_of
