@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,9 @@ from framework.models.estimator import feature_frame, score
 from framework.models.manifest import Manifest
 from framework.models.spec import HIGHER_IS_BETTER, ModelSpec
 from framework.registry.model_registry import ModelRef, ModelRegistry, default_actor
+
+if TYPE_CHECKING:
+    from framework.models.training import TrainResult
 
 TRIGGERS = ("schedule", "drift", "quality")
 _DRIFT_ALERTS = {"dataset_drift", "feature_drift", "prediction_drift", "confidence_drift"}
@@ -206,21 +209,7 @@ def retrain(
     holdout = trained.holdout
     if holdout is None or holdout.num_rows == 0:
         raise DataError("The challenger's holdout is empty; nothing to compare on.")
-    y = _labels(holdout, spec)
-    fields = trained.manifest.fields
-    challenger_model, _ = Manifest.load(registry, trained.ref)
-    metrics = {"challenger": _metrics(spec, challenger_model, feature_frame(holdout, fields), y)}
-    label_rate = trained.manifest.reference.label_rate
-    rate = float(np.mean(y) if label_rate is None else label_rate)
-    base_scores = evaluation.baseline_scores(spec.task, np.array([rate]), len(y),
-                                             spec.serving.threshold)  # fmt: skip
-    metrics["baseline"] = evaluation.metrics(spec.task, y, base_scores, spec.serving,
-                                             spec.calibration.bins)  # fmt: skip
-    if champion_version is not None:
-        ref = ModelRef(name, champion_version)
-        champion_model, champion_manifest = Manifest.load(registry, ref)
-        frame = _champion_frame(store, champion_manifest, holdout)
-        metrics["champion"] = _metrics(spec, champion_model, frame, y)
+    metrics = _compare_on_holdout(spec, store, registry, trained, champion_version)
     checks = gate_checks(spec, metrics["challenger"], metrics.get("champion"),
                          metrics["baseline"], absolute=absolute, change=change)  # fmt: skip
     passed = all(c.ok for c in checks)
@@ -239,32 +228,88 @@ def retrain(
         metrics=metrics,
         checks=[asdict(c) for c in checks],
     )
-    with registry.lock(name):
-        registry.append_event(name, {
-            "action": "retrain", "alias": "challenger", "from": champion_version,
-            "to": trained.ref.version, "by": by or default_actor(),
-            "reason": f"{trigger['reason']}: {trigger['why']}", "verdict":
-            "passed" if passed else "refused", "holdout": result.holdout,
-            "metrics": {k: _summary(v) for k, v in metrics.items()}, "checks": result.checks,
-        })  # fmt: skip
+    _record(registry, result, trained.ref, trigger, by)
     if not passed:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
         result.message = f"{trained.ref} refused: {failed}"
         return result
+    _promote(registry, store, result, trained.ref, trigger, checks, promote_now, by)
+    return result
+
+
+def _compare_on_holdout(
+    spec: ModelSpec,
+    store: Any,
+    registry: ModelRegistry,
+    trained: TrainResult,
+    champion_version: int | None,
+) -> dict[str, dict[str, Any]]:
+    """The challenger's, the baseline's and (if there is one) the champion's metrics on
+    the challenger's holdout rows: the same rows for all three."""
+    holdout = trained.holdout
+    assert holdout is not None  # checked by the caller
+    y = _labels(holdout, spec)
+    challenger_model, _ = Manifest.load(registry, trained.ref)
+    frame = feature_frame(holdout, trained.manifest.fields)
+    metrics = {"challenger": _metrics(spec, challenger_model, frame, y)}
+    label_rate = trained.manifest.reference.label_rate
+    rate = float(np.mean(y) if label_rate is None else label_rate)
+    base_scores = evaluation.baseline_scores(spec.task, np.array([rate]), len(y),
+                                             spec.serving.threshold)  # fmt: skip
+    metrics["baseline"] = evaluation.metrics(spec.task, y, base_scores, spec.serving,
+                                             spec.calibration.bins)  # fmt: skip
+    if champion_version is not None:
+        ref = ModelRef(spec.name, champion_version)
+        champion_model, champion_manifest = Manifest.load(registry, ref)
+        frame = _champion_frame(store, champion_manifest, holdout)
+        metrics["champion"] = _metrics(spec, champion_model, frame, y)
+    return metrics
+
+
+def _record(
+    registry: ModelRegistry,
+    result: RetrainResult,
+    challenger: ModelRef,
+    trigger: dict[str, Any],
+    by: str | None,
+) -> None:
+    """The retraining and its verdict, in the model's history."""
+    passed = result.status != "refused"
+    with registry.lock(challenger.name):
+        registry.append_event(challenger.name, {
+            "action": "retrain", "alias": "challenger", "from": result.champion,
+            "to": challenger.version, "by": by or default_actor(),
+            "reason": f"{trigger['reason']}: {trigger['why']}", "verdict":
+            "passed" if passed else "refused", "holdout": result.holdout,
+            "metrics": {k: _summary(v) for k, v in result.metrics.items()},
+            "checks": result.checks,
+        })  # fmt: skip
+
+
+def _promote(
+    registry: ModelRegistry,
+    store: Any,
+    result: RetrainResult,
+    challenger: ModelRef,
+    trigger: dict[str, Any],
+    checks: list[Check],
+    promote_now: bool,
+    by: str | None,
+) -> None:
+    """A challenger that passed becomes @challenger, and the champion when asked."""
+    name, version = challenger.name, challenger.version
     evidence = Check("metrics", True, "parity retrain: " + "; ".join(c.detail for c in checks))
     reason = f"retrain ({trigger['reason']}): passed the gate on the same holdout"
-    current = registry.aliases(name).get("challenger")
-    if current != trained.ref.version:
-        promote(registry, name, trained.ref.version, store=store, alias="challenger", by=by,
+    if registry.aliases(name).get("challenger") != version:
+        promote(registry, name, version, store=store, alias="challenger", by=by,
                 reason=reason, compared=evidence)  # fmt: skip
     if promote_now:
-        promote(registry, name, trained.ref.version, store=store, by=by, reason=reason,
+        promote(registry, name, version, store=store, by=by, reason=reason,
                 compared=evidence)  # fmt: skip
         result.status = "promoted"
-        result.message = f"{trained.ref} passed the gate and is the champion now"
+        result.message = f"{challenger} passed the gate and is the champion now"
     else:
-        result.message = f"{trained.ref} passed the gate and is @challenger"
-    return result
+        result.message = f"{challenger} passed the gate and is @challenger"
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from framework.models.estimator import feature_frame, score
 from framework.models.manifest import Manifest
 from framework.models.spec import Task
 from framework.registry.artifact import ArtifactError
-from framework.registry.model_registry import ModelRegistry
+from framework.registry.model_registry import ModelRef, ModelRegistry
 
 BATCH_ROWS = 65_536
 
@@ -104,15 +104,10 @@ def score_entities(
     )
     if not check.ok:
         raise ArtifactError(f"{ref} cannot score against this Feast registry: {check.detail}.")
-    fields = manifest.fields
-    task = manifest.task
-    threshold = manifest.serving.threshold
     entity_columns = pq.read_schema(entities).names
 
     out.parent.mkdir(parents=True, exist_ok=True)
     features = out.with_name(f".{out.name}.features.tmp")
-    tmp = out.with_name(f".{out.name}.tmp")
-    rows = 0
     try:
         write_training_set(
             store,
@@ -124,23 +119,7 @@ def score_entities(
             threads=threads,
         )
         info = read_info(features)
-        writer: pq.ParquetWriter | None = None
-        try:
-            for batch in pq.ParquetFile(features).iter_batches(batch_size=batch_rows):
-                table = pa.Table.from_batches([batch])
-                scores = score(fitted, feature_frame(table, fields), task, threshold)
-                part = _output(table, entity_columns, scores, task, ref.name, ref.version)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
-                writer.write_table(part)
-                rows += part.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        rows = _score_file(features, out, (ref, fitted, manifest), entity_columns, batch_rows)
     finally:
         features.unlink(missing_ok=True)
     return ScoreSummary(
@@ -153,8 +132,42 @@ def score_entities(
     )
 
 
+def _score_file(
+    features: Path,
+    out: Path,
+    version: tuple[ModelRef, Any, Manifest],
+    entity_columns: list[str],
+    batch_rows: int,
+) -> int:
+    """Score the joined ``features`` batch by batch into ``out``, written whole or not at
+    all (a temporary file renamed at the end); the rows written."""
+    ref, fitted, manifest = version
+    tmp = out.with_name(f".{out.name}.tmp")
+    fields, task, threshold = manifest.fields, manifest.task, manifest.serving.threshold
+    rows = 0
+    try:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in pq.ParquetFile(features).iter_batches(batch_size=batch_rows):
+                table = pa.Table.from_batches([batch])
+                scores = score(fitted, feature_frame(table, fields), task, threshold)
+                part = _output(table, entity_columns, scores, task, ref)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                writer.write_table(part)
+                rows += part.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
 def _output(
-    table: pa.Table, entity_columns: list[str], scores: Any, task: Task, name: str, version: int
+    table: pa.Table, entity_columns: list[str], scores: Any, task: Task, ref: ModelRef
 ) -> pa.Table:
     n = table.num_rows
     if task is Task.CLASSIFICATION:
@@ -167,7 +180,7 @@ def _output(
         score=pa.array(scores.score, pa.float64()),
         label=label,
         confidence=pa.array(confidence, pa.float64()),
-        model_name=pa.array([name] * n, pa.string()),
-        model_version=pa.array([str(version)] * n, pa.string()),
+        model_name=pa.array([ref.name] * n, pa.string()),
+        model_version=pa.array([str(ref.version)] * n, pa.string()),
     )
     return pa.table(columns)
