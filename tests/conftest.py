@@ -244,10 +244,22 @@ class Served:
     now: Any
 
 
+@dataclass
+class Champion:
+    """A workspace ready to serve: its online store materialised up to just after its
+    sample, ``fraud_model`` ``version`` the champion, and ``now`` (30 minutes after the
+    sample's last transaction) the time TTLs are enforced against."""
+
+    workspace: Workspace
+    store: Any
+    registry: Any
+    now: Any
+
+
 @contextmanager
-def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
-    """Materialise ``ws``'s online store up to just after its sample, make ``version`` the
-    champion and run a server on a free port with its clock pinned there."""
+def champion_workspace(ws: Workspace, version: int) -> Iterator[Champion]:
+    """Materialise ``ws``'s online store up to just after its sample and make ``version``
+    the champion; its Feast store is open for the ``with`` block."""
     import contextlib
     import io
     from datetime import UTC, datetime, timedelta
@@ -257,7 +269,6 @@ def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
     from framework.features.repository import open_store
     from framework.loop.promotion import promote
     from framework.registry.model_registry import ModelRegistry
-    from serving.grpc.server import ServeSettings, start_server
 
     registry = ModelRegistry(ws.data / "models")
     last = duckdb.sql(
@@ -270,17 +281,44 @@ def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
                 start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=now + timedelta(days=1)
             )
         promote(registry, "fraud_model", version, store=store, reason="tests")
+        yield Champion(ws, store, registry, now)
+
+
+@contextmanager
+def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
+    """:func:`champion_workspace`, served on a free port with its clock pinned to ``now``."""
+    from serving.grpc.server import ServeSettings, start_server
+
+    with champion_workspace(ws, version) as ready:
         settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
-        running = start_server(store, registry, ws.data, settings, clock=now.timestamp)
+        running = start_server(
+            ready.store, ready.registry, ws.data, settings, clock=ready.now.timestamp
+        )
         try:
-            yield Served(ws, running, f"127.0.0.1:{running.port}", store, registry, now)
+            yield Served(
+                ws, running, f"127.0.0.1:{running.port}", ready.store, ready.registry, ready.now
+            )
         finally:
             running.stop(2)
 
 
+def copy_of(trained: Trained, root: Path) -> Workspace:
+    """A writable copy of the trained workspace at ``root``."""
+    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
+    return Workspace(root)
+
+
+@pytest.fixture(scope="module")
+def champion(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
+    """A copy of the trained workspace, ready to serve (no server): for the data plane."""
+    with champion_workspace(
+        copy_of(trained, tmp_path_factory.mktemp("champion")), trained.version
+    ) as ready:
+        yield ready
+
+
 @pytest.fixture(scope="module")
 def served(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("served")
-    shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
-    with serve_workspace(Workspace(root), trained.version) as served:
+    ws = copy_of(trained, tmp_path_factory.mktemp("served"))
+    with serve_workspace(ws, trained.version) as served:
         yield served

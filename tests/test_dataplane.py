@@ -1,0 +1,253 @@
+"""The data plane without a transport, the way MLServer tests its ``DataPlane``: the
+predictor (:mod:`serving.dataplane.predictor`) built as the gRPC server builds it, on a
+trained workspace whose online store is the real SQLite file, called with plain Python
+types. No gRPC or protobuf here: what the transport adds is tested in test_serving.py.
+
+Promised: a prediction equals the batch score of the same entities at the same moment
+(:func:`framework.models.batch_score.score_entities`) and the pipeline's own score of
+the features it served; an unknown model is not found; bad input is ``InvalidInput``
+naming the field; an unreachable online store gives the version's fallback, while a
+value parity cannot take is ``InternalError`` — never a fallback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from framework.models.batch_score import score_entities
+from framework.models.estimator import feature_frame, score
+from framework.registry.model_registry import NotFoundError
+from serving.dataplane.errors import InternalError, InvalidInput
+from serving.dataplane.predictor import (
+    ACCEPT,
+    FALLBACK,
+    REVIEW,
+    VALIDATE,
+    PredictInput,
+    Predictor,
+    RowInput,
+)
+from tests.conftest import Champion
+from tests.support.fraud_requests import recent_rows
+
+pytestmark = pytest.mark.integration
+MODEL = "fraud_model"
+
+
+class Plane:
+    """The predictor over the champion workspace, and what it reported through its hooks."""
+
+    def __init__(self, champion: Champion) -> None:
+        self.champion = champion
+        self.fallbacks: Counter[str] = Counter()
+        self.errors: Counter[tuple[str, str]] = Counter()
+        self.logged: list[pa.Table] = []
+        self.predictor = Predictor(
+            champion.registry,
+            champion.store,
+            max_rows=500,
+            log=lambda model, table: self.logged.append(table),
+            clock=champion.now.timestamp,
+            on_fallback=lambda cause: self.fallbacks.update([cause]),
+            on_error=lambda model, stage: self.errors.update([(model, stage)]),
+            feature_timeout=0.5,
+        )
+        refs, failed = self.predictor.warm_up([f"{MODEL}@champion"])
+        assert failed == {} and [str(r) for r in refs] == [f"{MODEL}:1"]
+
+    def predict(self, rows: list[dict[str, Any]], **options: Any) -> list[Any]:
+        request = PredictInput(
+            model_name=options.pop("model_name", MODEL),
+            rows=[RowInput(r["entity_keys"], r["request_data"]) for r in rows],
+            **options,
+        )
+        return self.predictor.predict(request)
+
+
+@pytest.fixture(scope="module")
+def plane(champion: Champion) -> Iterator[Plane]:
+    plane = Plane(champion)
+    try:
+        yield plane
+    finally:
+        plane.predictor.close()
+
+
+@pytest.fixture(scope="module")
+def rows(champion: Champion) -> list[dict[str, Any]]:
+    return recent_rows(champion.workspace, 30)
+
+
+# ------------------------------------------------------------------ the same numbers
+
+
+def test_a_prediction_equals_the_batch_score_of_the_same_entities_at_that_moment(
+    plane: Plane, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    out = plane.predict(rows, request_id="same-numbers")
+    assert [p.row_index for p in out] == list(range(len(rows)))
+    assert {p.decision for p in out} <= {ACCEPT, VALIDATE, REVIEW}  # features fresh: no fallback
+    entities = tmp_path / "entities.parquet"
+    pd.DataFrame(
+        [{**r["entity_keys"], **r["request_data"], "event_timestamp": plane.champion.now}
+         for r in rows]
+    ).to_parquet(entities)  # fmt: skip
+    summary = score_entities(
+        plane.champion.store, plane.champion.registry, f"{MODEL}@champion", entities,
+        tmp_path / "scores.parquet",
+    )  # fmt: skip
+    assert (summary.model, summary.rows) == (f"{MODEL}:1", len(rows))
+    batch = pd.read_parquet(tmp_path / "scores.parquet")
+    assert [p.score for p in out] == pytest.approx(batch["score"].tolist(), rel=1e-9, abs=1e-12)
+    assert [p.label for p in out] == batch["label"].tolist()
+    assert [p.confidence for p in out] == pytest.approx(batch["confidence"].tolist(), rel=1e-9)
+    assert {p.model_version for p in out} == {"1"} == set(batch["model_version"].astype(str))
+
+
+def test_a_prediction_is_the_pipelines_score_of_the_features_it_served(
+    plane: Plane, rows: list[dict[str, Any]]
+) -> None:
+    out = plane.predict(rows, return_features=True)
+    loaded = plane.predictor.load(plane.predictor.resolve(MODEL))
+    table = pa.Table.from_pylist([p.features for p in out])
+    expected = score(
+        loaded.model, feature_frame(table, loaded.fields), loaded.task,
+        loaded.serving["threshold"],
+    )  # fmt: skip
+    assert [p.score for p in out] == pytest.approx(list(expected.score), rel=1e-9, abs=1e-12)
+    assert [p.label for p in out] == [str(int(x)) for x in expected.label]
+    logged = plane.logged[-1]
+    assert logged["score"].to_pylist() == [p.score for p in out]
+    assert logged["__request_id"].to_pylist() == [out[0].request_id] * len(rows)
+
+
+# ------------------------------------------------------------------ the client's mistakes
+
+
+def test_an_unknown_model_or_version_is_not_found(plane: Plane, rows: list[dict[str, Any]]) -> None:
+    with pytest.raises(NotFoundError, match="no_such_model"):
+        plane.predict(rows[:1], model_name="no_such_model")
+    with pytest.raises(
+        NotFoundError, match=r"^Model 'fraud_model' has no version 99 \(has: 1\)\.$"
+    ):
+        plane.predict(rows[:1], version="99")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["request_data"].pop("amount"),
+         "rows[1].request_data: missing request field 'amount'."),
+        (lambda r: r["entity_keys"].update(user_id="7"),
+         "rows[1].entity_keys: entity key 'user_id' must be INT64, got str '7'."),
+        (lambda r: r["request_data"].update(colour="red"),
+         "rows[1].request_data: unknown request field 'colour' (the model takes: "),
+        (lambda r: r["request_data"].update(amount=float("inf")),
+         "rows[1].request_data: request field 'amount' must be finite, got inf."),
+    ],
+    ids=["missing", "wrong-type", "unknown", "infinite"],
+)  # fmt: skip
+def test_bad_input_is_invalid_input_naming_the_field(
+    plane: Plane, rows: list[dict[str, Any]], change: Any, message: str
+) -> None:
+    bad = [{k: dict(v) for k, v in r.items()} for r in rows[:2]]
+    change(bad[1])
+    logged = len(plane.logged)
+    with pytest.raises(InvalidInput) as err:
+        plane.predict(bad)
+    assert str(err.value).startswith(message), str(err.value)
+    assert len(plane.logged) == logged  # refused before any work: nothing logged
+
+
+def test_too_many_rows_or_none_are_invalid_input(plane: Plane, rows: list[dict[str, Any]]) -> None:
+    with pytest.raises(InvalidInput, match=r"^rows: at least one row is required\.$"):
+        plane.predict([])
+    with pytest.raises(InvalidInput, match=r"^rows: 510 rows exceed the limit of 500\.$"):
+        plane.predict(rows[:1] * 510)
+
+
+# ------------------------------------------------------------------ the store's failures
+
+
+def online_db(champion: Champion) -> Path:
+    return champion.workspace.data / "feast" / "online.db"
+
+
+def test_an_unreachable_online_store_gives_the_fallback(
+    plane: Plane, rows: list[dict[str, Any]]
+) -> None:
+    """A writer's exclusive lock on the SQLite file (a rollback journal: WAL would let
+    readers in): every row answered by the fallback model on the request data, with the
+    cause; once the lock is gone, the same answers as before."""
+    normal = plane.predict(rows[:4])
+    writer = sqlite3.connect(online_db(plane.champion), isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+        before = plane.fallbacks["online store unavailable"]
+        writer.execute("BEGIN EXCLUSIVE")
+        try:
+            down = plane.predict(rows[:4])
+        finally:
+            writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert [p.decision for p in down] == [FALLBACK] * 4
+    for p in down:
+        assert p.reasons[0].startswith("fallback because online store unavailable: ")
+        assert "database is locked" in p.reasons[0]
+        assert p.reasons[1] == "fallback model on amount, hour_of_day"
+        assert 0 < p.score < 1
+    assert plane.fallbacks["online store unavailable"] - before == 4
+    back = plane.predict(rows[:4])
+    assert [p.score for p in back] == [p.score for p in normal]
+
+
+def _user_key(user_id: int) -> bytes:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+    return serialize_entity_key(key, 3)
+
+
+def test_a_value_parity_cannot_take_is_an_internal_error_never_a_fallback(
+    plane: Plane, rows: list[dict[str, Any]]
+) -> None:
+    """``credit_limit`` stored as text (what another writer might leave): the request
+    fails with ``InternalError`` naming the model, the feature and the value, counted per
+    (model, stage); other users are answered as before."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    user = rows[0]["entity_keys"]["user_id"]
+    where = "WHERE entity_key = ? AND feature_name = 'credit_limit'"
+    update = f"UPDATE parity_user_profile SET value = ? {where}"
+    text = Value(string_val="forty thousand").SerializeToString()
+    before = plane.errors[(MODEL, "feature_lookup")]
+    fallbacks = sum(plane.fallbacks.values())
+    with sqlite3.connect(online_db(plane.champion)) as con:
+        (old,) = con.execute(
+            f"SELECT value FROM parity_user_profile {where}", (_user_key(user),)
+        ).fetchone()
+        con.execute(update, (text, _user_key(user)))
+    try:
+        with pytest.raises(InternalError) as err:
+            plane.predict(rows[:1])
+        others = plane.predict(rows[1:3])
+    finally:
+        with sqlite3.connect(online_db(plane.champion)) as con:
+            con.execute(update, (old, _user_key(user)))
+    message = str(err.value)
+    assert message.startswith(f"{MODEL}:1: parity could not read the features"), message
+    assert "'credit_limit'" in message and "forty thousand" in message
+    assert plane.errors[(MODEL, "feature_lookup")] - before == 1
+    assert sum(plane.fallbacks.values()) == fallbacks
+    assert FALLBACK not in {p.decision for p in others}
