@@ -144,9 +144,46 @@ def train_model(
     t = time.perf_counter()
     blob = artifact.dump(fitted.model)
     smoke = _smoke(spec, contract.fields, periods, fitted)
-    manifest = Manifest(
+    manifest = _manifest(
+        spec, contract, table, window, periods, pipeline, fitted,
+        artifact_record=ArtifactRecord(
+            file=ARTIFACT, format=artifact.FORMAT, sha256=sha256(blob), bytes=len(blob)
+        ),
+        lineage={"code": code_version((spec_path or repo).resolve().parent),
+                 "spec_path": str(spec_path) if spec_path else None, "by": by},
+        extras={"smoke": SmokeRecord(file=SMOKE, rows=smoke.num_rows),
+                "fallback": fallback_record, "explanation": explanation,
+                "importance": importance},
+    )  # fmt: skip
+    files = {ARTIFACT: blob, SMOKE: _parquet(smoke), explain.BACKGROUND_FILE: background}
+    ref = registry.register(spec.name, {**files, **fallback_files}, manifest.record())
+    step("register", t)
+    return TrainResult(
+        ref=ref,
+        manifest=Manifest.read(registry, ref),
+        seconds=round(time.perf_counter() - started, 2),
+        timings=timings,
+        holdout=periods.holdout,
+    )
+
+
+def _manifest(
+    spec: ModelSpec,
+    contract: FeatureContract,
+    table: pa.Table,
+    window: dict[str, Any],
+    periods: _Periods,
+    pipeline: Any,
+    fitted: _Fitted,
+    *,
+    artifact_record: ArtifactRecord,
+    lineage: dict[str, Any],
+    extras: dict[str, Any],
+) -> Manifest:
+    """The new version's manifest: what it was trained on, how, and how to serve it."""
+    return Manifest(
         created_at=now(),
-        created_by=by or default_actor(),
+        created_by=lineage["by"] or default_actor(),
         task=spec.task,
         description=spec.description,
         feature_service=spec.feature_service,
@@ -165,28 +202,16 @@ def train_model(
         gate=spec.gate,
         metrics=fitted.metrics,
         reference=_reference(spec, contract.fields, periods, fitted),
-        code=code_version((spec_path or repo).resolve().parent),
+        code=lineage["code"],
         libraries=library_versions(),
         spec=spec.to_dict(),
-        spec_path=str(spec_path) if spec_path else None,
-        artifact=ArtifactRecord(
-            file=ARTIFACT, format=artifact.FORMAT, sha256=sha256(blob), bytes=len(blob)
-        ),
-        smoke=SmokeRecord(file=SMOKE, rows=smoke.num_rows),
-        fallback=fallback_record,
-        explanation=explanation,
-        importance=importance,
+        spec_path=lineage["spec_path"],
+        artifact=artifact_record,
+        smoke=extras["smoke"],
+        fallback=extras["fallback"],
+        explanation=extras["explanation"],
+        importance=extras["importance"],
         probe=probe(table, contract.join_keys, list(contract.request_data)),
-    )
-    files = {ARTIFACT: blob, SMOKE: _parquet(smoke), explain.BACKGROUND_FILE: background}
-    ref = registry.register(spec.name, {**files, **fallback_files}, manifest.record())
-    step("register", t)
-    return TrainResult(
-        ref=ref,
-        manifest=Manifest.read(registry, ref),
-        seconds=round(time.perf_counter() - started, 2),
-        timings=timings,
-        holdout=periods.holdout,
     )
 
 
