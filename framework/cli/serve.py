@@ -1,8 +1,9 @@
-"""``parity serve``, ``parity serve-token`` and ``parity predict``: the command-line
+"""``parity serve``, ``parity predict`` and ``parity serve-token``: the command-line
 side of serving.
 
-``framework.cli.main`` defines the flags and calls these lazily, so the library
-never imports gRPC unless a serving command runs.
+:func:`register` adds the three commands to ``parity``'s parser; ``serve``'s setting
+flags are generated from :class:`ServeSettings` (:mod:`framework.cli.serve_flags`).
+gRPC is imported only when a serving command runs.
 """
 
 from __future__ import annotations
@@ -12,11 +13,112 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-import grpc
-
+from framework.cli.monitor import Handler
+from framework.cli.serve_flags import add_setting_flags, given_settings
 from framework.errors import ConfigError
+
+Helpers = Mapping[str, Callable[..., Any]]
+
+
+def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Handler]:
+    """Add ``serve``, ``predict`` and ``serve-token`` to ``commands`` (argparse subparsers)."""
+    _add_serve(commands, helpers)
+    _add_predict(commands, helpers)
+    _add_serve_token(commands)
+    return {
+        ("serve", None): serve,
+        ("predict", None): partial(_predict_default_model, helpers=helpers),
+        ("serve-token", None): serve_token,
+    }
+
+
+def _add_serve(commands: Any, helpers: Helpers) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="the gRPC prediction server",
+        description="Serve parity.v1.PredictionService, the Open Inference Protocol (KServe "
+        "V2), gRPC health checking and reflection; features come from the online store "
+        "through the model's pinned feature service. Stops gracefully on SIGTERM/SIGINT "
+        "(drains calls, flushes the prediction log). Every setting can also be given as "
+        "PARITY_SERVE_<NAME>.",
+    )
+    helpers["repo_args"](serve)
+    helpers["registry_arg"](serve)
+    add_setting_flags(serve, helpers["timestamp"])
+
+
+def _add_predict(commands: Any, helpers: Helpers) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="ask a running server for one prediction",
+        description="Send one row (entity keys and request data) to a parity server and "
+        "print the decision.",
+    )
+    predict.add_argument(
+        "--target", default="127.0.0.1:50051", help="server (default: %(default)s)"
+    )
+    predict.add_argument(
+        "--model",
+        help="model name (default: the only model in the repository's registry; with "
+        "several, the command lists them)",
+    )
+    helpers["repo_args"](predict, profile=False)
+    helpers["registry_arg"](predict)
+    pick = predict.add_mutually_exclusive_group()
+    pick.add_argument("--version", help="an exact model version")
+    pick.add_argument("--alias", help="a model alias (default: champion)")
+    predict.add_argument(
+        "--entity", action="append", default=[], metavar="KEY=VALUE", help="an entity key"
+    )
+    predict.add_argument(
+        "--request", action="append", default=[], metavar="FIELD=VALUE", help="request data"
+    )
+    predict.add_argument("--features", action="store_true", help="show the feature vector used")
+    predict.add_argument(
+        "--explain",
+        action="store_true",
+        help="show each feature's signed contribution to the score (they add up to the score "
+        "from the model's base value)",
+    )
+    predict.add_argument(
+        "--top", type=int, default=0, metavar="K", help="with --explain: the K largest only"
+    )
+    predict.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    predict.add_argument("--tls-ca", help="PEM CA of the server's certificate: connect with TLS")
+    predict.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    predict.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    predict.add_argument(
+        "--token", help="bearer token (default: $PARITY_TOKEN, which ps does not show)"
+    )
+    helpers["json_arg"](predict)
+
+
+def _add_serve_token(commands: Any) -> None:
+    token = commands.add_parser(
+        "serve-token",
+        help="make a token for parity serve --auth-tokens",
+        description="Print a fresh random token once, and the [[token]] entry to add to the "
+        "tokens file: the client's name, the token's SHA-256 (never the token), its scopes "
+        "and rate limit.",
+    )
+    token.add_argument("--name", required=True, help="the client's name")
+    token.add_argument(
+        "--scopes",
+        default="predict",
+        help="comma-separated: predict (Predict, Open Inference Protocol), admin "
+        "(GetModelInfo, ReportOutcome, reflection) (default: %(default)s)",
+    )
+    token.add_argument("--rate-limit", help="this client's own limit, e.g. 100/second")
+    token.add_argument("--append", metavar="PATH", help="also append the entry to this file")
+
+
+def _predict_default_model(args: argparse.Namespace, helpers: Helpers) -> None:
+    args.model = helpers["default_model"](args)
+    predict(args)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -24,33 +126,8 @@ def serve(args: argparse.Namespace) -> None:
     from framework.registry.model_registry import ModelRegistry
     from serving.grpc.server import JsonFormatter, ServeSettings, serve_forever, start_server
 
-    given = {
-        k: v
-        for k, v in {
-            "host": args.host,
-            "port": args.port,
-            "workers": args.workers,
-            "threads": args.threads,
-            "metrics_port": args.metrics_port,
-            "models": args.model or None,
-            "log_level": args.log_level,
-            "canary_share": args.canary_share,
-            "shadow_alias": args.shadow_alias,
-            "now": args.now,
-            "tls_cert": args.tls_cert,
-            "tls_key": args.tls_key,
-            "tls_client_ca": args.tls_client_ca,
-            "auth_tokens": args.auth_tokens,
-            "rate_limit": args.rate_limit,
-            "rate_limit_storage": args.rate_limit_storage,
-            "log_hash": args.log_hash,
-            "log_drop": args.log_drop,
-            "log_fsync": args.log_fsync,
-        }.items()
-        if v is not None
-    }
     try:
-        settings = ServeSettings(**given)
+        settings = ServeSettings(**given_settings(args))
     except Exception as exc:
         raise ConfigError(f"serve settings: {' '.join(str(exc).split())}") from exc
     from serving.grpc.metrics import ServerMetrics
@@ -60,7 +137,9 @@ def serve(args: argparse.Namespace) -> None:
     server_credentials(settings)
     Guard.from_settings(settings, ServerMetrics())
     if settings.workers > 1:
-        _serve_processes(args, settings)
+        from framework.cli.workers import serve_processes
+
+        serve_processes(args, settings)
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -90,106 +169,6 @@ def serve(args: argparse.Namespace) -> None:
             ),
         )
         print("parity serve: stopped; prediction log flushed", flush=True)
-
-
-def _serve_processes(args: argparse.Namespace, settings: Any) -> None:
-    """Run ``settings.workers`` single-process servers on one port (SO_REUSEPORT: the
-    kernel spreads connections across them); forward SIGTERM/SIGINT and wait."""
-    import signal
-    import socket
-    import subprocess
-    import threading
-
-    port = settings.port
-    if port == 0:
-        with socket.socket() as s:
-            s.bind((settings.host, 0))
-            port = int(s.getsockname()[1])
-    common = ["--host", settings.host, "--port", str(port), "--workers", "1",
-              "--threads", str(settings.threads), "--log-level", settings.log_level]  # fmt: skip
-    for flag, value in (
-        ("--repo", args.repo), ("--registry", args.registry),
-        ("--canary-share", args.canary_share), ("--shadow-alias", args.shadow_alias),
-        ("--now", args.now.isoformat() if args.now else None),
-    ):  # fmt: skip
-        if value is not None:
-            common += [flag, str(value)]
-    for flag, setting in (
-        ("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
-        ("--tls-client-ca", settings.tls_client_ca), ("--auth-tokens", settings.auth_tokens),
-        ("--rate-limit", settings.rate_limit),
-        ("--rate-limit-storage", settings.rate_limit_storage),
-    ):  # fmt: skip
-        if setting is not None:
-            common += [flag, str(setting)]
-    for flag, names in (("--log-hash", settings.log_hash), ("--log-drop", settings.log_drop)):
-        if names:
-            common += [flag, ",".join(names)]
-    if settings.log_fsync:
-        common.append("--log-fsync")
-    common += ["--profile", args.profile.value]
-    for model in settings.models:
-        common += ["--model", model]
-    children: list[subprocess.Popen[str]] = []
-    # Before the first worker starts: a signal from here on reaches every worker started.
-    forwarded: set[int] = set()
-
-    def forward(signum: int, frame: Any) -> None:
-        forwarded.add(signum)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for i in range(settings.workers):
-        extra = (
-            []
-            if settings.metrics_port is None
-            else ["--metrics-port", str(settings.metrics_port + i)]
-        )
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "framework.cli", "serve", *common, *extra],
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-        )
-    pids = ", ".join(str(c.pid) for c in children)
-    print(
-        f"parity serve: starting {settings.workers} worker processes (pids {pids}) on "
-        f"{settings.host}:{port}",
-        flush=True,
-    )
-
-    # "Listening" only once every worker listens with its models loaded: until then the
-    # kernel would hand every connection to the workers that are up (SO_REUSEPORT).
-    failed = None
-    for child in children:
-        assert child.stdout is not None
-        if not any("listening on" in line for line in child.stdout) and not forwarded:
-            failed = child  # its output ended (it exited) before it listened
-            break
-        threading.Thread(target=child.stdout.read, daemon=True).start()  # later lines
-    if failed is not None:
-        forward(signal.SIGTERM, None)
-        codes = [child.wait() for child in children]
-        raise ConfigError(
-            f"worker process {failed.pid} exited with {failed.returncode} before listening "
-            f"(its messages are above); the others were stopped ({codes})"
-        )
-    if not forwarded:
-        print(
-            f"parity serve: listening on {settings.host}:{port} with {settings.workers} "
-            f"worker processes (pids {pids})",
-            flush=True,
-        )
-    codes = [child.wait() for child in children]
-    # A worker still starting (imports, model loading) has no handler yet and dies of the
-    # forwarded signal itself: it had accepted nothing, so that is a clean stop too.
-    if any(code != 0 and -code not in forwarded for code in codes):
-        raise ConfigError(f"worker processes exited with {codes}")
-    print("parity serve: stopped; prediction logs flushed", flush=True)
 
 
 #: Parsers of command-line text per Feast value type name (the model's own types, from
@@ -225,6 +204,8 @@ def _types(info: dict[str, Any], field: str) -> dict[str, str]:
 
 
 def predict(args: argparse.Namespace) -> None:
+    import grpc
+
     from serving.grpc.client import PredictionClient
 
     client = PredictionClient(
