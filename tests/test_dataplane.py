@@ -37,6 +37,7 @@ from serving.dataplane.predictor import (
 )
 from tests.conftest import Champion
 from tests.support.fraud_requests import recent_rows
+from tests.support.online_values import stored_as_text
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
@@ -210,44 +211,23 @@ def test_an_unreachable_online_store_gives_the_fallback(
     assert [p.score for p in back] == [p.score for p in normal]
 
 
-def _user_key(user_id: int) -> bytes:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
-    return serialize_entity_key(key, 3)
-
-
 def test_a_value_parity_cannot_take_is_an_internal_error_never_a_fallback(
     plane: Plane, rows: list[dict[str, Any]]
 ) -> None:
     """``credit_limit`` stored as text (what another writer might leave): the request
     fails with ``InternalError`` naming the model, the feature and the value, counted per
     (model, stage); other users are answered as before."""
-    from feast.protos.feast.types.Value_pb2 import Value
-
     user = rows[0]["entity_keys"]["user_id"]
-    where = "WHERE entity_key = ? AND feature_name = 'credit_limit'"
-    update = f"UPDATE parity_user_profile SET value = ? {where}"
-    text = Value(string_val="forty thousand").SerializeToString()
     before = plane.errors[(MODEL, "feature_lookup")]
     fallbacks = sum(plane.fallbacks.values())
-    with sqlite3.connect(online_db(plane.champion)) as con:
-        (old,) = con.execute(
-            f"SELECT value FROM parity_user_profile {where}", (_user_key(user),)
-        ).fetchone()
-        con.execute(update, (text, _user_key(user)))
-    try:
+    db = online_db(plane.champion)
+    with stored_as_text(db, "parity_user_profile", ("user_id", user), "credit_limit", "forty"):
         with pytest.raises(InternalError) as err:
             plane.predict(rows[:1])
         others = plane.predict(rows[1:3])
-    finally:
-        with sqlite3.connect(online_db(plane.champion)) as con:
-            con.execute(update, (old, _user_key(user)))
     message = str(err.value)
     assert message.startswith(f"{MODEL}:1: parity could not read the features"), message
-    assert "'credit_limit'" in message and "forty thousand" in message
+    assert "'credit_limit'" in message and "'forty'" in message
     assert plane.errors[(MODEL, "feature_lookup")] - before == 1
     assert sum(plane.fallbacks.values()) == fallbacks
     assert FALLBACK not in {p.decision for p in others}

@@ -1,7 +1,7 @@
 """Serving a repository shaped unlike the sample: string join keys with leading zeros,
 Map and Json columns that an on-demand view sources (so the online read carries them).
 
-Guards issue 20's serving defects:
+Guards against these serving defects, each seen once:
 
 - string join keys were typed INT64 everywhere on the serving side ("must be INT64"), and
   ``parity predict`` turned ``postcode=02139`` into the integer 2139;
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import pytest
 
 from framework.models.spec import spec_from_dict
 from framework.registry.model_registry import ModelRegistry
+from tests.support.online_values import stored_as_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -252,36 +252,10 @@ def test_parity_predict_sends_a_numeric_looking_string_key_as_the_string_it_is(
     assert "--request basket: the model takes DOUBLE, got 'lots'" in done.stderr
 
 
-def _key(code: str) -> bytes:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    return serialize_entity_key(
-        EntityKey(join_keys=["postcode"], entity_values=[Value(string_val=code)]), 3
-    )
-
-
-_INCOME = "UPDATE any_repo_areas SET value = ? WHERE entity_key = ? AND feature_name = 'income'"
-
-
-def _corrupt(repo: Path, code: str) -> bytes:
-    """Store ``income`` of ``code`` as a string value (what another writer might leave);
-    returns the value it replaced."""
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    with sqlite3.connect(repo / "data" / "online.db") as con:
-        (old,) = con.execute(
-            "SELECT value FROM any_repo_areas WHERE entity_key = ? AND feature_name = 'income'",
-            (_key(code),),
-        ).fetchone()
-        con.execute(_INCOME, (Value(string_val="forty thousand").SerializeToString(), _key(code)))
-    return bytes(old)
-
-
-def _restore(repo: Path, code: str, value: bytes) -> None:
-    with sqlite3.connect(repo / "data" / "online.db") as con:
-        con.execute(_INCOME, (value, _key(code)))
+def corrupted_income(repo: Path, code: str) -> Any:
+    """``income`` of ``code`` stored as a string value for the ``with`` block."""
+    db = repo / "data" / "online.db"
+    return stored_as_text(db, "any_repo_areas", ("postcode", code), "income", "forty thousand")
 
 
 def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
@@ -289,25 +263,22 @@ def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
 ) -> None:
     from serving.grpc.client import PredictionClient
 
-    old = _corrupt(any_served.repo, "00117")
     metric = any_served.running.metrics.internal_errors.labels(MODEL, "feature_lookup")
     before = metric._value.get()
     rows = [{"entity_keys": {"postcode": "00117"}, "request_data": {"basket": 1.0}}]
-    try:
-        with (
-            caplog.at_level(logging.ERROR, "parity.serving"),
-            PredictionClient(any_served.target) as client,
-        ):
-            for _ in range(2):
-                with pytest.raises(grpc.RpcError) as err:
-                    client.predict(MODEL, rows)
-                assert err.value.code() == grpc.StatusCode.INTERNAL
-                details = err.value.details() or ""
-                assert "'income'" in details and "forty thousand" in details
-            good = [{"entity_keys": {"postcode": "007"}, "request_data": {"basket": 1.0}}]
-            assert client.predict(MODEL, good)[0]["decision"] != "FALLBACK"
-    finally:
-        _restore(any_served.repo, "00117", old)
+    with (
+        corrupted_income(any_served.repo, "00117"),
+        caplog.at_level(logging.ERROR, "parity.serving"),
+        PredictionClient(any_served.target) as client,
+    ):
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as err:
+                client.predict(MODEL, rows)
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+            details = err.value.details() or ""
+            assert "'income'" in details and "forty thousand" in details
+        good = [{"entity_keys": {"postcode": "007"}, "request_data": {"basket": 1.0}}]
+        assert client.predict(MODEL, good)[0]["decision"] != "FALLBACK"
     assert metric._value.get() - before == 2
     causes = [r for r in caplog.records if "answered INTERNAL" in r.getMessage()]
     assert len(causes) == 1
@@ -320,8 +291,7 @@ def test_the_server_does_not_report_ready_when_it_cannot_read_a_models_features(
 
     probe = any_served.registry.manifest(any_served.registry.resolve(f"{MODEL}@champion"))
     code = probe["probe"]["entity_rows"][-1]["postcode"]
-    old = _corrupt(any_served.repo, code)
-    try:
+    with corrupted_income(any_served.repo, code):
         settings = ServeSettings(port=0, log_flush_seconds=0.2)
         running = start_server(
             any_served.store, any_served.registry, any_served.repo / ".parity" / "second",
@@ -333,5 +303,3 @@ def test_the_server_does_not_report_ready_when_it_cannot_read_a_models_features(
             assert "cannot be served" in reason and "'income'" in reason
         finally:
             running.stop(1)
-    finally:
-        _restore(any_served.repo, code, old)
