@@ -159,18 +159,20 @@ def test_live_quality_per_version_and_decision(tmp_path: Path) -> None:
     store.record_many([{"request_id": ids[i], "label": truth[i]} for i in range(400)])
     report = feedback.feedback_report(log, tmp_path / "outcomes", registry, MODEL,
                                       data=tmp_path / "data")  # fmt: skip
-    v = report["versions"][0]
-    assert v["labelled"] == 400 and report["counts"]["joined"] == 400
+    v = report.versions[0].quality
+    assert v.labelled == 400 and report.counts["joined"] == 400
     from sklearn.metrics import roc_auc_score
 
-    assert v["live"]["roc_auc"] == pytest.approx(roc_auc_score(truth, scores))
+    assert v.live is not None and v.by_decision is not None
+    assert v.live["roc_auc"] == pytest.approx(roc_auc_score(truth, scores))
     decisions = rows["decision"].to_pylist()
-    for d, b in v["by_decision"].items():
+    for d, b in v.by_decision.items():
         mask = np.array([x == d for x in decisions])
-        assert b["labelled"] == mask.sum()
-        assert b["positive_rate"] == pytest.approx(truth[mask].mean())
+        assert b.labelled == mask.sum()
+        assert b.positive_rate == pytest.approx(truth[mask].mean())
     # The label source: keys, label, both times, as a table the trainer can read.
-    source = pq.read_table(report["label_source"]["path"])
+    assert report.label_source is not None
+    source = pq.read_table(report.label_source.path)
     assert source.num_rows == 400 and {"user_id", "label", "event_timestamp",
                                        "label_timestamp"} <= set(source.column_names)  # fmt: skip
 
@@ -295,8 +297,8 @@ def test_report_outcome_and_parity_feedback_against_a_running_server(
 
 
 def test_a_spec_with_feedback_trains_on_the_joined_outcomes(tmp_path: Path) -> None:
+    from framework.models.label_query import load_labels
     from framework.models.spec import spec_from_dict
-    from framework.models.training import load_labels
 
     data = tmp_path / "data"
     (data / "raw").mkdir(parents=True)

@@ -61,23 +61,23 @@ def test_error_rates_by_fault_and_their_alerts(tmp_path: Path, registry: ModelRe
         + [("late", "INTERNAL", MODEL, 3 * 3600)],  # outside the window below
     )
     summary = monitor.monitor_summary(log, registry, MODEL, until=T0 + timedelta(hours=2))
-    e = summary["errors"]
+    e = summary.errors
     assert e["by_code"] == {"INVALID_ARGUMENT": 12, "UNAVAILABLE": 7, "INTERNAL": 1}
     assert (e["requests"], e["failed"], e["server_errors"], e["client_errors"]) == (1000, 20, 8, 12)
     assert e["server_error_rate"] == pytest.approx(0.008)
     assert e["client_error_rate"] == pytest.approx(0.012)
     logged = {"int-0", *(f"bad-{i}" for i in range(12)), *(f"down-{i}" for i in range(7))}
     assert len(e["examples"]) == 5 and {x["request_id"] for x in e["examples"]} <= logged
-    names = {a["name"] for a in summary["alerts"]}
+    names = {a.name for a in summary.alerts}
     assert "server_error_rate" not in names and "client_error_rate" not in names  # 0.8 % < 1 %
     # The window that holds the late INTERNAL error too: 9 of 1,001 server failures > 0.8 %.
     strict = parse_thresholds(["server_error_rate=0.0085", "client_error_rate=0.01"])
     summary = monitor.monitor_summary(log, registry, MODEL, thresholds=strict)
-    by_name = {a["name"]: a for a in summary["alerts"]}
-    assert by_name["server_error_rate"]["value"] == pytest.approx(9 / 1001)
-    assert by_name["server_error_rate"]["severity"] == "critical"
-    assert "(UNAVAILABLE 7, INTERNAL 2) > 0.85%" in by_name["server_error_rate"]["message"]
-    assert by_name["client_error_rate"]["value"] == pytest.approx(12 / 1001)
+    by_name = {a.name: a for a in summary.alerts}
+    assert by_name["server_error_rate"].value == pytest.approx(9 / 1001)
+    assert by_name["server_error_rate"].severity == "critical"
+    assert "(UNAVAILABLE 7, INTERNAL 2) > 0.85%" in by_name["server_error_rate"].message
+    assert by_name["client_error_rate"].value == pytest.approx(12 / 1001)
     # Every output carries them: text, HTML, Prometheus.
     html = monitor_html(summary)
     assert "Failed requests" in html and "UNAVAILABLE" in html and "internal for late" in html
@@ -100,9 +100,9 @@ def test_a_model_whose_every_request_fails_is_reported(
     _errors(tmp_path, [(f"x-{i}", "INTERNAL", MODEL, i) for i in range(600)])
     log = tmp_path / "predictions"
     summary = monitor.monitor_summary(log, registry, MODEL)
-    assert summary["window"]["rows"] == 0 and summary["versions"] == []
-    assert summary["errors"]["server_error_rate"] == 1.0
-    assert summary["status"] == "alert"
+    assert summary.window.rows == 0 and summary.versions == []
+    assert summary.errors["server_error_rate"] == 1.0
+    assert summary.status == "alert"
     argv = ["monitor", "--log", str(log), "--registry", str(registry.root), "--model", MODEL]
     assert cli.main(argv) == 7
     assert "failed requests: 600 of 600 (100.0%; server 100.0%, client 0.0%): INTERNAL 600" in (
@@ -157,7 +157,7 @@ def test_the_server_logs_failed_prediction_calls(served: Served) -> None:
         served.workspace.data / "predictions", served.registry, "fraud_model",
         request_id_prefix="errlog-",
     )  # fmt: skip
-    e = summary["errors"]
+    e = summary.errors
     assert e["failed"] == 3 and e["requests"] == 7
     assert e["by_code"] == _count(codes.values())
     assert codes == {"errlog-v999": "NOT_FOUND", "errlog-norows": "INVALID_ARGUMENT",

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from framework.duck import connect
 from framework.errors import ConfigError, DataError
+from framework.logs import layout
 from framework.logs.outcome_join import (
     DEFAULT_LATE_AFTER,
     DEFAULT_WITHIN,
@@ -194,11 +195,11 @@ def write_label_source(path: Path, joined: pa.Table, keys: Sequence[str],
             **{k: rows.column(k) if k in rows.column_names else pa.nulls(rows.num_rows, pa.int64())
                for k in keys},
             "label": rows.column("outcome"),
-            "event_timestamp": rows.column("__timestamp"),
+            "event_timestamp": rows.column(layout.TIMESTAMP),
             "label_timestamp": rows.column("observed_at"),
             **{f: rows.column(f) for f in request_fields if f in rows.column_names},
-            "request_id": rows.column("__request_id"),
-            "model_version": rows.column("model_version"),
+            "request_id": rows.column(layout.REQUEST_ID),
+            "model_version": rows.column(layout.MODEL_VERSION),
         }
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +283,7 @@ def feedback_report(
         con.close()
     report = FeedbackReport(model=model, counts=counts, versions=[])
     for v in versions:
-        part = joined.filter(pc.equal(joined.column("model_version"), v)) if (
+        part = joined.filter(pc.equal(joined.column(layout.MODEL_VERSION), v)) if (
             joined.num_rows) else joined  # fmt: skip
         report.versions.append(VersionQuality(v, live_quality(part, manifests[v])))
     if data is not None:

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 from framework.duck import connect
 from framework.errors import ConfigError, DataError
 from framework.logs import failed_requests as request_errors
+from framework.logs import layout
 from framework.logs.outcome_join import match, outcomes_table
 from framework.logs.outcomes import OutcomeStore
 from framework.logs.reader import (
@@ -221,9 +222,11 @@ def _open(con: duckdb.DuckDBPyConnection, log_root: Path, model: str, asked: _As
     except DataError:
         if not _errors(con, log_root, model, 0, asked)["failed"]:
             raise
-        con.execute("CREATE OR REPLACE TEMP VIEW log AS SELECT NULL::VARCHAR AS "
-                    "model_version, NULL::TIMESTAMPTZ AS __timestamp, NULL::VARCHAR AS "
-                    "__request_id, NULL::INT AS __row_index WHERE FALSE")  # fmt: skip
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW log AS SELECT NULL::VARCHAR AS {layout.MODEL_VERSION}, "
+            f"NULL::TIMESTAMPTZ AS {layout.TIMESTAMP}, NULL::VARCHAR AS {layout.REQUEST_ID}, "
+            f"NULL::INT AS {layout.ROW_INDEX} WHERE FALSE"
+        )
 
 
 def _join_outcomes(
@@ -241,7 +244,7 @@ def _join_outcomes(
 def _labelled(joined: pa.Table | None, version: str) -> pa.Table | None:
     if joined is None:
         return None
-    return joined.filter(pc.equal(joined.column("model_version"), version))
+    return joined.filter(pc.equal(joined.column(layout.MODEL_VERSION), version))
 
 
 def _version(
@@ -254,7 +257,7 @@ def _version(
     labelled: pa.Table | None,
 ) -> VersionSummary:
     """One version's operations, drift against its reference, cost and live quality."""
-    where = f"model_version = {sql_literal(version)}"
+    where = f"{layout.MODEL_VERSION} = {sql_literal(version)}"
     stats = ops.version_stats(con, where, vm.feature_names(manifest), columns)
     reference = vm.reference(manifest)
     for name, rates in stats.operations.feature_status.items():
