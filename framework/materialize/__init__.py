@@ -2,7 +2,10 @@
 
 Owns: the job (``job``), the latest row per key read by DuckDB (``latest_rows``),
 Feast's online byte formats (``online_encoding``), bulk writes into each online
-store (``online_write``), freshness (``freshness``) and progress (``progress``).
+store (``online_write`` chooses a writer: ``writer`` is their interface,
+``sqlite_writer`` and ``redis_writer`` the two stores), freshness (``freshness``)
+and progress (``progress``).
 
-May import: ``framework.errors``, ``framework.duck``, ``framework.features``.
+May import: ``framework.errors``, ``framework.feast_private``, ``framework.duck``,
+``framework.features``.
 """
