@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +35,19 @@ from framework.logs.reader import log_columns, sql_name
 
 DEFAULT_WITHIN = timedelta(minutes=10)
 DEFAULT_LATE_AFTER = timedelta(days=30)
+
+
+class MatchCounts(TypedDict):
+    """What :func:`match` did with the outcomes (a JSON object as printed)."""
+
+    outcomes: int
+    joined: int
+    by_request_id: int
+    by_entity_keys: int
+    duplicates: int
+    ambiguous: int
+    unknown: int
+    late: int
 
 
 def typed_keys(keys: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
@@ -105,7 +118,7 @@ def match(
     *,
     within: timedelta = DEFAULT_WITHIN,
     late_after: timedelta = DEFAULT_LATE_AFTER,
-) -> tuple[pa.Table, dict[str, int]]:
+) -> tuple[pa.Table, MatchCounts]:
     """Join ``outcomes`` to the view ``log``; the joined rows and the counts.
 
     One joined row per labelled prediction: every ``log`` column, plus ``outcome``,
@@ -157,7 +170,7 @@ def match(
     finally:
         con.unregister("outcome_rows")
     by = joined.column("matched_by").to_pylist() if joined.num_rows else []
-    counts = {
+    counts: MatchCounts = {
         "outcomes": outcomes.num_rows,
         "joined": joined.num_rows,
         "by_request_id": by.count("request_id"),

@@ -41,6 +41,7 @@ from framework.logs import layout
 from framework.logs.outcome_join import (
     DEFAULT_LATE_AFTER,
     DEFAULT_WITHIN,
+    MatchCounts,
     match,
     outcomes_table,
     typed_keys,
@@ -232,7 +233,7 @@ class FeedbackReport:
     the label source written (with ``data``); ``stored``: outcomes the command stored."""
 
     model: str
-    counts: dict[str, int]
+    counts: MatchCounts
     versions: list[VersionQuality]
     label_source: LabelSource | None = None
     stored: int | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from framework.logs.outcome_join import MatchCounts
 from framework.monitoring.live_quality import LiveQuality
 from framework.monitoring.log_drift import VersionDrift
 from framework.monitoring.operations import Cost, Operations, TimelinePoint
@@ -85,7 +86,7 @@ class MonitorSummary:
     errors: dict[str, Any]
     versions: list[VersionSummary] = field(default_factory=list)
     timeline: list[TimelinePoint] = field(default_factory=list)
-    feedback: dict[str, int] | None = None
+    feedback: MatchCounts | None = None
     alerts: list[Alert] = field(default_factory=list)
     status: str = "ok"
     skew: SkewReport | None = None

@@ -50,7 +50,7 @@ from framework.duck import connect
 from framework.errors import ConfigError, DataError
 from framework.logs import failed_requests as request_errors
 from framework.logs import layout
-from framework.logs.outcome_join import match, outcomes_table
+from framework.logs.outcome_join import MatchCounts, match, outcomes_table
 from framework.logs.outcomes import OutcomeStore
 from framework.logs.reader import (
     log_columns,
@@ -231,7 +231,7 @@ def _open(con: duckdb.DuckDBPyConnection, log_root: Path, model: str, asked: _As
 
 def _join_outcomes(
     con: duckdb.DuckDBPyConnection, outcomes_root: Path, manifests: Mapping[str, Any]
-) -> tuple[pa.Table | None, dict[str, int] | None]:
+) -> tuple[pa.Table | None, MatchCounts | None]:
     """The logged predictions with reported outcomes, and the join's counts (None, None:
     no outcome has a label)."""
     keys = sorted({k for m in manifests.values() for k in m.get("join_keys", [])})
