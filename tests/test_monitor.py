@@ -438,15 +438,14 @@ def _chromium() -> str:
 @pytest.mark.integration
 def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_path: Path) -> None:
     from framework.monitoring.report import write_report
-    from framework.monitoring.skew import FeatureSkew, SkewReport
+    from framework.monitoring.skew import FeatureSkew, SkewExample, SkewReport
 
     root, registry = toy
     rng = np.random.default_rng(10)
     log = _write(root, _rows(rng, 1_500), _rows(rng, 1_500, version="2", inflate=1.7, new=0.05,
                                                   start=T0 + timedelta(hours=4)))  # fmt: skip
     summary = monitor.monitor_summary(log, registry)
-    example = {"entity_keys": {"user_id": 1}, "timestamp": "2026-03-01T08:00:00",
-               "served": 3, "offline": 4}  # fmt: skip
+    example = SkewExample("r1", 0, "2026-03-01T08:00:00", {"user_id": 1}, served=3, offline=4)
     skew = SkewReport(MODEL, 10, ["1"], [FeatureSkew("count", 10, 1, 0.1, [example])],
                       {"rel": 1e-9, "abs": 1e-9})  # fmt: skip
     page = write_report(tmp_path / "report.html", summary, skew)
@@ -584,7 +583,7 @@ def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
     limit = by_feature["credit_limit"]
     assert limit.mismatch_rate > 0.9
     example = limit.examples[0]
-    assert example["offline"] == pytest.approx(2 * example["served"])
+    assert example.offline == pytest.approx(2 * example.served)
     assert by_feature["txn_count_7d"].mismatches == 0  # only the changed source differs
 
 

@@ -48,12 +48,24 @@ MAX_EXAMPLES = 5
 
 
 @dataclass
+class SkewExample:
+    """One sampled prediction whose feature differs offline."""
+
+    request_id: str
+    row_index: int
+    timestamp: str
+    entity_keys: dict[str, Any]
+    served: Any
+    offline: Any
+
+
+@dataclass
 class FeatureSkew:
     feature: str
     compared: int
     mismatches: int
     mismatch_rate: float
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[SkewExample] = field(default_factory=list)
 
 
 @dataclass
@@ -229,13 +241,13 @@ def _compare(
             entry.mismatches += 1
             if len(entry.examples) < MAX_EXAMPLES:
                 entry.examples.append(
-                    {
-                        "request_id": ids[i],
-                        "row_index": index[i],
-                        "timestamp": times[i].isoformat(),
-                        "entity_keys": {k: key_values[k][i] for k in keys},
-                        "served": s,
-                        "offline": o,
-                    }
+                    SkewExample(
+                        request_id=ids[i],
+                        row_index=index[i],
+                        timestamp=times[i].isoformat(),
+                        entity_keys={k: key_values[k][i] for k in keys},
+                        served=s,
+                        offline=o,
+                    )
                 )
         entry.mismatch_rate = entry.mismatches / entry.compared if entry.compared else 0.0
