@@ -80,6 +80,8 @@ def _arguments(parser: argparse.ArgumentParser) -> list[str]:
 
 def _exit_codes() -> list[str]:
     from framework import errors
+    from framework.loop.promotion import PromotionRefused
+    from framework.registry.artifact import ArtifactError
 
     lines = [
         "## Exit codes",
@@ -91,7 +93,15 @@ def _exit_codes() -> list[str]:
         "|---|---|---|",
         "| 0 | | success |",
     ]
-    classes = [errors.ParityError, *errors.ParityError.__subclasses__()]
+    # Named, not discovered: which subclasses exist depends on what has been imported.
+    classes: list[type[errors.ParityError]] = [
+        errors.ParityError,
+        errors.ConfigError,
+        errors.DataError,
+        errors.FeatureStoreError,
+        ArtifactError,
+        PromotionRefused,
+    ]
     for cls in sorted(classes, key=lambda c: c.exit_code):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         lines.append(f"| {cls.exit_code} | `{cls.__name__}` | {_cell(doc)} |")
