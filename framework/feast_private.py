@@ -179,3 +179,29 @@ def replace_registry_refresh_hook(registry: Any, hook: Callable[[], None]) -> No
     Why and what breaks: see :func:`registry_refresh_hook`.
     """
     registry._refresh_cached_registry_if_necessary = hook
+
+
+# -- closing a store (features/repository.py) -----------------------------------------
+
+
+def close_online_store(store: Any) -> None:
+    """Close the connection ``store``'s online store holds, if it opened one:
+    ``FeatureStore._provider``, ``PassthroughProvider._online_store``, then
+    ``RedisOnlineStore._client`` or ``SqliteOnlineStore._conn`` (set back to ``None``,
+    so a later read reconnects).
+
+    Why: Feast has no close for a feature store or its online store; their
+    connections otherwise linger until garbage collection.
+    If it moves: nothing fails here; connections are left to the garbage collector
+    (Python 3.13 then warns of each unclosed SQLite connection).
+    """
+    provider = getattr(store, "_provider", None)
+    online: Any = getattr(provider, "_online_store", None)
+    client = getattr(online, "_client", None)
+    if client is not None:
+        client.close()
+        online._client = None
+    connection = getattr(online, "_conn", None)
+    if connection is not None:
+        connection.close()
+        online._conn = None

@@ -45,6 +45,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from framework import feast_private
 from framework.errors import ConfigError, FeatureStoreError
 from framework.registry import cache as registry_cache
 
@@ -259,21 +260,12 @@ def close_store(store: Any) -> None:
     connections linger until garbage collection.
     """
     registry_cache.close(store)
-    registry = getattr(store, "_registry", None)
-    for attr in ("write_engine", "read_engine"):
+    registry = feast_private.store_registry(store)
+    for attr in ("write_engine", "read_engine"):  # public attributes of Feast's SqlRegistry
         engine = getattr(registry, attr, None)
         if engine is not None:
             engine.dispose()
-    provider = getattr(store, "_provider", None)
-    online = getattr(provider, "_online_store", None)
-    client = getattr(online, "_client", None)
-    if client is not None:
-        client.close()
-        online._client = None  # type: ignore[union-attr]
-    connection = getattr(online, "_conn", None)  # Feast's SQLite online store
-    if connection is not None:
-        connection.close()
-        online._conn = None  # type: ignore[union-attr]
+    feast_private.close_online_store(store)
 
 
 @contextlib.contextmanager
