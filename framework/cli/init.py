@@ -30,26 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.cli.spec_template import TASK_DEFAULTS, TASKS, render_spec
 from framework.errors import ConfigError, DataError
 
 Handler = Callable[[argparse.Namespace], None]
-
-#: What a new spec starts from, per task (every other field: the spec model's default).
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classification": {
-        "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
-        "split": (0.7, 0.1, 0.2),
-        "calibration": "isotonic",
-        "gate_metric": "pr_auc",
-    },
-    "regression": {
-        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
-        "split": (0.8, 0.0, 0.2),  # a regression model is not calibrated
-        "calibration": "none",
-        "gate_metric": "rmse",
-    },
-}
-TASKS = tuple(TASK_DEFAULTS)
 
 
 @dataclass
@@ -228,36 +212,9 @@ def init_spec(
     force: bool = False,
 ) -> InitResult:
     """Write ``<repo>/models/<name>.toml`` and return what was chosen."""
-    import feast  # noqa: F401  (first: importing Feast installs warning filters of its own)
-
-    from framework.features.repository import parse_definitions
-    from framework.models.spec import load_spec
-
-    with warnings.catch_warnings():
-        # Feast's own deprecation notices about the user's definitions (e.g. an Entity
-        # without value_type, as in Feast's template): not what init is about.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        contents = parse_definitions(repo)
+    contents = _definitions(repo)
     found = services(contents)
-    listing = "; ".join(
-        f"{s.name} (keys {', '.join(s.keys) or 'none'}"
-        + (f"; request data {', '.join(s.request_data)}" if s.request_data else "")
-        + ")"
-        for s in found
-    )
-    if not found:
-        raise ConfigError(f"{repo} defines no feature service; a model reads one.")
-    by_name = {s.name: s for s in found}
-    if feature_service is None:
-        if len(found) > 1:
-            raise ConfigError(f"--feature-service: pick one of: {listing}.")
-        feature_service = found[0].name
-    if feature_service not in by_name:
-        raise ConfigError(
-            f"--feature-service: no feature service {feature_service!r} in {repo} "
-            f"(it has: {listing})."
-        )
-    service = by_name[feature_service]
+    service = _pick_service(repo, found, feature_service)
     if task is None:
         raise ConfigError(f"--task: pick one of: {', '.join(TASKS)}.")
     if task not in TASK_DEFAULTS:
@@ -265,7 +222,7 @@ def init_spec(
     keys = keys or service.keys
     if not keys:
         raise ConfigError(
-            f"--keys: feature service {feature_service!r} has no entity keys; name the label "
+            f"--keys: feature service {service.name!r} has no entity keys; name the label "
             "query's key columns."
         )
     placeholder = label_query is None
@@ -278,14 +235,14 @@ def init_spec(
         label = label or "label"
         event_timestamp = event_timestamp or "event_timestamp"
         label_query = _placeholder_query(keys, label, event_timestamp, service.request_data)
-    name = name or feature_service
+    name = name or service.name
     spec_path = repo / "models" / f"{name}.toml"
     if spec_path.exists() and not force:
         raise ConfigError(f"{spec_path} exists; pass --force to overwrite it or --name NAME.")
     text = render_spec(
         name=name,
         task=task,
-        feature_service=feature_service,
+        feature_service=service.name,
         query=label_query,
         keys=keys,
         label=label,
@@ -294,22 +251,14 @@ def init_spec(
         request_data=service.request_data,
         placeholder=placeholder,
     )
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = spec_path.with_suffix(".toml.tmp")
-    tmp.write_text(text)
-    try:
-        load_spec(tmp)  # what parity train will read: never leave a spec it refuses
-    except Exception:
-        tmp.unlink()
-        raise
-    tmp.replace(spec_path)
+    _write_spec(spec_path, text)
     return InitResult(
         repo=str(repo),
         created_repository=created_repository,
         spec=str(spec_path),
         name=name,
         task=task,
-        feature_service=feature_service,
+        feature_service=service.name,
         keys=keys,
         label=label,
         event_timestamp=event_timestamp,
@@ -321,6 +270,56 @@ def init_spec(
             if e.name != "__dummy"
         ],
     )
+
+
+def _definitions(repo: Path) -> Any:
+    """The repository's Feast definitions, read as ``feast apply`` reads them."""
+    import feast  # noqa: F401  (first: importing Feast installs warning filters of its own)
+
+    from framework.features.repository import parse_definitions
+
+    with warnings.catch_warnings():
+        # Feast's own deprecation notices about the user's definitions (e.g. an Entity
+        # without value_type, as in Feast's template): not what init is about.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return parse_definitions(repo)
+
+
+def _pick_service(repo: Path, found: list[ServiceInfo], name: str | None) -> ServiceInfo:
+    """The feature service named, else the only one; the options listed when unclear."""
+    listing = "; ".join(
+        f"{s.name} (keys {', '.join(s.keys) or 'none'}"
+        + (f"; request data {', '.join(s.request_data)}" if s.request_data else "")
+        + ")"
+        for s in found
+    )
+    if not found:
+        raise ConfigError(f"{repo} defines no feature service; a model reads one.")
+    by_name = {s.name: s for s in found}
+    if name is None:
+        if len(found) > 1:
+            raise ConfigError(f"--feature-service: pick one of: {listing}.")
+        name = found[0].name
+    if name not in by_name:
+        raise ConfigError(
+            f"--feature-service: no feature service {name!r} in {repo} (it has: {listing})."
+        )
+    return by_name[name]
+
+
+def _write_spec(spec_path: Path, text: str) -> None:
+    """Write the spec through a temporary file, only once ``parity train`` would read it."""
+    from framework.models.spec import load_spec
+
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec_path.with_suffix(".toml.tmp")
+    tmp.write_text(text)
+    try:
+        load_spec(tmp)  # what parity train will read: never leave a spec it refuses
+    except Exception:
+        tmp.unlink()
+        raise
+    tmp.replace(spec_path)
 
 
 def _query_columns(repo: Path, query: str) -> list[str]:
@@ -375,111 +374,6 @@ def _placeholder_query(
 ) -> str:
     columns = ", ".join([*keys, label, event_timestamp, *request])
     return f"SELECT {columns}\nFROM read_parquet('labels.parquet')"
-
-
-def _toml_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string is a valid TOML basic string
-
-
-def _toml_query(query: str) -> str:
-    if "'''" not in query and not query.endswith("'"):
-        return "'''\n" + query.strip("\n") + "\n'''"
-    return _toml_string(query)
-
-
-def render_spec(
-    *,
-    name: str,
-    task: str,
-    feature_service: str,
-    query: str,
-    keys: list[str],
-    label: str,
-    event_timestamp: str,
-    label_timestamp: str | None,
-    request_data: list[str],
-    placeholder: bool,
-) -> str:
-    """The commented TOML of a new spec (fields: docs/spec-reference.md)."""
-    d = TASK_DEFAULTS[task]
-    train, calibration, holdout = d["split"]
-    request = (
-        f"\n# Feature service {feature_service} also needs request data: {', '.join(request_data)}."
-        if request_data
-        else ""
-    )
-    edit = (
-        "\n# A PLACEHOLDER: replace it with the query over your labels before parity train."
-        if placeholder
-        else ""
-    )
-    stamp = (
-        f"label_timestamp = {_toml_string(label_timestamp)}"
-        if label_timestamp
-        else '# label_timestamp = "label_known_at"  # labels known later than the event'
-    )
-    keys_toml = "[" + ", ".join(_toml_string(k) for k in keys) + "]"
-    lines = [
-        "# A model spec for parity train, written by parity init. Every field and its",
-        "# default: docs/spec-reference.md.",
-        f"name = {_toml_string(name)}",
-        'description = ""',
-        f'task = "{task}"',
-        "# The Feast feature service the model reads, in training and in serving alike.",
-        f"feature_service = {_toml_string(feature_service)}",
-        "random_state = 0",
-        "",
-        "[labels]",
-        "# DuckDB SQL with one row per labelled event: the entity keys, the label, when the",
-        "# prediction would have been made and any request data. Relative file paths are",
-        "# resolved against the repository folder (the one holding feature_store.yaml)."
-        + request
-        + edit,
-        f"query = {_toml_query(query)}",
-        f"keys = {keys_toml}",
-        f"column = {_toml_string(label)}",
-        f"event_timestamp = {_toml_string(event_timestamp)}",
-        stamp,
-        "# Added to the event time before the join: -1 joins the features known just before",
-        "# the event, when a feature row at the event's own time already includes it.",
-        "offset_microseconds = 0",
-        "",
-        "[window]",
-        "# Every labelled event up to --as-of; set start, end or lookback_days to narrow it.",
-        "",
-        "[split]",
-        "# Consecutive periods in time (fractions of the rows), never a random split.",
-        f"train = {train}",
-        f"calibration = {calibration}",
-        f"holdout = {holdout}",
-        "",
-        "[estimator]",
-        f'class = "{d["estimator"]}"',
-        "params = {}",
-        "",
-        "[calibration]",
-        f'method = "{d["calibration"]}"',
-        "",
-    ]
-    if task == "classification":
-        lines += [
-            "[serving]",
-            "# score >= threshold: label 1; confidence >= accept: ACCEPT; below review_below:",
-            "# REVIEW. Add [[serving.rules]] checks of your own data here if you need them.",
-            "threshold = 0.5",
-            "accept = 0.85",
-            "review_below = 0.6",
-            "",
-        ]
-    lines += [
-        "[gate]",
-        "# A new version is promoted only if its holdout metric is not worse than the",
-        "# champion's by more than tolerance.",
-        f'metric = "{d["gate_metric"]}"',
-        "tolerance = 0.01",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def _text(r: InitResult) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,23 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     """Add ``train`` and ``models`` to ``commands`` (argparse subparsers).
 
     ``helpers`` holds ``framework.cli.main``'s shared helpers: ``repo_args``,
-    ``registry_arg``, ``json_arg`` (functions taking a parser), ``timestamp`` (an
-    argparse type), ``registry`` (the registry of parsed arguments), ``emit`` (print
+    ``registry_arg``, ``json_arg``, ``duckdb_args`` (functions taking a parser),
+    ``timestamp`` (an argparse type), ``registry`` (the registry of parsed arguments),
+    ``default_model`` (``--model``, else the registry's only model), ``emit`` (print
     JSON or text) and ``fmt`` (a metric value as text).
     """
+    _add_train(commands, helpers)
+    _add_models(commands, helpers)
+    return {
+        ("train", None): partial(_cmd_train, helpers=helpers),
+        ("models", "list"): partial(_cmd_models_list, helpers=helpers),
+        ("models", "show"): partial(_cmd_models_show, helpers=helpers),
+        ("models", "promote"): partial(_cmd_models_promote, helpers=helpers),
+        ("models", "rollback"): partial(_cmd_models_rollback, helpers=helpers),
+    }
+
+
+def _add_train(commands: Any, helpers: Helpers) -> None:
     train = commands.add_parser(
         "train",
         help="fit, evaluate and register a model version from a spec",
@@ -64,6 +78,8 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     train.add_argument("--by", help="who trains (recorded; default: user@host)")
     helpers["json_arg"](train)
 
+
+def _add_models(commands: Any, helpers: Helpers) -> None:
     models = commands.add_parser(
         "models",
         help="the model registry: list, show, promote, rollback",
@@ -123,17 +139,6 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     helpers["registry_arg"](roll)
     helpers["json_arg"](roll)
 
-    def bind(command: Callable[[argparse.Namespace, Helpers], None]) -> Handler:
-        return lambda args: command(args, helpers)
-
-    return {
-        ("train", None): bind(_cmd_train),
-        ("models", "list"): bind(_cmd_models_list),
-        ("models", "show"): bind(_cmd_models_show),
-        ("models", "promote"): bind(_cmd_models_promote),
-        ("models", "rollback"): bind(_cmd_models_rollback),
-    }
-
 
 def _cmd_train(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.repository import data_dir, open_store
@@ -165,7 +170,7 @@ def _cmd_train(args: argparse.Namespace, helpers: Helpers) -> None:
             by=args.by,
             progress=progress,
         )
-    m = result.manifest
+    m = result.manifest.as_dict()
     if args.json:
         print(
             json.dumps(

@@ -32,10 +32,18 @@ def _in_process_values() -> None:
 
 
 class ServerMetrics:
+    """Every metric of one server, in one registry (exported in the order added here)."""
+
     def __init__(self) -> None:
         _in_process_values()
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._add_call_metrics(self.registry)
+        self._add_row_metrics(self.registry)
+        self._add_state_metrics(self.registry)
+        self._add_security_metrics(self.registry)
+
+    def _add_call_metrics(self, r: CollectorRegistry) -> None:
+        """Calls answered, rows scored, latency per stage, confidence."""
         self.requests = Counter(
             "parity_requests_total",
             "RPCs answered, by RPC, gRPC status code, model and version.",
@@ -62,6 +70,10 @@ class ServerMetrics:
             buckets=_CONFIDENCE_BUCKETS,
             registry=r,
         )
+
+    def _add_row_metrics(self, r: CollectorRegistry) -> None:
+        """What happened to scored rows: missing and stale features, CPU, fallbacks,
+        internal errors, failed input checks."""
         self.missing_features = Counter(
             "parity_missing_features_total",
             "Feature values absent online (not found or null), by feature.",
@@ -99,6 +111,9 @@ class ServerMetrics:
             ["kind", "feature"],
             registry=r,
         )
+
+    def _add_state_metrics(self, r: CollectorRegistry) -> None:
+        """The review queue, the loaded versions and the prediction log."""
         self.review_queue_depth = Gauge(
             "parity_review_queue_depth",
             "Predictions waiting in the review queue.",
@@ -137,6 +152,9 @@ class ServerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
             registry=r,
         )
+
+    def _add_security_metrics(self, r: CollectorRegistry) -> None:
+        """Calls refused by authentication, authorisation or a rate limit."""
         self.auth_failures = Counter(
             "parity_auth_failures_total",
             "Calls refused by token authentication (missing, malformed, unknown) or "
