@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -40,6 +39,7 @@ from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests import strategies as gen
 from tests.conftest import Served
 from tests.support.fraud_requests import proto_row, recent_rows
+from tests.support.services import wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
@@ -782,7 +782,8 @@ def test_failed_call_trailer_carries_a_request_id_a_header_can_hold(
         if request_id == "ok-id":
             assert trailer == "ok-id"
         else:
-            assert len(trailer) == 32 and int(trailer, 16) >= 0
+            assert trailer != request_id and len(trailer) == 32, trailer
+            assert set(trailer) <= set("0123456789abcdef"), trailer  # a uuid4 hex of its own
 
 
 def test_long_error_messages_are_clipped_keeping_field_and_reason(channel: grpc.Channel) -> None:
@@ -851,19 +852,24 @@ def test_unknown_output_fails_before_any_prediction_is_logged(
     after.id = "after-unknown-output-call"
     stub.ModelInfer(after, timeout=60)
     root = served.workspace.data / "predictions"
-    deadline = time.monotonic() + 20
-    while True:
+
+    def logged_ids() -> set[str]:
         logged = read_log(root, MODEL)
-        ids = set(logged["__request_id"].to_pylist()) if logged.num_rows else set()
-        if "after-unknown-output-call" in ids or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert "after-unknown-output-call" in ids
+        return set(logged["__request_id"].to_pylist()) if logged.num_rows else set()
+
+    wait_until(
+        lambda: "after-unknown-output-call" in logged_ids(), deadline=20,
+        what="the call after the refused one in the prediction log",
+    )  # fmt: skip
+    ids = logged_ids()
     assert "unknown-output-call" not in ids
 
 
 def test_statuses_seen(capsys: pytest.CaptureFixture[str]) -> None:
-    """Not a check: the statuses this module's fuzzing saw, per RPC (run with -s)."""
+    """The statuses this module's fuzzing saw, per RPC (printed; run with -s): never
+    INTERNAL or UNKNOWN. Skipped when no fuzzing ran before it in this session."""
+    if not SEEN:
+        pytest.skip("no fuzzing test ran before this one")
     with capsys.disabled():
         print("\nstatuses seen (rpc, code: count):")
         for (rpc, code), count in sorted(SEEN.items()):

@@ -33,9 +33,16 @@ ROW = {"amount": 50.0, "txn_count_1h": 1, "category": "grocery", "country": "GB"
 
 
 def router(**serving: Any) -> Router:
-    return Router.from_manifest(
-        {"serving": {**SERVING, **serving}, "reference": {"features": REFERENCE}}
+    """The router of a manifest with these serving settings and ``REFERENCE`` (the rest of
+    the manifest plays no part in routing)."""
+    from framework.models.manifest import Manifest, Reference
+    from framework.models.spec import ServingSpec
+
+    manifest = Manifest.model_construct(
+        serving=ServingSpec.model_validate({**SERVING, **serving}),
+        reference=Reference(features=REFERENCE),
     )
+    return Router.from_manifest(manifest)
 
 
 @pytest.mark.parametrize(

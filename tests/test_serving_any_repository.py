@@ -212,6 +212,7 @@ def test_string_keys_with_leading_zeros_are_served_with_the_features_feast_reads
     with PredictionClient(any_served.target) as client:
         answers = client.predict(MODEL, rows, return_features=True)
     feast = _feast_online(any_served.store, codes)
+    assert [a["row_index"] for a in answers] == list(range(len(codes)))
     for i, answer in enumerate(answers):
         assert answer["decision"] != "FALLBACK", answer["reasons"]
         assert answer["features"]["income"] == feast["income"][i]
