@@ -61,7 +61,7 @@ t = time.perf_counter()
 summary = monitor_summary(Path(sys.argv[2]), ModelRegistry(Path(sys.argv[3])), "bench_model")
 seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-v = summary["versions"][0]
+v = summary.to_dict()["versions"][0]
 flagged = sorted(f["feature"] for f in v["drift"]["features"] if f["status"] == "drift")
 print(json.dumps({"seconds": seconds, "peak_mib": peak, "base_mib": base, "flagged": flagged,
                   "rows": v["rows"]}))

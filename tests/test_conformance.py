@@ -1,5 +1,5 @@
 """Conformance: parity on Feast repositories it has never seen, each walked end to end
-from a folder that is not the repository's (issue 20).
+from a folder that is not the repository's.
 
 Ten generated repositories, each shaped differently (key types, composite keys, views
 keyed by a subset of the keys, projections, field mappings, every scalar type, complex

@@ -60,7 +60,7 @@ def test_clean_traffic_numbers_match_the_rows(toy: tuple[Path, ModelRegistry]) -
     rng = np.random.default_rng(1)
     rows = _rows(rng, 3_000)
     log = _write(root, rows)
-    summary = monitor.monitor_summary(log, registry, cpu_price_per_hour=0.1)
+    summary = monitor.monitor_summary(log, registry, cpu_price_per_hour=0.1).to_dict()
     assert summary["model"] == MODEL and summary["status"] == "ok", summary["alerts"]
     assert summary["alerts"] == []
     v = _tables(summary)
@@ -83,7 +83,7 @@ def test_clean_traffic_numbers_match_the_rows(toy: tuple[Path, ModelRegistry]) -
     assert {f["feature"] for f in drift["features"]} == {"amount", "category", "count"}
     assert drift["confidence"]["status"] != "drift" and drift["score"]["status"] != "drift"
     assert summary["timeline"] and sum(t["rows"] for t in summary["timeline"]) == 3_000
-    json.loads(monitor.to_json(summary.to_dict()))  # JSON-ready, no NaN
+    json.loads(monitor.to_json(summary))  # JSON-ready, no NaN
 
 
 def test_counts_equal_direct_counts_per_version(toy: tuple[Path, ModelRegistry]) -> None:
@@ -104,7 +104,7 @@ def test_counts_equal_direct_counts_per_version(toy: tuple[Path, ModelRegistry])
     amount[rng.random(700) < 0.1] = np.nan  # a logged NaN counts as a null
     two = two.set_column(two.schema.get_field_index("amount"), "amount", pa.array(amount))
     log = _write(root, one, two)
-    summary = monitor.monitor_summary(log, registry)
+    summary = monitor.monitor_summary(log, registry).to_dict()
     for version, rows in (("1", one), ("2", two)):
         v = _tables(summary, version)
         reference = registry.manifest(ModelRef(MODEL, int(version)))["reference"]["features"]
@@ -178,7 +178,7 @@ def test_drifted_traffic_flags_exactly_the_shifted_features(
         _rows(rng, 2_000, version="1"),
         _rows(rng, 2_000, version="2", start=T0 + timedelta(hours=3), inflate=1.6, new=0.08),
     )
-    summary = monitor.monitor_summary(log, registry)
+    summary = monitor.monitor_summary(log, registry).to_dict()
     assert summary["status"] == "alert"
     flagged = {
         (a["version"], a["message"].split()[0])
@@ -199,21 +199,21 @@ def test_too_few_rows_give_no_verdict(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(3)
     log = _write(root, _rows(rng, 120, inflate=3.0, new=0.5, score_scale=6.0))
-    summary = monitor.monitor_summary(log, registry)
+    summary = monitor.monitor_summary(log, registry).to_dict()
     assert summary["status"] == "insufficient_data" and summary["alerts"] == []
     v = _tables(summary)
     assert v["drift"]["dataset"]["status"] == "insufficient_data"
     assert all(f["status"] == "insufficient_data" for f in v["drift"]["features"])
     # Lowering the guard (explicitly) gives the verdict.
     low = parse_thresholds(["min_rows=100"])
-    assert monitor.monitor_summary(log, registry, thresholds=low)["status"] == "alert"
+    assert monitor.monitor_summary(log, registry, thresholds=low).to_dict()["status"] == "alert"
 
 
 def test_confidence_drop_is_an_early_warning(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(4)
     log = _write(root, _rows(rng, 2_000, score_scale=3.5))  # scores drift towards 0.5
-    summary = monitor.monitor_summary(log, registry)
+    summary = monitor.monitor_summary(log, registry).to_dict()
     names = {a["name"] for a in summary["alerts"]}
     assert {"confidence_drift", "confidence_drop", "prediction_drift"} <= names
     conf = _tables(summary)["drift"]["confidence"]
@@ -259,7 +259,8 @@ def test_a_regression_version_raises_no_confidence_alert(
         _regression_rows(rng, 2_000, version="1", null=False),
         _regression_rows(rng, 2_000, version="2", null=True),
     )
-    summary = monitor.monitor_summary(log, registry)
+    typed = monitor.monitor_summary(log, registry)
+    summary = typed.to_dict()
     assert summary["status"] == "ok", summary["alerts"]
     for version in ("1", "2"):
         conf = _tables(summary, version)["drift"]["confidence"]
@@ -268,11 +269,11 @@ def test_a_regression_version_raises_no_confidence_alert(
         assert "regression" in conf["reasons"][0]
         assert _tables(summary, version)["drift"]["score"]["status"] != "drift"
     assert all(t["mean_confidence"] is None for t in summary["timeline"])
-    assert "parity_confidence_mean{" not in prometheus_text(summary)
-    json.loads(monitor.to_json(summary.to_dict()))
+    assert "parity_confidence_mean{" not in prometheus_text(typed)
+    json.loads(monitor.to_json(summary))
     from framework.monitoring.report import write_report
 
-    html = write_report(tmp_path / "report.html", summary).read_text()
+    html = write_report(tmp_path / "report.html", typed).read_text()
     assert "confidence (not_applicable" in html
 
 
@@ -281,7 +282,7 @@ def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry])
     rng = np.random.default_rng(5)
     log = _write(root, _rows(rng, 1_000, missing=0.4))
     summary = monitor.monitor_summary(log, registry, thresholds=parse_thresholds(
-        ["review_rate=0.0"]))  # fmt: skip
+        ["review_rate=0.0"])).to_dict()  # fmt: skip
     by_name = {a["name"]: a for a in summary["alerts"]}
     assert "count" in by_name["missing_features"]["message"]
     assert by_name["missing_features"]["value"] == pytest.approx(
@@ -299,11 +300,11 @@ def test_window_and_request_prefix_select_rows(toy: tuple[Path, ModelRegistry]) 
         _rows(rng, 600, prefix="clean"),
         _rows(rng, 700, prefix="drift", start=T0 + timedelta(days=1), inflate=2.0),
     )
-    early = monitor.monitor_summary(log, registry, until=T0 + timedelta(hours=12))
-    late = monitor.monitor_summary(log, registry, since=T0 + timedelta(hours=12))
+    early = monitor.monitor_summary(log, registry, until=T0 + timedelta(hours=12)).to_dict()
+    late = monitor.monitor_summary(log, registry, since=T0 + timedelta(hours=12)).to_dict()
     assert (early["window"]["rows"], late["window"]["rows"]) == (600, 700)
     assert early["status"] == "ok" and late["status"] == "alert"
-    by_prefix = monitor.monitor_summary(log, registry, request_id_prefix="clean")
+    by_prefix = monitor.monitor_summary(log, registry, request_id_prefix="clean").to_dict()
     assert by_prefix["window"]["rows"] == 600 and by_prefix["status"] == "ok"
 
 
@@ -322,7 +323,7 @@ def test_live_quality_joins_reported_outcomes(toy: tuple[Path, ModelRegistry]) -
         store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
                      label=float(truth[i]))  # fmt: skip
     store.record(ids[1], entity_keys={"user_id": users[1] + 1}, event_time=None, label=1.0)
-    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes").to_dict()
     quality = _tables(summary)["quality"]
     assert quality["labelled"] == 400  # the outcome naming another user did not match
     assert quality["live"]["roc_auc"] == pytest.approx(roc_auc_score(truth[::2], scores[::2]))
@@ -339,7 +340,7 @@ def test_request_data_profiled_in_the_reference_is_checked_too(
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)  # version 3
     rng = np.random.default_rng(11)
     log = _write(root, _rows(rng, 1_000, version="3", inflate=1.6))
-    summary = monitor.monitor_summary(log, registry)
+    summary = monitor.monitor_summary(log, registry).to_dict()
     drift = _tables(summary, "3")["drift"]
     assert [f["feature"] for f in drift["features"] if f["status"] == "drift"] == ["amount"]
 
@@ -362,7 +363,7 @@ def test_an_empty_log_is_a_clear_error(toy: tuple[Path, ModelRegistry]) -> None:
     from framework.errors import DataError
 
     with pytest.raises(DataError, match="has no rows"):
-        monitor.monitor_summary(root / "predictions", registry, MODEL)
+        monitor.monitor_summary(root / "predictions", registry, MODEL).to_dict()
 
 
 def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
@@ -375,7 +376,7 @@ def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
     families = {f.name: f for f in text_string_to_metric_families(prometheus_text(summary))}
     detected = {s.labels["feature"]: s.value for s in families["parity_drift_detected"].samples}
     assert detected == {"amount": 1.0, "category": 0.0, "count": 0.0}
-    assert families["parity_monitor_alerts"].samples[0].value == len(summary["alerts"])
+    assert families["parity_monitor_alerts"].samples[0].value == len(summary.alerts)
     cost = families["parity_cost_per_1k_predictions"].samples[0]
     assert cost.labels == {"model": MODEL, "version": "1"} and cost.value > 0
 
@@ -597,7 +598,7 @@ def test_monitor_reads_the_servers_log(served_copy: Served) -> None:
     summary = monitor.monitor_summary(
         served_copy.workspace.data / "predictions", served_copy.registry, "fraud_model",
         request_id_prefix="monitor-check",
-    )  # fmt: skip
+    ).to_dict()  # fmt: skip
     v = _tables(summary)
     assert v["rows"] == 30 and v["requests"] == 1
     assert summary["status"] == "insufficient_data"  # 30 rows: no verdict at the default guard

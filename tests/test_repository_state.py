@@ -163,8 +163,8 @@ def test_a_relative_path_with_nothing_behind_it_is_an_error_naming_the_repositor
 def test_label_query_paths_resolve_against_the_repository_not_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from framework.models.label_query import load_labels
     from framework.models.spec import spec_from_dict
-    from framework.models.training import load_labels
 
     repo = tmp_path / "repo"
     repo.mkdir()

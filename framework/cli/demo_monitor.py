@@ -114,14 +114,15 @@ def monitor(
         report = write_report(
             data / ("monitor.html" if name == "drift" else f"monitor-{name}.html"), summary
         )
-        version = summary["versions"][0] if summary["versions"] else {}
+        found = summary.to_dict()  # the demo prints what parity monitor --json prints
+        version = found["versions"][0] if found["versions"] else {}
         verdict = (version.get("drift") or {}).get("dataset") or {}
         out[name] = {
             "period": {"start": period["start"].isoformat(), "end": period["end"].isoformat()},
             "replayed": period["rows"],
-            "rows": summary["window"]["rows"],
+            "rows": found["window"]["rows"],
             "request_prefix": period["request_prefix"],
-            "status": summary["status"],
+            "status": found["status"],
             "dataset_drift": verdict.get("status"),
             "drifted_features": verdict.get("drifted_features", []),
             "evaluated_features": verdict.get("evaluated_features", 0),
@@ -129,7 +130,7 @@ def monitor(
                 f["feature"]: {"status": f["status"], "psi": f["psi"], "reasons": f["reasons"]}
                 for f in (version.get("drift") or {}).get("features", [])
             },
-            "alerts": sorted({a["name"] for a in summary["alerts"]}),
+            "alerts": sorted({a["name"] for a in found["alerts"]}),
             "report": str(report),
         }
     return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from framework.cli.monitor import Handler, add_log_window_args, log_paths
 from framework.errors import ConfigError
+from framework.models.manifest import Manifest
 
 
 def _seconds(text: str) -> timedelta:
@@ -70,9 +71,8 @@ def cmd_feedback(args: argparse.Namespace) -> None:
         names = registry.names()
         if model not in names:
             raise ConfigError(f"--model: no model {model!r} in the registry {registry.root}.")
-        keys = registry.manifest(registry.resolve(f"{model}:{registry.versions(model)[-1]}"))[
-            "join_keys"
-        ]
+        latest = registry.resolve(f"{model}:{registry.versions(model)[-1]}")
+        keys = Manifest.read(registry, latest).join_keys
         stored = ingest(args.path, OutcomeStore(data / "outcomes"), keys)
     report = feedback_report(
         log, data / "outcomes", registry, model, data=data, since=args.since, until=args.until,

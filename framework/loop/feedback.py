@@ -250,10 +250,6 @@ class FeedbackReport:
             out["stored"] = self.stored
         return out
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: the dict-style reads of callers not yet on the attributes."""
-        return self.to_dict()[key]
-
 
 def feedback_report(
     log_root: Path,
@@ -286,7 +282,11 @@ def feedback_report(
     for v in versions:
         part = joined.filter(pc.equal(joined.column(layout.MODEL_VERSION), v)) if (
             joined.num_rows) else joined  # fmt: skip
-        report.versions.append(VersionQuality(v, live_quality(part, manifests[v])))
+        manifest = manifests[v]
+        quality = live_quality(part, manifest) if manifest is not None else None
+        report.versions.append(
+            VersionQuality(v, quality or LiveQuality(labelled=part.num_rows))
+        )  # a version the registry no longer holds: counted, not judged
     if data is not None:
         path = label_source(data, model)
         rows = write_label_source(path, joined, list(keys), fields)

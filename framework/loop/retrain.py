@@ -99,15 +99,15 @@ def check_trigger(
     )  # fmt: skip
     wanted = _DRIFT_ALERTS if reason == "drift" else {"quality_drop"}
     alerts = [
-        a for a in summary["alerts"]
-        if a["name"] in wanted and (champion is None or a["version"] == str(champion))
+        a for a in summary.alerts
+        if a.name in wanted and (champion is None or a.version == str(champion))
     ]  # fmt: skip
-    why = "; ".join(f"{a['name']}: {a['message']}" for a in alerts[:5])
+    why = "; ".join(f"{a.name}: {a.message}" for a in alerts[:5])
     return {
         "reason": reason,
         "fired": bool(alerts),
-        "why": why or f"no {reason} alert for the champion ({summary['status']})",
-        "alerts": [a["name"] for a in alerts],
+        "why": why or f"no {reason} alert for the champion ({summary.status})",
+        "alerts": [a.name for a in alerts],
     }
 
 
@@ -341,16 +341,16 @@ def promote_after(
     if not passed:
         raise ConfigError(f"{name}:{challenger} did not pass parity retrain's gate.")
     summary = monitor_summary(log_root, registry, name)
-    mine = next((v for v in summary["versions"] if v["version"] == str(challenger)), None)
-    seen = mine["rows"] if mine else 0
+    mine = summary.version(str(challenger))
+    seen = mine.operations.rows if mine else 0
     result = RetrainResult("waiting", "", champion=champion, challenger=challenger,
                            metrics=passed[-1].get("metrics", {}))  # fmt: skip
     if seen < predictions:
         result.message = f"{name}:{challenger} has {seen:,} of {predictions:,} predictions logged"
         return result
-    alerts = [a for a in summary["alerts"]
-              if a["version"] == str(challenger) and a["name"] in _OPERATIONAL_ALERTS]  # fmt: skip
-    detail = "; ".join(a["message"] for a in alerts) or (
+    alerts = [a for a in summary.alerts
+              if a.version == str(challenger) and a.name in _OPERATIONAL_ALERTS]  # fmt: skip
+    detail = "; ".join(a.message for a in alerts) or (
         f"{seen:,} predictions without an operational alert"
     )
     result.checks = [asdict(Check("operations", not alerts, detail))]

@@ -9,13 +9,13 @@ ACCEPTed predictions were right...).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from framework.models.manifest import Manifest
 from framework.monitoring import version_manifest as vm
 
 DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
@@ -44,7 +44,7 @@ class LiveQuality:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def live_quality(joined: pa.Table, manifest: Mapping[str, Any]) -> LiveQuality:
+def live_quality(joined: pa.Table, manifest: Manifest) -> LiveQuality:
     """Metrics of the version's labelled predictions against its holdout, and per decision."""
     from framework.models import evaluation
     from framework.models.estimator import Scores
@@ -52,7 +52,7 @@ def live_quality(joined: pa.Table, manifest: Mapping[str, Any]) -> LiveQuality:
 
     if joined.num_rows == 0:
         return LiveQuality(labelled=0)
-    task = Task(manifest.get("task", "classification"))
+    task = manifest.task
     score = np.asarray(joined.column("score").to_pylist(), dtype=np.float64)
     y = np.asarray(joined.column("outcome").to_pylist(), dtype=np.float64)
     holdout = vm.holdout_metrics(manifest)
@@ -69,9 +69,8 @@ def live_quality(joined: pa.Table, manifest: Mapping[str, Any]) -> LiveQuality:
     label = np.array([int(v) if v not in (None, "") else 0 for v in predicted])
     confidence = np.asarray(joined.column("confidence").to_pylist(), np.float64)
     scores = Scores(score=score, label=label, confidence=confidence)
-    bins = int((manifest.get("spec") or {}).get("calibration", {}).get("bins", 10))
-    serving = ServingSpec.model_validate(manifest["serving"])
-    out.live = evaluation.metrics(task, y.astype(np.int64), scores, serving, bins)
+    bins = vm.calibration_bins(manifest)
+    out.live = evaluation.metrics(task, y.astype(np.int64), scores, manifest.serving, bins)
     out.live["accuracy"] = float(np.mean(label == y))
     decisions = joined.column("decision").to_pylist()
     out.by_decision = {}

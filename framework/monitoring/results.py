@@ -111,7 +111,3 @@ class MonitorSummary:
         if self.skew is not None:
             out["skew"] = self.skew.to_dict()
         return out
-
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: the dict-style reads of callers not yet on the attributes."""
-        return self.to_dict()[key]

@@ -20,7 +20,7 @@ the rows with the smallest hash of request id and row index.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from framework.logs.reader import (
     sql_literal,
     sql_name,
 )
+from framework.models.manifest import Manifest
 from framework.registry.model_registry import ModelRef, ModelRegistry
 
 #: Relative and absolute tolerance for float features.
@@ -145,7 +146,7 @@ def check_skew(
         checked: dict[str, FeatureSkew] = {}
         sampled = 0
         for version in versions:
-            served = _ServedInputs.of(registry.manifest(ModelRef(model, int(version))))
+            served = _ServedInputs.of(Manifest.read(registry, ModelRef(model, int(version))))
             rows = _sample(con, model, version, served, columns, sample - sampled)
             if rows.num_rows == 0:
                 continue
@@ -178,12 +179,12 @@ class _ServedInputs:
     features: list[str]
 
     @classmethod
-    def of(cls, manifest: Mapping[str, Any]) -> _ServedInputs:
+    def of(cls, manifest: Manifest) -> _ServedInputs:
         return cls(
-            feature_service=manifest["feature_service"],
-            keys=list(manifest["join_keys"]),
-            request=list(manifest["request_data"]),
-            features=[f["name"] for f in manifest["features"]],
+            feature_service=manifest.feature_service,
+            keys=list(manifest.join_keys),
+            request=list(manifest.request_data),
+            features=[f.name for f in manifest.features],
         )
 
 

@@ -60,6 +60,7 @@ from framework.logs.reader import (
     sql_literal,
     utc,
 )
+from framework.models.manifest import Manifest
 from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
@@ -200,7 +201,7 @@ def _errors(
 def _add_timeline(
     con: duckdb.DuckDBPyConnection,
     summary: MonitorSummary,
-    manifests: Mapping[str, Any],
+    manifests: Mapping[str, Manifest | None],
     buckets: int,
 ) -> None:
     """The timeline, in buckets of a width that makes about ``buckets`` of the window."""
@@ -230,11 +231,11 @@ def _open(con: duckdb.DuckDBPyConnection, log_root: Path, model: str, asked: _As
 
 
 def _join_outcomes(
-    con: duckdb.DuckDBPyConnection, outcomes_root: Path, manifests: Mapping[str, Any]
+    con: duckdb.DuckDBPyConnection, outcomes_root: Path, manifests: Mapping[str, Manifest | None]
 ) -> tuple[pa.Table | None, MatchCounts | None]:
     """The logged predictions with reported outcomes, and the join's counts (None, None:
     no outcome has a label)."""
-    keys = sorted({k for m in manifests.values() for k in m.get("join_keys", [])})
+    keys = sorted({k for m in manifests.values() for k in vm.key_types_of(m)})
     outcomes = outcomes_table(OutcomeStore(outcomes_root), keys)
     if not outcomes.num_rows:
         return None, None
@@ -250,7 +251,7 @@ def _labelled(joined: pa.Table | None, version: str) -> pa.Table | None:
 def _version(
     con: duckdb.DuckDBPyConnection,
     version: str,
-    manifest: Mapping[str, Any],
+    manifest: Manifest | None,
     columns: set[str],
     thresholds: Thresholds,
     cpu_price_per_hour: float,
@@ -265,7 +266,7 @@ def _version(
     has_confidence = vm.has_confidence(manifest)
     return VersionSummary(
         version=version,
-        known=bool(manifest),
+        known=manifest is not None,
         operations=stats.operations,
         drift=version_drift(
             con,
@@ -280,7 +281,9 @@ def _version(
         if reference
         else None,  # fmt: skip
         cost=ops.cost(stats.cpu_seconds, cpu_price_per_hour),
-        quality=live_quality(labelled, manifest) if labelled is not None else None,
+        quality=live_quality(labelled, manifest)
+        if labelled is not None and manifest is not None
+        else None,
     )
 
 

@@ -40,9 +40,12 @@ def toy_manifest(rng: np.random.Generator) -> dict[str, Any]:
     """The toy model's manifest, with a reference profile of 8,000 clean rows."""
     amount, category, count = toy_features(rng, 8_000)
     score = rng.beta(1, 12, 8_000)
+    holdout = {"roc_auc": 0.9, "pr_auc": 0.4, "brier": 0.02, "log_loss": 0.1}
     return {
+        "created_at": "2026-03-01T00:00:00.000+00:00",
         "task": "classification",
         "feature_service": "toy_v1",
+        "definitions_digest": "toy",
         "features": [
             {"name": "amount", "dtype": "Float64", "view": "request"},
             {"name": "category", "dtype": "String", "view": "merchant"},
@@ -51,7 +54,8 @@ def toy_manifest(rng: np.random.Generator) -> dict[str, Any]:
         "join_keys": ["user_id"],
         "request_data": {"amount": "DOUBLE"},
         "serving": {"threshold": 0.5, "accept": 0.85, "review_below": 0.6},
-        "metrics": {"holdout": {"roc_auc": 0.9, "pr_auc": 0.4, "brier": 0.02, "log_loss": 0.1}},
+        "metrics": {"holdout": holdout, "uncalibrated": holdout, "baseline": holdout},
+        "artifact": {"file": "model.skops", "format": "skops", "sha256": "0" * 64, "bytes": 0},
         "reference": {
             "features": {
                 "amount": numeric_profile(amount),
