@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.serving import MODEL, build_workspace, free_port  # noqa: E402
-from serving.log.writer import read_log  # noqa: E402
+from framework.logs.reader import read_log  # noqa: E402
 from serving.stubs.parity.v1 import prediction_pb2 as pb  # noqa: E402
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc  # noqa: E402
 

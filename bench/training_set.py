@@ -135,8 +135,9 @@ def setup(workdir: Path, transactions: int, entities: int) -> tuple[Path, Path, 
     import duckdb
 
     from framework.features.repository import apply
-    from framework.sample.data import GenerationConfig, generate
+    from framework.sample.data import generate
     from framework.sample.pipeline import build_offline_sources
+    from framework.sample.scenario import GenerationConfig
 
     shutil.copytree(ROOT / "feature_repo", workdir / "feature_repo",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip

@@ -13,22 +13,19 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from framework.errors import ConfigError, DataError, FeatureStoreError, ParityError
+from framework.features.join_plan import feature_contract
 from framework.features.repository import Profile, apply, load_store, open_store
-from framework.features.training_set import (
-    TrainingSetInfo,
-    build_training_set,
-    feature_contract,
-    read_info,
-    write_training_set,
-)
+from framework.features.training_file import TrainingSetInfo, read_info
+from framework.features.training_set import build_training_set, write_training_set
 from framework.loop.promotion import PromotionRefused, promote, rollback
 from framework.models.labels import entity_frame_from_labels, time_split
 from framework.models.spec import ModelSpec, load_spec
 from framework.models.training import TrainResult, train_model
 from framework.registry.artifact import ArtifactError  # noqa: E402
 from framework.registry.model_registry import ModelRef, ModelRegistry
-from framework.sample.data import GenerationConfig, generate
+from framework.sample.data import generate
 from framework.sample.pipeline import build_offline_sources
+from framework.sample.scenario import GenerationConfig
 
 __all__ = [
     "ArtifactError",

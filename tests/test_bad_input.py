@@ -544,7 +544,7 @@ def test_duplicate_map_keys_on_the_wire_last_one_wins(
 def test_oversized_messages_are_resource_exhausted(
     served: Served, channel: grpc.Channel, baseline: Any
 ) -> None:
-    from serving.grpc.server import ServeSettings
+    from serving.grpc.settings import ServeSettings
 
     limit = ServeSettings().max_message_bytes  # serve_workspace keeps the default
     big = "x" * (limit + 1)
@@ -840,7 +840,7 @@ def test_unknown_model_names_add_no_metric_series(served: Served, channel: grpc.
 def test_unknown_output_fails_before_any_prediction_is_logged(
     served: Served, channel: grpc.Channel
 ) -> None:
-    from serving.log.writer import read_log
+    from framework.logs.reader import read_log
 
     stub = v2_grpc.GRPCInferenceServiceStub(channel)
     request = _with(_keys_infer(), lambda r: r.outputs.add(name="nope"))

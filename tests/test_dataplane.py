@@ -26,15 +26,8 @@ from framework.models.batch_score import score_entities
 from framework.models.estimator import feature_frame, score
 from framework.registry.model_registry import NotFoundError
 from serving.dataplane.errors import InternalError, InvalidInput
-from serving.dataplane.predictor import (
-    ACCEPT,
-    FALLBACK,
-    REVIEW,
-    VALIDATE,
-    PredictInput,
-    Predictor,
-    RowInput,
-)
+from serving.dataplane.predictor import ACCEPT, FALLBACK, REVIEW, PredictInput, Predictor, RowInput
+from serving.dataplane.routing import VALIDATE
 from tests.conftest import Champion
 from tests.support.fraud_requests import recent_rows
 from tests.support.online_values import stored_as_text

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from framework.duck import connect
 from framework.errors import DataError
-from framework.logs import outcomes
+from framework.logs import outcome_join, outcomes
 from framework.logs.outcomes import OutcomeStore
 from framework.loop import feedback
 from tests.conftest import Served
@@ -41,7 +41,7 @@ def _join(log: Path, store: OutcomeStore, **kw: Any) -> tuple[pa.Table, dict[str
     con = connect()
     try:
         open_log(log, MODEL, con=con)
-        return feedback.match(con, feedback.outcomes_table(store, KEYS), KEYS, **kw)
+        return outcome_join.match(con, outcome_join.outcomes_table(store, KEYS), KEYS, **kw)
     finally:
         con.close()
 
@@ -218,7 +218,7 @@ def test_string_keys_keep_their_text_from_every_format_and_match_as_text(
         feedback.read_outcome_file(tmp_path / "o.jsonl", keys)
     store = OutcomeStore(tmp_path / "outcomes")
     feedback.ingest(tmp_path / "o.csv", store, keys)
-    table = feedback.outcomes_table(store, keys)
+    table = outcome_join.outcomes_table(store, keys)
     assert table.column("key_postcode").to_pylist() == ["007", "02139"]
     assert table.schema.field("key_postcode").type == pa.string()
 

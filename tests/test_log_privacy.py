@@ -14,12 +14,13 @@ import pyarrow as pa
 import pytest
 
 from framework.errors import ConfigError
+from framework.logs import outcome_join
 from framework.logs import privacy as log_privacy
 from framework.logs.privacy import LogPrivacy, pseudonym
-from framework.loop import feedback
+from framework.logs.reader import read_log
 from serving.grpc.client import PredictionClient
-from serving.grpc.server import RunningServer, ServeSettings, start_server
-from serving.log.writer import read_log
+from serving.grpc.server import RunningServer, start_server
+from serving.grpc.settings import ServeSettings
 from tests.conftest import Served
 from tests.test_serving import recent_rows
 
@@ -96,13 +97,13 @@ def test_a_server_logs_no_hashed_or_dropped_value(
     })  # fmt: skip
     con = duckdb.connect()
     con.register("log", logged)
-    joined, counts = feedback.match(
+    joined, counts = outcome_join.match(
         con, outcomes, ["user_id", "merchant_id"], within=timedelta(days=1)
     )
     assert counts["by_entity_keys"] == 4 and joined.num_rows == 4
     # ... and without it, only the keys the log still holds can be used.
     monkeypatch.delenv(log_privacy.KEY_ENV)
-    _, narrowed = feedback._hashed_keys(
+    _, narrowed = outcome_join.hashed_keys(
         outcomes, ["user_id", "merchant_id"], set(logged.column_names)
     )
     assert narrowed == ["merchant_id"]

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from framework.errors import ConfigError, FeatureStoreError
 from framework.features.repository import apply, open_store
-from framework.materialize import online_write
+from framework.materialize import online_write, sqlite_writer
 from framework.materialize.freshness import freshness, status
 from framework.materialize.job import materialize
 from framework.materialize.online_encoding import (
@@ -68,7 +68,7 @@ def _sqlite_rows(ws: Workspace) -> dict[str, list[tuple[Any, ...]]]:
         tables = [
             r[0]
             for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if r[0] != online_write.STATE_TABLE
+            if r[0] != sqlite_writer.STATE_TABLE
         ]
         return {
             t: con.execute(
@@ -778,7 +778,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
     import threading
 
     from framework.materialize.job import pump as _pump
-    from framework.materialize.online_write import Written
+    from framework.materialize.writer import Written
 
     written: list[int] = []
 

@@ -650,8 +650,9 @@ def test_the_samples_drift_scenarios_are_flagged_on_the_features_they_shift(
     import io
 
     from framework.features.repository import apply
-    from framework.sample.data import GenerationConfig, generate
+    from framework.sample.data import generate
     from framework.sample.pipeline import build_offline_sources
+    from framework.sample.scenario import GenerationConfig
     from tests.conftest import TRAIN_SAMPLE, make_workspace
 
     clean = _period_drift(trained.workspace, trained.manifest, TRAIN_SAMPLE.drift_start)

@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import DataError
+from framework.logs.reader import read_log
 from serving.log import journal as log_journal
 from serving.log.journal import JOURNAL_DIR, Journal
-from serving.log.writer import LogClosed, LogFull, PredictionLog, read_log
+from serving.log.writer import LogClosed, LogFull, PredictionLog
 from tests.conftest import ROOT
 
 MODEL = "fraud_model"

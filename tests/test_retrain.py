@@ -132,7 +132,8 @@ def test_triggers_follow_the_monitor(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_challenger_promoted_after_its_shadow_predictions(served: Served, tmp_path: Path) -> None:
     from serving.grpc.client import PredictionClient
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
     from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"

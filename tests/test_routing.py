@@ -131,7 +131,8 @@ def test_review_queue_survives_a_restart(tmp_path: Path) -> None:
 def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path: Path) -> None:
     from framework.features.repository import open_store
     from serving.grpc.client import PredictionClient
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
     from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"
@@ -202,7 +203,8 @@ def test_a_locked_sqlite_store_means_fallback_within_the_budget(
     from framework.features.repository import open_store
     from framework.registry.model_registry import ModelRegistry
     from serving.grpc.client import PredictionClient
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
     from tests.support.fraud_requests import recent_rows
 
     root = tmp_path / "ws"
@@ -243,7 +245,8 @@ def test_a_locked_sqlite_store_means_fallback_within_the_budget(
 
 def _private_server(served: Served, root: Path, **settings: Any) -> Any:
     from framework.registry.model_registry import ModelRegistry
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
     registry = ModelRegistry(root / "data" / "models")
@@ -311,9 +314,9 @@ def test_hot_reload_and_rollback_under_load(served: Served, tmp_path: Path) -> N
 @pytest.mark.integration
 @pytest.mark.slow
 def test_canary_is_sticky_and_shadow_is_logged_not_returned(served: Served, tmp_path: Path) -> None:
+    from framework.logs.reader import read_log
     from framework.loop.promotion import promote
     from serving.grpc.client import PredictionClient
-    from serving.log.writer import read_log
 
     running, registry = _private_server(
         served, tmp_path / "ws", canary_share=0.3, shadow_alias="shadow"

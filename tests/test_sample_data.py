@@ -12,14 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import ConfigError
-from framework.sample.data import (
-    DISPUTE_WINDOW_DAYS,
-    NEW_CATEGORY,
-    GenerationConfig,
-    drift_names,
-    generate,
-    parse_scale,
-)
+from framework.sample.data import NEW_CATEGORY, drift_names, generate, parse_scale
+from framework.sample.scenario import DISPUTE_WINDOW_DAYS, GenerationConfig
 
 RAW_FILES = ["users", "merchants", "transactions", "labels"]
 

@@ -28,7 +28,8 @@ from framework.cli.main import main
 from framework.errors import ConfigError
 from serving.grpc.client import PredictionClient
 from serving.grpc.security import digest, load_tokens
-from serving.grpc.server import RunningServer, ServeSettings, start_server
+from serving.grpc.server import RunningServer, start_server
+from serving.grpc.settings import ServeSettings
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb

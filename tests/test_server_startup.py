@@ -19,7 +19,8 @@ import pytest
 
 from framework.features.repository import open_store
 from framework.registry.model_registry import ModelRegistry
-from serving.grpc.server import ServeSettings, start_server
+from serving.grpc.server import start_server
+from serving.grpc.settings import ServeSettings
 from tests.conftest import Trained, Workspace
 
 pytestmark = pytest.mark.integration

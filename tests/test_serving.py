@@ -338,7 +338,7 @@ def test_sigterm_flushes_every_accepted_prediction(served: Served, tmp_path: Pat
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.log.writer import read_log
+    from framework.logs.reader import read_log
 
     root = _copy(served, tmp_path / "ws")
     with parity_serve(
@@ -382,7 +382,7 @@ def test_sigkill_loses_no_answered_prediction(served: Served, tmp_path: Path) ->
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.log.writer import read_log
+    from framework.logs.reader import read_log
 
     root = _copy(served, tmp_path / "ws")
     predictions = root / "data" / "predictions"
@@ -422,8 +422,9 @@ def test_a_full_disk_pushes_back_and_loses_no_answered_prediction(
     every prediction it answered is written exactly once."""
     import contextlib
 
-    from serving.grpc.server import ServeSettings, start_server
-    from serving.log.writer import read_log
+    from framework.logs.reader import read_log
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     predictions = tmp_path / "predictions"
     predictions.mkdir()
@@ -478,7 +479,8 @@ def test_a_full_disk_pushes_back_and_loses_no_answered_prediction(
 @pytest.mark.slow
 def test_changed_definitions_are_failed_precondition(served: Served, tmp_path: Path) -> None:
     from framework.features.repository import apply, open_store
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     root = _copy(served, tmp_path / "ws")
     repo = root / "feature_repo"
@@ -571,7 +573,7 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     the sample's time, and SIGTERM drains both with every answer logged."""
     import signal
 
-    from serving.log.writer import read_log
+    from framework.logs.reader import read_log
 
     root = _copy(served, tmp_path / "ws")
     args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat(),

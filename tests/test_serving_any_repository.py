@@ -177,7 +177,8 @@ def any_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnyServed]:
     from framework.loop.promotion import promote
     from framework.materialize.job import materialize
     from framework.models.training import train_model
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     repo = tmp_path_factory.mktemp("any") / "areas_repo"
     now = _write_repository(repo)
@@ -288,7 +289,8 @@ def test_a_value_parity_cannot_take_is_internal_named_logged_once_and_counted(
 def test_the_server_does_not_report_ready_when_it_cannot_read_a_models_features(
     any_served: AnyServed,
 ) -> None:
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     probe = any_served.registry.manifest(any_served.registry.resolve(f"{MODEL}@champion"))
     code = probe["probe"]["entity_rows"][-1]["postcode"]

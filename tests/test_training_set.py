@@ -22,12 +22,8 @@ import pytest
 from framework.errors import ConfigError, DataError
 from framework.features import repository
 from framework.features import training_set as ts_module
-from framework.features.training_set import (
-    FINGERPRINT_KEY,
-    build_training_set,
-    read_info,
-    write_training_set,
-)
+from framework.features.training_file import read_info
+from framework.features.training_set import FINGERPRINT_KEY, build_training_set, write_training_set
 from framework.models.labels import entity_frame_from_labels, time_split
 from tests.conftest import Workspace, embedded_store
 
@@ -393,7 +389,7 @@ def test_definitions_digest_is_the_same_in_every_process(sample_workspace: Works
     (Feast's dill pickle of an on-demand UDF does; the digest uses its source text)."""
     repository.apply(sample_workspace.repo)
     code = (
-        "from framework.features.training_set import feature_contract; "
+        "from framework.features.join_plan import feature_contract; "
         f"print(feature_contract({str(sample_workspace.repo)!r}, "
         "'fraud_model_v1').definitions_digest)"
     )

@@ -22,7 +22,7 @@ Helpers = Mapping[str, Callable[..., Any]]
 
 def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Handler]:
     """Add ``data`` and its subcommands to ``commands`` (argparse subparsers)."""
-    from framework.sample.data import DRIFT_SCENARIOS
+    from framework.sample.scenario import DRIFT_SCENARIOS
 
     data = commands.add_parser(
         "data",
@@ -99,8 +99,9 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
 
 def _cmd_data_generate(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.repository import data_dir
-    from framework.sample.data import GenerationConfig, drift_names, generate, parse_scale
+    from framework.sample.data import drift_names, generate, parse_scale
     from framework.sample.pipeline import build_offline_sources
+    from framework.sample.scenario import GenerationConfig
 
     cfg = GenerationConfig(
         seed=args.seed,

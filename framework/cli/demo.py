@@ -60,8 +60,9 @@ from framework.loop.promotion import promote
 from framework.models.labels import entity_frame_from_labels
 from framework.models.spec import find_spec, load_spec
 from framework.models.training import default_registry, train_model
-from framework.sample.data import GenerationConfig, generate
+from framework.sample.data import generate
 from framework.sample.pipeline import build_offline_sources
+from framework.sample.scenario import GenerationConfig
 
 #: The sample repository shipped with parity: the demo's own scenario, so its default.
 SAMPLE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -335,7 +336,8 @@ def _serve_and_monitor(
 
 
 def _start_server(store: Any, registry: Any, data: Path, now: datetime) -> Any:
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     return start_server(
         store, registry, data, ServeSettings(port=0, models=[]), clock=now.timestamp
@@ -347,8 +349,8 @@ def _serve(
 ) -> tuple[list[dict[str, Any]], int]:
     """Score ``requests`` over gRPC through the running server, flush the prediction log
     and count the logged rows."""
+    from framework.logs.reader import read_log
     from serving.grpc.client import PredictionClient
-    from serving.log.writer import read_log
 
     request_id = f"demo-{uuid.uuid4().hex[:12]}"
     rows = [

@@ -124,7 +124,8 @@ def _predict_default_model(args: argparse.Namespace, helpers: Helpers) -> None:
 def serve(args: argparse.Namespace) -> None:
     from framework.features.repository import data_dir, default_repo, open_store
     from framework.registry.model_registry import ModelRegistry
-    from serving.grpc.server import JsonFormatter, ServeSettings, serve_forever, start_server
+    from serving.grpc.server import JsonFormatter, serve_forever, start_server
+    from serving.grpc.settings import ServeSettings
 
     try:
         settings = ServeSettings(**given_settings(args))

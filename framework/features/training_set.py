@@ -56,9 +56,7 @@ from framework.features.fingerprint import (
     source_identities,
 )
 from framework.features.join_plan import (
-    FeatureContract,
     JoinPlan,
-    feature_contract,
     join_plan,
     open_repo,
 )
@@ -80,15 +78,7 @@ from framework.features.view_sources import (
 
 __all__ = [
     "BATCH_ROWS",
-    "FINGERPRINT_KEY",
-    "METADATA_KEY",
-    "FeatureContract",
-    "JoinPlan",
-    "TrainingSetInfo",
     "build_training_set",
-    "feature_contract",
-    "join_plan",
-    "read_info",
     "write_training_set",
 ]
 

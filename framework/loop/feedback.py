@@ -46,7 +46,6 @@ from framework.logs.outcome_join import (
     outcomes_table,
     typed_keys,
 )
-from framework.logs.outcome_join import hashed_keys as _hashed_keys  # noqa: F401 (tests)
 from framework.logs.outcomes import OutcomeStore, label_source
 from framework.logs.reader import log_versions, open_log
 from framework.monitoring import version_manifest as vm
@@ -54,14 +53,16 @@ from framework.monitoring.live_quality import LiveQuality, live_quality
 from framework.registry.model_registry import ModelRegistry
 
 __all__ = [
-    "COLUMNS", "DEFAULT_LATE_AFTER", "DEFAULT_WITHIN", "FeedbackReport", "feedback_report",
-    "ingest", "key_types_of", "live_quality", "match", "outcomes_table", "read_outcome_file",
+    "COLUMNS",
+    "FeedbackReport",
+    "feedback_report",
+    "ingest",
+    "read_outcome_file",
     "write_label_source",
-]  # fmt: skip
+]
 
 #: Columns an outcome file may have besides the entity keys.
 COLUMNS = ("request_id", "row_index", "event_time", "label", "observed_at")
-key_types_of = vm.key_types_of
 
 
 # ------------------------------------------------------------------ reading outcome files

@@ -25,17 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from framework.materialize.redis_writer import RedisWriter
-from framework.materialize.sqlite_writer import STATE_TABLE, SqliteWriter
-from framework.materialize.writer import Batch, OnlineWriter, ViewTarget, Written
+from framework.materialize.sqlite_writer import SqliteWriter
+from framework.materialize.writer import OnlineWriter
 
 __all__ = [
-    "STATE_TABLE",
-    "Batch",
-    "OnlineWriter",
-    "RedisWriter",
-    "SqliteWriter",
-    "ViewTarget",
-    "Written",
     "open_writer",
 ]
 

@@ -48,8 +48,6 @@ from framework.sample.scenario import (
     CATEGORIES,
     CHANNELS,
     COUNTRIES,
-    DISPUTE_WINDOW_DAYS,
-    DRIFT_SCENARIOS,
     GENERATOR_VERSION,
     NEW_CATEGORY,
     GenerationConfig,
@@ -58,15 +56,10 @@ from framework.sample.transactions import chunk_transactions
 from framework.sample.world import Merchants, Users, make_merchants, make_users
 
 __all__ = [
-    "DISPUTE_WINDOW_DAYS",
-    "DRIFT_SCENARIOS",
-    "GENERATOR_VERSION",
     "LABELS_SCHEMA",
     "MERCHANTS_SCHEMA",
-    "NEW_CATEGORY",
     "TRANSACTIONS_SCHEMA",
     "USERS_SCHEMA",
-    "GenerationConfig",
     "GenerationSummary",
     "drift_names",
     "generate",

@@ -44,7 +44,7 @@ from serving.dataplane.messages import (
     check_rows,
     provided_features,
 )
-from serving.dataplane.routing import ACCEPT, FALLBACK, REVIEW, VALIDATE
+from serving.dataplane.routing import ACCEPT, FALLBACK, REVIEW
 from serving.dataplane.scoring import (
     empty_vectors,
     fallback_rows,
@@ -55,14 +55,7 @@ from serving.dataplane.scoring import (
 from serving.dataplane.versions import LoadedModel, ModelVersions, over_budget
 
 __all__ = [
-    "ACCEPT",
-    "FALLBACK",
-    "REVIEW",
-    "VALIDATE",
-    "PredictInput",
-    "PredictionOut",
     "Predictor",
-    "RowInput",
 ]
 log = logging.getLogger("parity.serving")
 

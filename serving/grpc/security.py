@@ -46,7 +46,7 @@ from framework.errors import ConfigError
 
 if TYPE_CHECKING:
     from serving.grpc.metrics import ServerMetrics
-    from serving.grpc.server import ServeSettings
+    from serving.grpc.settings import ServeSettings
 
 log = logging.getLogger("parity.serving.security")
 

@@ -40,7 +40,7 @@ from serving.dataplane.predictor import Predictor
 from serving.grpc import security
 from serving.grpc.metrics import ServerMetrics
 from serving.grpc.servicers import InferenceServicer, PredictionServicer, add_to_server
-from serving.grpc.settings import ServeSettings as ServeSettings  # re-exported: its old home
+from serving.grpc.settings import ServeSettings
 from serving.log.writer import PredictionLog
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.parity.v1 import prediction_pb2 as pb

@@ -50,13 +50,16 @@ import pyarrow.parquet as pq
 
 from framework.errors import DataError, ParityError
 from framework.logs import layout
-from framework.logs.reader import read_log
 from serving.log import journal as log_journal
 from serving.log.journal import JOURNAL_DIR, Journal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LogClosed", "LogFull", "PredictionLog", "read_log"]
+__all__ = [
+    "LogClosed",
+    "LogFull",
+    "PredictionLog",
+]
 
 DATE = layout.LOG_DATE
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0

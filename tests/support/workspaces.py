@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.sample.data import GenerationConfig
+from framework.sample.scenario import GenerationConfig
 
 #: The checkout: its ``feature_repo/`` is what every workspace copies.
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -135,7 +135,8 @@ def champion_workspace(ws: Workspace, version: int) -> Iterator[Champion]:
 @contextmanager
 def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
     """:func:`champion_workspace`, served on a free port with its clock pinned to ``now``."""
-    from serving.grpc.server import ServeSettings, start_server
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
 
     with champion_workspace(ws, version) as ready:
         settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
