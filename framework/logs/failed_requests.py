@@ -30,6 +30,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from framework.logs import layout
+
 ERRORS_DIR = "_errors"
 #: The single ``model=`` partition of the error log: rows name the requested model themselves.
 PARTITION = "requests"
@@ -57,10 +59,10 @@ def error_table(
     ts = pa.timestamp("us", tz="UTC")
     return pa.table(
         {
-            "__request_id": pa.array([request_id], pa.string()),
-            "__timestamp": pa.array([int(received * 1e6)], ts),
-            "__log_timestamp": pa.array([now], ts),
-            "__log_date": pa.array([now.date()], pa.date32()),
+            layout.REQUEST_ID: pa.array([request_id], pa.string()),
+            layout.TIMESTAMP: pa.array([int(received * 1e6)], ts),
+            layout.LOG_TIMESTAMP: pa.array([now], ts),
+            layout.LOG_DATE: pa.array([now.date()], pa.date32()),
             "rpc": pa.array([rpc], pa.string()),
             "requested_model": pa.array([model], pa.string()),
             "requested_version": pa.array([version], pa.string()),
@@ -72,7 +74,7 @@ def error_table(
 
 
 def _files(log_root: Path) -> str | None:
-    pattern = f"{ERRORS_DIR}/model={PARTITION}/date=*/part-*.parquet"
+    pattern = f"{ERRORS_DIR}/{layout.parts_pattern(PARTITION)}"
     return str(Path(log_root) / pattern) if any(Path(log_root).glob(pattern)) else None
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from framework.features.online import PRESENT, OnlineVectors
+from framework.logs import layout
 from framework.models.spec import Task
 from serving.dataplane.messages import PredictInput, PredictionOut
 from serving.dataplane.versions import LoadedModel
@@ -33,13 +34,13 @@ def log_table(
     now = datetime.now(UTC)
     ts_type = pa.timestamp("us", tz="UTC")
     cols: dict[str, pa.Array] = {
-        "__request_id": pa.array([o.request_id for o in outs], pa.string()),
-        "__row_index": pa.array([o.row_index for o in outs], pa.int32()),
-        "__timestamp": pa.array([int(received * 1e6)] * n, ts_type),
-        "__log_timestamp": pa.array([now] * n, ts_type),
-        "__log_date": pa.array([now.date()] * n, pa.date32()),
+        layout.REQUEST_ID: pa.array([o.request_id for o in outs], pa.string()),
+        layout.ROW_INDEX: pa.array([o.row_index for o in outs], pa.int32()),
+        layout.TIMESTAMP: pa.array([int(received * 1e6)] * n, ts_type),
+        layout.LOG_TIMESTAMP: pa.array([now] * n, ts_type),
+        layout.LOG_DATE: pa.array([now.date()] * n, pa.date32()),
         "model_name": pa.array([o.model_name for o in outs], pa.string()),
-        "model_version": pa.array([o.model_version for o in outs], pa.string()),
+        layout.MODEL_VERSION: pa.array([o.model_version for o in outs], pa.string()),
         "role": pa.array([role] * n, pa.string()),
     }
     table = vectors.table
