@@ -777,7 +777,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
     producer stops the writer without writing what was still queued."""
     import threading
 
-    from framework.materialize.job import pump as _pump
+    from framework.materialize.pump import pump as _pump
     from framework.materialize.writer import Written
 
     written: list[int] = []

@@ -31,11 +31,9 @@ is :mod:`framework.materialize.freshness`.
 from __future__ import annotations
 
 import contextlib
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +44,7 @@ from framework.errors import ConfigError, FeatureStoreError
 from framework.features.view_sources import View, local_files
 from framework.materialize.latest_rows import LatestRows, ViewSource
 from framework.materialize.online_write import open_writer
+from framework.materialize.pump import pump
 from framework.materialize.writer import OnlineWriter, ViewTarget, Written
 
 #: Entities per batch: large enough that per-batch costs vanish, small enough that a
@@ -222,64 +221,6 @@ def _plan(
                 job.target = ViewTarget(fv, sorted(types))
         jobs.append(job)
     return jobs
-
-
-# ------------------------------------------------------------------- writing
-
-
-def pump(
-    items: Iterator[Any],
-    write: Callable[[Any], Written],
-    done: Callable[[Written], None],
-) -> None:
-    """Write ``items`` on a second thread while the next ones are produced.
-
-    At most two prepared batches wait at a time. On an error or an interrupt on
-    either side, the batch being written is finished (it is one transaction), the
-    waiting ones are dropped, and the error is raised here.
-    """
-    pending: queue.Queue[Any] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
-    stop = object()
-
-    def consume() -> None:
-        while True:
-            item = pending.get()
-            if item is stop:
-                return
-            try:
-                done(write(item))
-            except BaseException as exc:
-                failure.append(exc)
-                return
-
-    worker = threading.Thread(target=consume, name="parity-online-writer", daemon=True)
-    worker.start()
-
-    def put(item: Any) -> bool:
-        while worker.is_alive():
-            try:
-                pending.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    finished = False
-    try:
-        for item in items:
-            if failure or not put(item):
-                break
-        finished = True
-    finally:
-        if not finished:  # interrupted: do not write what is still waiting
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    pending.get_nowait()
-        put(stop)
-        worker.join()
-    if failure:
-        raise failure[0]
 
 
 def _materialize_view(
