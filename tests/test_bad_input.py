@@ -37,9 +37,9 @@ from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests import strategies as gen
-from tests.conftest import Served
 from tests.support.fraud_requests import proto_row, recent_rows
 from tests.support.services import wait_until
+from tests.support.workspaces import Served
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"

@@ -32,7 +32,7 @@ from framework.models.estimator import feature_frame, score
 from framework.models.spec import Task
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRegistry, NotFoundError
-from tests.conftest import ROOT, Served, Trained, make_workspace
+from tests.support.workspaces import ROOT, Served, Trained, make_workspace
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"

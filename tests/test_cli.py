@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Trained, Workspace
+from tests.support.workspaces import ROOT, Trained, Workspace
 
 PARITY = [sys.executable, "-m", "framework.cli"]
 

@@ -28,9 +28,9 @@ from framework.registry.model_registry import NotFoundError
 from serving.dataplane.errors import InternalError, InvalidInput
 from serving.dataplane.predictor import ACCEPT, FALLBACK, REVIEW, PredictInput, Predictor, RowInput
 from serving.dataplane.routing import VALIDATE
-from tests.conftest import Champion
 from tests.support.fraud_requests import recent_rows
 from tests.support.online_values import stored_as_text
+from tests.support.workspaces import Champion
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"

@@ -21,7 +21,7 @@ from framework.features.fields import FeatureField
 from framework.models import explain
 from framework.models.estimator import build_pipeline, feature_frame, score
 from framework.models.spec import EstimatorSpec, Task
-from tests.conftest import Served
+from tests.support.workspaces import Served
 
 FIELDS = [
     FeatureField(name="signal", dtype="Float64", view="v"),

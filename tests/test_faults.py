@@ -35,9 +35,9 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import ROOT, Trained, Workspace
 from tests.support.serve_process import ServeProcess, parity_serve
 from tests.support.services import free_port, missing, reachable, start_redis
+from tests.support.workspaces import ROOT, Trained, Workspace
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from framework.errors import DataError
 from framework.logs import outcome_join, outcomes
 from framework.logs.outcomes import OutcomeStore
 from framework.loop import feedback
-from tests.conftest import Served
 from tests.support.prediction_logs import MODEL, T0
 from tests.support.prediction_logs import toy_rows as _rows
 from tests.support.prediction_logs import write_log as _write
+from tests.support.workspaces import Served
 
 KEYS = ["user_id"]
 

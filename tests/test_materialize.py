@@ -46,7 +46,7 @@ from framework.materialize.online_encoding import (
     timestamp_protos,
 )
 from framework.sample.data import GenerationSummary
-from tests.conftest import ROOT, Served, Workspace, embedded_store, make_workspace
+from tests.support.workspaces import ROOT, Served, Workspace, embedded_store, make_workspace
 
 START = datetime(2000, 1, 1, tzinfo=UTC)
 END = datetime(2030, 1, 1, tzinfo=UTC)

@@ -27,12 +27,12 @@ from framework.monitoring import summary as monitor
 from framework.monitoring.prometheus import prometheus_text
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
-from tests.conftest import Served, Workspace
 from tests.support.prediction_logs import CATEGORIES, MODEL, T0
 from tests.support.prediction_logs import toy_manifest as _manifest
 from tests.support.prediction_logs import toy_rows as _rows
 from tests.support.prediction_logs import write_log as _write
 from tests.support.services import missing as _missing
+from tests.support.workspaces import Served, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -529,7 +529,7 @@ def served_copy(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     import io
 
     from framework.features.repository import apply
-    from tests.conftest import serve_workspace
+    from tests.support.workspaces import serve_workspace
 
     root = tmp_path_factory.mktemp("monitored")
     shutil.copytree(trained.workspace.root, root, dirs_exist_ok=True)
@@ -653,7 +653,7 @@ def test_the_samples_drift_scenarios_are_flagged_on_the_features_they_shift(
     from framework.sample.data import generate
     from framework.sample.pipeline import build_offline_sources
     from framework.sample.scenario import GenerationConfig
-    from tests.conftest import TRAIN_SAMPLE, make_workspace
+    from tests.support.workspaces import TRAIN_SAMPLE, make_workspace
 
     clean = _period_drift(trained.workspace, trained.manifest, TRAIN_SAMPLE.drift_start)
     # Nothing moves without a scenario: the shipped spec trains from the sample's 31st day,

@@ -21,12 +21,12 @@ from framework.monitoring.results import MonitorSummary
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRegistry
 from serving.log.writer import PredictionLog
-from tests.conftest import Served
 from tests.support.fraud_requests import recent_rows
 from tests.support.prediction_logs import MODEL, T0
 from tests.support.prediction_logs import toy_manifest as _manifest
 from tests.support.prediction_logs import toy_rows as _rows
 from tests.support.prediction_logs import write_log as _write
+from tests.support.workspaces import Served
 
 
 def _errors(root: Path, calls: list[tuple[str, str, str, int]]) -> None:

@@ -18,7 +18,7 @@ from framework.loop.retrain import check_trigger, promote_after, retrain
 from framework.models.spec import spec_from_dict
 from framework.models.training import train_model
 from framework.registry.model_registry import ModelRegistry
-from tests.conftest import Served, Trained
+from tests.support.workspaces import Served, Trained
 from tests.test_train import spec_dict
 
 WEAK = {"class": "sklearn.ensemble.HistGradientBoostingClassifier",

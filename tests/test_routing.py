@@ -16,9 +16,9 @@ import pytest
 from framework.logs.review_queue import ReviewQueue
 from framework.registry.model_registry import ModelRef
 from serving.dataplane.routing import ACCEPT, REVIEW, VALIDATE, Router
-from tests.conftest import Served
 from tests.support.model_versions import register_copy
 from tests.support.services import free_port, start_redis
+from tests.support.workspaces import Served
 
 SERVING = {"threshold": 0.5, "accept": 0.85, "review_below": 0.60}
 REFERENCE = {

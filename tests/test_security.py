@@ -34,8 +34,8 @@ from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
-from tests.conftest import Served
 from tests.support.serve_process import parity_serve
+from tests.support.workspaces import Served
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from serving.stubs.parity.v1 import prediction_pb2 as pb
-    from tests.conftest import Served, Workspace
+    from tests.support.workspaces import Served, Workspace
 
 #: Request-data fields of ``fraud_model`` (every other field is an entity key), and one
 #: field no version takes.
