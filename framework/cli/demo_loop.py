@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from framework.logs.outcomes import OutcomeStore
 from framework.loop.feedback import FeedbackReport, feedback_report, ingest
+from framework.models.manifest import Manifest
 
 KEYS = ["user_id", "merchant_id"]
 
@@ -194,7 +195,7 @@ def _after(
     features = build_training_set(store, "fraud_model_v1", entities)
     run = uuid.uuid4().hex[:8]
     prefix = f"demo-after-{run}-"
-    manifest = registry.manifest(registry.resolve(f"{model}:{result.challenger}"))
+    manifest = Manifest.read(registry, registry.resolve(f"{model}:{result.challenger}"))
     outcomes = OutcomeStore(data / "outcomes")
     for version, sent in ((champion, str(champion)), (result.challenger, "")):
         replay(target, model, manifest, features, f"{prefix}v{version}-", version=sent)

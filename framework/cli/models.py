@@ -14,6 +14,7 @@ from typing import Any
 
 from framework.cli.monitor import Handler
 from framework.features.repository import default_repo
+from framework.models.manifest import Manifest
 from framework.registry.model_registry import ModelRef
 
 Helpers = Mapping[str, Callable[..., Any]]
@@ -254,7 +255,7 @@ def _cmd_models_list(args: argparse.Namespace, helpers: Helpers) -> None:
         for alias, v in aliases.items():
             by_version.setdefault(v, []).append(alias)
         for v in registry.versions(name):
-            m = registry.manifest(ModelRef(name, v))
+            m = Manifest.read(registry, ModelRef(name, v)).as_dict()
             metric = m["gate"]["metric"]
             rows.append(
                 {
@@ -283,7 +284,7 @@ def _cmd_models_list(args: argparse.Namespace, helpers: Helpers) -> None:
 def _cmd_models_show(args: argparse.Namespace, helpers: Helpers) -> None:
     registry = helpers["registry"](args)
     ref = registry.resolve(args.model or helpers["default_model"](args))
-    m = registry.manifest(ref)
+    m = Manifest.read(registry, ref).as_dict()
     aliases = sorted(a for a, v in registry.aliases(ref.name).items() if v == ref.version)
     history = [e for e in registry.history(ref.name) if e.get("action") != "promote-refused"]
     if args.json:
