@@ -23,8 +23,7 @@ from hypothesis import settings
 from framework.sample.data import GenerationSummary, generate
 from framework.sample.pipeline import build_offline_sources
 from tests.support.services import IN_CI, free_port, missing, reachable, start_redis
-from tests.support.workspaces import (  # re-exported: test modules import them from here
-    ROOT,  # noqa: F401
+from tests.support.workspaces import (
     SAMPLE,
     TRAIN_SAMPLE,
     Champion,
@@ -33,7 +32,6 @@ from tests.support.workspaces import (  # re-exported: test modules import them 
     Workspace,
     champion_workspace,
     copy_of,
-    embedded_store,  # noqa: F401
     make_workspace,
     serve_workspace,
 )

@@ -36,7 +36,7 @@ from framework.models.estimator import feature_frame
 from framework.models.spec import ModelSpec, Task, spec_from_dict
 from framework.models.training import TrainResult, train_model
 from framework.registry.model_registry import ModelRegistry
-from tests.conftest import embedded_store
+from tests.support.workspaces import embedded_store
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.batching import BatchedModel, MicroBatcher
-from tests.conftest import Trained
+from tests.support.workspaces import Trained
 
 
 def test_batched_scores_equal_one_by_one_scores(trained: Trained) -> None:

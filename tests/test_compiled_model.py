@@ -17,7 +17,7 @@ from framework.models.compiled import CompiledModel, compile_model
 from framework.models.estimator import build_pipeline, feature_frame
 from framework.models.spec import EstimatorSpec
 from framework.registry.model_registry import ModelRef, ModelRegistry
-from tests.conftest import Trained
+from tests.support.workspaces import Trained
 
 FIELDS = [
     FeatureField("amount", "Float64", "v"),

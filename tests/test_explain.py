@@ -123,7 +123,7 @@ def _values(e: explain.Explanation) -> dict[str, Any]:
     return {a.feature: a.value for a in e.attributions}
 
 
-_rows = st.lists(
+toy_rows = st.lists(
     st.fixed_dictionaries(
         {
             "signal": st.one_of(st.none(), st.floats(-50, 50)),
@@ -140,7 +140,7 @@ _rows = st.lists(
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(rows=_rows)
+@given(rows=toy_rows)
 def test_additivity_holds_for_any_row(fitted: Any, rows: list[dict[str, Any]]) -> None:
     """Missing values, unseen categories and values far outside training included."""
     name, model, explainer = fitted
@@ -322,13 +322,10 @@ def test_review_items_carry_their_attributions(served: Served) -> None:
 def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> None:
     from framework.monitoring import summary as monitor
     from framework.registry.model_registry import ARTIFACT, ModelRegistry
-    from tests.support.prediction_logs import MODEL
-    from tests.support.prediction_logs import toy_manifest as _manifest
-    from tests.support.prediction_logs import toy_rows as _rows
-    from tests.support.prediction_logs import write_log as _write
+    from tests.support.prediction_logs import MODEL, toy_manifest, toy_rows, write_log
 
     registry = ModelRegistry(tmp_path / "models")
-    manifest = _manifest(np.random.default_rng(0))
+    manifest = toy_manifest(np.random.default_rng(0))
     weights = {"category": 0.09, "amount": 0.02, "count": 0.0}
     manifest["importance"] = {
         "method": "sklearn.inspection.permutation_importance",
@@ -336,7 +333,7 @@ def test_monitoring_ranks_drifted_features_by_model_reliance(tmp_path: Path) -> 
     }
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
     # Both amount and category drift; the model leans on category more.
-    log = _write(tmp_path, _rows(np.random.default_rng(5), 2_000, inflate=2.0, new=0.3))
+    log = write_log(tmp_path, toy_rows(np.random.default_rng(5), 2_000, inflate=2.0, new=0.3))
     summary = monitor.monitor_summary(log, registry, MODEL)
     version = summary.version("1")
     assert version is not None and version.drift is not None

@@ -22,17 +22,15 @@ from framework.errors import DataError
 from framework.logs import outcome_join, outcomes
 from framework.logs.outcomes import OutcomeStore
 from framework.loop import feedback
-from tests.support.prediction_logs import MODEL, T0
-from tests.support.prediction_logs import toy_rows as _rows
-from tests.support.prediction_logs import write_log as _write
+from tests.support.prediction_logs import MODEL, T0, toy_rows, write_log
 from tests.support.workspaces import Served
 
 KEYS = ["user_id"]
 
 
 def _log(tmp_path: Path, n: int = 200, seed: int = 0) -> tuple[Path, pa.Table]:
-    rows = _rows(np.random.default_rng(seed), n)
-    return _write(tmp_path, rows), rows
+    rows = toy_rows(np.random.default_rng(seed), n)
+    return write_log(tmp_path, rows), rows
 
 
 def _join(log: Path, store: OutcomeStore, **kw: Any) -> tuple[pa.Table, dict[str, int]]:
@@ -79,11 +77,11 @@ def test_outcomes_join_by_request_id_and_by_keys_and_time(tmp_path: Path) -> Non
 
 def test_duplicates_late_and_ambiguous_outcomes_are_counted(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    one = _rows(rng, 50)
-    two = _rows(rng, 2, prefix="multi")  # one request of two rows
+    one = toy_rows(rng, 50)
+    two = toy_rows(rng, 2, prefix="multi")  # one request of two rows
     two = two.set_column(0, "__request_id", pa.array(["multi"] * 2))
     two = two.set_column(1, "__row_index", pa.array([0, 1], pa.int32()))
-    log = _write(tmp_path, one, two)
+    log = write_log(tmp_path, one, two)
     ids = one["__request_id"].to_pylist()
     store = OutcomeStore(tmp_path / "outcomes")
     t = one["__timestamp"].to_pylist()
@@ -148,10 +146,10 @@ def test_every_outcome_is_accounted_for_exactly_once(
 
 def test_live_quality_per_version_and_decision(tmp_path: Path) -> None:
     from framework.registry.model_registry import ARTIFACT, ModelRegistry
-    from tests.support.prediction_logs import toy_manifest as _manifest
+    from tests.support.prediction_logs import toy_manifest
 
     registry = ModelRegistry(tmp_path / "models")
-    registry.register(MODEL, {ARTIFACT: b"x"}, _manifest(np.random.default_rng(0)))
+    registry.register(MODEL, {ARTIFACT: b"x"}, toy_manifest(np.random.default_rng(0)))
     log, rows = _log(tmp_path, 400, seed=3)
     ids, scores = rows["__request_id"].to_pylist(), rows["score"].to_numpy()
     truth = (np.random.default_rng(4).random(400) < scores * 2).astype(float)

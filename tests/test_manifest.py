@@ -12,7 +12,7 @@ from framework.errors import DataError
 from framework.models.manifest import Manifest
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
-from tests.conftest import Trained
+from tests.support.workspaces import Trained
 
 
 def _registry(trained: Trained) -> tuple[ModelRegistry, ModelRef]:

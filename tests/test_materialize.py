@@ -777,7 +777,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
     producer stops the writer without writing what was still queued."""
     import threading
 
-    from framework.materialize.pump import pump as _pump
+    from framework.materialize.pump import pump
     from framework.materialize.writer import Written
 
     written: list[int] = []
@@ -789,7 +789,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
         return Written(1)
 
     with pytest.raises(_Interrupted, match="went away"):
-        _pump(iter(range(100)), write, lambda result: None)
+        pump(iter(range(100)), write, lambda result: None)
     assert written == [0, 1, 2]
 
     def produce() -> Iterator[int]:
@@ -803,7 +803,7 @@ def test_the_writer_thread_stops_with_either_side() -> None:
 
     written.clear()
     with pytest.raises(KeyboardInterrupt):
-        _pump(produce(), slow_write, lambda result: None)
+        pump(produce(), slow_write, lambda result: None)
     assert written == [0, 1, 2]  # 3 and 4 were still queued when the producer stopped
     assert "parity-online-writer" not in {t.name for t in threading.enumerate()}
 
@@ -910,19 +910,18 @@ def test_incremental_runs_write_only_entities_with_new_rows(sample_workspace: Wo
 
 
 def test_incremental_start_of_a_view_never_materialised() -> None:
-    from framework.materialize.job import BEGINNING
-    from framework.materialize.job import interval as _interval
+    from framework.materialize.job import BEGINNING, interval
 
     class View:
         most_recent_end_time = None
         ttl: timedelta | None = timedelta(hours=1)
 
     end = datetime(2026, 5, 1, tzinfo=UTC)
-    assert _interval(View(), None, end, incremental=True) == end - timedelta(hours=1)
+    assert interval(View(), None, end, incremental=True) == end - timedelta(hours=1)
     View.ttl = None
-    assert _interval(View(), None, end, incremental=True) == BEGINNING
+    assert interval(View(), None, end, incremental=True) == BEGINNING
     View.most_recent_end_time = datetime(2026, 4, 1)  # type: ignore[assignment]
-    assert _interval(View(), None, end, incremental=True) == datetime(2026, 4, 1, tzinfo=UTC)
+    assert interval(View(), None, end, incremental=True) == datetime(2026, 4, 1, tzinfo=UTC)
 
 
 # ------------------------------------------------------------ status, freshness

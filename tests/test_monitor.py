@@ -27,10 +27,7 @@ from framework.monitoring import summary as monitor
 from framework.monitoring.prometheus import prometheus_text
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
-from tests.support.prediction_logs import CATEGORIES, MODEL, T0
-from tests.support.prediction_logs import toy_manifest as _manifest
-from tests.support.prediction_logs import toy_rows as _rows
-from tests.support.prediction_logs import write_log as _write
+from tests.support.prediction_logs import CATEGORIES, MODEL, T0, toy_manifest, toy_rows, write_log
 from tests.support.services import missing as _missing
 from tests.support.workspaces import Served, Workspace
 
@@ -42,7 +39,7 @@ def toy(tmp_path: Path) -> tuple[Path, ModelRegistry]:
     """A registry with two versions of a toy model (manifest and reference only)."""
     registry = ModelRegistry(tmp_path / "models")
     rng = np.random.default_rng(0)
-    manifest = _manifest(rng)
+    manifest = toy_manifest(rng)
     for _ in range(2):
         registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
     return tmp_path, registry
@@ -58,8 +55,8 @@ def _tables(summary: dict[str, Any], version: str = "1") -> dict[str, Any]:
 def test_clean_traffic_numbers_match_the_rows(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(1)
-    rows = _rows(rng, 3_000)
-    log = _write(root, rows)
+    rows = toy_rows(rng, 3_000)
+    log = write_log(root, rows)
     summary = monitor.monitor_summary(log, registry, cpu_price_per_hour=0.1).to_dict()
     assert summary["model"] == MODEL and summary["status"] == "ok", summary["alerts"]
     assert summary["alerts"] == []
@@ -98,12 +95,12 @@ def test_counts_equal_direct_counts_per_version(toy: tuple[Path, ModelRegistry])
 
     root, registry = toy
     rng = np.random.default_rng(12)
-    one = _rows(rng, 900, version="1", missing=0.2)
-    two = _rows(rng, 700, version="2", start=T0 + timedelta(days=60), inflate=1.3, new=0.05)
+    one = toy_rows(rng, 900, version="1", missing=0.2)
+    two = toy_rows(rng, 700, version="2", start=T0 + timedelta(days=60), inflate=1.3, new=0.05)
     amount = two["amount"].to_numpy().copy()
     amount[rng.random(700) < 0.1] = np.nan  # a logged NaN counts as a null
     two = two.set_column(two.schema.get_field_index("amount"), "amount", pa.array(amount))
-    log = _write(root, one, two)
+    log = write_log(root, one, two)
     summary = monitor.monitor_summary(log, registry).to_dict()
     for version, rows in (("1", one), ("2", two)):
         v = _tables(summary, version)
@@ -173,10 +170,10 @@ def test_drifted_traffic_flags_exactly_the_shifted_features(
 ) -> None:
     root, registry = toy
     rng = np.random.default_rng(2)
-    log = _write(
+    log = write_log(
         root,
-        _rows(rng, 2_000, version="1"),
-        _rows(rng, 2_000, version="2", start=T0 + timedelta(hours=3), inflate=1.6, new=0.08),
+        toy_rows(rng, 2_000, version="1"),
+        toy_rows(rng, 2_000, version="2", start=T0 + timedelta(hours=3), inflate=1.6, new=0.08),
     )
     summary = monitor.monitor_summary(log, registry).to_dict()
     assert summary["status"] == "alert"
@@ -198,7 +195,7 @@ def test_drifted_traffic_flags_exactly_the_shifted_features(
 def test_too_few_rows_give_no_verdict(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(3)
-    log = _write(root, _rows(rng, 120, inflate=3.0, new=0.5, score_scale=6.0))
+    log = write_log(root, toy_rows(rng, 120, inflate=3.0, new=0.5, score_scale=6.0))
     summary = monitor.monitor_summary(log, registry).to_dict()
     assert summary["status"] == "insufficient_data" and summary["alerts"] == []
     v = _tables(summary)
@@ -212,7 +209,7 @@ def test_too_few_rows_give_no_verdict(toy: tuple[Path, ModelRegistry]) -> None:
 def test_confidence_drop_is_an_early_warning(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(4)
-    log = _write(root, _rows(rng, 2_000, score_scale=3.5))  # scores drift towards 0.5
+    log = write_log(root, toy_rows(rng, 2_000, score_scale=3.5))  # scores drift towards 0.5
     summary = monitor.monitor_summary(log, registry).to_dict()
     names = {a["name"] for a in summary["alerts"]}
     assert {"confidence_drift", "confidence_drop", "prediction_drift"} <= names
@@ -224,7 +221,7 @@ def test_confidence_drop_is_an_early_warning(toy: tuple[Path, ModelRegistry]) ->
 def _regression_rows(rng: np.random.Generator, n: int, *, version: str, null: bool) -> pa.Table:
     """A regression version's log: scores are values, confidence 0.0 (as the predictor
     logged it) or null (as it logs it now)."""
-    rows = _rows(rng, n, version=version)
+    rows = toy_rows(rng, n, version=version)
     value = rng.normal(50.0, 10.0, n)
     confidence = pa.nulls(n, pa.float64()) if null else pa.array(np.zeros(n))
     for name, column in (
@@ -246,7 +243,7 @@ def test_a_regression_version_raises_no_confidence_alert(
     (null now, an all-null profile in older versions): "not applicable", no number."""
     registry = ModelRegistry(tmp_path / "models")
     rng = np.random.default_rng(11)
-    manifest = _manifest(rng)
+    manifest = toy_manifest(rng)
     manifest["task"] = "regression"
     manifest["reference"]["score"] = numeric_profile(rng.normal(50.0, 10.0, 8_000))
     manifest["reference"]["confidence"] = (
@@ -254,7 +251,7 @@ def test_a_regression_version_raises_no_confidence_alert(
     )
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
-    log = _write(
+    log = write_log(
         tmp_path,
         _regression_rows(rng, 2_000, version="1", null=False),
         _regression_rows(rng, 2_000, version="2", null=True),
@@ -280,7 +277,7 @@ def test_a_regression_version_raises_no_confidence_alert(
 def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(5)
-    log = _write(root, _rows(rng, 1_000, missing=0.4))
+    log = write_log(root, toy_rows(rng, 1_000, missing=0.4))
     summary = monitor.monitor_summary(log, registry, thresholds=parse_thresholds(
         ["review_rate=0.0"])).to_dict()  # fmt: skip
     by_name = {a["name"]: a for a in summary["alerts"]}
@@ -295,10 +292,10 @@ def test_missing_features_and_review_rate_alert(toy: tuple[Path, ModelRegistry])
 def test_window_and_request_prefix_select_rows(toy: tuple[Path, ModelRegistry]) -> None:
     root, registry = toy
     rng = np.random.default_rng(6)
-    log = _write(
+    log = write_log(
         root,
-        _rows(rng, 600, prefix="clean"),
-        _rows(rng, 700, prefix="drift", start=T0 + timedelta(days=1), inflate=2.0),
+        toy_rows(rng, 600, prefix="clean"),
+        toy_rows(rng, 700, prefix="drift", start=T0 + timedelta(days=1), inflate=2.0),
     )
     early = monitor.monitor_summary(log, registry, until=T0 + timedelta(hours=12)).to_dict()
     late = monitor.monitor_summary(log, registry, since=T0 + timedelta(hours=12)).to_dict()
@@ -313,8 +310,8 @@ def test_live_quality_joins_reported_outcomes(toy: tuple[Path, ModelRegistry]) -
 
     root, registry = toy
     rng = np.random.default_rng(7)
-    rows = _rows(rng, 800)
-    log = _write(root, rows)
+    rows = toy_rows(rng, 800)
+    log = write_log(root, rows)
     store = OutcomeStore(root / "outcomes")
     ids, scores = rows["__request_id"].to_pylist(), rows["score"].to_numpy()
     users = rows["user_id"].to_pylist()
@@ -339,7 +336,7 @@ def test_request_data_profiled_in_the_reference_is_checked_too(
     reference["request_data"] = {"amount": reference["features"].pop("amount")}
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)  # version 3
     rng = np.random.default_rng(11)
-    log = _write(root, _rows(rng, 1_000, version="3", inflate=1.6))
+    log = write_log(root, toy_rows(rng, 1_000, version="3", inflate=1.6))
     summary = monitor.monitor_summary(log, registry).to_dict()
     drift = _tables(summary, "3")["drift"]
     assert [f["feature"] for f in drift["features"] if f["status"] == "drift"] == ["amount"]
@@ -371,7 +368,7 @@ def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
 
     root, registry = toy
     rng = np.random.default_rng(8)
-    log = _write(root, _rows(rng, 1_000, inflate=1.8))
+    log = write_log(root, toy_rows(rng, 1_000, inflate=1.8))
     summary = monitor.monitor_summary(log, registry)
     families = {f.name: f for f in text_string_to_metric_families(prometheus_text(summary))}
     detected = {s.labels["feature"]: s.value for s in families["parity_drift_detected"].samples}
@@ -396,8 +393,8 @@ def test_cli_monitor_exit_code_json_report_and_gauges(
 ) -> None:
     root, registry = toy
     rng = np.random.default_rng(9)
-    drifted = _rows(rng, 1_000, prefix="drift", start=T0 + timedelta(days=1), inflate=1.7)
-    log = _write(root, _rows(rng, 1_000, prefix="clean"), drifted)
+    drifted = toy_rows(rng, 1_000, prefix="drift", start=T0 + timedelta(days=1), inflate=1.7)
+    log = write_log(root, toy_rows(rng, 1_000, prefix="clean"), drifted)
     base = ["--log", str(log), "--registry", str(registry.root), "--model", MODEL]
     assert _cli(["monitor", *base, "--until", "2026-03-01T12:00", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "ok"
@@ -443,8 +440,8 @@ def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_
 
     root, registry = toy
     rng = np.random.default_rng(10)
-    log = _write(root, _rows(rng, 1_500), _rows(rng, 1_500, version="2", inflate=1.7, new=0.05,
-                                                  start=T0 + timedelta(hours=4)))  # fmt: skip
+    second = toy_rows(rng, 1_500, version="2", inflate=1.7, new=0.05, start=T0 + timedelta(hours=4))
+    log = write_log(root, toy_rows(rng, 1_500), second)
     summary = monitor.monitor_summary(log, registry)
     example = SkewExample("r1", 0, "2026-03-01T08:00:00", {"user_id": 1}, served=3, offline=4)
     skew = SkewReport(MODEL, 10, ["1"], [FeatureSkew("count", 10, 1, 0.1, [example])],

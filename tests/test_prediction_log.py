@@ -28,7 +28,7 @@ from framework.logs.reader import read_log
 from serving.log import journal as log_journal
 from serving.log.journal import JOURNAL_DIR, Journal
 from serving.log.writer import LogClosed, LogFull, PredictionLog
-from tests.conftest import ROOT
+from tests.support.workspaces import ROOT
 
 MODEL = "fraud_model"
 DAY = date(2024, 3, 1)

@@ -33,7 +33,7 @@ from framework.registry.model_registry import (
     ModelRegistry,
     NotFoundError,
 )
-from tests.conftest import ROOT, Trained, make_workspace
+from tests.support.workspaces import ROOT, Trained, make_workspace
 
 pytestmark = pytest.mark.integration
 

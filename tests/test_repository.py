@@ -18,7 +18,7 @@ import pytest
 from framework.errors import ConfigError, FeatureStoreError
 from framework.features import repository
 from framework.features.repository import Profile
-from tests.conftest import Workspace
+from tests.support.workspaces import Workspace
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,7 @@ from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRegistry
 from serving.log.writer import PredictionLog
 from tests.support.fraud_requests import recent_rows
-from tests.support.prediction_logs import MODEL, T0
-from tests.support.prediction_logs import toy_manifest as _manifest
-from tests.support.prediction_logs import toy_rows as _rows
-from tests.support.prediction_logs import write_log as _write
+from tests.support.prediction_logs import MODEL, T0, toy_manifest, toy_rows, write_log
 from tests.support.workspaces import Served
 
 
@@ -45,13 +42,13 @@ def _errors(root: Path, calls: list[tuple[str, str, str, int]]) -> None:
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
     registry = ModelRegistry(tmp_path / "models")
-    registry.register(MODEL, {ARTIFACT: b"not a model"}, _manifest(np.random.default_rng(0)))
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, toy_manifest(np.random.default_rng(0)))
     return registry
 
 
 def test_error_rates_by_fault_and_their_alerts(tmp_path: Path, registry: ModelRegistry) -> None:
     rng = np.random.default_rng(1)
-    log = _write(tmp_path, _rows(rng, 980))  # 980 answered requests within 2 h of T0
+    log = write_log(tmp_path, toy_rows(rng, 980))  # 980 answered requests within 2 h of T0
     _errors(
         tmp_path,
         [(f"bad-{i}", "INVALID_ARGUMENT", MODEL, i) for i in range(12)]

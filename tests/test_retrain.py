@@ -105,18 +105,15 @@ def test_absolute_thresholds_refuse_even_without_a_champion(
 
 
 def test_triggers_follow_the_monitor(tmp_path: Path) -> None:
-    from tests.support.prediction_logs import MODEL
-    from tests.support.prediction_logs import toy_manifest as _manifest
-    from tests.support.prediction_logs import toy_rows as _rows
-    from tests.support.prediction_logs import write_log as _write
+    from tests.support.prediction_logs import MODEL, toy_manifest, toy_rows, write_log
 
     registry = ModelRegistry(tmp_path / "models")
-    manifest = _manifest(np.random.default_rng(0))
+    manifest = toy_manifest(np.random.default_rng(0))
     ref = registry.register(MODEL, {"model.skops": b"x"}, manifest)
     registry.append_event(MODEL, {"action": "promote", "alias": "champion", "from": None,
                                   "to": ref.version, "by": "t", "reason": "t"})  # fmt: skip
-    clean = _write(tmp_path / "clean", _rows(np.random.default_rng(1), 1_000))
-    drifted = _write(tmp_path / "drift", _rows(np.random.default_rng(2), 1_000, inflate=2.0))
+    clean = write_log(tmp_path / "clean", toy_rows(np.random.default_rng(1), 1_000))
+    drifted = write_log(tmp_path / "drift", toy_rows(np.random.default_rng(2), 1_000, inflate=2.0))
     assert not check_trigger("drift", clean, registry, MODEL)["fired"]
     fired = check_trigger("drift", drifted, registry, MODEL)
     assert fired["fired"] and "feature_drift" in fired["alerts"]

@@ -21,7 +21,7 @@ from framework.features.repository import open_store
 from framework.registry.model_registry import ModelRegistry
 from serving.grpc.server import start_server
 from serving.grpc.settings import ServeSettings
-from tests.conftest import Trained, Workspace
+from tests.support.workspaces import Trained, Workspace
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from framework.models.evaluation import expected_calibration_error
 from framework.models.spec import Task, load_spec, spec_from_dict
 from framework.models.training import train_model
 from framework.registry.model_registry import ModelRef, ModelRegistry
-from tests.conftest import ROOT, Trained
+from tests.support.workspaces import ROOT, Trained
 
 SPEC = ROOT / "feature_repo" / "models" / "fraud_model.toml"
 

@@ -25,7 +25,7 @@ from framework.features import training_set as ts_module
 from framework.features.training_file import read_info
 from framework.features.training_set import FINGERPRINT_KEY, build_training_set, write_training_set
 from framework.models.labels import entity_frame_from_labels, time_split
-from tests.conftest import Workspace, embedded_store
+from tests.support.workspaces import Workspace, embedded_store
 
 pytestmark = pytest.mark.integration
 

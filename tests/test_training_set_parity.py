@@ -47,7 +47,6 @@ from framework.errors import DataError
 from framework.features import repository
 from framework.features.repository import close_store
 from framework.features.training_set import build_training_set, write_training_set
-from tests.conftest import Workspace, embedded_store
 from tests.strategies import (
     BASE,
     DAY,
@@ -59,6 +58,7 @@ from tests.strategies import (
     ViewSpec,
     training_cases,
 )
+from tests.support.workspaces import Workspace, embedded_store
 
 pytestmark = pytest.mark.integration
 
