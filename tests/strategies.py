@@ -268,7 +268,7 @@ def raw_datasets(
 # ------------------------------------- generated Feast repositories (training sets)
 #
 # Small random Feast repositories, described as plain data, for the point-in-time
-# join's parity and property tests (tests/test_training_set_parity.py writes the
+# join's parity and property tests (tests/features/test_training_set_parity.py writes the
 # Parquet sources and applies the definitions). Times are microseconds since the
 # Unix epoch, UTC, like everything above.
 

@@ -195,3 +195,18 @@ def test_the_rules_catch_a_violation() -> None:
     assert _allowed("framework.cli.serve", "serving.grpc.server")
     assert _allowed("serving.grpc.servicers", "serving.dataplane.predictor")
     assert _allowed("framework.loop.retrain", "framework.models.training")
+
+
+def test_test_modules_import_only_shared_helpers() -> None:
+    """A test module imports ``tests.support`` (and the Hypothesis strategies), never
+    another test module: what two tests share lives in ``tests/support``."""
+    shared = ("tests.support", "tests.strategies", "tests.conftest")
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for module, path in MODULES.items()
+        if module.startswith("tests.") and not module.startswith(shared)
+        for line, imported, names in _imports(path)
+        for target in _resolve(imported, names)
+        if target.startswith("tests") and not target.startswith(shared)
+    ]
+    assert bad == [], "test modules importing other test modules:\n" + "\n".join(bad)

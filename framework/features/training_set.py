@@ -9,7 +9,7 @@ duplicates included. On-demand features are computed by Feast's own
 transformation code (``OnDemandFeatureView.transform_arrow``), the code the
 online path runs. The result equals Feast's ``get_historical_features`` on the
 same repository (column for column, row for row) — see
-``tests/test_training_set_parity.py``.
+``tests/features/test_training_set_parity.py``.
 
 How: the entity frame is registered (or read straight from Parquet) with a row
 index. Each source (views reading the same files share one) is joined in its
@@ -240,7 +240,7 @@ def _prepare(
     # DuckDB 1.5.6's top_n_window_elimination rewrites "row_number() ... = 1" into an
     # arg_max over the wrong columns when the window orders by an aliased column:
     # the created-timestamp tie-break then picks an arbitrary row (found by
-    # tests/test_training_set_parity.py; regression test in test_training_set.py).
+    # tests/features/test_training_set_parity.py; regression test in test_training_set.py).
     con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
     try:
         entities = register_entities(

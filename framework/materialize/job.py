@@ -10,7 +10,7 @@ store wants it. Each batch is encoded column by column into Feast's bytes
 one in bulk (:mod:`framework.materialize.online_write`). Memory is bounded by the batch
 size, whatever the size of the table. What lands online is what Feast's own
 ``materialize`` writes: ``get_online_features`` and parity's server read it
-unchanged (``tests/test_materialize.py`` compares both stores row for row).
+unchanged (``tests/materialize/test_materialize.py`` compares both stores row for row).
 
 Interrupting is safe. A batch is written whole or not at all (SQLite: one
 transaction; Redis: one hash write per entity), rewriting a row writes the same

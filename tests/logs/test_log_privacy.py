@@ -21,8 +21,8 @@ from framework.logs.reader import read_log
 from serving.grpc.client import PredictionClient
 from serving.grpc.server import RunningServer, start_server
 from serving.grpc.settings import ServeSettings
+from tests.support.fraud_requests import recent_rows
 from tests.support.workspaces import Served
-from tests.test_serving import recent_rows
 
 KEY = "a-test-secret-of-32-characters!!"
 MODEL = "fraud_model"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,8 @@ from framework.models.evaluation import expected_calibration_error
 from framework.models.spec import Task, load_spec, spec_from_dict
 from framework.models.training import train_model
 from framework.registry.model_registry import ModelRef, ModelRegistry
-from tests.support.workspaces import ROOT, Trained
-
-SPEC = ROOT / "feature_repo" / "models" / "fraud_model.toml"
-
-
-def spec_dict(**changes: Any) -> dict[str, Any]:
-    """The shipped spec as a dict, with top-level sections updated."""
-    raw = tomllib.loads(SPEC.read_text())
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return raw
+from tests.support.specs import SPEC, spec_dict
+from tests.support.workspaces import Trained
 
 
 def test_the_shipped_spec_loads() -> None:

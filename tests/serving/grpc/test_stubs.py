@@ -17,7 +17,7 @@ from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "generate-stubs"
 
 

@@ -239,7 +239,7 @@ def test_tritonclient_against_the_v2_service(served: Served) -> None:
             features[f["name"]] = ("BYTES", values)
         else:
             features[f["name"]] = ("FP64", [np.nan if v is None else v for v in values])
-    script = Path(__file__).parent / "testdata" / "triton_client.py"
+    script = Path(__file__).parents[2] / "testdata" / "triton_client.py"
     child = subprocess.run(
         [sys.executable, str(script), served.target,
          json.dumps({"model": MODEL, "keys": keys, "features": features})],

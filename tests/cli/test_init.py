@@ -13,7 +13,7 @@ import pytest
 
 from framework.models import spec_reference
 from framework.models.spec import load_spec
-from tests.test_repository_state import parity
+from tests.support.cli import parity
 
 FEAST = Path(sys.executable).with_name("feast")
 QUERY = (

@@ -5,7 +5,6 @@ name one. Commands run as a user runs them: subprocesses from unrelated folders.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,21 +18,10 @@ import pytest
 from framework.errors import ConfigError
 from framework.features.repository import DEFAULT_STATE, data_dir, default_repo
 from framework.features.sql_paths import resolve_sql_paths
+from tests.support.cli import parity
 
-PARITY = [sys.executable, "-m", "framework.cli"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def parity(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "PARITY_REPO"}
-    base["PYTHONPATH"] = os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [*PARITY, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**base, **(env or {})},
-    )  # fmt: skip
 
 
 def _values(value: float, users: int = 4) -> pa.Table:

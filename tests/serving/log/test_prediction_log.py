@@ -245,7 +245,7 @@ CHILD = """
 import signal, sys
 from pathlib import Path
 import pyarrow as pa
-from tests.test_prediction_log import DAY2, MODEL, rows
+from tests.serving.log.test_prediction_log import DAY2, MODEL, rows
 from serving.log.writer import PredictionLog
 
 mode, root = sys.argv[1], Path(sys.argv[2])

@@ -18,8 +18,8 @@ from framework.loop.retrain import check_trigger, promote_after, retrain
 from framework.models.spec import spec_from_dict
 from framework.models.training import train_model
 from framework.registry.model_registry import ModelRegistry
+from tests.support.specs import spec_dict
 from tests.support.workspaces import Served, Trained
-from tests.test_train import spec_dict
 
 WEAK = {"class": "sklearn.ensemble.HistGradientBoostingClassifier",
         "params": {"max_iter": 2, "learning_rate": 0.01, "max_leaf_nodes": 2}}  # fmt: skip

@@ -31,7 +31,7 @@ from tests.support.prediction_logs import CATEGORIES, MODEL, T0, toy_manifest, t
 from tests.support.services import missing as _missing
 from tests.support.workspaces import Served, Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
