@@ -17,7 +17,7 @@ NumPy and Arrow array operations:
 Value types without a columnar encoder here (lists, maps, JSON, timestamps as
 values, ...) go through Feast's own ``python_values_to_proto_values``, so every
 type Feast can write is written, the scalar ones fast. The bytes are checked
-against Feast's conversion value by value in ``tests/materialize/test_materialize.py``,
+against Feast's conversion value by value in ``tests/materialize/test_online_encoding.py``,
 including Hypothesis-generated columns.
 
 One deliberate difference: Feast converts an integer column with nulls through
