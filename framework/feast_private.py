@@ -77,7 +77,7 @@ def online_store(store: Any) -> Any:
     Why: the online store object the feature store reads through; ``FeatureStore``
     exposes no public accessor for its provider.
     If it moves: online reads can no longer bound a SQLite read's lock wait
-    (``OnlineFeatures.bound_reads``), so the server's feature budget is not kept.
+    (``FeastReader.bound_reads``), so the server's feature budget is not kept.
     """
     return store._get_provider().online_store
 

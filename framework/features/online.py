@@ -19,7 +19,6 @@ Each feature comes back with a status: ``PRESENT``, ``NOT_FOUND``,
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from framework import feast_private
 from framework.errors import DataError
+from framework.features.online_read import reader_for
 
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
@@ -115,7 +114,7 @@ class OnlineFeatures:
                 self._types[feature] = _arrow_type(dtypes[feature])
                 if str(dtypes[feature]) == "Json":
                     self._json.add(feature)
-        self._calls = _calls(self.plan)
+        self.reader = reader_for(store, self.plan, self._json)
         self.request_fields: dict[str, pa.DataType] = {}
         for odfv in self.plan.odfvs:
             for field in odfv.source_request_sources.values():
@@ -132,14 +131,7 @@ class OnlineFeatures:
         clients retry and wait on sockets, so a caller that must answer within a budget
         reads them on a thread it can stop waiting for.
         """
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
-        online_store = feast_private.online_store(self.store)
-        if not isinstance(online_store, SqliteOnlineStore):
-            return False
-        connection = feast_private.sqlite_connection(online_store, self.store.config)
-        connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
-        return True
+        return self.reader.bound_reads(seconds)
 
     def read(
         self, entity_rows: Sequence[dict[str, Any]], request_data: Sequence[dict[str, Any]]
@@ -148,8 +140,6 @@ class OnlineFeatures:
 
         Raises what the store raised when it cannot be read, and :class:`DataError`
         naming the feature when parity cannot take what it returned."""
-        from feast.type_map import feast_value_type_to_python_type
-
         from framework.features import on_demand
 
         now_us = int(self.clock() * 1_000_000)
@@ -159,32 +149,20 @@ class OnlineFeatures:
         }
         status: dict[str, list[str]] = {}
         event_us: dict[str, list[int]] = {}
-        results: list[tuple[str, Any]] = []
-        for refs, rename in self._calls:
-            rows = [{view_key: row[key] for view_key, key in rename.items()} for row in entity_rows]
-            response = self.store.get_online_features(features=refs, entity_rows=rows).proto
-            results += zip(response.metadata.feature_names.val, response.results, strict=True)
-        for name, result in results:
-            if name in self.join_keys or name in columns:
+        raw = self.reader.read(entity_rows)
+        for name, col in raw.items():
+            if name in columns:
                 continue
             ttl = self._ttl_us.get(name)
-            json_text = name in self._json
-            values, states, times = [], [], []
-            for value, state, ts in zip(
-                result.values, result.statuses, result.event_timestamps, strict=True
-            ):
-                t_us = ts.seconds * 1_000_000 + ts.nanos // 1_000
-                label = _STATUS.get(state, NOT_FOUND)
-                v = None
+            values, states, times = col.values, list(col.statuses), list(col.event_us)
+            for i, label in enumerate(states):
                 if label == PRESENT:
-                    v = _json_text(value) if json_text else feast_value_type_to_python_type(value)
-                if label == PRESENT and ttl is not None and now_us - t_us > ttl:
-                    v, label = None, OUTSIDE_MAX_AGE
-                if label == PRESENT and v is None:
-                    label = NULL_VALUE
-                values.append(v)
-                states.append(label)
-                times.append(t_us if label in (PRESENT, OUTSIDE_MAX_AGE) else 0)
+                    if ttl is not None and now_us - times[i] > ttl:
+                        values[i], states[i] = None, OUTSIDE_MAX_AGE
+                    elif values[i] is None:
+                        states[i] = NULL_VALUE
+                if states[i] not in (PRESENT, OUTSIDE_MAX_AGE):
+                    times[i] = 0
             columns[name], status[name], event_us[name] = values, states, times
         for field, dtype in self.request_fields.items():
             columns[field] = [row.get(field) for row in request_data]
@@ -236,29 +214,6 @@ def _arrow_type(dtype: Any) -> pa.DataType | None:
         return None
 
 
-def _json_text(value: Any) -> str | None:
-    """A Json value as its JSON text, as the offline Parquet source holds it."""
-    kind = value.WhichOneof("val")
-    if kind is None:
-        return None
-    raw = getattr(value, kind)
-    return raw if isinstance(raw, str) else json.dumps(raw)
-
-
-def _calls(plan: Any) -> list[tuple[list[str], dict[str, str]]]:
-    """The ``get_online_features`` calls a read makes: per distinct join-key map, the
-    ``view:feature`` references of its projections (by the views' own names) and how to
-    build its entity rows (view join key -> entity column)."""
-    calls: dict[tuple[tuple[str, str], ...], tuple[list[str], dict[str, str]]] = {}
-    for view, fv in zip(plan.views, plan.feature_views, strict=True):
-        key_map = fv.projection.join_key_map or {}
-        rename = {c.name: key_map.get(c.name, c.name) for c in fv.entity_columns}
-        refs, keys = calls.setdefault(tuple(sorted(key_map.items())), ([], {}))
-        refs += [f"{fv.name}:{feature}" for feature in view.features]
-        keys.update(rename)
-    return list(calls.values())
-
-
 def is_outage(exc: BaseException) -> bool:
     """Whether a failed read means the online store was unreachable or too slow (the one
     case a prediction may fall back), rather than a failure of parity's own.
@@ -284,12 +239,3 @@ def is_outage(exc: BaseException) -> bool:
         exc,
         redis_errors.ConnectionError | redis_errors.TimeoutError | redis_errors.BusyLoadingError,
     )
-
-
-def _status_names() -> dict[int, str]:
-    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
-
-    return {int(v): k for k, v in FieldStatus.items()}
-
-
-_STATUS = _status_names()
