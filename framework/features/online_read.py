@@ -21,12 +21,12 @@ for status (``tests/features/test_online_read.py``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from framework import feast_private
+from framework.features.online_values import json_text
 
 
 @dataclass
@@ -74,7 +74,7 @@ class FeastReader:
             ):
                 if name in keys:
                     continue
-                json_text = name in self.json
+                as_json = name in self.json
                 values, statuses, times = [], [], []
                 for value, state, ts in zip(
                     result.values, result.statuses, result.event_timestamps, strict=True
@@ -82,7 +82,7 @@ class FeastReader:
                     label = _STATUS.get(state, "NOT_FOUND")
                     v = None
                     if label == "PRESENT":
-                        v = _json_text(value) if json_text else to_python(value)
+                        v = json_text(value) if as_json else to_python(value)
                     values.append(v)
                     statuses.append(label)
                     times.append(ts.seconds * 1_000_000 + ts.nanos // 1_000)
@@ -105,15 +105,6 @@ class FeastReader:
 def reader_for(store: Any, plan: Any, json_features: set[str]) -> Reader:
     """A direct reader for the store where parity has one, else :class:`FeastReader`."""
     return FeastReader(store, plan, json_features)
-
-
-def _json_text(value: Any) -> str | None:
-    """A Json value as its JSON text, as the offline Parquet source holds it."""
-    kind = value.WhichOneof("val")
-    if kind is None:
-        return None
-    raw = getattr(value, kind)
-    return raw if isinstance(raw, str) else json.dumps(raw)
 
 
 def _calls(plan: Any) -> list[tuple[list[str], dict[str, str]]]:

