@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -36,25 +35,95 @@ OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
 COMPUTED = "COMPUTED"
 
 
-@dataclass
 class OnlineVectors:
-    """Feature vectors for a batch of rows: a table in the model's feature order (plus
-    join keys and request data), per-feature statuses and event times (µs, 0 = none)."""
+    """Feature vectors for a batch of rows: per column (join keys, request data, features)
+    its Python values, per feature its statuses and event times (µs, 0 = none).
 
-    table: pa.Table
-    features: list[str]
-    status: dict[str, list[str]]
-    event_time_us: dict[str, list[int]]
+    The request path reads the columns (:meth:`values`); an Arrow table of them
+    (:attr:`table`, each column of the type Feast declares for it) is built only when
+    something asks for one, once. Built from a table (features a client supplied), the
+    columns are read from it instead.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, list[Any]] | None = None,
+        *,
+        features: list[str],
+        status: dict[str, list[str]],
+        event_time_us: dict[str, list[int]],
+        types: dict[str, pa.DataType | None] | None = None,
+        table: pa.Table | None = None,
+    ) -> None:
+        if (columns is None) == (table is None):
+            raise ValueError("OnlineVectors needs columns or a table, not both")
+        self._columns = columns
+        self._table = table
+        self.features = features
+        self.status = status
+        self.event_time_us = event_time_us
+        self.types = types or {}
+
+    @property
+    def num_rows(self) -> int:
+        if self._table is not None:
+            return int(self._table.num_rows)
+        assert self._columns is not None
+        return len(next(iter(self._columns.values()), []))
+
+    @property
+    def column_names(self) -> list[str]:
+        if self._table is not None:
+            return list(self._table.column_names)
+        assert self._columns is not None
+        return list(self._columns)
+
+    def values(self, name: str) -> list[Any]:
+        """Column ``name``'s Python values."""
+        if self._columns is None:
+            assert self._table is not None
+            self._columns = self._table.to_pydict()
+        return self._columns[name]
+
+    def array(self, name: str) -> pa.Array:
+        """Column ``name`` as the Arrow type Feast declares for it (inferred where Feast
+        declares none); a value that type cannot hold is a :class:`DataError` naming it."""
+        if self._table is not None:
+            return self._table.column(name).combine_chunks()
+        return to_arrow(name, self.values(name), self.types.get(name))
+
+    @property
+    def table(self) -> pa.Table:
+        """Every column as an Arrow table (built once, on first use)."""
+        if self._table is None:
+            self._table = pa.table({name: self.array(name) for name in self.column_names})
+        return self._table
 
     def slice(self, start: int, rows: int) -> OnlineVectors:
-        """Rows ``start`` .. ``start + rows - 1`` (zero-copy for the table)."""
+        """Rows ``start`` .. ``start + rows - 1``."""
         end = start + rows
-        return OnlineVectors(
-            table=self.table.slice(start, rows),
-            features=self.features,
-            status={k: v[start:end] for k, v in self.status.items()},
-            event_time_us={k: v[start:end] for k, v in self.event_time_us.items()},
-        )
+        parts: dict[str, Any] = {
+            "features": self.features,
+            "status": {k: v[start:end] for k, v in self.status.items()},
+            "event_time_us": {k: v[start:end] for k, v in self.event_time_us.items()},
+            "types": self.types,
+        }
+        if self._columns is None:
+            return OnlineVectors(table=self.table.slice(start, rows), **parts)
+        return OnlineVectors({k: v[start:end] for k, v in self._columns.items()}, **parts)
+
+
+def to_arrow(name: str, values: list[Any], kind: pa.DataType | None) -> pa.Array:
+    """``values`` as ``kind`` (inferred when None); a value that type cannot hold is a
+    :class:`DataError` naming ``name``."""
+    try:
+        return pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        bad = next((v for v in values if v is not None), None)
+        raise DataError(
+            f"The online value of {name!r} cannot be read as {kind}: "
+            f"{' '.join(str(exc).split())[:200]} (value {bad!r:.100})."
+        ) from exc
 
 
 class OnlineFeatures:
@@ -97,7 +166,8 @@ class OnlineFeatures:
         #: Entity column -> Feast value type name (``INT64``, ``STRING``, ``BYTES``, ...).
         self.key_types: dict[str, str] = {}
         self._ttl_us: dict[str, int | None] = {}
-        self._types: dict[str, pa.DataType | None] = {}
+        #: Column -> the Arrow type Feast declares for it (None: Arrow infers).
+        self.types: dict[str, pa.DataType | None] = {}
         self._json: set[str] = set()
         for view, fv in zip(self.plan.views, self.plan.feature_views, strict=True):
             key_map = fv.projection.join_key_map or {}
@@ -106,20 +176,24 @@ class OnlineFeatures:
                 if key not in self.join_keys:
                     self.join_keys.append(key)
                     self.key_types[key] = column.dtype.to_value_type().name
-                    self._types[key] = _arrow_type(column.dtype)
+                    self.types[key] = _arrow_type(column.dtype)
             ttl = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
             dtypes = {f.name: f.dtype for f in fv.features}
             for feature in view.features:
                 self._ttl_us[feature] = ttl
-                self._types[feature] = _arrow_type(dtypes[feature])
+                self.types[feature] = _arrow_type(dtypes[feature])
                 if str(dtypes[feature]) == "Json":
                     self._json.add(feature)
         self.reader = reader_for(store, self.plan, self._json)
         self.request_fields: dict[str, pa.DataType] = {}
+        self._declared: dict[str, pa.DataType | None] = {}
         for odfv in self.plan.odfvs:
             for field in odfv.source_request_sources.values():
                 for f in field.schema:
                     self.request_fields[f.name] = _arrow_type(f.dtype)
+                    self.types.setdefault(f.name, self.request_fields[f.name])
+            for feature in odfv.features:
+                self._declared[feature.name] = _arrow_type(feature.dtype)
 
     def bound_reads(self, seconds: float) -> bool:
         """Make the store itself give up a read after ``seconds``, where it can; returns
@@ -140,8 +214,6 @@ class OnlineFeatures:
 
         Raises what the store raised when it cannot be read, and :class:`DataError`
         naming the feature when parity cannot take what it returned."""
-        from framework.features import on_demand
-
         now_us = int(self.clock() * 1_000_000)
         n = len(entity_rows)
         columns: dict[str, list[Any]] = {
@@ -164,42 +236,37 @@ class OnlineFeatures:
                 if states[i] not in (PRESENT, OUTSIDE_MAX_AGE):
                     times[i] = 0
             columns[name], status[name], event_us[name] = values, states, times
-        for field, dtype in self.request_fields.items():
+        for field in self.request_fields:
             columns[field] = [row.get(field) for row in request_data]
-            self._types.setdefault(field, dtype)
-        table = pa.table({name: self.array(name, values) for name, values in columns.items()})
+        types = self.types
         if self.plan.odfvs:
-            try:
-                table = on_demand.apply(table, self.plan, False)
-            except Exception as exc:
-                raise DataError(f"An on-demand transformation failed: {exc}") from exc
-            if any(pa.types.is_null(f.type) for f in table.schema):
-                # Every row null (a new user, say): Feast infers Arrow's null type; the
-                # view's declared type keeps one schema for clients and the prediction log.
-                table = on_demand.as_schema(
-                    table, on_demand.declared_types(table.schema, self.plan)
-                )
-            for odfv in self.plan.odfvs:
-                for feature in odfv.features:
-                    if feature.name in self.features:
-                        status[feature.name] = [COMPUTED] * n
-                        event_us[feature.name] = [0] * n
+            computed = self._on_demand(columns)
+            columns.update(computed)
+            types = dict(types)
+            for name, values in computed.items():
+                # Arrow infers an on-demand feature's type, as Feast's transform_arrow does,
+                # except when every row is null (a new user, say): then the view's declared
+                # type keeps one schema for clients and the prediction log.
+                types[name] = self._declared.get(name) if all(v is None for v in values) else None
+                if name in self.features:
+                    status[name] = [COMPUTED] * n
+                    event_us[name] = [0] * n
         return OnlineVectors(
-            table=table, features=self.features, status=status, event_time_us=event_us
+            columns, features=self.features, status=status, event_time_us=event_us, types=types
         )
 
-    def array(self, name: str, values: list[Any]) -> pa.Array:
-        """``values`` as the Arrow type Feast declares for ``name`` (inferred where Feast
-        declares none); a value that type cannot hold is a :class:`DataError` naming it."""
-        kind = self._types.get(name)
+    def _on_demand(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from framework.features import on_demand
+
+        def arrow(name: str, values: list[Any]) -> pa.Array:
+            return to_arrow(name, values, self.types.get(name))
+
         try:
-            return pa.array(values, type=kind)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            bad = next((v for v in values if v is not None), None)
-            raise DataError(
-                f"The online value of {name!r} cannot be read as {kind}: "
-                f"{' '.join(str(exc).split())[:200]} (value {bad!r:.100})."
-            ) from exc
+            return on_demand.apply_columns(columns, self.types, arrow, self.plan)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"An on-demand transformation failed: {exc}") from exc
 
 
 def _arrow_type(dtype: Any) -> pa.DataType | None:

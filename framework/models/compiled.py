@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from framework.models.model_input import FeatureColumns, as_frame
+
 #: Up to this many rows the trees are walked all at once here; beyond it scikit-learn's
 #: per-tree loop (OpenMP over rows) is faster (measured: bench/serving.py's model).
 TREE_WALK_MAX_ROWS = 32
@@ -296,7 +298,7 @@ class CompiledModel:
         from sklearn.pipeline import Pipeline
 
         self.model = model
-        self.calibrated: list[tuple[_Preprocess, _Estimator, Any]] = []
+        self.calibrated: list[tuple[_Preprocess, _Estimator, Callable[[np.ndarray], Any]]] = []
         self.plain: tuple[_Preprocess, _Estimator] | None = None
         pipelines: list[Any]
         if type(model) is CalibratedClassifierCV:
@@ -310,7 +312,7 @@ class CompiledModel:
                     raise NotImplementedError("one calibrator per class")
                 inner = getattr(calibrated.estimator, "estimator", calibrated.estimator)
                 pipelines.append((inner, calibrated.calibrators[0]))
-            self.calibrated = [(*_pipeline(p), cal) for p, cal in pipelines]
+            self.calibrated = [(*_pipeline(p), _calibration(cal)) for p, cal in pipelines]
             self.preprocess = self.calibrated[0][0]
         elif type(model) is Pipeline:
             self.plain = _pipeline(model)
@@ -337,11 +339,14 @@ class CompiledModel:
                 columns[name] = np.array(cycle, dtype=object if name in texts else np.float64)
         return pd.DataFrame(columns)
 
-    def _matrix(self, frame: pd.DataFrame, pre: _Preprocess) -> np.ndarray:
-        columns = {name: frame[name].to_numpy() for name in pre.columns}
+    def _matrix(self, frame: pd.DataFrame | FeatureColumns, pre: _Preprocess) -> np.ndarray:
+        if isinstance(frame, FeatureColumns):
+            columns = {name: frame.column(name) for name in pre.columns}
+        else:
+            columns = {name: frame[name].to_numpy() for name in pre.columns}
         return pre.transform(columns, len(frame))
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | FeatureColumns) -> np.ndarray:
         try:
             if self.plain is not None:
                 pre, est = self.plain
@@ -350,23 +355,50 @@ class CompiledModel:
             mean = np.zeros((len(frame), 2))
             for pre, est, calibrator in self.calibrated:
                 proba = np.zeros((len(frame), 2))
-                proba[:, 1] = calibrator.predict(est.decision(self._matrix(frame, pre)))
+                proba[:, 1] = calibrator(est.decision(self._matrix(frame, pre)))
                 proba[:, 0] = 1.0 - proba[:, 1]
                 proba[(1.0 < proba) & (proba <= 1.0 + 1e-5)] = 1.0
                 mean += proba
             mean /= len(self.calibrated)
             return mean
         except _Delegate:
-            return np.asarray(self.model.predict_proba(frame))
+            return np.asarray(self.model.predict_proba(as_frame(frame)))
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        if self.plain is None:
-            return np.asarray(self.model.predict(frame))  # calibrated: classification only
+    def predict(self, frame: pd.DataFrame | FeatureColumns) -> np.ndarray:
+        if self.plain is None:  # calibrated: classification only
+            return np.asarray(self.model.predict(as_frame(frame)))
         try:
             pre, est = self.plain
             return est.predict(self._matrix(frame, pre))
         except _Delegate:
-            return np.asarray(self.model.predict(frame))
+            return np.asarray(self.model.predict(as_frame(frame)))
+
+
+def _calibration(calibrator: Any) -> Callable[[np.ndarray], Any]:
+    """``calibrator.predict`` on a float64 vector, without scikit-learn's input checks
+    (a third of a one-row score): the same arithmetic as its ``predict`` for a sigmoid
+    (``_SigmoidCalibration``) and an isotonic calibration, its own ``predict`` for any
+    other kind. What the checks would refuse (NaN, infinities) cannot come out of the
+    compiled trees' decision values, and :func:`compile_model` compares the results."""
+    from scipy.special import expit  # type: ignore[import-untyped]
+    from sklearn.calibration import _SigmoidCalibration
+    from sklearn.isotonic import IsotonicRegression
+
+    if type(calibrator) is _SigmoidCalibration:
+        a, b = calibrator.a_, calibrator.b_
+        return lambda t: expit(-(a * t + b))
+    if (
+        type(calibrator) is IsotonicRegression
+        and calibrator.X_thresholds_.dtype == np.float64
+        and calibrator.out_of_bounds in ("clip", "nan")
+    ):
+        lo, hi, clip, interpolate = (
+            calibrator.X_min_, calibrator.X_max_, calibrator.out_of_bounds == "clip",
+            calibrator.f_,
+        )  # fmt: skip
+        return lambda t: np.asarray(interpolate(np.clip(t, lo, hi) if clip else t), np.float64)
+    predict: Callable[[np.ndarray], Any] = calibrator.predict
+    return predict
 
 
 def _pipeline(pipeline: Any) -> tuple[_Preprocess, _Estimator]:

@@ -127,8 +127,9 @@ class Scores:
     confidence: np.ndarray
 
 
-def score(model: Any, frame: pd.DataFrame, task: Task, threshold: float) -> Scores:
-    """Score ``frame`` with a fitted pipeline (or calibrated wrapper of one)."""
+def score(model: Any, frame: Any, task: Task, threshold: float) -> Scores:
+    """Score ``frame`` with a fitted pipeline (or calibrated wrapper of one): a pandas
+    frame, or the server's ``FeatureColumns`` for a model that takes them."""
     if task is Task.CLASSIFICATION:
         p = np.asarray(model.predict_proba(frame))[:, 1].astype(np.float64)
         label = (p >= threshold).astype(np.int64)

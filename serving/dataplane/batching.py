@@ -30,12 +30,19 @@ from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
+from framework.models.model_input import FeatureColumns, as_frame
+
 P = TypeVar("P")  # one caller's part
 R = TypeVar("R")  # the function's result for a (merged) part
 
 
-def _concat_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+def _concat_frames(frames: Sequence[Any]) -> Any:
+    """Model inputs merged: :class:`FeatureColumns` (the server's) or pandas frames."""
+    if len(frames) == 1:
+        return frames[0]
+    if isinstance(frames[0], FeatureColumns):
+        return FeatureColumns.concat(frames)
+    return pd.concat([as_frame(f) for f in frames], ignore_index=True)
 
 
 def _slice_rows(out: Any, start: int, rows: int) -> Any:
@@ -161,23 +168,34 @@ class BatchedModel:
     same answers behind it (its compiled form) without stopping calls in flight."""
 
     def __init__(self, model: Any, max_rows: int = 512, *, batching: bool = True) -> None:
-        self.model = model
         self.batching = batching
-        self.proba: MicroBatcher[pd.DataFrame, Any] | None = (
+        self.proba: MicroBatcher[Any, Any] | None = (
             MicroBatcher(model.predict_proba, max_rows) if hasattr(model, "predict_proba") else None
         )
-        self.values: MicroBatcher[pd.DataFrame, Any] = MicroBatcher(model.predict, max_rows)
+        self.values: MicroBatcher[Any, Any] = MicroBatcher(model.predict, max_rows)
+        self.use(model)
 
     def use(self, model: Any) -> None:
-        """Score with ``model`` from the next call on (a batch running keeps its model)."""
-        if self.proba is not None:
-            self.proba.fn = model.predict_proba
-        self.values.fn = model.predict
+        """Score with ``model`` from the next call on (a batch running keeps its model).
+        A model that takes :class:`FeatureColumns` (the compiled form) gets them as they
+        are; any other gets the pandas frame they stand for."""
+        from framework.models.compiled import CompiledModel
+
         self.model = model
+        self._proba: Callable[[Any], Any]
+        self._predict: Callable[[Any], Any]
+        if isinstance(model, CompiledModel):
+            self._proba, self._predict = model.predict_proba, model.predict
+        else:
+            self._proba = lambda x: model.predict_proba(as_frame(x))
+            self._predict = lambda x: model.predict(as_frame(x))
+        if self.proba is not None:
+            self.proba.fn = self._proba
+        self.values.fn = self._predict
 
-    def predict_proba(self, frame: pd.DataFrame) -> Any:
+    def predict_proba(self, inputs: Any) -> Any:
         assert self.proba is not None
-        return self.proba(frame) if self.batching else self.model.predict_proba(frame)
+        return self.proba(inputs) if self.batching else self._proba(inputs)
 
-    def predict(self, frame: pd.DataFrame) -> Any:
-        return self.values(frame) if self.batching else self.model.predict(frame)
+    def predict(self, inputs: Any) -> Any:
+        return self.values(inputs) if self.batching else self._predict(inputs)

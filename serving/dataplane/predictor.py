@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from framework.errors import DataError
 from framework.features.online import OnlineVectors, is_outage
 from framework.models.estimator import feature_frame, score
 from framework.models.explain import Explainer, Explanation
+from framework.models.model_input import FeatureColumns, feature_columns
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
@@ -201,11 +203,13 @@ class Predictor:
         a shadow version scores off the hot path (logged, never returned)."""
         call = self._start(request, role)
         vectors, lookup_cpu, unscored = self._features(call)
-        frame, scores, fallback = self._score(call, vectors, unscored)
+        inputs, scores, fallback = self._score(call, vectors, unscored)
         explained: dict[int, Explanation] = {}
         if request.explain and scores is not None:
             scored = [i for i in range(len(request.rows)) if i not in fallback]
-            explained = self._explain(call.loaded, frame, scored, scores.score, required=True)
+            explained = self._explain(
+                call.loaded, inputs.frame(), scored, scores.score, required=True
+            )
         outs, review = [], []
         for i in range(len(request.rows)):
             out, item = self._answer(call, vectors, scores, fallback, unscored, explained, i)
@@ -217,7 +221,7 @@ class Predictor:
             unexplained = [int(r["row_index"]) for r in review if r["row_index"] not in explained]
             if unexplained and scores is not None:
                 explained |= self._explain(
-                    call.loaded, frame, unexplained, scores.score, required=False
+                    call.loaded, inputs.frame(), unexplained, scores.score, required=False
                 )
             for r in review:
                 if (e := explained.get(int(r["row_index"]))) is not None:
@@ -269,23 +273,28 @@ class Predictor:
 
     def _score(
         self, call: _Call, vectors: OnlineVectors, unscored: dict[int, str]
-    ) -> tuple[Any, Any, dict[int, tuple[float, float, list[str]]]]:
-        """The feature frame, the model's scores (None when no row can be scored) and
-        the fallback's answers for the rows the model cannot score."""
+    ) -> tuple[FeatureColumns, Any, dict[int, tuple[float, float, list[str]]]]:
+        """The model's input, its scores (None when no row can be scored) and the
+        fallback's answers for the rows the model cannot score."""
         t = time.perf_counter()
         loaded = call.loaded
         scores = None
-        frame = feature_frame(vectors.table, loaded.fields)
+        try:
+            inputs = feature_columns(
+                loaded.fields, vectors.values, vectors.array, len(call.request.rows)
+            )
+        except DataError as exc:  # a value the store returned that the model cannot take
+            raise self._defect(call.ref, "feature_lookup", exc) from exc
         if len(unscored) < len(call.request.rows):
             try:
-                scores = score(loaded.batched, frame, loaded.task, loaded.serving["threshold"])
+                scores = score(loaded.batched, inputs, loaded.task, loaded.serving["threshold"])
             except Exception as exc:
                 # The model failing on features the store returned is parity's failure
                 # (a fallback would hide it behind an answer that looks valid).
                 raise self._defect(call.ref, "inference", exc) from exc
         fallback = fallback_scores(loaded, call.request, unscored) if unscored else {}
         self.observe("inference", time.perf_counter() - t)
-        return frame, scores, fallback
+        return inputs, scores, fallback
 
     def _answer(
         self,
@@ -300,7 +309,7 @@ class Predictor:
         """Row ``i``'s answer, and the item for the review queue when it goes there."""
         loaded, names, n = call.loaded, call.names, len(call.request.rows)
         serving = loaded.serving
-        values = {c: vectors.table.column(c)[i].as_py() for c in vectors.table.column_names}
+        values = {c: vectors.values(c)[i] for c in vectors.column_names}
         if i in fallback:
             value, conf, reasons = fallback[i]
             decision = FALLBACK

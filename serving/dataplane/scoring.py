@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from framework.features.online import COMPUTED, PRESENT, OnlineVectors
+from framework.features.online import COMPUTED, PRESENT, OnlineVectors, to_arrow
 from framework.models.estimator import feature_frame, score
 from framework.models.spec import Task
 from serving.dataplane.errors import StoreUnavailable
@@ -30,7 +30,9 @@ def empty_vectors(loaded: LoadedModel, request: PredictInput, state: str) -> Onl
     n = len(request.rows)
     columns: dict[str, Any] = {}
     for key in loaded.key_types:
-        columns[key] = loaded.online.array(key, [r.entity_keys.get(key) for r in request.rows])
+        columns[key] = to_arrow(
+            key, [r.entity_keys.get(key) for r in request.rows], loaded.online.types.get(key)
+        )
     for name in loaded.request_types:
         columns[name] = pa.array([r.request_data.get(name) for r in request.rows])
     for f in loaded.fields:

@@ -379,7 +379,7 @@ class ModelVersions:
             out: tuple[OnlineVectors, float], start: int, rows: int
         ) -> tuple[OnlineVectors, float]:
             vectors, cpu = out
-            return vectors.slice(start, rows), cpu * rows / max(1, vectors.table.num_rows)
+            return vectors.slice(start, rows), cpu * rows / max(1, vectors.num_rows)
 
         return MicroBatcher(
             within_budget,
