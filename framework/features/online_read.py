@@ -103,8 +103,55 @@ class FeastReader:
 
 
 def reader_for(store: Any, plan: Any, json_features: set[str]) -> Reader:
-    """A direct reader for the store where parity has one, else :class:`FeastReader`."""
-    return FeastReader(store, plan, json_features)
+    """A direct reader for the store where parity has one, else :class:`FeastReader`.
+
+    Direct: Feast's SQLite store (without vector search or the OpenAI-compatible
+    ``value_num`` column, whose layouts differ) and a single Redis server (cluster and
+    sentinel route keys per node). Through Feast: every other store, and a plan a direct
+    read cannot reproduce exactly (:func:`~framework.features.online_views.view_reads`
+    says why: versioned views, join keys typed two ways, types without a key encoder).
+    """
+    from framework.features.online_redis import RedisReader
+    from framework.features.online_sqlite import SqliteReader
+    from framework.features.online_views import view_reads
+
+    settings = store.config.online_store
+    kind = str(getattr(settings, "type", ""))
+    direct: Any = None
+    if kind == "sqlite" or kind.endswith("SqliteOnlineStore"):
+        plain = not getattr(settings, "vector_enabled", False) and not getattr(
+            settings, "enable_openai_compatible_store", False
+        )
+        direct = SqliteReader if plain else None
+    elif kind == "redis" or kind.endswith("RedisOnlineStore"):
+        single = str(getattr(settings.redis_type, "value", settings.redis_type)) == "redis"
+        glide = str(getattr(getattr(settings, "client", ""), "value", "")) == "glide"
+        direct = RedisReader if single and not glide else None
+    views = view_reads(store, plan, json_features) if direct is not None else None
+    if direct is None or isinstance(views, str) or not views:
+        return FeastReader(store, plan, json_features)
+    return DirectReader(direct(store, views))
+
+
+class DirectReader:
+    """A direct reader's columns as :class:`RawColumn` (the readers give plain tuples,
+    so they need not import this module)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, RawColumn]:
+        return {
+            name: RawColumn(values, statuses, times)
+            for name, (values, statuses, times) in self.source.read(entity_rows).items()
+        }
+
+    def bound_reads(self, seconds: float) -> bool:
+        return bool(self.source.bound_reads(seconds))
+
+    def close(self) -> None:
+        """Close the store connections the reader opened."""
+        self.source.close()
 
 
 def _calls(plan: Any) -> list[tuple[list[str], dict[str, str]]]:

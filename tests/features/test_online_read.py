@@ -9,17 +9,29 @@ Python value, type included. Then the readers, on SQLite and on a real Redis, ag
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import uuid
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from framework import feast_private
+from framework.feast_private import close_online_store
+from framework.features.join_plan import join_plan
 from framework.features.online_keys import KeyEncoder
+from framework.features.online_read import DirectReader, FeastReader, RawColumn, reader_for
 from framework.features.online_values import decode, decode_json
+from framework.materialize.job import materialize
+from tests.support import online_repos
 
 KEY_TYPES = ["INT64", "INT32", "STRING", "BYTES", "UNIX_TIMESTAMP"]
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -233,3 +245,130 @@ def test_any_bytes_decode_as_protobuf_and_feast_read_them_or_fail_alike(raw: byt
     """Unusual encodings (long varints, repeated fields, truncated payloads, bad UTF-8)
     are protobuf's to judge: the same value, or the same kind of error."""
     _equal_typed(_decoded(raw), _feast_value(raw))
+
+
+# ------------------------------------------------------------------ the readers
+
+
+def _stores(tmp: Path, kind: str, online_store: dict[str, Any]) -> dict[str, Any]:
+    """The test repository materialised by Feast's ``materialize`` and by parity's."""
+    stores = {}
+    for writer in ("feast", "parity"):
+        project = f"olr_{kind}_{writer}_{uuid.uuid4().hex[:6]}"
+        store = online_repos.build(tmp / writer, project, online_store)
+        if writer == "feast":
+            with contextlib.redirect_stdout(io.StringIO()):
+                store.materialize(start_date=online_repos.START, end_date=online_repos.END)
+        else:
+            materialize(store, start=online_repos.START, end=online_repos.END)
+        stores[writer] = store
+    return stores
+
+
+@pytest.fixture(scope="module")
+def sqlite_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("online-read-sqlite")
+    stores = _stores(tmp, "sqlite", {"type": "sqlite", "path": str(tmp / "online.db")})
+    yield stores
+    for store in stores.values():
+        close_online_store(store)
+
+
+@pytest.fixture(scope="module")
+def redis_stores(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str
+) -> Iterator[dict[str, Any]]:
+    import redis
+
+    tmp = tmp_path_factory.mktemp("online-read-redis")
+    stores = _stores(tmp, "redis", {"type": "redis", "connection_string": redis_server})
+    yield stores
+    host_port, _, options = redis_server.partition(",")
+    host, port = host_port.split(":")
+    client = redis.Redis(host=host, port=int(port), db=int(options.removeprefix("db=") or 0))
+    try:
+        for store in stores.values():
+            close_online_store(store)
+            project = store.config.project.encode()
+            doomed = [k for k in client.scan_iter(count=1000) if k.endswith(project)]
+            doomed.append(f"parity:materialization:{store.config.project}".encode())
+            client.delete(*doomed)
+    finally:
+        client.close()
+
+
+def _readers(store: Any) -> tuple[FeastReader, Any]:
+    plan = join_plan(store, online_repos.SERVICE, False)
+    json_features = {
+        f.name for fv in plan.feature_views for f in fv.features if str(f.dtype) == "Json"
+    }
+    direct = reader_for(store, plan, json_features)
+    assert isinstance(direct, DirectReader), "the store should get a direct reader"
+    return FeastReader(store, plan, json_features), direct
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every element's type alongside it (1, 1.0 and True differ)."""
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    return (type(value).__name__, value)
+
+
+def _assert_same(ours: dict[str, RawColumn], feasts: dict[str, RawColumn]) -> None:
+    assert sorted(ours) == sorted(feasts)
+    for name, column in feasts.items():
+        mine = ours[name]
+        assert mine.statuses == column.statuses, name
+        assert mine.event_us == column.event_us, name
+        assert _typed(mine.values) == _typed(column.values), name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("writer", ["feast", "parity"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_the_direct_reader_gives_what_feast_gives(
+    request: pytest.FixtureRequest, kind: str, writer: str
+) -> None:
+    """Every type, every key type, missing and duplicated entities, expired rows, nulls,
+    projections and field mappings; in a batch and one row at a time."""
+    store = request.getfixturevalue(f"{kind}_stores")[writer]
+    feast, direct = _readers(store)
+    rows = online_repos.entity_rows()
+    feasts = feast.read(rows)
+    statuses = {s for column in feasts.values() for s in column.statuses}
+    assert len(feasts) == 20 and "PRESENT" in statuses
+    assert any(v is None for c in feasts.values() for v in c.values)
+    _assert_same(direct.read(rows), feasts)
+    for row in rows[:8]:
+        _assert_same(direct.read([row]), feast.read([row]))
+
+
+@pytest.mark.integration
+def test_a_missing_redis_field_and_entity_read_as_feast_reports_them(
+    redis_stores: dict[str, Any], redis_server: str
+) -> None:
+    """Feast reports a hash without a feature's field as PRESENT and empty, and an
+    entity Redis does not hold as PRESENT, empty, at time 0: so does the direct reader."""
+    import redis
+
+    store = redis_stores["parity"]
+    feast, direct = _readers(store)
+    rows = online_repos.entity_rows()[:2]
+    key = KeyEncoder(["user_id"], ["INT64"], 3).encode([[rows[0]["user_id"]]])[0]
+    field = feast_private.redis_field_hash("user_scalars:f64")
+    host_port, _, options = redis_server.partition(",")
+    host, port = host_port.split(":")
+    client = redis.Redis(host=host, port=int(port), db=int(options.removeprefix("db=") or 0))
+    redis_key = key + store.config.project.encode()
+    saved = client.hget(redis_key, field)
+    try:
+        client.hdel(redis_key, field)
+        feasts = feast.read(rows)
+        assert feasts["f64"].statuses[0] == "PRESENT" and feasts["f64"].values[0] is None
+        _assert_same(direct.read(rows), feasts)
+    finally:
+        if saved is not None:
+            client.hset(redis_key, field, saved)
+        client.close()

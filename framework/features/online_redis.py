@@ -1,0 +1,110 @@
+"""A direct reader of Feast's Redis online store: one pipelined round trip per read.
+
+Feast's ``RedisOnlineStore`` keeps one hash per entity key (``serialize_entity_key`` +
+the project's name), with a field per feature (``mmh3("<view>:<feature>")``) and one per
+view for its event time (``_ts:<view>``, a ``google.protobuf.Timestamp``). Its
+``_read_features_per_fv`` sends one ``HMGET`` per view and distinct entity, all views in
+one pipeline; so does this reader, then decodes the values with
+:mod:`framework.features.online_values` instead of building protobuf responses.
+
+Exactly as Feast (``_get_features_for_entity``), including what looks odd:
+
+- a hash without a feature's field gives that feature ``PRESENT`` with an empty value
+  (``None``), not ``NOT_FOUND``;
+- an entity Redis does not hold is not ``NOT_FOUND`` either: every feature is
+  ``PRESENT`` and empty, with event time 0;
+- the event time is ``datetime.fromtimestamp(seconds + nanos / 1e9, UTC)``: float
+  arithmetic rounded to the microsecond.
+
+The client is built from Feast's ``connection_string`` as ``RedisOnlineStore._get_client``
+builds it (:func:`framework.feast_private.parse_redis_connection_string`) for a single
+Redis server; cluster and sentinel deployments are read through Feast.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from framework import feast_private
+from framework.features.online_views import Triple, ViewRead
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_US = _dt.timedelta(microseconds=1)
+
+
+class RedisReader:
+    """Reads the service's views from Feast's Redis online store (module docstring)."""
+
+    def __init__(self, store: Any, views: list[ViewRead]) -> None:
+        config = store.config
+        self.settings = config.online_store
+        self.project = config.project.encode("utf-8")
+        self.views = views
+        self.fields: list[list[bytes]] = []
+        for view in views:
+            name = feast_private.redis_view_name(view.view, config)
+            hashed = [feast_private.redis_field_hash(f"{name}:{f}") for f in view.features]
+            self.fields.append([*hashed, f"_ts:{name}".encode()])
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _redis(self) -> Any:
+        """A client as Feast's ``_get_client`` makes one (redis-py's pool is thread-safe)."""
+        if self._client is None:
+            import redis
+
+            with self._lock:
+                if self._client is None:
+                    nodes, params = feast_private.parse_redis_connection_string(
+                        self.settings.connection_string
+                    )
+                    self._client = redis.Redis(
+                        host=nodes[0]["host"], port=nodes[0]["port"], **params
+                    )
+        return self._client
+
+    def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, Triple]:
+        """Each view feature's values, statuses and event times for ``entity_rows``."""
+        keyed = [view.keys(entity_rows) for view in self.views]
+        with self._redis().pipeline(transaction=False) as pipe:
+            for (keys, _), fields in zip(keyed, self.fields, strict=True):
+                for key in keys:
+                    pipe.hmget(key + self.project, fields)
+            replies = pipe.execute()
+        out: dict[str, Triple] = {}
+        offset = 0
+        for view, (keys, index) in zip(self.views, keyed, strict=True):
+            held = replies[offset : offset + len(keys)]
+            offset += len(keys)
+            found = []
+            for values in held:
+                stamp = _event_us(values[-1])
+                found.append((stamp, dict(zip(view.features, values, strict=False))))
+            out.update(view.columns(found, index))
+        return out
+
+    def bound_reads(self, seconds: float) -> bool:
+        """No: a network store's client retries and waits on sockets (Feast's
+        ``connection_string`` may set ``socket_timeout``, which bounds one wait, not a
+        read); a caller with a budget reads it on a thread it can stop waiting for."""
+        return False
+
+    def close(self) -> None:
+        """Close this reader's client (a later read opens another)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _event_us(raw: bytes | None) -> int:
+    """Feast's event time for a stored ``_ts`` field, in µs (0 when there is none)."""
+    if not raw:
+        return 0
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp.FromString(raw)
+    moment = _dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1_000_000_000.0, tz=_dt.UTC)
+    return (moment - _EPOCH) // _US
