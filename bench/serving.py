@@ -19,6 +19,12 @@ Systems, each measured at 1, 8 and 64 requests in flight:
 * ``MLServer V2``       — MLServer 1.7.1 (``mlserver-sklearn``) ``ModelInfer``, the same
   request message (pandas codec: ``content_type`` ``pd``, one tensor per column);
 * ``feast serve``       — the feature hop alone (an anchor of the issue);
+* ``echo``              — the transport's floor: a bare grpcio server
+  (``bench/echo_server.py``) answering ``Predict`` with the bytes of a real
+  ``PredictResponse`` parity gave for the first row, sent the same request bytes by the
+  same client harness over the same channels; started with each of parity's
+  configurations (same processes on one port via SO_REUSEPORT, same threads), so the
+  ratio compares servers that differ only in the work per call;
 * ``in-process floor``  — one process: Feast ``get_online_features`` (the feature
   service) + the model's feature frame + ``predict_proba``; threads for 8/64;
 * ``in-process, compiled model`` — the same with the compiled form the server scores
@@ -42,7 +48,17 @@ shipped 1 process x 8 threads, and 2 processes x 32 threads); MLServer with
 ``parallel_workers`` 1 (its default) and 2, ``debug`` off, OMP_NUM_THREADS=1;
 ``feast serve --workers 1 --no-access-log --max-requests 0`` (Feast's default
 1,000 recycles the worker every thousand requests, mid-measurement). The
-targets compare each of our configurations with the anchors' best number.
+targets (``bench/serving_report.py``) compare each of our configurations with the
+echo in the same configuration and with the anchors' best number.
+
+Online stores (``--online sqlite,redis``): SQLite is the demo's; for Redis a copy of
+the workspace's repository gets Feast's Redis online store at 127.0.0.1:6379 under a
+unique Feast project, filled by ``parity materialize``, its keys deleted after the run
+(``bench/serving_online.py``). The systems that read the online store (Predict, the
+two-hop, ``feast serve``, the in-process floors) run once per store; the table's
+``online`` column says which; the others (V2, MLServer, echo) run once (``—``). On
+Redis, the redis-server process's CPU during a cell counts as the servers' (SQLite's
+reads are in the server's process, so its rows count them too).
 
 OpenMP: HistGradientBoosting runs every one of its 300 trees as an OpenMP
 parallel region; with two threads per call on this 2-vCPU VM a one-row
@@ -72,7 +88,9 @@ request and the share of the machine other processes took during the cell.
 reports medians.
 
     .venv/bin/python bench/serving.py --setup-anchors     # once: the anchors' venvs
-    .venv/bin/python bench/serving.py [--json results.json] [--repeat 2]
+    .venv/bin/python bench/serving.py [--json results.json] [--repeat 2] [--online sqlite,redis]
+    .venv/bin/python bench/serving.py --scenario echo --scenario predict --inflight 1,64 \
+        --duration 2 --warmup 1 --online sqlite,redis --workdir /tmp/bench  # a smoke run
 """
 
 from __future__ import annotations
@@ -80,11 +98,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -103,6 +121,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.serving_online import REDIS, STORES, redis_repository  # noqa: E402
+from bench.serving_report import NO_STORE, RunFacts, aggregate, report  # noqa: E402
+
 ANCHORS_VENV = Path.home() / ".cache" / "parity" / "serving-anchors-venv"
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 #: Installed in the MLServer environment at exactly the versions of this one.
@@ -120,14 +141,10 @@ registry = ModelRegistry(Path(sys.argv[2]))
 model, _ = registry.load(registry.resolve("fraud_model@champion"))
 joblib.dump(model, sys.argv[3])
 """
+ECHO_REPLY = "echo-reply.bin"  # parity's PredictResponse bytes, in the run's log folder
+REDIS_PORT = int(REDIS.rsplit(":", 1)[1])
 CHANNELS = 8  # gRPC channels (TCP connections) a load generator opens at most
 TIMEOUT = 30.0  # per request, seconds
-#: The issue's anchors, measured on 2026-11-21 (sequential, single client).
-ANCHORS = {
-    "feast serve": (1.03, 1.98),
-    "MLServer V2": (2.08, 7.62),
-    "in-process floor": (1.0, None),
-}
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,7 @@ class Scenario:
     client: str  # key of CLIENTS
     what: str
     every_config: bool = True  # False: measured with the group's first configuration only
+    uses_online: bool = True  # False: reads no online store, measured with the first only
 
 
 SCENARIOS = {
@@ -154,8 +172,19 @@ SCENARIOS = {
         "Predict with explain: SHAP attributions of every feature",
     ),
     "two_hop": Scenario("two-hop", "anchors", "two_hop", "feast serve HTTP, then MLServer V2"),
-    "v2_ours": Scenario("ours V2", "ours", "v2_ours", "ModelInfer, features supplied"),
-    "v2_mlserver": Scenario("MLServer V2", "anchors", "v2_mlserver", "ModelInfer, pandas codec"),
+    "v2_ours": Scenario(
+        "ours V2", "ours", "v2_ours", "ModelInfer, features supplied", uses_online=False
+    ),
+    "v2_mlserver": Scenario(
+        "MLServer V2", "anchors", "v2_mlserver", "ModelInfer, pandas codec", uses_online=False
+    ),  # fmt: skip
+    "echo": Scenario(
+        "echo",
+        "echo",
+        "echo",
+        "bare grpcio, Predict's reply bytes (the transport's floor)",
+        uses_online=False,
+    ),
     "feast_http": Scenario(
         "feast serve", "anchors", "feast_http", "get-online-features only", every_config=False
     ),
@@ -217,10 +246,13 @@ class Workspace:
     features: list[dict[str, Any]]  # the model's features for those rows (in-process read)
     fields: list[dict[str, str]]  # the model's features, name and Feast type
     proba: list[float]  # the in-process model's fraud probability for those features
+    online: str = "sqlite"  # the online store of ``repo``
+    repo_name: str = "feature_repo"
+    store_pids: tuple[int, ...] = ()  # an online store's server processes (redis-server)
 
     @property
     def repo(self) -> Path:
-        return self.root / "feature_repo"
+        return self.root / self.repo_name
 
     @property
     def registry(self) -> Path:
@@ -236,6 +268,7 @@ class Running:
     config: str  # short, for the table
     detail: str  # every setting, for the footer
     checks: list[str] = field(default_factory=list)
+    workers: int = 0  # server processes (ours, echo); 0 for the others
 
 
 # ------------------------------------------------------------------ anchors setup
@@ -243,7 +276,7 @@ class Running:
 
 def setup_anchors(root: Path) -> None:
     """Create the feast and MLServer environments (see the module docstring)."""
-    feast = f"feast[duckdb]=={metadata.version('feast')}"
+    feast = f"feast[duckdb,redis]=={metadata.version('feast')}"
     _venv(root / "feast", ["-c", str(ROOT / "requirements.lock"), feast])
     same = [f"{d}=={metadata.version(d)}" for d in SAME_AS_OURS]
     _venv(root / "mlserver", [*MLSERVER_PINS, *same])
@@ -286,7 +319,7 @@ def build_workspace(root: Path, n_rows: int) -> Workspace:
         _demo(root)
     now = json.loads((root / "data" / "raw" / "manifest.json").read_text())["end"]
     rows = _latest_rows(root / "data" / "raw" / "transactions.parquet", n_rows)
-    fields, features, proba = _in_process_features(root, rows)
+    fields, features, proba = _in_process_features(root / "feature_repo", rows)
     keep = [i for i, f in enumerate(features) if _strings_present(f, fields)]
     return Workspace(root, now, [rows[i] for i in keep], [features[i] for i in keep], fields,
                      [proba[i] for i in keep])  # fmt: skip
@@ -322,9 +355,10 @@ def _latest_rows(path: Path, n: int) -> list[dict[str, Any]]:
 
 
 def _in_process_features(
-    root: Path, rows: list[dict[str, Any]]
+    repo: Path, rows: list[dict[str, Any]]
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[float]]:
-    """The model's fields, the features Feast reads for ``rows`` and the model's scores."""
+    """The model's fields, the features Feast reads from ``repo``'s online store for
+    ``rows`` and the model's scores."""
     import pyarrow as pa
 
     from framework.features.fields import FeatureField
@@ -332,8 +366,8 @@ def _in_process_features(
     from framework.models.estimator import feature_frame
     from framework.registry.model_registry import ModelRegistry
 
-    store = load_store(root / "feature_repo")
-    registry = ModelRegistry(root / "data" / "models")
+    store = load_store(repo)
+    registry = ModelRegistry(repo.parent / "data" / "models")
     model, manifest = registry.load(registry.resolve(f"{MODEL}@champion"))
     fields = [{"name": f["name"], "dtype": f["dtype"]} for f in manifest["features"]]
     service = store.get_feature_service(manifest["feature_service"])
@@ -425,15 +459,19 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _listening(port: int, pids: list[int]) -> int:
-    """How many of the processes (or their descendants) listen on ``port``."""
+def _listeners(port: int) -> list[int]:
+    """The process of each socket listening on ``port`` (any user's)."""
     import psutil
 
+    return [c.pid for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid
+            and getattr(c.laddr, "port", None) == port]  # fmt: skip
+
+
+def _listening(port: int, pids: list[int]) -> int:
+    """How many of the processes (or their descendants) listen on ``port``."""
     family = {p.pid for p in _family(pids)}
-    return sum(
-        1 for c in psutil.net_connections("tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid in family
-    )  # fmt: skip
+    return sum(1 for pid in _listeners(port) if pid in family)
 
 
 # ------------------------------------------------------------------ servers
@@ -446,14 +484,68 @@ def serve_ours(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Runnin
     cmd = [sys.executable, "-m", "framework.cli", "serve", "--repo", str(ws.repo), "--port",
            str(port), "--workers", str(config.workers), "--threads", str(config.threads),
            "--now", ws.now, "--model", f"{MODEL}@champion"]  # fmt: skip
-    log = logs / f"parity-serve-w{config.workers}t{config.threads}.log"
+    log = logs / f"parity-serve-w{config.workers}t{config.threads}-{ws.online}.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(config.omp_threads)} if config.omp_threads else None
     with _process(cmd, log, ROOT, env) as proc:
         _wait(lambda: _listening(port, [proc.pid]) == config.workers and _healthy(port),
               proc, "parity serve", log)  # fmt: skip
-        running = Running({"ours": f"127.0.0.1:{port}"}, [proc.pid], config.short, config.label)
+        running = Running({"ours": f"127.0.0.1:{port}"}, [proc.pid], config.short, config.label,
+                          workers=config.workers)  # fmt: skip
         running.checks.append(check_ours(ws, running.targets["ours"]))
+        if not (logs / ECHO_REPLY).exists():
+            _capture_reply(ws, running.targets["ours"], logs / ECHO_REPLY)
         yield running
+
+
+def _capture_reply(ws: Workspace, target: str, path: Path) -> None:
+    """The echo's reply: parity's serialised ``PredictResponse`` to the first row's request."""
+    import grpc
+
+    from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        reply = pb_grpc.PredictionServiceStub(channel).Predict(predict_request(ws.rows[0]),
+                                                                timeout=10)  # fmt: skip
+    path.write_bytes(reply.SerializeToString())
+
+
+@contextlib.contextmanager
+def serve_echo(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Running]:
+    """The echo server (``bench/echo_server.py``) in ``config``'s processes and threads,
+    replying parity's ``Predict`` answer, captured first from a ``parity serve`` if no
+    configuration of ours has run yet."""
+    reply = logs / ECHO_REPLY
+    if not reply.exists():
+        with serve_ours(ws, OursConfig(1, 1, config.omp_threads), logs):
+            pass
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port),
+           "--workers", str(config.workers), "--threads", str(config.threads),
+           "--reply", str(reply)]  # fmt: skip
+    log = logs / f"echo-w{config.workers}t{config.threads}.log"
+    with _process(cmd, log, ROOT) as proc:
+        target = f"127.0.0.1:{port}"
+        request = predict_request(ws.rows[0])
+        _wait(lambda: _listening(port, [proc.pid]) == config.workers and _echoes(target, request),
+              proc, "echo server", log)  # fmt: skip
+        label = (f"bench/echo_server.py --workers {config.workers} --threads {config.threads} "
+                 f"(grpcio generic handler, {reply.stat().st_size}-byte reply)")  # fmt: skip
+        running = Running({"echo": target}, [proc.pid], config.short, label,
+                          workers=config.workers)  # fmt: skip
+        size = request.ByteSize()
+        running.checks.append(f"echo: replies {reply.stat().st_size} bytes (parity's Predict "
+                              f"answer to a {size}-byte request), parsed as a PredictResponse")  # fmt: skip
+        yield running
+
+
+def _echoes(target: str, request: Any) -> bool:
+    import grpc
+
+    from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        reply = pb_grpc.PredictionServiceStub(channel).Predict(request, timeout=2)
+    return len(reply.predictions) == 1
 
 
 def _healthy(port: int) -> bool:
@@ -713,12 +805,13 @@ def _grpc_client(stubs: list[Any], method: str, requests: list[Any],
 
 
 def client_predict(
-    spec: dict[str, Any], aio: bool, explain: bool = False
+    spec: dict[str, Any], aio: bool, explain: bool = False, target: str = "ours"
 ) -> tuple[Callable[[int], Any], Callable[[], Any]]:
+    """``Predict`` on parity, or (``target="echo"``) the same calls on the echo server."""
     from serving.stubs.parity.v1 import prediction_pb2 as pb
     from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 
-    channels = _channels(spec["targets"]["ours"], spec["channels"], aio)
+    channels = _channels(spec["targets"][target], spec["channels"], aio)
     stubs = [pb_grpc.PredictionServiceStub(c) for c in channels]
     requests = [predict_request(r) for r in spec["rows"]]
     for request in requests:
@@ -861,6 +954,7 @@ def client_floor(spec: dict[str, Any], aio: bool, compiled: bool = False
 CLIENTS: dict[str, Callable[..., tuple[Callable[[int], Any], Callable[[], Any]]]] = {
     "predict": client_predict,
     "explain": lambda spec, aio: client_predict(spec, aio, explain=True),
+    "echo": lambda spec, aio: client_predict(spec, aio, target="echo"),
     "v2_ours": lambda spec, aio: client_v2(spec, aio, mlserver=False),
     "v2_mlserver": lambda spec, aio: client_v2(spec, aio, mlserver=True),
     "two_hop": client_two_hop,
@@ -1087,7 +1181,8 @@ def measure(scenario: Scenario, inflight: int, ws: Workspace, running: Running |
     path = tmp / "load-spec.json"
     path.write_text(json.dumps(spec))
     waited = wait_for_quiet(args)
-    pids = running.pids if running else []
+    # The online store's server works for the servers measured: its CPU is theirs.
+    pids = (running.pids if running else []) + list(ws.store_pids)
     server0, machine0, t0 = _cpu_seconds(pids), psutil.cpu_times(), time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the floor's model calls (see the docstring)
     proc = subprocess.run([sys.executable, __file__, "--load-child", str(path)], cwd=ROOT,
@@ -1098,7 +1193,7 @@ def measure(scenario: Scenario, inflight: int, ws: Workspace, running: Running |
         raise SystemExit(
             f"load child ({scenario.label}, {inflight}) failed:\n{proc.stderr[-3000:]}"
         )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     n = max(result["total_requests"], 1)
     client = result["client_cpu_total_s"]
     result.update(
@@ -1130,19 +1225,24 @@ def _busy(after: Any, before: Any) -> float:
     return float(total - idle)
 
 
-def run_all(ws: Workspace, args: argparse.Namespace, tmp: Path, checks: list[str]
+def run_all(stores: list[Workspace], args: argparse.Namespace, tmp: Path, checks: list[str]
             ) -> list[dict[str, Any]]:  # fmt: skip
-    """Every selected scenario at every in-flight level, servers started per group; the
-    servers' answer checks go to ``checks``."""
+    """Every selected scenario at every in-flight level, servers started per group, each
+    group once per online store in ``stores`` (the workspace on each store; scenarios
+    that read no store only with the first); the servers' answer checks go to ``checks``."""
     chosen = [SCENARIOS[name] for name in args.scenario]
     results: list[dict[str, Any]] = []
-    groups: list[tuple[str, Any]] = [("none", None)]
-    groups += [("ours", c) for c in args.ours] + [("anchors", c) for c in args.anchors]
+    groups: list[tuple[str, Any, Workspace]] = []
+    for ws in stores:
+        groups += [("none", None, ws)] + [("ours", c, ws) for c in args.ours]
+        groups += [("anchors", c, ws) for c in args.anchors]
+    groups += [("echo", c, stores[0]) for c in args.ours]
     for rep, i in itertools.product(range(args.repeat), range(len(groups))):
         n = i if rep % 2 == 0 else len(groups) - 1 - i  # odd repeats in reverse order
-        group, config = groups[n]
-        first = all(g != group for g, _ in groups[:n])
-        scenarios = [s for s in chosen if s.servers == group and (first or s.every_config)]
+        group, config, ws = groups[n]
+        first = all(g != group or w is not ws for g, _, w in groups[:n])
+        scenarios = [s for s in chosen if s.servers == group and (first or s.every_config)
+                     and (s.uses_online or ws is stores[0])]  # fmt: skip
         if not scenarios:
             continue
         with _servers(group, config, ws, args, tmp) as running:
@@ -1154,7 +1254,9 @@ def run_all(ws: Workspace, args: argparse.Namespace, tmp: Path, checks: list[str
                     r = measure(scenario, k, ws, running, args, tmp)
                     r.update(system=scenario.label, what=scenario.what, inflight=k, repeat=rep,
                              config=running.config if running else "threads",
-                             detail=running.detail if running else FLOOR_DETAIL)  # fmt: skip
+                             detail=running.detail if running else FLOOR_DETAIL,
+                             online=ws.online if scenario.uses_online else NO_STORE,
+                             workers=running.workers if running else 0)  # fmt: skip
                     results.append(r)
                     _progress(r)
     return results
@@ -1169,6 +1271,9 @@ def _servers(group: str, config: Any, ws: Workspace, args: argparse.Namespace,
     elif group == "anchors":
         with serve_anchors(ws, args.anchors_venv, config, tmp) as running:
             yield running
+    elif group == "echo":
+        with serve_echo(ws, config, tmp) as running:
+            yield running
     else:
         yield None
 
@@ -1177,172 +1282,7 @@ def _progress(r: dict[str, Any]) -> None:
     print(f"  {r['system']:<17} {r['inflight']:>3} in flight: p50 {r['p50_ms']:.2f} ms, "
           f"p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, {r['errors']} errors, other load "
           f"{r['other_cpu_share']:.0%}, server CPU {r['server_cpu_ms']:.2f} ms/req "
-          f"({r['config']})", file=sys.stderr, flush=True)  # fmt: skip
-
-
-# ------------------------------------------------------------------ report
-
-
-def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (system, configuration, in flight): the median of each number over the
-    repeats, errors and outcomes summed."""
-    import statistics
-
-    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for r in runs:
-        cells.setdefault((r["system"], r["config"], r["inflight"]), []).append(r)
-    out = []
-    for group in cells.values():
-        row = dict(group[0], repeats=len(group))
-        for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "rps", "server_cpu_ms",
-                    "client_cpu_ms", "other_cpu_share"):  # fmt: skip
-            row[key] = statistics.median(r[key] for r in group)
-        row["errors"] = sum(r["errors"] for r in group)
-        row["waited_s"] = sum(r["waited_s"] for r in group)
-        row["outcomes"] = dict(sum((Counter(r["outcomes"]) for r in group), Counter()))
-        out.append(row)
-    return out
-
-
-def report(results: list[dict[str, Any]], ws: Workspace, checks: list[str],
-           args: argparse.Namespace) -> None:  # fmt: skip
-    """The Markdown table, the targets and where it ran."""
-    repeats = f"median of {args.repeat} runs" if args.repeat > 1 else "one run"
-    print(f"\nServing: {MODEL} (HistGradientBoosting pipeline + calibration, "
-          f"{len(ws.fields)} features of {FEATURE_SERVICE!r}), one row per request, "
-          f"{len(ws.rows)} latest sample transactions cycled; {args.warmup:g} s warm-up + "
-          f"{args.duration:g} s measured per cell, {repeats}; load generator: {args.harness}, "
-          "its own process\n")  # fmt: skip
-    print("| system | configuration | in flight | p50 ms | p95 ms | p99 ms | req/s | errors "
-          "| server CPU ms/req | client CPU ms/req | other load |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        server = "—" if r["system"].startswith("in-process") else f"{r['server_cpu_ms']:.2f}"
-        print(f"| {r['system']} | {r['config']} | {r['inflight']} | {r['p50_ms']:.2f} | "
-              f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} | {r['errors']} | "
-              f"{server} | {r['client_cpu_ms']:.2f} | {r['other_cpu_share']:.0%} |")  # fmt: skip
-    print()
-    for line in targets(results):
-        print(line)
-    print()
-    for line in footer(results, ws, checks, args):
-        print(line)
-
-
-def _cell(results: list[dict[str, Any]], system: str, k: int, config: str | None = None
-          ) -> dict[str, Any] | None:  # fmt: skip
-    for r in results:
-        if r["system"] == system and r["inflight"] == k and config in (None, r["config"]):
-            return r
-    return None
-
-
-def targets(results: list[dict[str, Any]]) -> list[str]:
-    """The issue's three targets, per configuration of our server, each against the best
-    anchor configuration for that number (most req/s, lowest p99)."""
-    lines = ["| target | ours | measured | goal | verdict |", "|---|---|---:|---:|---|"]
-    configs = list(dict.fromkeys(r["config"] for r in results if r["system"].startswith("ours")))
-    floor = _cell(results, "in-process floor", 1)
-    same_work = _cell(results, "in-process, compiled model", 1)
-    hop, mls = _cells(results, "two-hop", 64), _cells(results, "MLServer V2", 64)
-    for config in configs:
-        seq = _cell(results, "ours Predict", 1, config)
-        ours64, v2 = (
-            _cell(results, "ours Predict", 64, config),
-            _cell(results, "ours V2", 64, config),
-        )
-        if seq and floor:
-            ratio = seq["p50_ms"] / floor["p50_ms"]
-            lines.append(_verdict("sequential p50, Predict ÷ floor", config, f"{ratio:.2f}×",
-                                  "≤ 1.3×", ratio <= 1.3))  # fmt: skip
-        if seq and same_work:  # not a target: what gRPC, routing and the log add
-            ratio = seq["p50_ms"] / same_work["p50_ms"]
-            lines.append(f"| (sequential p50, Predict ÷ in-process with the compiled model) | "
-                         f"{config} | {ratio:.2f}× | — | — |")  # fmt: skip
-        if ours64 and hop:
-            ratio = ours64["rps"] / max(r["rps"] for r in hop)
-            p99 = min(r["p99_ms"] for r in hop)
-            lines.append(_verdict("64 in flight, Predict req/s ÷ two-hop", config,
-                                  f"{ratio:.2f}×", "≥ 3×", ratio >= 3))  # fmt: skip
-            lines.append(_verdict("64 in flight, p99 Predict vs two-hop", config,
-                                  f"{ours64['p99_ms']:.0f} vs {p99:.0f} ms", "lower",
-                                  ours64["p99_ms"] < p99))  # fmt: skip
-        if v2 and mls:
-            ratio = v2["rps"] / max(r["rps"] for r in mls)
-            lines.append(_verdict("64 in flight, V2 req/s ÷ MLServer", config, f"{ratio:.2f}×",
-                                  "≥ 1.5×", ratio >= 1.5))  # fmt: skip
-    return lines
-
-
-def _cells(results: list[dict[str, Any]], system: str, k: int) -> list[dict[str, Any]]:
-    return [r for r in results if r["system"] == system and r["inflight"] == k]
-
-
-def _verdict(name: str, config: str, measured: str, goal: str, ok: bool) -> str:
-    return f"| {name} | {config} | {measured} | {goal} | " + ("PASS |" if ok else "**MISS** |")
-
-
-def footer(results: list[dict[str, Any]], ws: Workspace, checks: list[str],
-           args: argparse.Namespace) -> list[str]:  # fmt: skip
-    """Answers, anchors, date, machine and versions."""
-    lines = [f"Answers: {c}" for c in dict.fromkeys(checks)]
-    details = dict.fromkeys(f"{r['config']} = {r['detail']}" for r in results)
-    lines.append("Configurations: " + "; ".join(details))
-    waited = sum(r["waited_s"] for r in results)
-    lines.append(f"Quiet: waited {waited:.0f} s in all, before cells, for other processes to "
-                 "leave the CPU (--quiet-wait, --quiet-budget).")  # fmt: skip
-    noisy = [r for r in results if r["other_cpu_share"] > 0.1]
-    if noisy:
-        lines.append(f"Noise: {len(noisy)} of {len(results)} cells ran while other processes "
-                     f"took over 10 % of the machine (up to "
-                     f"{max(r['other_cpu_share'] for r in noisy):.0%}); rerun when it is quiet.")  # fmt: skip
-    for r in results:
-        if r["system"] == "ours Predict":
-            fallbacks = r["outcomes"].get("FALLBACK", 0)
-            lines.append(f"Decisions, ours Predict {r['inflight']} in flight ({r['config']}): "
-                         f"{r['outcomes']}; FALLBACK {fallbacks}")  # fmt: skip
-        if r["errors"]:
-            lines.append(f"Errors, {r['system']} {r['inflight']} in flight: {r['error_kinds']}")
-    for system, (p50, p99) in ANCHORS.items():
-        seq = _cell(results, system, 1)
-        if seq:
-            lines.append(f"Anchor {system}, sequential: issue {p50} ms p50"
-                         + (f" / {p99} ms p99" if p99 else "")
-                         + f"; today {seq['p50_ms']:.2f} / {seq['p99_ms']:.2f} ms")  # fmt: skip
-    date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    ours = {d: metadata.version(d) for d in
-            ("feast", "scikit-learn", "grpcio", "protobuf", "numpy", "pandas", "pyarrow")}  # fmt: skip
-    lines += [
-        f"Date: {date}",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, {_memory_gib():.0f} GiB, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}. "
-        "Client, servers and whatever else runs share the 2 cores: 'other load' is the share "
-        "of the machine's CPU taken by other processes during a cell.",
-        f"Versions, ours: {_fmt_versions(ours)}; serving clock --now {ws.now}",
-    ]
-    if any(r["system"] in ("two-hop", "MLServer V2", "feast serve") for r in results):
-        anchors = _anchor_versions(args.anchors_venv)
-        lines.append(f"Versions, anchors: feast venv {_fmt_versions(anchors['feast'])}; "
-                     f"mlserver venv {_fmt_versions(anchors['mlserver'])}")  # fmt: skip
-    return lines
-
-
-def _fmt_versions(versions: dict[str, str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in versions.items())
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _memory_gib() -> float:
-    import psutil
-
-    return float(psutil.virtual_memory().total / 2**30)
+          f"({r['config']}, {r['online']})", file=sys.stderr, flush=True)  # fmt: skip
 
 
 # ------------------------------------------------------------------ main
@@ -1355,6 +1295,28 @@ def _ours_configs(text: str, omp_threads: int) -> list[OursConfig]:
         workers, threads = item.strip().lower().split("x")
         out.append(OursConfig(int(workers), int(threads), omp_threads))
     return out
+
+
+def _on_store(online: str, ws: Workspace, root: Path, stack: contextlib.ExitStack,
+              checks: list[str]) -> Workspace:  # fmt: skip
+    """The workspace on ``online``: as built (SQLite), or its Redis copy, set up now and
+    cleaned up when ``stack`` closes; the copy's features checked against SQLite's."""
+    if online == "sqlite":
+        return ws
+    print("  redis: parity apply + materialize into a copy of the repository ...",
+          file=sys.stderr, flush=True)  # fmt: skip
+    copy, project = stack.enter_context(redis_repository(ws.repo, ws.now, ROOT, root))
+    on_redis = dataclasses.replace(ws, online=online, repo_name=copy.name,
+                                   store_pids=tuple(sorted(set(_listeners(REDIS_PORT)))))  # fmt: skip
+    n = min(64, len(ws.rows))
+    _, features, _ = _in_process_features(on_redis.repo, ws.rows[:n])
+    differ = sum(1 for a, b in zip(features, ws.features[:n], strict=True)
+                 for f in ws.fields if not _same(a[f["name"]], b[f["name"]]))  # fmt: skip
+    line = (f"redis (Feast project {project}, 127.0.0.1:6379) vs sqlite, in-process "
+            f"features on {n} rows: {differ} values differ")  # fmt: skip
+    print(f"  check: {line}", file=sys.stderr, flush=True)
+    checks.append(line)
+    return on_redis
 
 
 def parse_args() -> argparse.Namespace:
@@ -1388,12 +1350,19 @@ def parse_args() -> argparse.Namespace:
                         help="OMP_NUM_THREADS for MLServer (0: unset); default: %(default)s")  # fmt: skip
     parser.add_argument("--feast-workers", type=int, default=1, help="feast serve --workers")
     parser.add_argument("--rows", type=int, default=512, help="latest transactions to cycle")
+    parser.add_argument("--online", default=",".join(STORES),
+                        help="online stores, comma-separated, of: sqlite (the demo's), redis "
+                        "(127.0.0.1:6379, a unique Feast project, keys deleted after); "
+                        "default: %(default)s")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="keep the workspace and server logs here")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--load-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.scenario = args.scenario or list(SCENARIOS)
     args.inflight = [int(k) for k in args.inflight.split(",")]
+    args.online = list(dict.fromkeys(s.strip() for s in args.online.split(",")))
+    if not args.online or set(args.online) - set(STORES):
+        parser.error(f"--online: a comma-separated list of {', '.join(STORES)}; got {args.online}")
     args.ours = _ours_configs(args.ours, args.ours_omp_threads)
     args.anchors = [AnchorsConfig(int(w), args.mlserver_omp_threads, args.feast_workers)
                     for w in args.mlserver_workers.split(",")]  # fmt: skip
@@ -1412,15 +1381,23 @@ def main() -> None:
     if needs_anchors and not (args.anchors_venv / "mlserver" / "bin" / "mlserver").exists():
         raise SystemExit(f"No anchors environment at {args.anchors_venv}: run with "
                          "--setup-anchors first (or pick --scenario predict, v2_ours, floor).")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="parity-bench-serving-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="parity-bench-serving-") as tmp,
+        contextlib.ExitStack() as stack,  # the Redis copy: keys deleted before tmp goes
+    ):
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         print(f"workspace {root}: parity demo --drift none ...", file=sys.stderr, flush=True)
         ws = build_workspace(root / "ws", args.rows)
+        (root / ECHO_REPLY).unlink(missing_ok=True)  # a kept --workdir: captured afresh
         checks: list[str] = []
-        runs = run_all(ws, args, root, checks)
+        stores = [_on_store(online, ws, root, stack, checks) for online in args.online]
+        runs = run_all(stores, args, root, checks)
     results = aggregate(runs)
-    report(results, ws, checks, args)
+    anchors = any(SCENARIOS[s].servers == "anchors" for s in args.scenario)
+    versions = _anchor_versions(args.anchors_venv) if anchors else None
+    facts = RunFacts(MODEL, FEATURE_SERVICE, len(ws.fields), len(ws.rows), ws.now, versions)
+    report(results, facts, checks, args)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "runs": runs, "checks": checks,
                                          "now": ws.now,
