@@ -25,11 +25,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from framework.errors import DataError
 from framework.features.fields import FeatureField
 
 #: Arrow refuses to cast an integer beyond this to float64 (it would round): such values
 #: take the Arrow path and fail as feature_frame fails.
 _EXACT_INT = 2**53
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeatureColumns:
@@ -81,31 +83,52 @@ def feature_columns(
     columns: dict[str, np.ndarray] = {}
     for f in fields:
         column = values(f.name)
-        if f.categorical:
-            if all(v is None or type(v) is str for v in column):
+        plain = _PLAIN.get(f.dtype)
+        if plain is not None and all(v is None or plain(v) for v in column):
+            if f.categorical:
                 columns[f.name] = np.array(
                     [math.nan if v is None else v for v in column], dtype=object
                 )
             else:
-                columns[f.name] = _categorical(arrow(f.name))
-        elif _plain_numbers(column):
-            columns[f.name] = np.array(
-                [math.nan if v is None else v for v in column], dtype=np.float64
-            )
+                numbers = np.array([math.nan if v is None else v for v in column], np.float64)
+                if f.dtype == "Float32":  # what Arrow's float32 column holds
+                    numbers = numbers.astype(np.float32).astype(np.float64)
+                columns[f.name] = numbers
         else:
-            columns[f.name] = arrow(f.name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            columns[f.name] = _through_arrow(f, arrow)
     return FeatureColumns(columns, rows)
 
 
-def _plain_numbers(column: list[Any]) -> bool:
-    for v in column:
-        kind = type(v)
-        if v is None or kind is float or kind is bool:
-            continue
-        if kind is int and -_EXACT_INT <= v <= _EXACT_INT:
-            continue
-        return False
-    return True
+def _through_arrow(f: FeatureField, arrow: Callable[[str], pa.Array]) -> np.ndarray:
+    """``feature_frame``'s conversion of the column; what it cannot convert is a
+    :class:`DataError` naming the feature."""
+    column = arrow(f.name)
+    try:
+        if f.categorical:
+            return _categorical(column)
+        return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(
+            f"The feature {f.name!r} ({f.dtype}) cannot be given to the model: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from exc
+
+
+def _int_within(bits: int) -> Callable[[Any], bool]:
+    low, high = max(-(2 ** (bits - 1)), -_EXACT_INT), min(2 ** (bits - 1) - 1, _EXACT_INT)
+    return lambda v: type(v) is int and low <= v <= high
+
+
+#: Per Feast type, the values converted directly: exactly the Python type Arrow gives
+#: back for the type's column, within what the column and a float64 hold exactly.
+_PLAIN: dict[str, Callable[[Any], bool]] = {
+    "Float64": lambda v: type(v) is float,
+    "Float32": lambda v: type(v) is float and (abs(v) <= _FLOAT32_MAX or not math.isfinite(v)),
+    "Int64": _int_within(64),
+    "Int32": _int_within(32),
+    "Bool": lambda v: type(v) is bool,
+    "String": lambda v: type(v) is str,
+}
 
 
 def _categorical(column: pa.Array) -> np.ndarray:

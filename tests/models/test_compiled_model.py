@@ -15,6 +15,7 @@ from framework.features.fields import FeatureField
 from framework.models import compiled as compiled_model
 from framework.models.compiled import CompiledModel, compile_model
 from framework.models.estimator import build_pipeline, feature_frame
+from framework.models.model_input import FeatureColumns
 from framework.models.spec import EstimatorSpec
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from tests.support.workspaces import Trained
@@ -122,6 +123,9 @@ def test_compiled_scores_are_scikit_learns_to_the_bit(
     got = compiled.predict_proba(frame)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+    # The server's input: the same columns as NumPy arrays, no pandas frame.
+    columns = FeatureColumns({c: frame[c].to_numpy() for c in frame.columns}, len(frame))
+    np.testing.assert_array_equal(compiled.predict_proba(columns), want)
     first = frame.iloc[:1]  # alone: BLAS may sum a linear model's row differently in a batch
     np.testing.assert_array_equal(compiled.predict_proba(first), model.predict_proba(first))
 
