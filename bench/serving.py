@@ -177,7 +177,7 @@ SCENARIOS = {
     ),
     "v2_mlserver": Scenario(
         "MLServer V2", "anchors", "v2_mlserver", "ModelInfer, pandas codec", uses_online=False
-    ),  # fmt: skip
+    ),
     "echo": Scenario(
         "echo",
         "echo",
@@ -299,7 +299,7 @@ def _anchor_versions(root: Path) -> dict[str, dict[str, str]]:
     code = ("import json, sys\nfrom importlib import metadata\n"
             "print(json.dumps({d: metadata.version(d) for d in sys.argv[1:]}))")  # fmt: skip
     wanted = {
-        "feast": ["feast", "fastapi", "uvicorn", "gunicorn"],
+        "feast": ["feast", "fastapi", "uvicorn", "gunicorn", "redis"],
         "mlserver": ["mlserver", "mlserver-sklearn", "scikit-learn", "grpcio", "uvloop"],
     }
     out = {}
