@@ -11,6 +11,7 @@ schema with :func:`declared_types` and :func:`as_schema`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -73,11 +74,30 @@ def apply(table: pa.Table, plan: Plan, full_feature_names: bool) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class OnlineView:
+    """An on-demand view as an online read runs it: the columns it reads (see
+    :func:`_input_names`) and the features the service asks of it, worked out once."""
+
+    odfv: Any
+    reads: frozenset[str]
+    requested: frozenset[str]
+
+
+def online_views(plan: Plan) -> list[OnlineView]:
+    return [
+        OnlineView(
+            odfv, frozenset(_input_names(odfv, plan)), frozenset(_requested(odfv, plan, False))
+        )
+        for odfv in plan.odfvs
+    ]
+
+
 def apply_columns(
     columns: dict[str, list[Any]],
     types: dict[str, pa.DataType | None],
     arrow: Callable[[str, list[Any]], pa.Array],
-    plan: Plan,
+    views: list[OnlineView],
 ) -> dict[str, list[Any]]:
     """On-demand features of an online read, from its Python columns (short names).
 
@@ -91,10 +111,9 @@ def apply_columns(
     """
     columns = dict(columns)
     out: dict[str, list[Any]] = {}
-    for odfv in plan.odfvs:
-        wanted = _input_names(odfv, plan)
-        names = [c for c in columns if c in wanted]
-        requested = _requested(odfv, plan, False)
+    for view in views:
+        odfv, requested = view.odfv, view.requested
+        names = [c for c in columns if c in view.reads]
         if odfv.mode == "python" and not odfv.singleton:
             inputs = {c: _as_arrow_gives(c, columns[c], types.get(c), arrow) for c in names}
             result = odfv.feature_transformation.transform(_with_full_names(inputs, odfv))

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from framework.errors import DataError
+from framework.features.on_demand import online_views
 from framework.features.online_read import reader_for
 
 PRESENT = "PRESENT"
@@ -62,7 +63,7 @@ class OnlineVectors:
         self.features = features
         self.status = status
         self.event_time_us = event_time_us
-        self.types = types or {}
+        self.types = types or ({} if table is None else {f.name: f.type for f in table.schema})
 
     @property
     def num_rows(self) -> int:
@@ -184,16 +185,18 @@ class OnlineFeatures:
                 self.types[feature] = _arrow_type(dtypes[feature])
                 if str(dtypes[feature]) == "Json":
                     self._json.add(feature)
+        self._online_views = online_views(self.plan)
         self.reader = reader_for(store, self.plan, self._json)
         self.request_fields: dict[str, pa.DataType] = {}
-        self._declared: dict[str, pa.DataType | None] = {}
+        #: On-demand feature -> the Arrow type its view declares.
+        self.declared: dict[str, pa.DataType | None] = {}
         for odfv in self.plan.odfvs:
             for field in odfv.source_request_sources.values():
                 for f in field.schema:
                     self.request_fields[f.name] = _arrow_type(f.dtype)
                     self.types.setdefault(f.name, self.request_fields[f.name])
             for feature in odfv.features:
-                self._declared[feature.name] = _arrow_type(feature.dtype)
+                self.declared[feature.name] = _arrow_type(feature.dtype)
 
     def bound_reads(self, seconds: float) -> bool:
         """Make the store itself give up a read after ``seconds``, where it can; returns
@@ -247,7 +250,7 @@ class OnlineFeatures:
                 # Arrow infers an on-demand feature's type, as Feast's transform_arrow does,
                 # except when every row is null (a new user, say): then the view's declared
                 # type keeps one schema for clients and the prediction log.
-                types[name] = self._declared.get(name) if all(v is None for v in values) else None
+                types[name] = self.declared.get(name) if all(v is None for v in values) else None
                 if name in self.features:
                     status[name] = [COMPUTED] * n
                     event_us[name] = [0] * n
@@ -262,7 +265,7 @@ class OnlineFeatures:
             return to_arrow(name, values, self.types.get(name))
 
         try:
-            return on_demand.apply_columns(columns, self.types, arrow, self.plan)
+            return on_demand.apply_columns(columns, self.types, arrow, self._online_views)
         except DataError:
             raise
         except Exception as exc:

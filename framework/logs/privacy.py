@@ -22,11 +22,13 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 
 from framework.errors import ConfigError
+from framework.logs.rows import LogRows
 
 KEY_ENV = "PARITY_LOG_HASH_KEY"
 SUFFIX = "__hmac"
@@ -48,11 +50,18 @@ def pseudonyms(values: Iterable[object], key: bytes) -> list[str | None]:
     return [None if v is None else pseudonym(v, key) for v in values]
 
 
+T = TypeVar("T", pa.Table, LogRows)
+
+
 @dataclass(frozen=True)
 class LogPrivacy:
     hash: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     key: bytes | None = None
+    #: Input schema (serialised) -> (schema, its serialisation, columns kept, hashed).
+    _plans: dict[bytes, tuple[pa.Schema, bytes, list[int], set[int]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, hash: Sequence[str], drop: Sequence[str], key: bytes | None) -> LogPrivacy:
@@ -82,9 +91,13 @@ class LogPrivacy:
                 f"field or feature of the served models (they log: {', '.join(sorted(known))})."
             )
 
-    def apply(self, table: pa.Table) -> pa.Table:
+    def apply(self, table: T) -> T:
+        """``table`` (a table, or the server's :class:`LogRows`) with the fields hashed
+        and dropped."""
         if not self.active:
             return table
+        if isinstance(table, LogRows):
+            return self._apply_rows(table)
         names = set(table.column_names)
         doomed = [f"{d}{s}" for d in self.drop for s in ("", *_COMPANIONS) if f"{d}{s}" in names]
         if doomed:
@@ -96,3 +109,31 @@ class LogPrivacy:
                 values = pseudonyms(table.column(name).to_pylist(), self.key)
                 table = table.set_column(i, name + SUFFIX, pa.array(values, pa.string()))
         return table
+
+    def _apply_rows(self, rows: LogRows) -> LogRows:
+        """:meth:`apply` for rows: the new schema worked out once per input schema; a
+        hashed value is first what its column holds (an int given for a Float64 field
+        hashes as the float, as in a table)."""
+        plan = self._plans.get(rows.key)
+        if plan is None:
+            doomed = {f"{d}{s}" for d in self.drop for s in ("", *_COMPANIONS)}
+            keep = [i for i, f in enumerate(rows.schema) if f.name not in doomed]
+            hashed = {i for i in keep if rows.schema[i].name in self.hash}
+            fields = [
+                pa.field(rows.schema[i].name + SUFFIX, pa.string())
+                if i in hashed
+                else rows.schema[i]
+                for i in keep
+            ]
+            schema = pa.schema(fields)
+            plan = self._plans[rows.key] = (schema, schema.serialize().to_pybytes(), keep, hashed)
+        schema, key, keep, hashed = plan
+        columns = []
+        for i in keep:
+            values = rows.columns[i]
+            if i in hashed:
+                assert self.key is not None  # build() guarantees it
+                typed = pa.array(values, rows.schema[i].type).to_pylist()
+                values = pseudonyms(typed, self.key)
+            columns.append(values)
+        return LogRows(schema, columns, key)

@@ -1,23 +1,29 @@
 """The prediction log's rows: one per answered row, in Feast's feature-logging layout.
 
-Built here, appended by :mod:`serving.log.writer`; the layout is
-:mod:`framework.logs.layout`.
+Built here as :class:`~serving.log.rows.LogRows` (Python values and their schema:
+the Arrow table is made on the log's writer thread, many requests at a time),
+appended by :mod:`serving.log.writer`; the layout is :mod:`framework.logs.layout`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from typing import Any
 
 import pyarrow as pa
 
 from framework.features.online import PRESENT, OnlineVectors
 from framework.logs import layout
+from framework.logs.rows import LogRows
 from framework.models.spec import Task
 from serving.dataplane.messages import PredictInput, PredictionOut
 from serving.dataplane.versions import LoadedModel
 
+_TIME = pa.timestamp("us", tz="UTC")
+_DAY_US = 86_400 * 1_000_000
 
-def log_table(
+
+def log_rows(
     loaded: LoadedModel,
     request: PredictInput | None,
     vectors: OnlineVectors,
@@ -26,49 +32,85 @@ def log_table(
     latency: float,
     cpu: float,
     role: str = "primary",
-) -> pa.Table:
+) -> LogRows:
     """One row per prediction, in Feast's feature-logging layout where it fits:
     ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
     feature the value, ``<feature>__timestamp`` and ``<feature>__status``."""
     n = len(outs)
-    now = datetime.now(UTC)
-    ts_type = pa.timestamp("us", tz="UTC")
-    cols: dict[str, pa.Array] = {
-        layout.REQUEST_ID: pa.array([o.request_id for o in outs], pa.string()),
-        layout.ROW_INDEX: pa.array([o.row_index for o in outs], pa.int32()),
-        layout.TIMESTAMP: pa.array([int(received * 1e6)] * n, ts_type),
-        layout.LOG_TIMESTAMP: pa.array([now] * n, ts_type),
-        layout.LOG_DATE: pa.array([now.date()] * n, pa.date32()),
-        "model_name": pa.array([o.model_name for o in outs], pa.string()),
-        layout.MODEL_VERSION: pa.array([o.model_version for o in outs], pa.string()),
-        "role": pa.array([role] * n, pa.string()),
-    }
-    table = vectors.table
-    for name in (*loaded.key_types, *loaded.request_types):
-        if name in table.column_names:  # absent when the client sent the features itself
-            cols[name] = table.column(name).combine_chunks()
-    # Each feature's times and statuses: one Arrow array for all features, sliced (a pair
-    # of arrays per feature cost ~0.2 ms a request, most of this table's cost).
-    times = pa.array(
-        [t for f in loaded.fields for t in vectors.event_time_us.get(f.name, [0] * n)], ts_type
-    )
-    states = pa.array(
-        [s for f in loaded.fields for s in vectors.status.get(f.name, [PRESENT] * n)], pa.string()
-    )
-    for i, f in enumerate(loaded.fields):
-        cols[f.name] = table.column(f.name).combine_chunks()
-        cols[f"{f.name}__timestamp"] = times.slice(i * n, n)
-        cols[f"{f.name}__status"] = states.slice(i * n, n)
-    cols["score"] = pa.array([o.score for o in outs], pa.float64())
-    cols["label"] = pa.array([o.label for o in outs], pa.string())
+    now_us = time.time_ns() // 1_000
+    present = set(vectors.column_names)
+    # Absent when the client sent the features itself (no lookup).
+    inputs = tuple(k for k in (*loaded.key_types, *loaded.request_types) if k in present)
+    schema, key = _schema(loaded, request is not None, inputs, vectors)
+    columns: list[list[Any]] = [
+        [o.request_id for o in outs],
+        [o.row_index for o in outs],
+        [int(received * 1e6)] * n,
+        [now_us] * n,
+        [now_us // _DAY_US] * n,
+        [o.model_name for o in outs],
+        [o.model_version for o in outs],
+        [role] * n,
+    ]
+    columns += [vectors.values(name) for name in inputs]
+    for f in loaded.fields:
+        columns.append(vectors.values(f.name))
+        columns.append(vectors.event_time_us.get(f.name) or [0] * n)
+        columns.append(vectors.status.get(f.name) or [PRESENT] * n)
     # A regression has no confidence: logged as null, not as a number that could drift.
     regression = loaded.task is Task.REGRESSION
-    cols["confidence"] = pa.array(
-        [None if regression else o.confidence for o in outs], pa.float64()
-    )
-    cols["decision"] = pa.array([o.decision for o in outs], pa.string())
-    cols["reasons"] = pa.array(["; ".join(o.reasons) for o in outs], pa.string())
-    cols["latency_seconds"] = pa.array([latency] * n, pa.float64())
-    # Each row's share of the request's CPU time: summed over rows, the CPU spent.
-    cols["cpu_seconds"] = pa.array([cpu / n] * n, pa.float64())
-    return pa.table(cols)
+    columns += [
+        [o.score for o in outs],
+        [o.label for o in outs],
+        [None if regression else o.confidence for o in outs],
+        [o.decision for o in outs],
+        ["; ".join(o.reasons) for o in outs],
+        [latency] * n,
+        # Each row's share of the request's CPU time: summed over rows, the CPU spent.
+        [cpu / n] * n,
+    ]
+    return LogRows(schema, columns, key)
+
+
+def _schema(
+    loaded: LoadedModel, looked_up: bool, inputs: tuple[str, ...], vectors: OnlineVectors
+) -> tuple[pa.Schema, bytes]:
+    """The log's schema for this version's rows (worked out once per shape): each input
+    and feature of the type Feast declares for it (an on-demand feature: its view's)."""
+    cache_key = (looked_up, inputs)
+    cached = loaded.log_schemas.get(cache_key)
+    if cached is None:
+
+        def kind(name: str) -> pa.DataType:
+            found = vectors.types.get(name) or loaded.online.declared.get(name)
+            return found if found is not None else pa.null()
+
+        fields = [
+            pa.field(layout.REQUEST_ID, pa.string()),
+            pa.field(layout.ROW_INDEX, pa.int32()),
+            pa.field(layout.TIMESTAMP, _TIME),
+            pa.field(layout.LOG_TIMESTAMP, _TIME),
+            pa.field(layout.LOG_DATE, pa.date32()),
+            pa.field("model_name", pa.string()),
+            pa.field(layout.MODEL_VERSION, pa.string()),
+            pa.field("role", pa.string()),
+        ]
+        fields += [pa.field(name, kind(name)) for name in inputs]
+        for f in loaded.fields:
+            fields += [
+                pa.field(f.name, kind(f.name)),
+                pa.field(f"{f.name}__timestamp", _TIME),
+                pa.field(f"{f.name}__status", pa.string()),
+            ]
+        fields += [
+            pa.field("score", pa.float64()),
+            pa.field("label", pa.string()),
+            pa.field("confidence", pa.float64()),
+            pa.field("decision", pa.string()),
+            pa.field("reasons", pa.string()),
+            pa.field("latency_seconds", pa.float64()),
+            pa.field("cpu_seconds", pa.float64()),
+        ]
+        schema = pa.schema(fields)
+        cached = loaded.log_schemas[cache_key] = (schema, schema.serialize().to_pybytes())
+    return cached

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from framework.errors import DataError
 from framework.features.online import OnlineVectors, is_outage
+from framework.logs.rows import LogRows
 from framework.models.estimator import feature_frame, score
 from framework.models.explain import Explainer, Explanation
 from framework.models.model_input import FeatureColumns, feature_columns
@@ -38,7 +38,7 @@ from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
 from serving.dataplane.explanations import explain_rows, explanation_dict
-from serving.dataplane.log_rows import log_table
+from serving.dataplane.log_rows import log_rows
 from serving.dataplane.messages import (
     PredictInput,
     PredictionOut,
@@ -90,7 +90,7 @@ class Predictor:
     max_rows
         The most rows one request may carry.
     log
-        Called with (model name, Arrow table of logged rows) for every scored
+        Called with (model name, the logged rows: LogRows) for every scored
         batch; ``serving.log.writer.PredictionLog.append`` in the server.
     clock
         Seconds since the epoch; TTLs are enforced against it.
@@ -107,7 +107,7 @@ class Predictor:
         store: Any,
         *,
         max_rows: int = 1_000,
-        log: Callable[[str, pa.Table], None] | None = None,
+        log: Callable[[str, LogRows], None] | None = None,
         clock: Callable[[], float] = time.time,
         observe: Callable[[str, float], None] | None = None,
         feature_status: Callable[[dict[str, list[str]]], None] | None = None,
@@ -372,8 +372,8 @@ class Predictor:
         cpu = time.thread_time() - cpu_started + lookup_cpu
         self.cpu(ref.name, str(ref.version), cpu)
         if self.log is not None:
-            table = log_table(loaded, request, vectors, outs, received, total, cpu, role)
-            self.log(ref.name, table)
+            rows = log_rows(loaded, request, vectors, outs, received, total, cpu, role)
+            self.log(ref.name, rows)
 
     def _defect(self, ref: ModelRef, stage: str, exc: BaseException) -> InternalError:
         """The error for a request parity failed through its own fault: logged once per

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from framework.errors import ConfigError, DataError
@@ -70,6 +70,9 @@ class LoadedModel:
     #: Compiling the model (:mod:`framework.models.compiled`) off the request path: True
     #: once the compiled form scores, False when the scikit-learn model keeps scoring.
     compiling: Future[bool] | None = None
+    #: The prediction log's schema for this version (serving.dataplane.log_rows), per
+    #: (features looked up or supplied, entity and request columns present).
+    log_schemas: dict[tuple[bool, tuple[str, ...]], Any] = field(default_factory=dict)
 
     @property
     def serving(self) -> dict[str, Any]:

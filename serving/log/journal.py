@@ -3,9 +3,10 @@
 :class:`~serving.log.writer.PredictionLog` keeps rows in memory until a
 batch is due. Before ``append`` returns (so before the server answers), the
 rows are also appended to a journal segment under ``<log root>/_journal/``:
-one ``os.write`` of the table in Arrow's IPC format, framed with its sequence
-number, model and a CRC. Once the write returns the bytes are the kernel's, so
-a killed process loses nothing; with ``fsync`` each frame is also flushed to
+one ``os.write`` of the rows (:class:`~serving.log.rows.LogRows` in their own
+compact form, a table in Arrow's IPC format), framed with its sequence number,
+model and a CRC. Once the write returns the bytes are the kernel's, so a killed
+process loses nothing; with ``fsync`` each frame is also flushed to
 the device (power loss), at the cost of a disk flush per call.
 
 A segment belongs to one process, which holds an exclusive ``flock`` on it
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from framework.logs.rows import LogRows
+
 JOURNAL_DIR = "_journal"
 META_KEY = b"parity.journal"  # part metadata: {segment name: [[first seq, last seq], ...]}
 _MAGIC = b"PLJ1"
@@ -42,13 +45,19 @@ _HEAD = struct.Struct("<4sIQIH")  # magic, crc32 of the body, seq, body length, 
 _SUFFIX = ".journal"
 
 
-def encode(model: str, table: pa.Table) -> tuple[bytes, int]:
-    """A frame's body (model name, then the table as an Arrow IPC stream) and the
-    name's length; costly, so done before the log's lock is taken."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+def encode(model: str, rows: pa.Table | LogRows) -> tuple[bytes, int]:
+    """A frame's body (model name, then the rows: :meth:`LogRows.encode`'s payload, or a
+    table as an Arrow IPC stream) and the name's length; done before the log's lock is
+    taken."""
     name = model.encode()
+    if isinstance(rows, LogRows):
+        payload = rows.encode()
+        if payload is not None:
+            return name + payload, len(name)
+        rows = rows.to_table()  # a value marshal does not take: the table, as ever
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
     return name + sink.getvalue().to_pybytes(), len(name)
 
 
@@ -63,8 +72,12 @@ def read_frames(path: Path) -> Iterator[tuple[int, str, pa.Table]]:
         if magic != _MAGIC or len(body) != length or zlib.crc32(body) != crc:
             return
         model = body[:name_length].decode()
-        with pa.ipc.open_stream(body[name_length:]) as reader:
-            table = reader.read_all()
+        rows = LogRows.decode(body[name_length:])
+        if rows is not None:
+            table = rows.to_table()
+        else:
+            with pa.ipc.open_stream(body[name_length:]) as reader:
+                table = reader.read_all()
         yield seq, model, table
         at += _HEAD.size + length
 

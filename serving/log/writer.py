@@ -3,9 +3,10 @@
 The files' layout under the log root (hive partitions, one schema per file) is
 :mod:`framework.logs.layout`'s; :mod:`framework.logs.reader` reads them back.
 
-The request thread hands over a ``pyarrow.Table`` of prediction rows with
-:meth:`PredictionLog.append`; one background thread batches tables of the same
-model and identical schema and writes them, split by their ``__log_date``
+The request thread hands over prediction rows with :meth:`PredictionLog.append`
+(:class:`~serving.log.rows.LogRows`, Python values made into a table off the
+request path, or a ``pyarrow.Table``); one background thread batches rows of the
+same model and identical schema and writes them, split by their ``__log_date``
 column. Rows are written exactly as given: the log adds no column.
 
 Guarantees:
@@ -50,6 +51,7 @@ import pyarrow.parquet as pq
 
 from framework.errors import DataError, ParityError
 from framework.logs import layout
+from framework.logs.rows import LogRows
 from serving.log import journal as log_journal
 from serving.log.journal import JOURNAL_DIR, Journal
 
@@ -64,7 +66,8 @@ __all__ = [
 DATE = layout.LOG_DATE
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _IDLE_WAKE = 0.5  # seconds; the writer notices an exited main thread this often
-_Chunk = tuple[int, pa.Table, str | None]  # seq, rows, journal segment (None: not journaled)
+#: seq, rows, journal segment (None: not journaled)
+_Chunk = tuple[int, pa.Table | LogRows, str | None]
 _Batch = tuple[tuple[str, bytes], int, list[_Chunk]]  # (model, schema), first seq, chunks
 
 
@@ -131,21 +134,27 @@ class PredictionLog:
 
     # -- producer side -------------------------------------------------------
 
-    def append(self, table: pa.Table, *, model: str) -> None:
-        """Accept ``table``'s rows for ``model`` or raise :class:`LogFull` (rows not accepted)."""
+    def append(self, table: pa.Table | LogRows, *, model: str) -> None:
+        """Accept ``table``'s rows for ``model`` or raise :class:`LogFull` (rows not
+        accepted). :class:`LogRows` (what the server appends) become a table on the
+        writer's thread, many requests' rows at a time."""
         layout.check_model_name(model)
-        if DATE not in table.schema.names or table.schema.field(DATE).type != pa.date32():
+        schema = table.schema
+        if DATE not in schema.names or schema.field(DATE).type != pa.date32():
             raise DataError(f"A prediction log table needs a {DATE!r} column of type date32")
-        if clash := [c for c in layout.PARTITIONS if c in table.schema.names]:
+        if clash := [c for c in layout.PARTITIONS if c in schema.names]:
             raise DataError(f"Columns {clash} are reserved for the prediction log's partitions")
-        if table.column(DATE).null_count:
+        if _has_null_dates(table):
             raise DataError(f"A prediction log table has null values in {DATE!r}")
         rows = table.num_rows
         if rows > self.max_pending_rows:
             raise DataError(f"{rows} rows exceed max_pending_rows={self.max_pending_rows}")
         if rows == 0:
             return
-        key = (model, table.schema.serialize().to_pybytes())
+        key = (
+            model,
+            table.key if isinstance(table, LogRows) else schema.serialize().to_pybytes(),
+        )
         body = log_journal.encode(model, table) if self._journal is not None else None
         with self._lock:
             self._check_open()
@@ -322,7 +331,7 @@ class PredictionLog:
             model = key[0]
             # One chunk per request: the Parquet writer's cost grows with chunks x columns
             # (50 one-row chunks take twice as long as one 50-row chunk).
-            table = pa.concat_tables([chunk[1] for chunk in chunks]).combine_chunks()
+            table = _as_one_table([chunk[1] for chunk in chunks])
             journaled = _journaled_seqs(chunks)
             dates = pc.unique(table.column(DATE)).to_pylist()
             for i, day in enumerate(dates):  # one file per date; each is its own commit
@@ -363,10 +372,12 @@ class PredictionLog:
     ) -> None:
         """Put the unwritten rows back at the front of their buffer and back off (no lock)."""
         wanted = pa.array(dates, pa.date32())
-        rest = [
-            (seq, table.filter(pc.is_in(table.column(DATE), value_set=wanted)), segment)
-            for seq, table, segment in chunks
-        ]
+        rest: list[_Chunk] = []
+        for seq, rows, segment in chunks:
+            table = _as_one_table([rows])
+            rest.append(
+                (seq, table.filter(pc.is_in(table.column(DATE), value_set=wanted)), segment)
+            )
         rest = [chunk for chunk in rest if chunk[1].num_rows]
         with self._lock:
             buffer = self._buffers.setdefault(key, _Buffer())
@@ -455,6 +466,32 @@ class PredictionLog:
             day = layout.date_of(part.parent)
             done.update((seq, day) for seq in log_journal.covered(metadata, segment.name))
         return done
+
+
+def _as_one_table(parts: list[pa.Table | LogRows]) -> pa.Table:
+    """The parts' rows as one table, in order: consecutive :class:`LogRows` are merged
+    and converted together (the per-column cost of a table, paid once per batch)."""
+    tables: list[pa.Table] = []
+    run: list[LogRows] = []
+    for part in parts:
+        if isinstance(part, LogRows):
+            run.append(part)
+            continue
+        if run:
+            tables.append(LogRows.merge(run).to_table())
+            run = []
+        tables.append(part)
+    if run:
+        tables.append(LogRows.merge(run).to_table())
+    if len(tables) == 1:
+        return tables[0].combine_chunks()
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def _has_null_dates(rows: pa.Table | LogRows) -> bool:
+    if isinstance(rows, LogRows):
+        return any(v is None for v in rows.columns[rows.schema.get_field_index(DATE)])
+    return bool(rows.column(DATE).null_count)
 
 
 def _journaled_seqs(chunks: list[_Chunk]) -> dict[str, list[int]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from framework.logs.rows import LogRows
 from framework.models.reference_stats import categorical_profile, numeric_profile
 from serving.log.writer import PredictionLog
 
@@ -127,3 +128,16 @@ def write_log(root: Path, *tables: pa.Table) -> Path:
         log.append(t, model=MODEL)
     assert log.close(30)
     return root / "predictions"
+
+
+def as_log_rows(table: pa.Table) -> LogRows:
+    """``table``'s rows as the server hands them to the log: Python values (times as µs
+    and dates as days since the epoch, as the server gives them), the table's schema."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            storage = pa.int64() if pa.types.is_timestamp(field.type) else pa.int32()
+            columns.append(column.cast(storage).to_pylist())
+        else:
+            columns.append(column.to_pylist())
+    return LogRows(table.schema, columns)

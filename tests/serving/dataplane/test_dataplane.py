@@ -48,7 +48,7 @@ class Plane:
             champion.registry,
             champion.store,
             max_rows=500,
-            log=lambda model, table: self.logged.append(table),
+            log=lambda model, rows: self.logged.append(rows.to_table()),
             clock=champion.now.timestamp,
             on_fallback=lambda cause: self.fallbacks.update([cause]),
             on_error=lambda model, stage: self.errors.update([(model, stage)]),
