@@ -9,7 +9,8 @@
    per kind in the spec: VALIDATE, REVIEW or none) — never silently passed.
 3. **Rules** registered with the model run on VALIDATE predictions: a rule
    whose pandas expression holds over the row's features and request data
-   sends the prediction to its decision (REVIEW by default).
+   sends the prediction to its decision (REVIEW by default). Evaluated without
+   pandas where the expression allows (:mod:`serving.dataplane.rule_eval`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from framework.models.manifest import Manifest
+from serving.dataplane.rule_eval import NotCompiled, compile_rule
 
 ACCEPT, VALIDATE, REVIEW, FALLBACK = "ACCEPT", "VALIDATE", "REVIEW", "FALLBACK"
 _ORDER = {ACCEPT: 0, VALIDATE: 1, REVIEW: 2}
@@ -41,6 +43,10 @@ class Router:
     serving: dict[str, Any]
     reference: dict[str, Any]
     rules: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Each rule without pandas where its expression allows (serving.dataplane.rule_eval).
+        self._compiled = [compile_rule(rule["when"]) for rule in self.rules]
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> Router:
@@ -97,13 +103,22 @@ class Router:
         """The first rule that holds on a VALIDATE row: its decision and the reason."""
         if not self.rules:
             return None, []
-        frame = pd.DataFrame([{k: (float("nan") if v is None else v) for k, v in row.items()}])
-        for rule in self.rules:
+        frame: pd.DataFrame | None = None
+        for rule, compiled in zip(self.rules, self._compiled, strict=True):
             try:
-                result: Any = frame.eval(rule["when"], engine="python")
-                held = bool(np.asarray(result).reshape(-1)[0])
-            except Exception as exc:  # a rule that cannot run must not pass silently
-                return REVIEW, [f"rule {rule['name']} could not run ({exc}); sent to review"]
+                if compiled is None:
+                    raise NotCompiled(rule["when"])
+                held = compiled(row)
+            except NotCompiled:
+                try:
+                    if frame is None:
+                        frame = pd.DataFrame(
+                            [{k: (float("nan") if v is None else v) for k, v in row.items()}]
+                        )
+                    result: Any = frame.eval(rule["when"], engine="python")
+                    held = bool(np.asarray(result).reshape(-1)[0])
+                except Exception as exc:  # a rule that cannot run must not pass silently
+                    return REVIEW, [f"rule {rule['name']} could not run ({exc}); sent to review"]
             if held:
                 return rule["decision"], [f"rule {rule['name']} holds: {rule['when']}"]
         return None, [f"rules passed: {', '.join(r['name'] for r in self.rules)}"]
