@@ -223,6 +223,48 @@ def do_materialize(w: Walk) -> None:
     assert not problems, "; ".join(problems)
 
 
+def do_direct_reads(w: Walk) -> None:
+    """The server's direct online reader (SQLite here) gives what Feast's
+    ``get_online_features`` gives, value for value, status for status, event time for
+    event time: on the served traffic, an entity the store does not hold, and the
+    traffic's rows twice over (duplicates are read once and given to both rows)."""
+    from framework.features.join_plan import join_plan
+    from framework.features.online import OnlineFeatures
+    from framework.features.online_read import DirectReader, FeastReader
+
+    w.step("materialize", lambda: do_materialize(w))
+    store = feast_store(w.repo)
+    online = OnlineFeatures(store, w.gen.service)
+    assert isinstance(online.reader, DirectReader), f"{w.shape.name}: read through Feast"
+    plan = join_plan(store, w.gen.service, False)
+    feast = FeastReader(store, plan, online.json_features)
+    rows = [dict(r["entity_keys"]) for r in w.gen.traffic]
+    entity_rows = [*rows, {k: _nobody(v) for k, v in rows[0].items()}, *rows[:20]]
+    with quiet():
+        want = feast.read(entity_rows)
+    got = online.reader.read(entity_rows)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        for what in ("values", "statuses", "event_us"):
+            a, b = getattr(got[name], what), getattr(want[name], what)
+            same = [x == y or (x != x and y != y) for x, y in zip(a, b, strict=True)]
+            same = [s and type(x) is type(y) for s, x, y in zip(same, a, b, strict=True)]
+            assert all(same), (
+                f"{name} {what}: row {same.index(False)}: direct {a[same.index(False)]!r}, "
+                f"Feast {b[same.index(False)]!r}"
+            )
+    assert "NOT_FOUND" in {s for c in got.values() for s in c.statuses}  # the missing entity
+
+
+def _nobody(value: Any) -> Any:
+    """A key of ``value``'s type that no generated repository holds."""
+    if isinstance(value, bytes):
+        return b"nobody"
+    if isinstance(value, str):
+        return "nobody"
+    return -(2**31) + 7
+
+
 def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -380,6 +422,10 @@ def test_promote_makes_it_champion(walk: Walk) -> None:
 
 def test_materialize_writes_what_feast_writes(walk: Walk) -> None:
     walk.step("materialize", lambda: do_materialize(walk))
+
+
+def test_direct_online_reads_equal_feasts(walk: Walk) -> None:
+    walk.step("direct_reads", lambda: do_direct_reads(walk))
 
 
 def test_serve_reports_listening(walk: Walk) -> None:

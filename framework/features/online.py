@@ -155,7 +155,12 @@ class OnlineFeatures:
     """
 
     def __init__(
-        self, store: Any, feature_service: str, clock: Callable[[], float] = time.time
+        self,
+        store: Any,
+        feature_service: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        direct: bool = True,
     ) -> None:
         from framework.features.join_plan import join_plan
 
@@ -169,7 +174,8 @@ class OnlineFeatures:
         self._ttl_us: dict[str, int | None] = {}
         #: Column -> the Arrow type Feast declares for it (None: Arrow infers).
         self.types: dict[str, pa.DataType | None] = {}
-        self._json: set[str] = set()
+        #: Features of type Json (read as their JSON text, as the offline source holds them).
+        self.json_features: set[str] = set()
         for view, fv in zip(self.plan.views, self.plan.feature_views, strict=True):
             key_map = fv.projection.join_key_map or {}
             for column in fv.entity_columns:
@@ -184,9 +190,9 @@ class OnlineFeatures:
                 self._ttl_us[feature] = ttl
                 self.types[feature] = _arrow_type(dtypes[feature])
                 if str(dtypes[feature]) == "Json":
-                    self._json.add(feature)
+                    self.json_features.add(feature)
         self._online_views = online_views(self.plan)
-        self.reader = reader_for(store, self.plan, self._json)
+        self.reader = reader_for(store, self.plan, self.json_features, direct=direct)
         self.request_fields: dict[str, pa.DataType] = {}
         #: On-demand feature -> the Arrow type its view declares.
         self.declared: dict[str, pa.DataType | None] = {}

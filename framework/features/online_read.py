@@ -102,8 +102,9 @@ class FeastReader:
         return True
 
 
-def reader_for(store: Any, plan: Any, json_features: set[str]) -> Reader:
-    """A direct reader for the store where parity has one, else :class:`FeastReader`.
+def reader_for(store: Any, plan: Any, json_features: set[str], *, direct: bool = True) -> Reader:
+    """A direct reader for the store where parity has one (and ``direct``), else
+    :class:`FeastReader`.
 
     Direct: Feast's SQLite store (without vector search or the OpenAI-compatible
     ``value_num`` column, whose layouts differ) and a single Redis server (cluster and
@@ -115,22 +116,24 @@ def reader_for(store: Any, plan: Any, json_features: set[str]) -> Reader:
     from framework.features.online_sqlite import SqliteReader
     from framework.features.online_views import view_reads
 
+    if not direct:
+        return FeastReader(store, plan, json_features)
     settings = store.config.online_store
     kind = str(getattr(settings, "type", ""))
-    direct: Any = None
+    reader: Any = None
     if kind == "sqlite" or kind.endswith("SqliteOnlineStore"):
         plain = not getattr(settings, "vector_enabled", False) and not getattr(
             settings, "enable_openai_compatible_store", False
         )
-        direct = SqliteReader if plain else None
+        reader = SqliteReader if plain else None
     elif kind == "redis" or kind.endswith("RedisOnlineStore"):
         single = str(getattr(settings.redis_type, "value", settings.redis_type)) == "redis"
         glide = str(getattr(getattr(settings, "client", ""), "value", "")) == "glide"
-        direct = RedisReader if single and not glide else None
-    views = view_reads(store, plan, json_features) if direct is not None else None
-    if direct is None or isinstance(views, str) or not views:
+        reader = RedisReader if single and not glide else None
+    views = view_reads(store, plan, json_features) if reader is not None else None
+    if reader is None or isinstance(views, str) or not views:
         return FeastReader(store, plan, json_features)
-    return DirectReader(direct(store, views))
+    return DirectReader(reader(store, views))
 
 
 class DirectReader:

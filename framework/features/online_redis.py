@@ -50,6 +50,7 @@ class RedisReader:
             self.fields.append([*hashed, f"_ts:{name}".encode()])
         self._client: Any = None
         self._lock = threading.Lock()
+        self._budget: float | None = None
 
     def _redis(self) -> Any:
         """A client as Feast's ``_get_client`` makes one (redis-py's pool is thread-safe)."""
@@ -61,6 +62,8 @@ class RedisReader:
                     nodes, params = feast_private.parse_redis_connection_string(
                         self.settings.connection_string
                     )
+                    if self._budget is not None:
+                        params = {**params, **_bounded(params, self._budget)}
                     self._client = redis.Redis(
                         host=nodes[0]["host"], port=nodes[0]["port"], **params
                     )
@@ -87,16 +90,34 @@ class RedisReader:
         return out
 
     def bound_reads(self, seconds: float) -> bool:
-        """No: a network store's client retries and waits on sockets (Feast's
-        ``connection_string`` may set ``socket_timeout``, which bounds one wait, not a
-        read); a caller with a budget reads it on a thread it can stop waiting for."""
-        return False
+        """Yes: this reader's client gives up a read after ``seconds``. A read is one
+        pipelined round trip on a pooled connection: half the budget to connect (when
+        a new connection is needed), half to wait for the reply, and no retries (redis-py
+        retries a failed command three times by default, which would multiply the wait);
+        a shorter timeout from Feast's ``connection_string`` is kept. So a caller with a
+        budget reads on its own thread, with no hand-off to another."""
+        self._budget = seconds
+        self.close()  # the next read makes a client with these timeouts
+        return True
 
     def close(self) -> None:
         """Close this reader's client (a later read opens another)."""
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _bounded(params: dict[str, Any], budget: float) -> dict[str, Any]:
+    """redis-py settings that bound one read to ``budget`` seconds (see bound_reads)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    half = budget / 2
+    out: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        given = params.get(name)
+        out[name] = half if given is None else min(float(given), half)
+    return out
 
 
 def _event_us(raw: bytes | None) -> int:

@@ -94,6 +94,9 @@ class Predictor:
         batch; ``serving.log.writer.PredictionLog.append`` in the server.
     clock
         Seconds since the epoch; TTLs are enforced against it.
+    direct_reads
+        Read SQLite and Redis online stores directly
+        (:func:`framework.features.online_read.reader_for`); False: through Feast.
     compile_models
         Score each version with its compiled form (:mod:`framework.models.compiled`,
         the same numbers without scikit-learn's per-call overhead) once it is verified,
@@ -123,6 +126,7 @@ class Predictor:
         shadow_alias: str | None = None,
         micro_batching: bool = True,
         compile_models: bool = True,
+        direct_reads: bool = True,
         thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
@@ -151,7 +155,7 @@ class Predictor:
         self.versions = ModelVersions(
             registry, store, clock=clock, max_rows=max_rows, feature_timeout=feature_timeout,
             lookups=self._lookups, micro_batching=micro_batching,
-            compile_models=compile_models, thread_init=thread_init,
+            compile_models=compile_models, thread_init=thread_init, direct_reads=direct_reads,
         )  # fmt: skip
 
     # ------------------------------------------------------------ versions

@@ -101,6 +101,7 @@ class ModelVersions:
         lookups: ThreadPoolExecutor,
         micro_batching: bool = True,
         compile_models: bool = True,
+        direct_reads: bool = True,
         thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
@@ -111,6 +112,7 @@ class ModelVersions:
         self._lookups = lookups
         self.micro_batching = micro_batching
         self.compile_models = compile_models
+        self.direct_reads = direct_reads
         self._compiler = ThreadPoolExecutor(
             1, thread_name_prefix="compile", initializer=thread_init
         )
@@ -297,7 +299,7 @@ class ModelVersions:
                 f"{ref} was trained on definitions of {service!r} that no longer match the "
                 f"Feast registry ({pinned.detail}); retrain or re-apply the definitions."
             )
-        online = OnlineFeatures(self.store, service, clock=self.clock)
+        online = OnlineFeatures(self.store, service, clock=self.clock, direct=self.direct_reads)
         loaded = LoadedModel(
             ref=ref,
             manifest=manifest,

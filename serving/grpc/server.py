@@ -115,6 +115,7 @@ def start_server(
             stack, predictor, data, settings, metrics, guard, logs, limit_threads
         )
         port = _bind(server, settings, credentials)
+        _settle_heap()
         server.start()
         for name in ("", *SERVICES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -123,6 +124,21 @@ def start_server(
             server, port, metrics_port, predictor, failed, queue, logs.predictions,
             logs.errors, health_servicer, metrics, stack.pop_all(),
         )  # fmt: skip
+
+
+def _settle_heap() -> None:
+    """Move everything start-up made (Feast's registry, the models, the libraries' own
+    objects: some 300,000) out of the garbage collector's sight, once, before serving.
+
+    A full collection walks every tracked object; on a serving process that is a pause
+    of hundreds of milliseconds in which no request moves, and it came back every few
+    seconds under load (the p99 at 64 requests in flight was 3.5x the p50).
+    ``gc.freeze`` is CPython's tool for exactly this (long-lived objects made before
+    serving); what requests allocate is still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _thread_limiter(threads: int) -> Callable[[], None]:
@@ -236,6 +252,7 @@ def _predictor(
         shadow_alias=settings.shadow_alias,
         micro_batching=settings.micro_batching,
         compile_models=settings.compiled_models,
+        direct_reads=settings.direct_reads,
         lookup_threads=settings.threads,
         thread_init=limit_threads,
     )

@@ -92,6 +92,12 @@ class ServeSettings(BaseSettings):
         description="An alias that scores a copy of every request off the hot path "
         "(logged with role=shadow under the same request id, never returned).",
     )
+    direct_reads: bool = Field(
+        default=True,
+        description="Read SQLite and single-server Redis online stores directly: Feast's own "
+        "layout, one query or one round trip per read, the answers of get_online_features "
+        "(false: every read through Feast's get_online_features).",
+    )
     micro_batching: bool = Field(
         default=True, description="Merge concurrent requests into one model call."
     )

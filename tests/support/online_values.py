@@ -28,14 +28,21 @@ def stored_as_text(
     ``text`` for the ``with`` block (what another writer might leave), then restored."""
     from feast.protos.feast.types.Value_pb2 import Value
 
+    with stored_as(db, table, key, feature, Value(string_val=text).SerializeToString()):
+        yield
+
+
+@contextmanager
+def stored_as(
+    db: Path, table: str, key: tuple[str, Any], feature: str, raw: bytes
+) -> Iterator[None]:
+    """``feature`` of entity ``key`` stored as the bytes ``raw`` for the ``with`` block
+    (``b""``: Feast's null), then restored."""
     where = "WHERE entity_key = ? AND feature_name = ?"
     params = (entity_key(*key), feature)
     with sqlite3.connect(db) as con:
         (old,) = con.execute(f"SELECT value FROM {table} {where}", params).fetchone()
-        con.execute(
-            f"UPDATE {table} SET value = ? {where}",
-            (Value(string_val=text).SerializeToString(), *params),
-        )
+        con.execute(f"UPDATE {table} SET value = ? {where}", (raw, *params))
     try:
         yield
     finally:

@@ -29,7 +29,7 @@ from serving.dataplane.errors import InternalError, InvalidInput
 from serving.dataplane.predictor import ACCEPT, FALLBACK, REVIEW, PredictInput, Predictor, RowInput
 from serving.dataplane.routing import VALIDATE
 from tests.support.fraud_requests import recent_rows
-from tests.support.online_values import stored_as_text
+from tests.support.online_values import stored_as, stored_as_text
 from tests.support.workspaces import Champion
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ MODEL = "fraud_model"
 class Plane:
     """The predictor over the champion workspace, and what it reported through its hooks."""
 
-    def __init__(self, champion: Champion) -> None:
+    def __init__(self, champion: Champion, **options: Any) -> None:
         self.champion = champion
         self.fallbacks: Counter[str] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
@@ -49,10 +49,11 @@ class Plane:
             champion.store,
             max_rows=500,
             log=lambda model, rows: self.logged.append(rows.to_table()),
-            clock=champion.now.timestamp,
+            clock=options.pop("clock", champion.now.timestamp),
             on_fallback=lambda cause: self.fallbacks.update([cause]),
             on_error=lambda model, stage: self.errors.update([(model, stage)]),
             feature_timeout=0.5,
+            **options,
         )
         refs, failed = self.predictor.warm_up([f"{MODEL}@champion"])
         assert failed == {} and [str(r) for r in refs] == [f"{MODEL}:1"]
@@ -224,3 +225,51 @@ def test_a_value_parity_cannot_take_is_an_internal_error_never_a_fallback(
     assert plane.errors[(MODEL, "feature_lookup")] - before == 1
     assert sum(plane.fallbacks.values()) == fallbacks
     assert FALLBACK not in {p.decision for p in others}
+
+
+def test_direct_reads_give_the_answers_feast_reads_give(
+    plane: Plane, champion: Champion, rows: list[dict[str, Any]]
+) -> None:
+    """The same requests through the direct SQLite reader (the default) and through
+    Feast's ``get_online_features``: identical answers — scores, decisions, reasons and
+    served features — for known entities, an entity the store does not hold, a stored
+    null, and (a month later, every TTL expired) values too old to use."""
+    from framework.features.online_read import DirectReader, FeastReader
+
+    through_feast = Plane(champion, direct_reads=False)
+    later = Plane(champion, clock=lambda: champion.now.timestamp() + 30 * 86_400)
+    later_feast = Plane(
+        champion, direct_reads=False, clock=lambda: champion.now.timestamp() + 30 * 86_400
+    )
+    try:
+        loaded = plane.predictor.load(plane.predictor.resolve(MODEL))
+        assert isinstance(loaded.online.reader, DirectReader)
+        loaded = through_feast.predictor.load(through_feast.predictor.resolve(MODEL))
+        assert isinstance(loaded.online.reader, FeastReader)
+        unknown = {**rows[0], "entity_keys": {**rows[0]["entity_keys"], "user_id": 10**9}}
+        requests = [*rows[:12], unknown]
+        user = rows[1]["entity_keys"]["user_id"]
+        db = online_db(champion)
+        with stored_as(db, "parity_user_profile", ("user_id", user), "credit_limit", b""):
+            pairs = [
+                (plane.predict(requests, return_features=True),
+                 through_feast.predict(requests, return_features=True)),
+                (later.predict(rows[:4], return_features=True),
+                 later_feast.predict(rows[:4], return_features=True)),
+            ]  # fmt: skip
+    finally:
+        for p in (through_feast, later, later_feast):
+            p.predictor.close()
+    seen: set[str] = set()
+    for direct, feast in pairs:
+        for a, b in zip(direct, feast, strict=True):
+            assert (a.score, a.decision, a.reasons, a.features) == (
+                b.score, b.decision, b.reasons, b.features,
+            )  # fmt: skip
+            seen.update(a.reasons)
+    text = " ".join(seen)
+    assert "(NULL_VALUE)" in text and "(OUTSIDE_MAX_AGE)" in text, text
+    # The unknown user: its views' features not found, too few left to score.
+    answer = pairs[0][0][-1]
+    assert answer.decision == FALLBACK and answer.features is not None
+    assert answer.features["credit_limit"] is None
