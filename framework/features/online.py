@@ -1,16 +1,23 @@
 """Online feature vectors with the offline join's semantics.
 
 :class:`OnlineFeatures` reads a feature service's features for entity rows
-through Feast's ``get_online_features`` and then makes them agree with the
-point-in-time join that built the training set:
+as Feast's ``get_online_features`` gives them (through Feast, or read directly
+from Feast's SQLite and Redis layouts: :mod:`framework.features.online_read`) and
+then makes them agree with the point-in-time join that built the training set:
 
 - **TTL is enforced.** Feast 0.67 returns a value older than its view's TTL
   with status ``PRESENT`` (feast-dev/feast#6821), while the offline join drops
   it. Here such a value becomes null with status ``OUTSIDE_MAX_AGE``, exactly as
   ``build_training_set`` at the same time would have it.
 - **On-demand features are computed after that,** by Feast's own
-  transformation code (``OnDemandFeatureView.transform_arrow``, the call the
-  training-set builder makes), from the TTL-checked inputs and the request data.
+  transformation code from the TTL-checked inputs and the request data: a
+  python-mode view's UDF on lists (``PythonTransformation.transform``, what
+  ``transform_arrow`` runs after ``to_pydict``), any other mode through
+  ``transform_arrow``, the call the training-set builder makes
+  (:func:`framework.features.on_demand.apply_columns`).
+
+Vectors stay Python values per column on the request path (:class:`OnlineVectors`);
+an Arrow table of them is built only when something asks for one.
 
 Each feature comes back with a status: ``PRESENT``, ``NOT_FOUND``,
 ``NULL_VALUE``, ``OUTSIDE_MAX_AGE`` (Feast's ``FieldStatus`` names) or
@@ -130,14 +137,12 @@ def to_arrow(name: str, values: list[Any], kind: pa.DataType | None) -> pa.Array
 class OnlineFeatures:
     """Reads one feature service's vectors for entity rows, TTL enforced.
 
-    The read asks Feast for the service's feature-view projections (``view[[...]]``,
-    ``with_name``, ``with_join_key_map``) widened to every feature an on-demand view of
-    the service sources, and without the on-demand views: those are computed here, after
-    the TTL check, by :mod:`framework.features.on_demand` (the training-set code). Feast reads
-    only registered services and plain ``view:feature`` references, so each projection is
-    asked for by its view's own name, with the entity rows' columns renamed back to the
-    view's join keys: one ``get_online_features`` call per distinct join-key map (one
-    call for a service without ``with_join_key_map``).
+    The read asks the store for the service's feature-view projections
+    (``view[[...]]``, ``with_name``, ``with_join_key_map``) widened to every feature an
+    on-demand view of the service sources, and without the on-demand views: those are
+    computed here, after the TTL check, by :mod:`framework.features.on_demand` (the
+    training-set code). The reader (:func:`framework.features.online_read.reader_for`;
+    ``direct=False``: always Feast's) says how the store is asked.
 
     Values keep the Arrow type Feast declares for the feature
     (``feast.types.from_feast_to_pyarrow_type``), except ``Json``, which stays the JSON

@@ -59,21 +59,32 @@ class ViewRead:
         """Each feature's column for the rows, from what the store held per distinct key:
         ``None`` (not found) or (event time µs, stored bytes per feature name)."""
         out: dict[str, Triple] = {}
+        # Rows with distinct keys (the usual request): ``index`` is 0, 1, 2, ... and the
+        # columns are the distinct keys' own, with nothing to pick.
+        distinct = len(index) == len(found)
         for feature, to_python in zip(self.features, self.decoders, strict=True):
-            cells: list[tuple[Any, str, int]] = []
+            values: list[Any] = []
+            statuses: list[str] = []
+            times: list[int] = []
             for entry in found:
                 if entry is None:
-                    cells.append((None, "NOT_FOUND", 0))
-                elif feature in entry[1]:
-                    cells.append((to_python(entry[1][feature]), "PRESENT", entry[0]))
+                    values.append(None)
+                    statuses.append("NOT_FOUND")
+                    times.append(0)
+                    continue
+                stored = entry[1]
+                if feature in stored:
+                    values.append(to_python(stored[feature]))
+                    statuses.append("PRESENT")
                 else:
-                    cells.append((None, "NOT_FOUND", entry[0]))
-            picked = [cells[i] for i in index]
-            out[feature] = (
-                [c[0] for c in picked],
-                [c[1] for c in picked],
-                [c[2] for c in picked],
-            )
+                    values.append(None)
+                    statuses.append("NOT_FOUND")
+                times.append(entry[0])
+            if not distinct:
+                values = [values[i] for i in index]
+                statuses = [statuses[i] for i in index]
+                times = [times[i] for i in index]
+            out[feature] = (values, statuses, times)
         return out
 
 

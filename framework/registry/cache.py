@@ -19,6 +19,9 @@ feature budget), and nobody is told the registry is down.
   logged once;
 - a successful refresh replaces the snapshot, as in Feast.
 
+:func:`keep_fresh` refreshes an expired cache even when nothing reads the registry
+(the server's requests read the online store directly).
+
 Refreshes Feast runs itself after its own writes (``sync`` cache mode) go
 through the same accounting.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -164,6 +168,29 @@ def health(store: Any) -> RegistryHealth | None:
     (``None`` for registries without a cache to keep, e.g. the embedded file registry)."""
     refresher = getattr(feast_private.store_registry(store), "_parity_refresher", None)
     return refresher.health if isinstance(refresher, _Refresher) else None
+
+
+def keep_fresh(store: Any) -> Callable[[], None]:
+    """Refresh the store's registry cache when it expires even if nothing reads it; returns
+    the function that stops it (a no-op for registries without a cache to keep).
+
+    The server's requests read the online store directly, not the registry, so without
+    this an expired cache would be refreshed (and an outage noticed, counted and its end
+    logged) only when something else happens to read the registry."""
+    refresher = getattr(feast_private.store_registry(store), "_parity_refresher", None)
+    if not isinstance(refresher, _Refresher):
+        return lambda: None
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(refresher.retry_seconds):
+            try:
+                refresher.refresh_if_necessary()
+            except Exception:  # the refresh itself accounts for failures; never die here
+                log.exception("registry cache refresh tick failed")
+
+    threading.Thread(target=tick, name="parity-registry-keeper", daemon=True).start()
+    return stop.set
 
 
 def close(store: Any) -> None:

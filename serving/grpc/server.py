@@ -35,6 +35,7 @@ from framework.logs.failed_requests import PARTITION as ERRORS_PARTITION
 from framework.logs.outcomes import OutcomeStore
 from framework.logs.privacy import LogPrivacy, hash_key_from_env
 from framework.logs.review_queue import ReviewQueue
+from framework.registry import cache as registry_cache
 from framework.registry.model_registry import ModelRegistry
 from serving.dataplane.predictor import Predictor
 from serving.grpc import security
@@ -106,6 +107,7 @@ def start_server(
         logs = _open_logs(stack, data, settings, metrics)
         queue = stack.enter_context(contextlib.closing(ReviewQueue(data / "review" / "queue.db")))
         metrics.review_queue_depth.set(queue.depth())
+        stack.callback(registry_cache.keep_fresh(store))
         predictor = _predictor(
             stack, store, registry, settings, metrics, logs, queue,
             clock or (settings.now.timestamp if settings.now else time.time), limit_threads,
