@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: The issue's anchors, measured on 2026-11-21 (sequential, single client).
+#: The anchors as measured on 2026-11-21 (sequential, single client), another machine state.
 ANCHORS = {
     "feast serve": (1.03, 1.98),
     "MLServer V2": (2.08, 7.62),
@@ -218,9 +218,9 @@ def footer(results: list[dict[str, Any]], facts: RunFacts, checks: list[str]) ->
                          f"{r['error_kinds']}")  # fmt: skip
     for system, (p50, p99) in ANCHORS.items():
         for seq in _cells(results, system, 1):
-            lines.append(f"Anchor {system} ({seq['online']}), sequential: issue {p50} ms p50"
-                         + (f" / {p99} ms p99" if p99 else "")
-                         + f"; today {seq['p50_ms']:.2f} / {seq['p99_ms']:.2f} ms")  # fmt: skip
+            lines.append(f"Anchor {system} ({seq['online']}), sequential: measured on 2026-11-21 at "
+                         f"{p50} ms p50" + (f" / {p99} ms p99" if p99 else "")
+                         + f"; here {seq['p50_ms']:.2f} / {seq['p99_ms']:.2f} ms")  # fmt: skip
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
     ours = {d: metadata.version(d) for d in
             ("feast", "scikit-learn", "grpcio", "protobuf", "numpy", "pandas", "pyarrow",
