@@ -8,8 +8,9 @@ region per tree. A server scoring one or a few rows per call pays that on every
 request. :func:`compile_model` turns the pipelines :func:`framework.models.estimator.build_pipeline`
 builds (median / constant imputation with missing indicators, optional scaling,
 one-hot encoding with infrequent categories, optionally calibrated) into a few
-NumPy operations over arrays taken from the fitted objects, and walks every
-tree of a HistGradientBoosting model at once, a level at a time.
+NumPy operations over arrays taken from the fitted objects, and finds the exit
+leaf of every tree of a HistGradientBoosting model at once (or walks them all
+at once, a level at a time, when a tree has more than 64 leaves).
 
 The numbers are scikit-learn's own, not an approximation: the same float64
 operations in the same order (the trees' leaf values are summed sequentially
@@ -44,11 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from framework.models.compiled_trees import TREE_WALK_MAX_ROWS, Trees
 from framework.models.model_input import FeatureColumns, as_frame
 
-#: Up to this many rows the trees are walked all at once here; beyond it scikit-learn's
-#: per-tree loop (OpenMP over rows) is faster (measured: bench/serving.py's model).
-TREE_WALK_MAX_ROWS = 32
 _UNKNOWN = "\x00parity: a category no encoder has seen\x00"
 
 
@@ -209,54 +208,6 @@ class _Preprocess:
         return blocks[0] if len(blocks) == 1 else np.hstack(blocks)
 
 
-class _Trees:
-    """Every tree of a fitted single-output HistGradientBoosting model, as flat arrays.
-
-    A row's walk through all trees advances one level at a time for every tree at once;
-    leaves point to themselves, so walking past a leaf stays on it.
-    """
-
-    def __init__(self, hgb: Any) -> None:
-        if hgb.n_trees_per_iteration_ != 1 or hgb._preprocessor is not None:
-            raise NotImplementedError("a multiclass model or native categorical features")
-        nodes = [predictors[0].nodes for predictors in hgb._predictors]
-        if any(p.nodes["is_categorical"].any() for ps in hgb._predictors for p in ps):
-            raise NotImplementedError("categorical splits")
-        sizes = np.array([len(n) for n in nodes], dtype=np.intp)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        flat = np.concatenate(nodes)
-        shift = np.repeat(offsets, sizes)
-        own = np.arange(len(flat), dtype=np.intp)
-        leaf = flat["is_leaf"].astype(bool)
-        self.feature = flat["feature_idx"].astype(np.intp)
-        self.threshold = flat["num_threshold"].astype(np.float64)
-        self.missing_left = flat["missing_go_to_left"].astype(bool)
-        self.left = np.where(leaf, own, flat["left"].astype(np.intp) + shift)
-        self.right = np.where(leaf, own, flat["right"].astype(np.intp) + shift)
-        self.value = flat["value"].astype(np.float64)
-        self.roots = offsets
-        self.depth = int(flat["depth"].max()) if len(flat) else 0
-        self.baseline = float(np.asarray(hgb._baseline_prediction).ravel()[0])
-        self.hgb = hgb
-
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        """``hgb._raw_predict(x)`` as shape (n, 1): the baseline plus every tree's leaf."""
-        n = len(x)
-        if n > TREE_WALK_MAX_ROWS:
-            return np.asarray(self.hgb._raw_predict(x))
-        at = np.broadcast_to(self.roots, (n, len(self.roots)))
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            values = x[rows, self.feature[at]]
-            left = np.where(np.isnan(values), self.missing_left[at], values <= self.threshold[at])
-            at = np.where(left, self.left[at], self.right[at])
-        summands = np.empty((n, len(self.roots) + 1), dtype=np.float64)
-        summands[:, 0] = self.baseline
-        summands[:, 1:] = self.value[at]
-        # cumsum adds left to right, as _raw_predict does tree by tree (np.sum would pair)
-        return np.cumsum(summands, axis=1)[:, -1:]
-
-
 class _Estimator:
     """The pipeline's final estimator: its responses on a preprocessed matrix."""
 
@@ -264,9 +215,9 @@ class _Estimator:
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         self.estimator = estimator
-        self.trees: _Trees | None = None
+        self.trees: Trees | None = None
         if type(estimator) in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
-            self.trees = _Trees(estimator)
+            self.trees = Trees(estimator)
         self.classes = getattr(estimator, "classes_", None)
 
     def decision(self, x: np.ndarray) -> np.ndarray:

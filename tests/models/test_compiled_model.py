@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.features.fields import FeatureField
-from framework.models import compiled as compiled_model
+from framework.models import compiled_trees
 from framework.models.compiled import CompiledModel, compile_model
 from framework.models.estimator import build_pipeline, feature_frame
 from framework.models.model_input import FeatureColumns
@@ -69,6 +69,16 @@ MODELS = {
     "hgb+sigmoid": lambda: _fit(HGB, HGB_PARAMS, "sigmoid"),
     "hgb+isotonic": lambda: _fit(HGB, HGB_PARAMS, "isotonic"),
     "hgb": lambda: _fit(HGB, HGB_PARAMS),
+    # over 64 leaves in a tree: walked a level at a time, not by exit leaves
+    "hgb (deep trees)": lambda: _fit(
+        HGB,
+        {
+            "max_iter": 15,
+            "max_leaf_nodes": 90,
+            "min_samples_leaf": 2,
+            "early_stopping": False,
+        },
+    ),
     "logistic (scaled)+sigmoid": lambda: _fit(
         "sklearn.linear_model.LogisticRegression", {"max_iter": 500}, "sigmoid"
     ),
@@ -130,6 +140,20 @@ def test_compiled_scores_are_scikit_learns_to_the_bit(
     np.testing.assert_array_equal(compiled.predict_proba(first), model.predict_proba(first))
 
 
+def test_trees_over_64_leaves_are_walked_the_others_exit_at_once() -> None:
+    """Both tree paths are in the property above: say which model takes which."""
+
+    def trees(name: str) -> Any:
+        compiled = CompiledModel(_model(name))
+        estimator = compiled.plain[1] if compiled.plain else compiled.calibrated[0][1]
+        return estimator.trees
+
+    deep = trees("hgb (deep trees)")
+    assert max(len(p[0].nodes) for p in deep.hgb._predictors) > 2 * 64
+    assert deep.exits is None
+    assert trees("hgb").exits is not None and trees("hgb+isotonic").exits is not None
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_supported_pipeline_compiles(name: str) -> None:
     frame, _ = _training_frame(seed=1)
@@ -170,14 +194,14 @@ def test_a_compiled_form_that_differs_is_refused(monkeypatch: pytest.MonkeyPatch
     """The check at compile time can fail: one tree walk off by one ulp is refused."""
     model = _model("hgb+sigmoid")
     frame, _ = _training_frame(seed=2)
-    walk = compiled_model._Trees.raw
+    walk = compiled_trees.Trees.raw
 
     def off_by_an_ulp(self: Any, x: np.ndarray) -> np.ndarray:
         out = walk(self, x)
         out[0] = np.nextafter(out[0], np.inf)
         return out
 
-    monkeypatch.setattr(compiled_model._Trees, "raw", off_by_an_ulp)
+    monkeypatch.setattr(compiled_trees.Trees, "raw", off_by_an_ulp)
     refusals: list[str] = []
     assert compile_model(model, [frame], on_refusal=refusals.append) is None
     assert len(refusals) == 1 and "differs from scikit-learn's" in refusals[0]
