@@ -29,8 +29,13 @@ ANCHORS = {
 }
 #: "Today's table": ``ours Predict`` p99 at 64 in flight, per configuration, from the run
 #: of 2026-12-02 19:37-19:48 UTC in docs/benchmarks.md (SQLite online store; 612.79 and
-#: 394.63 ms there). The issue asks for a lower p99 than these.
-TODAY_P99_64 = {"1 proc × 8 threads": 613.0, "2 proc × 32 threads": 395.0}
+#: 394.63 ms there). The target is a lower p99 than these. That table's one two-process
+#: configuration was 2 x 32 threads; 2 x 8 (the shipped thread count) is held to it too.
+TODAY_P99_64 = {
+    "1 proc × 8 threads": 613.0,
+    "2 proc × 32 threads": 395.0,
+    "2 proc × 8 threads": 395.0,
+}
 NO_STORE = "—"  # the online column of systems that read no online store
 
 

@@ -119,6 +119,7 @@ class ModelVersions:
         self._models: dict[ModelRef, LoadedModel] = {}
         self._explainers: dict[ModelRef, Explainer | NotExplainable] = {}
         self._aliases: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
+        self._histories: dict[str, str] = {}  # model name -> its history file
         # Per (model, alias): the version it last served, kept while a newer one cannot load.
         self._alias_served: dict[tuple[str, str], int] = {}
         self._kept: set[tuple[str, str, int]] = set()
@@ -245,12 +246,19 @@ class ModelVersions:
         return ref
 
     def alias_map(self, name: str) -> dict[str, int]:
-        path = self.registry.root / name / "history.jsonl"
+        """``name``'s aliases, read again only when its history file changed. Kept only
+        for names the registry holds (a client's made-up names must not grow memory)."""
+        path = self._histories.get(name)
+        known = path is not None
+        if path is None:  # a str, made once: pathlib's joins cost more than the stat
+            path = str(self.registry.root / name / "history.jsonl")
         try:
             st = os.stat(path)
-            stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            stamp = (0, 0)
+            return self.registry.aliases(name)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if not known:
+            self._histories[name] = path
         cached = self._aliases.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]

@@ -41,6 +41,17 @@ class ServerMetrics:
         self._add_row_metrics(self.registry)
         self._add_state_metrics(self.registry)
         self._add_security_metrics(self.registry)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: prometheus_client validates the
+        values and takes a lock on every ``labels`` call, eight times a request. The
+        label sets are the metrics' own (bounded where they are), so is this cache."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def _add_call_metrics(self, r: CollectorRegistry) -> None:
         """Calls answered, rows scored, latency per stage, confidence."""

@@ -113,7 +113,7 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
                 record["request_id"] = predictions[0].request_id
             record.update(code="OK", version=version, seconds=time.perf_counter() - started)
             log.debug("ok", extra={"fields": record})
-            self.metrics.requests.labels(name, "OK", model, version).inc()
+            self.metrics.child(self.metrics.requests, name, "OK", model, version).inc()
             return result
 
         return handler
@@ -290,8 +290,9 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
 
     def _count(self, outs: list[PredictionOut]) -> None:
         for o in outs:
-            self.metrics.predictions.labels(o.model_name, o.model_version, o.decision).inc()
-            self.metrics.confidence.labels(o.model_name).observe(o.confidence)
+            m = self.metrics
+            m.child(m.predictions, o.model_name, o.model_version, o.decision).inc()
+            m.child(m.confidence, o.model_name).observe(o.confidence)
 
 
 def _event_time(request: pb.ReportOutcomeRequest) -> Any:
@@ -454,8 +455,9 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             response, [t for t in tensors if not wanted or t[0] in wanted], raw
         )
         for o in outs:
-            self.metrics.predictions.labels(o.model_name, o.model_version, o.decision).inc()
-            self.metrics.confidence.labels(o.model_name).observe(o.confidence)
+            m = self.metrics
+            m.child(m.predictions, o.model_name, o.model_version, o.decision).inc()
+            m.child(m.confidence, o.model_name).observe(o.confidence)
         return response
 
     def _ref(self, name: str, version: str) -> ModelRef:

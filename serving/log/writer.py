@@ -126,6 +126,7 @@ class PredictionLog:
         self._write_errors = self._backpressure_waits = self._rejected_rows = 0
         self._last_error: str | None = None
         self._known_dirs: set[Path] = set()
+        self._checked: set[tuple[str, bytes]] = set()  # (model, LogRows.key) known good
         self._journal = Journal(self.root / JOURNAL_DIR, fsync=journal_fsync) if journal else None
         self.recovered_rows = self._recover() if journal else 0
         # Not a daemon: rows still pending when the interpreter exits get written.
@@ -138,12 +139,14 @@ class PredictionLog:
         """Accept ``table``'s rows for ``model`` or raise :class:`LogFull` (rows not
         accepted). :class:`LogRows` (what the server appends) become a table on the
         writer's thread, many requests' rows at a time."""
-        layout.check_model_name(model)
-        schema = table.schema
-        if DATE not in schema.names or schema.field(DATE).type != pa.date32():
-            raise DataError(f"A prediction log table needs a {DATE!r} column of type date32")
-        if clash := [c for c in layout.PARTITIONS if c in schema.names]:
-            raise DataError(f"Columns {clash} are reserved for the prediction log's partitions")
+        key = (
+            model,
+            table.key if isinstance(table, LogRows) else table.schema.serialize().to_pybytes(),
+        )
+        if key not in self._checked:
+            _check_layout(model, table.schema)
+            if isinstance(table, LogRows):  # the server's: a few schemas, checked once each
+                self._checked.add(key)
         if _has_null_dates(table):
             raise DataError(f"A prediction log table has null values in {DATE!r}")
         rows = table.num_rows
@@ -151,10 +154,6 @@ class PredictionLog:
             raise DataError(f"{rows} rows exceed max_pending_rows={self.max_pending_rows}")
         if rows == 0:
             return
-        key = (
-            model,
-            table.key if isinstance(table, LogRows) else schema.serialize().to_pybytes(),
-        )
         body = log_journal.encode(model, table) if self._journal is not None else None
         with self._lock:
             self._check_open()
@@ -486,6 +485,16 @@ def _as_one_table(parts: list[pa.Table | LogRows]) -> pa.Table:
     if len(tables) == 1:
         return tables[0].combine_chunks()
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def _check_layout(model: str, schema: pa.Schema) -> None:
+    """A valid model name, a date32 date column, no column named like a partition."""
+    layout.check_model_name(model)
+    names = set(schema.names)
+    if DATE not in names or schema.field(DATE).type != pa.date32():
+        raise DataError(f"A prediction log table needs a {DATE!r} column of type date32")
+    if clash := [c for c in layout.PARTITIONS if c in names]:
+        raise DataError(f"Columns {clash} are reserved for the prediction log's partitions")
 
 
 def _has_null_dates(rows: pa.Table | LogRows) -> bool:
