@@ -99,6 +99,19 @@ def feature_columns(
     return FeatureColumns(columns, rows)
 
 
+def supplied_columns(
+    fields: list[FeatureField], columns: dict[str, list[Any]], rows: int
+) -> FeatureColumns:
+    """The model's input from values a client supplied, already checked (text or None
+    for categorical features, floats or None for the others): ``feature_frame`` of the
+    string and float64 columns they make."""
+    out: dict[str, np.ndarray] = {}
+    for f in fields:
+        column = [math.nan if v is None else v for v in columns[f.name]]
+        out[f.name] = np.array(column, dtype=object if f.categorical else np.float64)
+    return FeatureColumns(out, rows)
+
+
 def _through_arrow(f: FeatureField, arrow: Callable[[str], pa.Array]) -> np.ndarray:
     """``feature_frame``'s conversion of the column; what it cannot convert is a
     :class:`DataError` naming the feature."""

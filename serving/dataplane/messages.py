@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from framework.models.explain import Explanation
 from serving.dataplane.errors import InvalidInput
@@ -120,9 +119,10 @@ def check_rows(loaded: LoadedModel, rows: Sequence[RowInput], max_rows: int) -> 
 
 def provided_features(
     loaded: LoadedModel, ref: Any, columns: dict[str, list[Any]], max_rows: int
-) -> pa.Table:
-    """The feature columns a client supplies (plain model serving), checked and typed:
-    exactly the version's features, text for categorical ones, finite numbers else."""
+) -> dict[str, list[Any]]:
+    """The feature columns a client supplies (plain model serving), checked: exactly the
+    version's features, text for categorical ones, finite numbers else (as floats, what
+    a float64 column holds); ``None`` is a missing value."""
     names = [f.name for f in loaded.fields]
     unknown = sorted(set(columns) - set(names))
     if unknown:
@@ -135,7 +135,7 @@ def provided_features(
         raise InvalidInput("inputs: at least one row is required.")
     if n > max_rows:
         raise InvalidInput(f"inputs: {n} rows exceed the limit of {max_rows}.")
-    arrays = {}
+    out: dict[str, list[Any]] = {}
     for f in loaded.fields:
         values = columns[f.name]
         bad = next(
@@ -149,5 +149,5 @@ def provided_features(
         if bad is not None:
             want = "text (BYTES)" if f.categorical else "numbers (NaN: missing; finite)"
             raise InvalidInput(f"inputs[{f.name!r}]: must be {want}, got {bad!r}.")
-        arrays[f.name] = pa.array(values, pa.string() if f.categorical else pa.float64())
-    return pa.table(arrays)
+        out[f.name] = values if f.categorical else [None if v is None else float(v) for v in values]
+    return out

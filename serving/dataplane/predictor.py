@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from framework.errors import DataError
 from framework.features.online import OnlineVectors, is_outage
 from framework.logs.rows import LogRows
-from framework.models.estimator import feature_frame, score
+from framework.models.estimator import score
 from framework.models.explain import Explainer, Explanation
-from framework.models.model_input import FeatureColumns, feature_columns
+from framework.models.model_input import FeatureColumns, feature_columns, supplied_columns
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
@@ -451,15 +452,15 @@ class Predictor:
         loaded = self.load(ref)
         if explain:
             self.explainer(loaded)
-        table = provided_features(loaded, ref, columns, self.max_rows)
+        given = provided_features(loaded, ref, columns, self.max_rows)
         names = [f.name for f in loaded.fields]
-        n = len(columns[names[0]])
+        n = len(given[names[0]])
         t = time.perf_counter()
-        frame = feature_frame(table, loaded.fields)
-        scores = score(loaded.batched, frame, loaded.task, loaded.serving["threshold"])
+        inputs = supplied_columns(loaded.fields, given, n)
+        scores = score(loaded.batched, inputs, loaded.task, loaded.serving["threshold"])
         self.observe("inference", time.perf_counter() - t)
         explained = (
-            self._explain(loaded, frame, list(range(n)), scores.score, required=True)
+            self._explain(loaded, inputs.frame(), list(range(n)), scores.score, required=True)
             if explain
             else {}
         )
@@ -468,7 +469,7 @@ class Predictor:
         for i in range(n):
             conf = float(scores.confidence[i])
             if loaded.task is Task.CLASSIFICATION:
-                row = {name: columns[name][i] for name in names}
+                row = {name: given[name][i] for name in names}
                 decision, reasons, issues = loaded.router.decide(conf, row, {})
                 for issue in issues:
                     self.on_issue(issue.kind, issue.feature)
@@ -489,10 +490,11 @@ class Predictor:
                 )
             )
         vectors = OnlineVectors(
-            table=table,
+            given,
             features=names,
             status={nm: ["PROVIDED"] * n for nm in names},
             event_time_us={},
+            types={f.name: pa.string() if f.categorical else pa.float64() for f in loaded.fields},
         )
         self._account(ref, loaded, None, vectors, outs, clocks)
         return outs

@@ -17,7 +17,7 @@ from framework.errors import DataError
 from framework.features.fields import FeatureField
 from framework.features.online import to_arrow
 from framework.models.estimator import feature_frame
-from framework.models.model_input import FeatureColumns, feature_columns
+from framework.models.model_input import FeatureColumns, feature_columns, supplied_columns
 
 FIELDS = [
     FeatureField("f64", "Float64", "v"),
@@ -82,6 +82,39 @@ def test_feature_columns_equal_feature_frame(values: dict[str, list[Any]]) -> No
         return
     got = feature_columns(FIELDS, values.__getitem__, arrow, 3)
     for f in FIELDS:
+        assert _same(got.column(f.name), want[f.name].to_numpy()), f.name
+    assert got.frame().equals(want)
+
+
+SUPPLIED = [FeatureField("x", "Float32", "v"), FeatureField("n", "Int64", "v"),
+            FeatureField("t", "String", "v")]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.fixed_dictionaries(
+            {
+                "x": st.lists(st.none() | st.floats(allow_infinity=False), min_size=n, max_size=n),
+                "n": st.lists(st.none() | st.floats(-1e18, 1e18), min_size=n, max_size=n),
+                "t": st.lists(st.none() | st.text(max_size=3), min_size=n, max_size=n),
+            }
+        )
+    )
+)
+def test_supplied_columns_equal_the_frame_of_the_columns_a_client_sends(
+    values: dict[str, list[Any]],
+) -> None:
+    """V2 (features supplied): floats and text as checked, into the frame of the float64
+    and string table they make, whatever type the feature has online (no float32
+    rounding: the client sent float64s)."""
+    n = len(values["x"])
+    table = pa.table({"x": pa.array(values["x"], pa.float64()),
+                      "n": pa.array(values["n"], pa.float64()),
+                      "t": pa.array(values["t"], pa.string())})  # fmt: skip
+    want = feature_frame(table, SUPPLIED)
+    got = supplied_columns(SUPPLIED, values, n)
+    for f in SUPPLIED:
         assert _same(got.column(f.name), want[f.name].to_numpy()), f.name
     assert got.frame().equals(want)
 
