@@ -41,6 +41,7 @@ NOT_FOUND = "NOT_FOUND"
 NULL_VALUE = "NULL_VALUE"
 OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
 COMPUTED = "COMPUTED"
+_NO_TTL = -(1 << 100)  # an event time no view without a TTL can be older than
 
 
 class OnlineVectors:
@@ -236,19 +237,26 @@ class OnlineFeatures:
         status: dict[str, list[str]] = {}
         event_us: dict[str, list[int]] = {}
         raw = self.reader.read(entity_rows)
+        ttls = self._ttl_us
         for name, col in raw.items():
             if name in columns:
                 continue
-            ttl = self._ttl_us.get(name)
-            values, states, times = col.values, list(col.statuses), list(col.event_us)
-            for i, label in enumerate(states):
+            # A reader's lists are fresh for each read: judged in place.
+            values, states, times = col.values, col.statuses, col.event_us
+            ttl = ttls.get(name)
+            oldest = _NO_TTL if ttl is None else now_us - ttl  # older: outside the TTL
+            i = 0
+            for label in states:
                 if label == PRESENT:
-                    if ttl is not None and now_us - times[i] > ttl:
-                        values[i], states[i] = None, OUTSIDE_MAX_AGE
+                    if times[i] < oldest:
+                        values[i] = None
+                        states[i] = OUTSIDE_MAX_AGE
                     elif values[i] is None:
                         states[i] = NULL_VALUE
-                if states[i] not in (PRESENT, OUTSIDE_MAX_AGE):
+                        times[i] = 0
+                else:
                     times[i] = 0
+                i += 1
             columns[name], status[name], event_us[name] = values, states, times
         for field in self.request_fields:
             columns[field] = [row.get(field) for row in request_data]

@@ -31,7 +31,8 @@ from framework.features.online_values import json_text
 
 @dataclass
 class RawColumn:
-    """One feature's values for a batch of entity rows, as Feast reports them."""
+    """One feature's values for a batch of entity rows, as Feast reports them. Each
+    read makes new lists: the caller may change them in place."""
 
     values: list[Any]
     statuses: list[str]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from framework import feast_private
-from framework.features.online_views import Triple, ViewRead
+from framework.features.online_views import Triple, ViewRead, keys_of
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _US = _dt.timedelta(microseconds=1)
@@ -71,7 +71,7 @@ class RedisReader:
 
     def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, Triple]:
         """Each view feature's values, statuses and event times for ``entity_rows``."""
-        keyed = [view.keys(entity_rows) for view in self.views]
+        keyed = keys_of(self.views, entity_rows)
         with self._redis().pipeline(transaction=False) as pipe:
             for (keys, _), fields in zip(keyed, self.fields, strict=True):
                 for key in keys:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from framework import feast_private
-from framework.features.online_views import Triple, ViewRead
+from framework.features.online_views import Triple, ViewRead, keys_of
 
 _UTC = _dt.UTC
 
@@ -80,7 +80,7 @@ class SqliteReader:
 
     def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, Triple]:
         """Each view feature's values, statuses and event times for ``entity_rows``."""
-        keyed = [view.keys(entity_rows) for view in self.views]
+        keyed = keys_of(self.views, entity_rows)
         params = [key for keys, _ in keyed for key in keys]
         rows = self._connection().execute(
             self._query(tuple(len(keys) for keys, _ in keyed)), params

@@ -40,6 +40,8 @@ class ViewRead:
     decoders: list[Callable[[Any], Any]]
     row_keys: list[str]  #: the entity-row columns of its join keys (service names)
     encoder: KeyEncoder
+    #: Views with equal ``key_id`` key every entity row alike (same columns, same encoding).
+    key_id: tuple[Any, ...] = ()
 
     def keys(self, entity_rows: Sequence[dict[str, Any]]) -> tuple[list[bytes], list[int]]:
         """The distinct entity keys of ``entity_rows`` (first seen first) and, per row,
@@ -88,6 +90,21 @@ class ViewRead:
         return out
 
 
+def keys_of(
+    views: Sequence[ViewRead], entity_rows: Sequence[dict[str, Any]]
+) -> list[tuple[list[bytes], list[int]]]:
+    """:meth:`ViewRead.keys` of each view, encoded once per distinct ``key_id`` (a
+    service's views mostly share their entity: the sample's six views, two keys)."""
+    done: dict[tuple[Any, ...], tuple[list[bytes], list[int]]] = {}
+    out = []
+    for view in views:
+        keyed = done.get(view.key_id)
+        if keyed is None:
+            keyed = done[view.key_id] = view.keys(entity_rows)
+        out.append(keyed)
+    return out
+
+
 def view_reads(store: Any, plan: Any, json_features: set[str]) -> list[ViewRead] | str:
     """The plan's views as direct reads, or why a direct read cannot give exactly what
     Feast gives (then the caller reads through Feast)."""
@@ -115,14 +132,16 @@ def view_reads(store: Any, plan: Any, json_features: set[str]) -> list[ViewRead]
             encoder = KeyEncoder(list(columns), list(columns.values()), version)
         except ValueError as exc:
             return str(exc)
+        row_keys = [] if entityless else [key_map.get(c, c) for c in columns]
         reads.append(
             ViewRead(
                 name=fv.name,
                 view=fv,
                 features=list(view.features),
                 decoders=[decode_json if f in json_features else decode for f in view.features],
-                row_keys=[] if entityless else [key_map.get(c, c) for c in columns],
+                row_keys=row_keys,
                 encoder=encoder,
+                key_id=(tuple(row_keys), tuple(columns.items()), version),
             )
         )
     if any(not r.row_keys for r in reads) and not types.get((), {}):

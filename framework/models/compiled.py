@@ -85,14 +85,24 @@ class _Numerical:
             self.scale = scaler.scale_ if scaler.with_std else None
         self.width = len(columns) + (0 if self.indicator is None else len(self.indicator))
 
-    def transform(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
-        x = np.empty((n, len(self.columns)), dtype=np.float64)
-        for j, name in enumerate(self.columns):
-            x[:, j] = columns[name]
-        missing = np.isnan(x)
-        if np.isinf(x).any():
-            raise _Delegate()  # scikit-learn: "Input contains infinity"
-        x = np.where(missing, self.fill, x)
+    def transform(
+        self, columns: dict[str, np.ndarray], n: int, shared: dict[Any, Any] | None = None
+    ) -> np.ndarray:
+        """The part's output; ``shared`` keeps the stacked input between the pipelines of
+        one call (a calibrated model's folds read the same columns)."""
+        key = (_Numerical, *self.columns)
+        stacked = None if shared is None else shared.get(key)
+        if stacked is None:
+            raw = np.empty((n, len(self.columns)), dtype=np.float64)
+            for j, name in enumerate(self.columns):
+                raw[:, j] = columns[name]
+            if np.isinf(raw).any():
+                raise _Delegate()  # scikit-learn: "Input contains infinity"
+            stacked = (raw, np.isnan(raw))
+            if shared is not None:
+                shared[key] = stacked
+        raw, missing = stacked
+        x = np.where(missing, self.fill, raw)  # a new array: ``raw`` stays as stacked
         if self.indicator is not None:
             x = np.hstack((x, missing[:, self.indicator]))
         if self.mean is not None:
@@ -159,7 +169,9 @@ class _Categorical:
                 except ValueError:
                     self.unknown.append(None)
 
-    def transform(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    def transform(
+        self, columns: dict[str, np.ndarray], n: int, shared: dict[Any, Any] | None = None
+    ) -> np.ndarray:
         out = np.zeros((n, self.width), dtype=np.float64)
         for j, name in enumerate(self.columns):
             mapping, unknown = self.maps[j], self.unknown[j]
@@ -203,8 +215,10 @@ class _Preprocess:
             self.parts.append(kinds[name](list(columns), [step for _, step in part.steps]))
         self.columns = [c for p in self.parts for c in p.columns]
 
-    def transform(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
-        blocks = [part.transform(columns, n) for part in self.parts]
+    def transform(
+        self, columns: dict[str, np.ndarray], n: int, shared: dict[Any, Any] | None = None
+    ) -> np.ndarray:
+        blocks = [part.transform(columns, n, shared) for part in self.parts]
         return blocks[0] if len(blocks) == 1 else np.hstack(blocks)
 
 
@@ -290,12 +304,17 @@ class CompiledModel:
                 columns[name] = np.array(cycle, dtype=object if name in texts else np.float64)
         return pd.DataFrame(columns)
 
-    def _matrix(self, frame: pd.DataFrame | FeatureColumns, pre: _Preprocess) -> np.ndarray:
+    def _matrix(
+        self,
+        frame: pd.DataFrame | FeatureColumns,
+        pre: _Preprocess,
+        shared: dict[Any, Any] | None = None,
+    ) -> np.ndarray:
         if isinstance(frame, FeatureColumns):
             columns = {name: frame.column(name) for name in pre.columns}
         else:
             columns = {name: frame[name].to_numpy() for name in pre.columns}
-        return pre.transform(columns, len(frame))
+        return pre.transform(columns, len(frame), shared)
 
     def predict_proba(self, frame: pd.DataFrame | FeatureColumns) -> np.ndarray:
         try:
@@ -304,9 +323,10 @@ class CompiledModel:
                 return est.predict_proba(self._matrix(frame, pre))
             # CalibratedClassifierCV.predict_proba of binary sigmoid/isotonic calibration
             mean = np.zeros((len(frame), 2))
+            shared: dict[Any, Any] = {}
             for pre, est, calibrator in self.calibrated:
                 proba = np.zeros((len(frame), 2))
-                proba[:, 1] = calibrator(est.decision(self._matrix(frame, pre)))
+                proba[:, 1] = calibrator(est.decision(self._matrix(frame, pre, shared)))
                 proba[:, 0] = 1.0 - proba[:, 1]
                 proba[(1.0 < proba) & (proba <= 1.0 + 1e-5)] = 1.0
                 mean += proba

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from framework import feast_private
@@ -123,6 +123,8 @@ ODD_VALUES = st.one_of(
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=key_batches(values=ODD_VALUES), version=st.sampled_from([2, 3]))
+@example(batch=(["0"], ["BYTES"], [[b""]]), version=2)  # Feast makes no value of it, then refuses
+@example(batch=(["0", "1"], ["BYTES", "STRING"], [[b"a", "x"], [b"", "y"]]), version=3)
 def test_a_key_value_feast_converts_or_refuses_is_converted_or_refused_alike(
     batch: tuple[list[str], list[str], list[Any]], version: int
 ) -> None:
