@@ -14,16 +14,20 @@ Configuration, mirroring ``parity serve``: ``--threads`` is the size of
 ``grpc.server``'s thread pool (parity's ``--threads``); ``--workers W`` runs W such
 processes on one port, the kernel spreading connections across them through
 SO_REUSEPORT (grpcio sets it on Linux by default; ``parity serve --workers`` relies on
-the same), the parent forwarding SIGTERM/SIGINT and waiting. The benchmark starts the
-echo with each of parity's configurations (same processes, same threads), so "Predict
-÷ echo" compares two servers that differ only in the work done per call: on 2 cores a
-single-process echo would be GIL-bound where a two-process parity is not, and the
-ratio would flatter parity.
+the same), the parent forwarding SIGTERM/SIGINT and waiting; ``--cpu-affinity`` places
+the processes on cores as ``parity serve``'s does (spread, its default: worker i and
+all its threads on core i). The benchmark starts the echo with each of parity's
+configurations (same processes, same threads, same placement), so "Predict ÷ echo"
+compares two servers that differ only in the work done per call: on 2 cores a
+single-process echo would be GIL-bound where a two-process parity is not, and an
+echo left to the OS's placement runs some 40 % slower at 64 in flight than a pinned
+one; either would flatter parity.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -63,8 +67,11 @@ def serve(port: int, threads: int, reply: bytes) -> None:
 def serve_processes(args: argparse.Namespace) -> None:
     """``--workers`` single-process echoes on one port; signals forwarded, then wait."""
     argv = [sys.executable, __file__, "--port", str(args.port), "--threads", str(args.threads),
-            "--reply", str(args.reply), "--workers", "1"]  # fmt: skip
+            "--reply", str(args.reply), "--workers", "1", "--cpu-affinity", "off"]  # fmt: skip
     children = [subprocess.Popen(argv) for _ in range(args.workers)]
+    if args.cpu_affinity == "spread":
+        for i, child in enumerate(children):
+            _pin(child.pid, i)
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
@@ -83,11 +90,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="thread pool size per process")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--reply", type=Path, required=True, help="the reply's bytes")
+    parser.add_argument("--cpu-affinity", choices=("spread", "off"), default="spread",
+                        help="as parity serve's: worker i and its threads on core i")  # fmt: skip
     args = parser.parse_args()
     if args.workers > 1:
         serve_processes(args)
     else:
+        if args.cpu_affinity == "spread":
+            _pin(os.getpid(), 0)
         serve(args.port, args.threads, args.reply.read_bytes())
+
+
+def _pin(pid: int, index: int) -> None:
+    """Place process ``pid`` as ``parity serve --cpu-affinity spread`` places worker
+    ``index`` (the same code: framework.cli.cpu_affinity, which imports only ``os``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from framework.cli import cpu_affinity
+
+    core = cpu_affinity.core_for(index)
+    why = "no cores to pin to" if core is None else cpu_affinity.pin(pid, core)
+    if why is not None:
+        raise SystemExit(f"echo server: cannot pin to a core as parity serve does: {why}")
 
 
 if __name__ == "__main__":

@@ -207,16 +207,23 @@ class OursConfig:
     workers: int
     threads: int
     omp_threads: int = 0
+    affinity: str = "spread"  #: parity serve --cpu-affinity (spread, as shipped, or off)
 
     @property
     def label(self) -> str:
         env = f"OMP_NUM_THREADS={self.omp_threads} " if self.omp_threads else ""
-        return f"{env}parity serve --workers {self.workers} --threads {self.threads}"
+        placed = " --cpu-affinity off" if self.affinity == "off" else ""
+        return f"{env}parity serve --workers {self.workers} --threads {self.threads}{placed}"
 
     @property
     def short(self) -> str:
         omp = f" OMP={self.omp_threads}" if self.omp_threads else ""
-        return f"{self.workers} proc × {self.threads} threads{omp}"
+        placed = ", unpinned" if self.affinity == "off" else ""
+        return f"{self.workers} proc × {self.threads} threads{omp}{placed}"
+
+    @property
+    def slug(self) -> str:
+        return f"w{self.workers}t{self.threads}" + ("-unpinned" if self.affinity == "off" else "")
 
 
 @dataclass(frozen=True)
@@ -485,8 +492,9 @@ def serve_ours(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Runnin
     port = free_port()
     cmd = [sys.executable, "-m", "framework.cli", "serve", "--repo", str(ws.repo), "--port",
            str(port), "--workers", str(config.workers), "--threads", str(config.threads),
-           "--now", ws.now, "--model", f"{MODEL}@champion"]  # fmt: skip
-    log = logs / f"parity-serve-w{config.workers}t{config.threads}-{ws.online}.log"
+           "--now", ws.now, "--model", f"{MODEL}@champion",
+           "--cpu-affinity", config.affinity]  # fmt: skip
+    log = logs / f"parity-serve-{config.slug}-{ws.online}.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(config.omp_threads)} if config.omp_threads else None
     with _process(cmd, log, ROOT, env) as proc:
         _wait(lambda: _listening(port, [proc.pid]) == config.workers and _healthy(port),
@@ -518,19 +526,20 @@ def serve_echo(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Runnin
     configuration of ours has run yet."""
     reply = logs / ECHO_REPLY
     if not reply.exists():
-        with serve_ours(ws, OursConfig(1, 1, config.omp_threads), logs):
+        with serve_ours(ws, OursConfig(1, 1, config.omp_threads, config.affinity), logs):
             pass
     port = free_port()
     cmd = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port),
            "--workers", str(config.workers), "--threads", str(config.threads),
-           "--reply", str(reply)]  # fmt: skip
-    log = logs / f"echo-w{config.workers}t{config.threads}.log"
+           "--reply", str(reply), "--cpu-affinity", config.affinity]  # fmt: skip
+    log = logs / f"echo-{config.slug}.log"
     with _process(cmd, log, ROOT) as proc:
         target = f"127.0.0.1:{port}"
         request = predict_request(ws.rows[0])
         _wait(lambda: _listening(port, [proc.pid]) == config.workers and _echoes(target, request),
               proc, "echo server", log)  # fmt: skip
         label = (f"bench/echo_server.py --workers {config.workers} --threads {config.threads} "
+                 f"--cpu-affinity {config.affinity} "
                  f"(grpcio generic handler, {reply.stat().st_size}-byte reply)")  # fmt: skip
         running = Running({"echo": target}, [proc.pid], config.short, label,
                           workers=config.workers)  # fmt: skip
@@ -1291,11 +1300,14 @@ def _progress(r: dict[str, Any]) -> None:
 
 
 def _ours_configs(text: str, omp_threads: int) -> list[OursConfig]:
-    """``1x8,2x8``: workers x threads per process."""
+    """``1x8,2x8/off``: workers x threads per process, ``/off`` for --cpu-affinity off."""
     out = []
     for item in text.split(","):
-        workers, threads = item.strip().lower().split("x")
-        out.append(OursConfig(int(workers), int(threads), omp_threads))
+        shape, _, affinity = item.strip().lower().partition("/")
+        if affinity not in ("", "spread", "off"):
+            raise SystemExit(f"--ours {item!r}: the placement after '/' is spread or off")
+        workers, threads = shape.split("x")
+        out.append(OursConfig(int(workers), int(threads), omp_threads, affinity or "spread"))
     return out
 
 
@@ -1343,7 +1355,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quiet-budget", type=float, default=120,
                         help="most seconds to wait for quiet in all (default: %(default)s)")  # fmt: skip
     parser.add_argument("--ours", default="1x8,2x8",
-                        help="parity serve configurations, WORKERSxTHREADS (default: %(default)s)")  # fmt: skip
+                        help="parity serve configurations, WORKERSxTHREADS[/off] (/off: "
+                             "--cpu-affinity off; default: %(default)s)")  # fmt: skip
     parser.add_argument("--ours-omp-threads", type=int, default=0,
                         help="OMP_NUM_THREADS for parity serve (default 0: unset, as shipped)")  # fmt: skip
     parser.add_argument("--mlserver-workers", default="1,2",

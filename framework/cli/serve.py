@@ -142,6 +142,7 @@ def serve(args: argparse.Namespace) -> None:
 
         serve_processes(args, settings)
         return
+    placed = _place(settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
@@ -165,11 +166,28 @@ def serve(args: argparse.Namespace) -> None:
             settings.grace_seconds,
             lambda: print(
                 f"parity serve: listening on {settings.host}:{running.port} "
-                f"(metrics: {running.metrics_port or 'off'}); models: {models}",
+                f"(metrics: {running.metrics_port or 'off'}; {placed}); models: {models}",
                 flush=True,
             ),
         )
         print("parity serve: stopped; prediction log flushed", flush=True)
+
+
+def _place(settings: Any) -> str:
+    """Pin this process to its core under ``--cpu-affinity spread`` (before any server
+    thread starts); says where it runs. A worker of ``--workers N`` is pinned by its
+    parent and started with ``off``."""
+    from framework.cli import cpu_affinity
+
+    if settings.cpu_affinity != "spread":
+        cores = cpu_affinity.allowed_cores()
+        return f"core {cores[0]}" if len(cores) == 1 else "cores: as the OS places threads"
+    core = cpu_affinity.core_for(0)
+    why = "this OS cannot say which cores" if core is None else cpu_affinity.pin(os.getpid(), core)
+    if why is not None:
+        print(f"parity serve: warning: not pinned to a core: {why}", file=sys.stderr)
+        return "cores: as the OS places threads"
+    return f"core {core}"
 
 
 #: Parsers of command-line text per Feast value type name (the model's own types, from

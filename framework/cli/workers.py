@@ -4,6 +4,8 @@ Each worker is a ``parity serve --workers 1`` child process given the same setti
 as flags; the port is shared through SO_REUSEPORT (gRPC sets it), so the kernel
 spreads connections across them. SIGTERM and SIGINT are forwarded to every worker;
 the command reports listening only once every worker listens with its models loaded.
+Under ``--cpu-affinity spread`` (the default) worker ``i`` is pinned to the ``i``-th
+core the command may use (:mod:`framework.cli.cpu_affinity`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import threading
 from typing import Any
 
+from framework.cli import cpu_affinity
 from framework.cli.serve_flags import settings_argv
 from framework.errors import ConfigError
 from serving.grpc.settings import ServeSettings
@@ -42,19 +45,32 @@ def serve_processes(args: argparse.Namespace, settings: ServeSettings) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    unpinned: list[str] = []
     for i in range(settings.workers):
         extra = (
             []
             if settings.metrics_port is None
             else ["--metrics-port", str(settings.metrics_port + i)]
         )
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "framework.cli", "serve", *common, *extra],
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
+        child = subprocess.Popen(
+            [sys.executable, "-m", "framework.cli", "serve", *common, *extra],
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        children.append(child)
+        if settings.cpu_affinity == "spread":
+            # Pinned at once, while the child is one thread starting Python: the threads
+            # it starts later inherit the core (framework.cli.cpu_affinity).
+            core = cpu_affinity.core_for(i)
+            why = (
+                "this OS cannot say which cores"
+                if core is None
+                else cpu_affinity.pin(child.pid, core)
+            )
+            if why is not None:
+                unpinned.append(why)
+    if unpinned:
+        print(f"parity serve: warning: workers not pinned to cores: {unpinned[0]}", file=sys.stderr)
     pids = ", ".join(str(c.pid) for c in children)
     print(
         f"parity serve: starting {settings.workers} worker processes (pids {pids}) on "
@@ -81,8 +97,8 @@ def serve_processes(args: argparse.Namespace, settings: ServeSettings) -> None:
 def _worker_argv(args: argparse.Namespace, settings: ServeSettings, port: int) -> list[str]:
     """A worker's flags: this command's settings on the chosen port, one process each
     (``--metrics-port`` is added per worker)."""
-    argv = ["--port", str(port), "--workers", "1"]
-    argv += settings_argv(settings, leave_out={"port", "workers", "metrics_port"})
+    argv = ["--port", str(port), "--workers", "1", "--cpu-affinity", "off"]  # pinned here
+    argv += settings_argv(settings, leave_out={"port", "workers", "metrics_port", "cpu_affinity"})
     for flag, value in (("--repo", args.repo), ("--registry", args.registry)):
         if value is not None:
             argv += [flag, str(value)]

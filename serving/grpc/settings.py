@@ -107,6 +107,20 @@ class ServeSettings(BaseSettings):
         "scikit-learn's (checked when it loads; otherwise scikit-learn scores), without its "
         "per-call overhead (0.65 vs 18 ms for one row of the sample model, in-process here).",
     )
+    cpu_affinity: Annotated[
+        str,
+        Flag(
+            "spread: each server process and all its threads on one core (worker i on "
+            "the i-th core this command may use); off: the OS places threads "
+            "(default: spread)",
+            choices=("spread", "off"),
+        ),
+    ] = Field(
+        default="spread", pattern="^(spread|off)$",
+        description="spread: each server process, all its threads, on one core (its "
+        "threads then hand the GIL over on one core, not across cores); off: the OS "
+        "places them.",
+    )  # fmt: skip
     inference_threads: int = Field(
         default=1, ge=1,
         description="Threads each model call may use (OpenMP/BLAS); 1 keeps tail latency "

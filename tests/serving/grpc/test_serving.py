@@ -580,8 +580,18 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
             "--log-level", "DEBUG")  # fmt: skip
     with parity_serve(*args, logs=tmp_path) as server:
         # Ready: the parent said 'listening' once both workers listened with their models.
-        assert "starting 2 worker processes" in server.output().splitlines()[0]
+        first = server.output().splitlines()[0]
+        assert "starting 2 worker processes" in first
         assert "with 2 worker processes" in server.line
+        # --cpu-affinity spread (the default): each worker, every thread of it, on its own
+        # core (where the machine has two).
+        workers = [int(p) for p in first.split("(pids ")[1].split(")")[0].split(", ")]
+        placed = [
+            {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
+            for pid in workers
+        ]
+        cores = sorted(os.sched_getaffinity(0))
+        assert placed == [{frozenset({cores[i % len(cores)]})} for i in range(2)]
         rows = recent_rows(served, 2)
         answers = []
         for i in range(40):  # a new connection each time: the kernel spreads them
