@@ -50,14 +50,18 @@ def _slice_rows(out: Any, start: int, rows: int) -> Any:
 
 
 class _Waiter(Generic[P]):
-    """One caller: its part, and how it is woken (answered, failed, or made leader)."""
+    """One caller: its part, and how it is woken (answered, failed, or made leader).
+
+    ``woken`` is made only for a caller that waits (under the batcher's lock, before
+    anyone can wake it): a caller that finds the function idle, every call when
+    requests come one at a time, runs at once and never needs one."""
 
     __slots__ = ("part", "rows", "woken", "lead", "result", "error")
 
     def __init__(self, part: P, rows: int) -> None:
         self.part = part
         self.rows = rows
-        self.woken = threading.Event()
+        self.woken: threading.Event | None = None
         self.lead = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -104,7 +108,9 @@ class MicroBatcher(Generic[P, R]):
             self._pending.append(me)
             if not self._busy:
                 self._busy = me.lead = True
-        if not me.lead and not me.woken.wait(timeout):
+            else:
+                me.woken = threading.Event()
+        if me.woken is not None and not me.woken.wait(timeout):
             with self._lock:
                 if not me.woken.is_set():
                     if me in self._pending:
@@ -135,11 +141,13 @@ class MicroBatcher(Generic[P, R]):
                 if self._pending:
                     successor = self._pending[0]
                     successor.lead = True
+                    assert successor.woken is not None  # it found the batcher busy
                     successor.woken.set()
                 else:
                     self._busy = False
             for waiter in batch:
-                waiter.woken.set()
+                if waiter.woken is not None:
+                    waiter.woken.set()
 
     def _compute(self, batch: list[_Waiter[Any]]) -> None:
         try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +46,7 @@ from serving.dataplane.messages import (
     check_rows,
     provided_features,
 )
+from serving.dataplane.request_ids import new_request_id
 from serving.dataplane.routing import ACCEPT, FALLBACK, REVIEW
 from serving.dataplane.scoring import (
     empty_vectors,
@@ -251,7 +251,7 @@ class Predictor:
         self.validate(loaded, request.rows)
         if request.explain:
             self.explainer(loaded)  # a version that cannot be explained fails before any work
-        request_id = request.request_id or uuid.uuid4().hex
+        request_id = request.request_id or new_request_id()
         return _Call(request, role, ref, loaded, request_id, received, started, cpu_started)
 
     def _features(self, call: _Call) -> tuple[OnlineVectors, float, dict[int, str]]:
@@ -464,7 +464,7 @@ class Predictor:
             if explain
             else {}
         )
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         outs = []
         for i in range(n):
             conf = float(scores.confidence[i])
