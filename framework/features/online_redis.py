@@ -4,7 +4,8 @@ Feast's ``RedisOnlineStore`` keeps one hash per entity key (``serialize_entity_k
 the project's name), with a field per feature (``mmh3("<view>:<feature>")``) and one per
 view for its event time (``_ts:<view>``, a ``google.protobuf.Timestamp``). Its
 ``_read_features_per_fv`` sends one ``HMGET`` per view and distinct entity, all views in
-one pipeline; so does this reader, then decodes the values with
+one pipeline. This reader sends one per distinct entity, for all the views keyed by it
+(their fields live in the same hash), in one pipeline, then decodes the values with
 :mod:`framework.features.online_values` instead of building protobuf responses.
 
 Exactly as Feast (``_get_features_for_entity``), including what looks odd:
@@ -48,6 +49,14 @@ class RedisReader:
             name = feast_private.redis_view_name(view.view, config)
             hashed = [feast_private.redis_field_hash(f"{name}:{f}") for f in view.features]
             self.fields.append([*hashed, f"_ts:{name}".encode()])
+        # Views keyed alike read the same hash: one HMGET per distinct entity asks for all
+        # their fields (Feast sends one per view; the fields' values are the same).
+        grouped: dict[tuple[Any, ...], list[int]] = {}
+        for i, view in enumerate(views):
+            grouped.setdefault(view.key_id, []).append(i)
+        self._groups = [
+            (members, [f for v in members for f in self.fields[v]]) for members in grouped.values()
+        ]
         self._client: Any = None
         self._lock = threading.Lock()
         self._budget: float | None = None
@@ -73,20 +82,26 @@ class RedisReader:
         """Each view feature's values, statuses and event times for ``entity_rows``."""
         keyed = keys_of(self.views, entity_rows)
         with self._redis().pipeline(transaction=False) as pipe:
-            for (keys, _), fields in zip(keyed, self.fields, strict=True):
-                for key in keys:
+            for members, fields in self._groups:
+                for key in keyed[members[0]][0]:
                     pipe.hmget(key + self.project, fields)
             replies = pipe.execute()
         out: dict[str, Triple] = {}
         offset = 0
-        for view, (keys, index) in zip(self.views, keyed, strict=True):
+        for members, _ in self._groups:
+            keys, index = keyed[members[0]]
             held = replies[offset : offset + len(keys)]
             offset += len(keys)
-            found = []
-            for values in held:
-                stamp = _event_us(values[-1])
-                found.append((stamp, dict(zip(view.features, values, strict=False))))
-            out.update(view.columns(found, index))
+            start = 0
+            for v in members:
+                view, end = self.views[v], start + len(self.fields[v])
+                found = []
+                for reply in held:
+                    values = reply[start:end]
+                    stamp = _event_us(values[-1])
+                    found.append((stamp, dict(zip(view.features, values, strict=False))))
+                out.update(view.columns(found, index))
+                start = end
         return out
 
     def bound_reads(self, seconds: float) -> bool:
