@@ -166,7 +166,7 @@ def serve(args: argparse.Namespace) -> None:
             settings.grace_seconds,
             lambda: print(
                 f"parity serve: listening on {settings.host}:{running.port} "
-                f"(metrics: {running.metrics_port or 'off'}; {placed}); models: {models}",
+                f"(metrics: {running.metrics_port or 'off'}); {placed}; models: {models}",
                 flush=True,
             ),
         )
