@@ -107,8 +107,7 @@ def _pin(pid: int, index: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from framework.cli import cpu_affinity
 
-    core = cpu_affinity.core_for(index)
-    why = "no cores to pin to" if core is None else cpu_affinity.pin(pid, core)
+    _, why = cpu_affinity.place(pid, index)
     if why is not None:
         raise SystemExit(f"echo server: cannot pin to a core as parity serve does: {why}")
 

@@ -51,3 +51,13 @@ def pin(pid: int, core: int) -> str | None:
     except OSError as exc:
         return f"sched_setaffinity refused: {exc}"
     return None
+
+
+def place(pid: int, index: int) -> tuple[int | None, str | None]:
+    """Pin process ``pid`` where worker ``index`` goes: (its core, None), or (None, why
+    it could not be pinned)."""
+    core = core_for(index)
+    if core is None:
+        return None, "this OS cannot say which cores"
+    why = pin(pid, core)
+    return (None, why) if why is not None else (core, None)

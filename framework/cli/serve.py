@@ -182,8 +182,7 @@ def _place(settings: Any) -> str:
     if settings.cpu_affinity != "spread":
         cores = cpu_affinity.allowed_cores()
         return f"core {cores[0]}" if len(cores) == 1 else "cores: as the OS places threads"
-    core = cpu_affinity.core_for(0)
-    why = "this OS cannot say which cores" if core is None else cpu_affinity.pin(os.getpid(), core)
+    core, why = cpu_affinity.place(os.getpid(), 0)
     if why is not None:
         print(f"parity serve: warning: not pinned to a core: {why}", file=sys.stderr)
         return "cores: as the OS places threads"

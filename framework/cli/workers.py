@@ -61,12 +61,7 @@ def serve_processes(args: argparse.Namespace, settings: ServeSettings) -> None:
         if settings.cpu_affinity == "spread":
             # Pinned at once, while the child is one thread starting Python: the threads
             # it starts later inherit the core (framework.cli.cpu_affinity).
-            core = cpu_affinity.core_for(i)
-            why = (
-                "this OS cannot say which cores"
-                if core is None
-                else cpu_affinity.pin(child.pid, core)
-            )
+            _, why = cpu_affinity.place(child.pid, i)
             if why is not None:
                 unpinned.append(why)
     if unpinned:
