@@ -87,7 +87,7 @@ def serve_processes(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=8, help="thread pool size per process")
+    parser.add_argument("--threads", type=int, default=32, help="thread pool size per process")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--reply", type=Path, required=True, help="the reply's bytes")
     parser.add_argument("--cpu-affinity", choices=("spread", "off"), default="spread",

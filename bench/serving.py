@@ -1354,7 +1354,7 @@ def parse_args() -> argparse.Namespace:
                         "to leave the CPU (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quiet-budget", type=float, default=120,
                         help="most seconds to wait for quiet in all (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--ours", default="1x8,2x8",
+    parser.add_argument("--ours", default="1x32,2x32",
                         help="parity serve configurations, WORKERSxTHREADS[/off] (/off: "
                              "--cpu-affinity off; default: %(default)s)")  # fmt: skip
     parser.add_argument("--ours-omp-threads", type=int, default=0,

@@ -28,14 +28,15 @@ def log_rows(
     request: PredictInput | None,
     vectors: OnlineVectors,
     outs: list[PredictionOut],
-    received: float,
-    latency: float,
-    cpu: float,
+    received: list[float],
+    latency: list[float],
+    cpu: list[float],
     role: str = "primary",
 ) -> LogRows:
     """One row per prediction, in Feast's feature-logging layout where it fits:
     ``__request_id``, ``__timestamp``, ``__log_timestamp``, ``__log_date``, and per
-    feature the value, ``<feature>__timestamp`` and ``<feature>__status``."""
+    feature the value, ``<feature>__timestamp`` and ``<feature>__status``. Per row:
+    its request's arrival (seconds since the epoch), latency and share of its CPU."""
     n = len(outs)
     now_us = time.time_ns() // 1_000
     present = set(vectors.column_names)
@@ -45,7 +46,7 @@ def log_rows(
     columns: list[list[Any]] = [
         [o.request_id for o in outs],
         [o.row_index for o in outs],
-        [int(received * 1e6)] * n,
+        [int(t * 1e6) for t in received],
         [now_us] * n,
         [now_us // _DAY_US] * n,
         [o.model_name for o in outs],
@@ -65,9 +66,8 @@ def log_rows(
         [None if regression else o.confidence for o in outs],
         [o.decision for o in outs],
         ["; ".join(o.reasons) for o in outs],
-        [latency] * n,
-        # Each row's share of the request's CPU time: summed over rows, the CPU spent.
-        [cpu / n] * n,
+        latency,
+        cpu,
     ]
     return LogRows(schema, columns, key)
 

@@ -73,6 +73,9 @@ class LoadedModel:
     #: The prediction log's schema for this version (serving.dataplane.log_rows), per
     #: (features looked up or supplied, entity and request columns present).
     log_schemas: dict[tuple[bool, tuple[str, ...]], Any] = field(default_factory=dict)
+    #: Whole requests for this version scored together (a MicroBatcher made by the
+    #: predictor on first use when micro-batching is on).
+    requests: MicroBatcher[Any, Any] | None = None
 
     @property
     def serving(self) -> dict[str, Any]:

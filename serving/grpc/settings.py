@@ -53,8 +53,11 @@ class ServeSettings(BaseSettings):
         default=1, ge=1, le=64,
         description="Server processes sharing the port (SO_REUSEPORT), each loading its models.",
     )  # fmt: skip
-    threads: Annotated[int, Flag("threads answering calls per process (default: 8)")] = Field(
-        default=8, ge=1, le=256, description="Threads answering calls, per process."
+    # 32: a run scores the requests that wait for it together (serving.dataplane.predictor),
+    # and a request waits inside the process only on a thread of its own. One process at
+    # 64 in flight here: 1,640-1,680 requests/s with 8 threads, 1,870-2,640 with 32.
+    threads: Annotated[int, Flag("threads answering calls per process (default: 32)")] = Field(
+        default=32, ge=1, le=256, description="Threads answering calls, per process."
     )
     metrics_port: Annotated[int | None, Flag("Prometheus metrics port (default: off)")] = Field(
         default=None, ge=0, le=65535, description="Prometheus port; unset: no metrics endpoint."

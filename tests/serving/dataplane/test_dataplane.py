@@ -273,3 +273,122 @@ def test_direct_reads_give_the_answers_feast_reads_give(
     answer = pairs[0][0][-1]
     assert answer.decision == FALLBACK and answer.features is not None
     assert answer.features["credit_limit"] is None
+
+
+# ------------------------------------------------------------------ whole requests merged
+
+
+def _while_a_run_holds_the_version(
+    plane: Plane, requests: list[list[dict[str, Any]]], prefix: str
+) -> tuple[list[Any], list[list[str]]]:
+    """Send ``requests[0]``, hold its run (in its log append) until the others wait for
+    the version, then let go: each request's answers (or error), and the request ids of
+    each log append meanwhile."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    loaded = plane.predictor.load(plane.predictor.resolve(MODEL))
+    batcher = loaded.requests
+    assert batcher is not None
+    log = plane.predictor.log
+    assert log is not None
+    gate, held = threading.Event(), threading.Event()
+    appends: list[list[str]] = []
+
+    def gated(model: str, logged: Any) -> None:
+        appends.append(logged.to_table().column("__request_id").to_pylist())
+        if len(appends) == 1:
+            held.set()
+            gate.wait(10)
+        log(model, logged)
+
+    plane.predictor.log = gated
+    try:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            futures = [
+                pool.submit(plane.predict, requests[0], request_id=f"{prefix}-0",
+                            return_features=True)
+            ]  # fmt: skip
+            assert held.wait(10)
+            futures += [
+                pool.submit(plane.predict, r, request_id=f"{prefix}-{i}", return_features=True)
+                for i, r in enumerate(requests[1:], start=1)
+            ]
+            while len(batcher._pending) < len(requests) - 1:
+                time.sleep(0.001)
+            gate.set()
+            answers = [f.exception() or f.result() for f in futures]
+    finally:
+        plane.predictor.log = log
+    return answers, appends
+
+
+def test_requests_waiting_for_a_run_are_scored_in_one_and_each_gets_its_own_answers(
+    champion: Champion, rows: list[dict[str, Any]]
+) -> None:
+    """Requests that arrive while a run holds their version are scored in the next run,
+    together: one read, one model call, one log append. Each caller gets exactly what
+    it gets alone (request id, row indices, scores, decisions, reasons, features), and
+    each logged row carries its own request's id, latency and CPU share."""
+    plane = Plane(champion)
+    try:
+        requests = [rows[i : i + 1 + i % 3] for i in range(0, 24, 3)]  # 1 to 3 rows each
+        alone = [
+            plane.predict(r, request_id=f"alone-{i}", return_features=True)
+            for i, r in enumerate(requests)
+        ]
+        batcher = plane.predictor.load(plane.predictor.resolve(MODEL)).requests
+        assert batcher is not None and batcher.calls == len(requests)  # one run each
+        logged_before = len(plane.logged)
+        together, appends = _while_a_run_holds_the_version(plane, requests, "together")
+        assert batcher.calls == len(requests) + 2  # the first alone, then the rest in one
+        assert appends[0] == ["together-0"] * len(requests[0])
+        assert len(appends) == 2  # the rest in one append, in the order they reached it
+        assert sorted(appends[1]) == sorted(
+            f"together-{i}" for i, r in enumerate(requests) if i for _ in r
+        )
+        for i, (a, t) in enumerate(zip(alone, together, strict=True)):
+            assert [o.request_id for o in t] == [f"together-{i}"] * len(requests[i])
+            assert [o.row_index for o in t] == list(range(len(requests[i])))
+            assert [(o.score, o.decision, o.reasons, o.features) for o in t] == [
+                (o.score, o.decision, o.reasons, o.features) for o in a
+            ]
+        logged = pa.concat_tables(plane.logged[logged_before:]).to_pylist()
+        assert sorted((r["__request_id"], r["__row_index"]) for r in logged) == sorted(
+            (f"together-{i}", j) for i, r in enumerate(requests) for j in range(len(r))
+        )
+        assert all(r["latency_seconds"] > 0 and r["cpu_seconds"] > 0 for r in logged)
+    finally:
+        plane.predictor.close()
+
+
+def test_a_request_that_fails_a_merged_run_fails_alone(
+    champion: Champion, rows: list[dict[str, Any]]
+) -> None:
+    """A request whose stored value parity cannot take, merged with others: the run is
+    retried request by request, so only that request fails (``InternalError``, counted
+    once) and the others get their answers."""
+    plane = Plane(champion)
+    try:
+        requests = [rows[i : i + 2] for i in range(0, 10, 2)]
+        alone = [plane.predict(r) for r in requests]
+        bad = rows[27]
+        user = bad["entity_keys"]["user_id"]
+        assert user not in {r["entity_keys"]["user_id"] for q in requests for r in q}
+        errors = plane.errors[(MODEL, "feature_lookup")]
+        db = online_db(champion)
+        with stored_as_text(db, "parity_user_profile", ("user_id", user), "credit_limit", "x"):
+            answers, appends = _while_a_run_holds_the_version(
+                plane, [requests[0], [bad], *requests[1:]], "mixed"
+            )
+        assert isinstance(answers[1], InternalError) and "'credit_limit'" in str(answers[1])
+        assert plane.errors[(MODEL, "feature_lookup")] - errors == 1
+        for a, got in zip(alone, [answers[0], *answers[2:]], strict=True):
+            assert [(o.score, o.decision) for o in got] == [(o.score, o.decision) for o in a]
+        # The first run, then each of the merged run's requests alone (the bad one
+        # is not logged: it was not answered).
+        assert appends[0] == ["mixed-0"] * 2
+        assert sorted(appends[1:]) == [[f"mixed-{i}"] * 2 for i in (2, 3, 4, 5)]
+    finally:
+        plane.predictor.close()

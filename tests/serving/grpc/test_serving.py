@@ -80,9 +80,9 @@ def test_served_features_equal_the_training_set_at_request_time(served: Served) 
     )
 
 
-def test_concurrent_requests_share_lookups_and_get_their_own_answers(served: Served) -> None:
-    """Under concurrency the server reads several requests' rows in one online lookup
-    and scores them in one model call; every caller still gets exactly the answer (and
+def test_concurrent_requests_share_runs_and_get_their_own_answers(served: Served) -> None:
+    """Under concurrency the server scores several requests in one run (one online read,
+    one model call, one log append); every caller still gets exactly the answer (and
     features) of its own rows, the same as one request carrying all of them."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -91,19 +91,27 @@ def test_concurrent_requests_share_lookups_and_get_their_own_answers(served: Ser
     rows = recent_rows(served, 48)
     with PredictionClient(served.target) as client:
         together = client.predict(MODEL, rows, return_features=True)
-    lookup = served.running.predictor.load(ModelRef(MODEL, 1)).lookup
-    calls, parts = lookup.calls, lookup.batched_frames
+    loaded = served.running.predictor.load(ModelRef(MODEL, 1))
+    runs = loaded.requests
+    assert runs is not None
+    calls, parts, reads = runs.calls, runs.batched_frames, loaded.lookup.calls
     with PredictionClient(served.target) as client, ThreadPoolExecutor(16) as pool:
-        for _ in range(3):
-            alone = list(
-                pool.map(lambda r: client.predict(MODEL, [r], return_features=True)[0], rows)
-            )
-            for a, t in zip(alone, together, strict=True):
+        for n in range(3):
+
+            def one(i: int, n: int = n) -> dict[str, Any]:
+                return client.predict(
+                    MODEL, [rows[i]], return_features=True, request_id=f"c{n}-{i}"
+                )[0]
+
+            alone = list(pool.map(one, range(len(rows))))
+            for i, (a, t) in enumerate(zip(alone, together, strict=True)):
+                assert a["request_id"] == f"c{n}-{i}" and a["row_index"] == 0
                 assert a["score"] == t["score"]
                 assert a["decision"] == t["decision"]
                 assert a["features"] == t["features"]
-    assert lookup.batched_frames - parts == 3 * len(rows)
-    assert lookup.calls - calls < 3 * len(rows)  # some reads were shared
+    assert runs.batched_frames - parts == 3 * len(rows)
+    assert runs.calls - calls < 3 * len(rows)  # some requests were scored together
+    assert loaded.lookup.calls - reads == runs.calls - calls  # one read per run
 
 
 def test_the_server_scores_compiled_with_scikit_learns_numbers(served: Served) -> None:
