@@ -210,6 +210,10 @@ class OnlineFeatures:
             for feature in odfv.features:
                 self.declared[feature.name] = _arrow_type(feature.dtype)
 
+    def close(self) -> None:
+        """Close the store connections this view's reader opened (a later read reopens)."""
+        self.reader.close()
+
     def bound_reads(self, seconds: float) -> bool:
         """Make the store itself give up a read after ``seconds``, where it can; returns
         whether it could.

@@ -49,6 +49,10 @@ class Reader(Protocol):
         """Make the store give up a read after ``seconds`` where it can; whether it could."""
         ...
 
+    def close(self) -> None:
+        """Close the store connections the reader opened (a later read reopens them)."""
+        ...
+
 
 class FeastReader:
     """Feast's ``get_online_features``: one call per distinct join-key map of the plan.
@@ -61,6 +65,9 @@ class FeastReader:
         self.store = store
         self.calls = _calls(plan)
         self.json = json_features
+
+    def close(self) -> None:
+        """Nothing to close: the Feast store's connections are its owner's."""
 
     def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, RawColumn]:
         from feast.type_map import feast_value_type_to_python_type as to_python

@@ -248,8 +248,9 @@ class Predictor:
     def _batched(self, call: _Call) -> list[PredictionOut]:
         """``call`` scored in one run with the calls for its version that wait meanwhile:
         one online read, one model call and one log append for all their rows (in-process,
-        a request of 8 rows costs 143 µs a row, a request of one row 386 µs). A call that finds its version idle runs at once; one that fails in a merged run
-        is retried alone, so one request cannot fail the others merged with it."""
+        a request of 8 rows costs 143 µs a row, a request of one row 386 µs). A call that
+        finds its version idle runs at once; one that fails in a merged run is retried
+        alone, so one request cannot fail the others merged with it."""
         loaded = call.loaded
         batcher = loaded.requests
         if batcher is None:

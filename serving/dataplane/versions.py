@@ -136,7 +136,12 @@ class ModelVersions:
         return list(self._models)
 
     def close(self) -> None:
+        """Stop compiling; close the store connections the versions' readers opened."""
         self._compiler.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            loaded = list(self._models.values())
+        for model in loaded:
+            model.online.close()
 
     def ready(self) -> bool:
         """True once :meth:`warm_up` has loaded the models the server starts with."""

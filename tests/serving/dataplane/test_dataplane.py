@@ -392,3 +392,31 @@ def test_a_request_that_fails_a_merged_run_fails_alone(
         assert sorted(appends[1:]) == [[f"mixed-{i}"] * 2 for i in (2, 3, 4, 5)]
     finally:
         plane.predictor.close()
+
+
+def test_closing_the_predictor_closes_its_online_store_connections(
+    champion: Champion, rows: list[dict[str, Any]]
+) -> None:
+    """The direct SQLite reader's connections (one per thread that read) are closed when
+    the predictor is, not left to the garbage collector."""
+    db = online_db(champion).resolve()
+
+    def open_on_db() -> set[str]:
+        return {fd.name for fd in Path("/proc/self/fd").iterdir() if _points_to(fd, db)}
+
+    before = open_on_db()
+    plane = Plane(champion)
+    plane.predict(rows[:2])
+    opened = open_on_db() - before
+    assert opened  # the reader's connection, this thread's
+    plane.predictor.close()
+    assert not opened & open_on_db()
+
+
+def _points_to(fd: Path, target: Path) -> bool:
+    import os
+
+    try:
+        return Path(os.readlink(fd)) == target
+    except OSError:  # closed meanwhile
+        return False
