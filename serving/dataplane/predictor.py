@@ -236,10 +236,10 @@ class Predictor:
         With micro-batching on, concurrent requests for the same version are scored
         together (:meth:`_batched`); the answers are the same as one by one."""
         call = self._start(request, role)
+        call.own_cpu = time.thread_time() - call.cpu_started
         if self.micro_batching and role == "primary" and not request.explain:
             outs: list[PredictionOut] = self._batched(call)
         else:
-            call.own_cpu = time.thread_time() - call.cpu_started
             outs = self._run([call])
         if role == "primary" and self.shadow_alias:
             self._shadow(call.ref, request, call.request_id)
@@ -257,18 +257,17 @@ class Predictor:
             with self._batchers:
                 if loaded.requests is None:
                     loaded.requests = MicroBatcher(
-                        self._run, self.max_rows, size=lambda c: len(c.request.rows),
-                        merge=list, split=_slice_outs, alone=(Exception,),
+                        self._run, self.max_rows, size=lambda part: len(part[0].request.rows),
+                        merge=lambda parts: [c for part in parts for c in part],
+                        split=_slice_outs, alone=(Exception,),
                     )  # fmt: skip
                 batcher = loaded.requests
-        call.own_cpu = time.thread_time() - call.cpu_started
-        outs: list[PredictionOut] = batcher(call)
+        outs: list[PredictionOut] = batcher([call])
         return outs
 
-    def _run(self, calls: list[_Call] | _Call) -> list[PredictionOut]:
+    def _run(self, calls: list[_Call]) -> list[PredictionOut]:
         """Score the rows of ``calls`` (one version) in one read and one model call; their
         answers, in order. Each call's latency, CPU and log rows are its own."""
-        calls = calls if isinstance(calls, list) else [calls]
         cpu_run = time.thread_time()
         call = _merged(calls)
         merged = len(calls) > 1
@@ -288,16 +287,16 @@ class Predictor:
                 call.loaded, inputs.frame(), scored, scores.score, required=True
             )
         owners = [(c, j) for c in calls for j in range(len(c.request.rows))]
-        outs, review = [], []
+        outs, review, rows = [], [], []  # rows: each review item's row in the run
         for i, owner in enumerate(owners):
             out, item = self._answer(call, owner, vectors, scores, fallback, unscored,
                                      explained, i)  # fmt: skip
             outs.append(out)
             if item is not None:
                 review.append(item)
+                rows.append(i)
         if review and self.review is not None and call.role == "primary":
             # A reviewer sees why the model hesitated: the attributions of each item.
-            rows = [int(r.pop("batch_row")) for r in review]
             unexplained = [row for row in rows if row not in explained]
             if unexplained and scores is not None:
                 explained |= self._explain(
@@ -430,7 +429,7 @@ class Predictor:
             "request_id": asked.request_id, "row_index": index, "model": ref.name,
             "version": str(ref.version), "score": value, "confidence": conf,
             "reasons": reasons, "entity_keys": request.rows[i].entity_keys,
-            "features": {f: values.get(f) for f in names}, "batch_row": i,
+            "features": {f: values.get(f) for f in names},
         }  # fmt: skip
 
     def _account(
