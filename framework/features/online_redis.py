@@ -19,7 +19,11 @@ Exactly as Feast (``_get_features_for_entity``), including what looks odd:
 
 The client is built from Feast's ``connection_string`` as ``RedisOnlineStore._get_client``
 builds it (:func:`framework.feast_private.parse_redis_connection_string`) for a single
-Redis server; cluster and sentinel deployments are read through Feast.
+Redis server; cluster and sentinel deployments are read through Feast. Each thread reads
+on a connection of its own, made by that client's pool (so with its TLS, password,
+database and timeouts), with redis-py's public ``send_packed_command`` and
+``read_response``: a ``Pipeline`` object per read, its pool checkout and its reset cost
+about 50 µs of CPU a read here, more than the round trip's own 35 µs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from framework import feast_private
+from framework.features.online_values import varint_after_tag
 from framework.features.online_views import Triple, ViewRead, keys_of
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -59,6 +64,8 @@ class RedisReader:
         ]
         self._client: Any = None
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[Any] = []
         self._budget: float | None = None
 
     def _redis(self) -> Any:
@@ -78,14 +85,34 @@ class RedisReader:
                     )
         return self._client
 
+    def _connection(self) -> Any:
+        """This thread's connection, made by the client's pool with its settings (it
+        connects on first use and again after an error closed it)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            client = self._redis()
+            conn = client.connection_pool.make_connection()
+            with self._lock:
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
     def read(self, entity_rows: Sequence[dict[str, Any]]) -> dict[str, Triple]:
         """Each view feature's values, statuses and event times for ``entity_rows``."""
         keyed = keys_of(self.views, entity_rows)
-        with self._redis().pipeline(transaction=False) as pipe:
-            for members, fields in self._groups:
-                for key in keyed[members[0]][0]:
-                    pipe.hmget(key + self.project, fields)
-            replies = pipe.execute()
+        commands = [
+            ("HMGET", key + self.project, *fields)
+            for members, fields in self._groups
+            for key in keyed[members[0]][0]
+        ]
+        conn = self._connection()
+        try:
+            # Every command sent at once, then every reply read: a pipeline's one round trip.
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the next read reconnects
+            raise
         out: dict[str, Triple] = {}
         offset = 0
         for members, _ in self._groups:
@@ -116,8 +143,13 @@ class RedisReader:
         return True
 
     def close(self) -> None:
-        """Close this reader's client (a later read opens another)."""
-        client, self._client = self._client, None
+        """Close this reader's connections and client (a later read opens others)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+            client, self._client = self._client, None
+        for conn in connections:
+            conn.disconnect()
         if client is not None:
             client.close()
 
@@ -135,10 +167,24 @@ def _bounded(params: dict[str, Any], budget: float) -> dict[str, Any]:
     return out
 
 
+#: The seconds ``datetime`` can hold (years 1 to 9999): Feast's conversion fails outside.
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+_TAG_SECONDS = 0x08  # google.protobuf.Timestamp's field 1 (seconds), a varint
+
+
 def _event_us(raw: bytes | None) -> int:
     """Feast's event time for a stored ``_ts`` field, in µs (0 when there is none)."""
     if not raw:
         return 0
+    if raw[0] == _TAG_SECONDS:
+        # Whole seconds only (no nanos field, as parity's writer and Feast's store the
+        # usual times): ``seconds + 0 / 1e9`` is exact as a float, so Feast's
+        # ``fromtimestamp`` gives the seconds themselves; no protobuf object, no datetime.
+        number = varint_after_tag(raw)
+        if number is not None:
+            seconds = number - (1 << 64) if number >> 63 else number
+            if _FIRST_SECOND <= seconds <= _LAST_SECOND:
+                return seconds * 1_000_000
     from google.protobuf.timestamp_pb2 import Timestamp
 
     ts = Timestamp.FromString(raw)

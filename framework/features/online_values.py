@@ -47,7 +47,7 @@ def decode(raw: bytes | None) -> Any:
     if tag == _TAG_FLOAT and size == 5:
         return _FLOAT(raw, 1)[0]
     if tag in _VARINT_TAGS:
-        number = _varint(raw)
+        number = varint_after_tag(raw)
         if number is not None:
             if tag == _TAG_INT64:
                 return number - (1 << 64) if number >> 63 else number
@@ -95,7 +95,7 @@ def _feast(raw: bytes) -> Any:
     return feast_value_type_to_python_type(Value.FromString(raw))
 
 
-def _varint(raw: bytes) -> int | None:
+def varint_after_tag(raw: bytes) -> int | None:
     """The varint after the tag when it spans the rest of ``raw`` and fits 64 bits, as
     protobuf writes it; else None (the caller lets protobuf parse)."""
     number = shift = 0

@@ -374,3 +374,72 @@ def test_a_missing_redis_field_and_entity_read_as_feast_reports_them(
         if saved is not None:
             client.hset(redis_key, field, saved)
         client.close()
+
+
+@pytest.mark.integration
+def test_a_redis_error_reply_leaves_no_reply_behind_for_the_next_read(
+    redis_stores: dict[str, Any], redis_server: str
+) -> None:
+    """A read whose first command fails (a key holding a string, not a hash) raises
+    Redis's error; the replies it left unread must not answer the next read."""
+    import redis
+
+    store = redis_stores["parity"]
+    feast, direct = _readers(store)
+    rows = online_repos.entity_rows()[:3]
+    key = KeyEncoder(["user_id"], ["INT64"], 3).encode([[rows[0]["user_id"]]])[0]
+    host_port, _, options = redis_server.partition(",")
+    host, port = host_port.split(":")
+    client = redis.Redis(host=host, port=int(port), db=int(options.removeprefix("db=") or 0))
+    redis_key = key + store.config.project.encode()
+    saved = client.dump(redis_key)
+    try:
+        client.delete(redis_key)
+        client.set(redis_key, b"not a hash")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            direct.read(rows)
+    finally:
+        client.delete(redis_key)
+        if saved is not None:
+            client.restore(redis_key, 0, saved)
+        client.close()
+    _assert_same(direct.read(rows), feast.read(rows))
+    _assert_same(direct.read(rows[1:]), feast.read(rows[1:]))
+
+
+@given(
+    seconds=st.one_of(
+        st.integers(-(2**63), 2**63 - 1), st.integers(-62_135_596_801, 253_402_300_800)
+    ),
+    nanos=st.one_of(st.just(0), st.integers(0, 999_999_999)),
+)
+@example(seconds=253_402_300_799, nanos=0)
+@example(seconds=253_402_300_800, nanos=0)
+@example(seconds=-62_135_596_800, nanos=0)
+@example(seconds=-1, nanos=0)
+@example(seconds=1_700_000_000, nanos=500)
+def test_a_redis_event_time_reads_as_feasts_conversion_gives_it(seconds: int, nanos: int) -> None:
+    """The stored ``_ts`` Timestamp to µs: whole seconds decoded from the bytes, anything
+    else through protobuf; both equal to Feast's ``fromtimestamp(seconds + nanos / 1e9)``,
+    or failing alike where that fails (years outside 1-9999)."""
+    import datetime as dt
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from framework.features.online_redis import _event_us
+
+    raw = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
+
+    def feasts() -> int:
+        moment = dt.datetime.fromtimestamp(seconds + nanos / 1_000_000_000.0, tz=dt.UTC)
+        return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+    try:
+        want: Any = feasts()
+    except (ValueError, OverflowError, OSError) as exc:
+        want = type(exc)
+    try:
+        got: Any = _event_us(raw)
+    except (ValueError, OverflowError, OSError) as exc:
+        got = type(exc)
+    assert got == want
