@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -106,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Define features once. Train on them and serve them in parity.",
         epilog="Run 'parity COMMAND --help' for a command's options.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"parity {_version()}",
+        help="print parity's version and exit",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     helpers: dict[str, Callable[..., Any]] = {
@@ -281,8 +287,31 @@ def default_model(args: argparse.Namespace) -> str:
     )
 
 
+def _version() -> str:
+    """The installed distribution's version (``pyproject.toml``'s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parity")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``parity`` console script."""
+    """Entry point of the ``parity`` console script. Output piped into a reader that
+    stops early (``parity review list --json | head``) ends quietly, as a Unix tool's
+    does, with the shell's status for a broken pipe (128 + SIGPIPE)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The Python documentation's recipe ("Note on SIGPIPE", signal module): point
+        # stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + int(signal.SIGPIPE)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     key = (
         args.command,

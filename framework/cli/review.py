@@ -76,7 +76,7 @@ def _review(args: argparse.Namespace, helpers: Helpers) -> None:
         items = queue.list(status=status, limit=args.limit)
         lines = [
             f"{i.id:>5} {i.created_at[:19]} {i.model}:{i.version} {i.request_id}#{i.row_index} "
-            f"score {i.score:.3f} {i.status}"
+            f"score {'—' if i.score is None else f'{i.score:.3f}'} {i.status}"
             + (f" -> {i.label}" if i.label else "")
             + f"  {'; '.join(i.reasons[:2])}"
             + _why(i.explanation)

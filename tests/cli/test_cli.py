@@ -36,6 +36,51 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"parity {version('parity')}"
+
+
+def test_review_list_shows_an_item_queued_without_a_score(tmp_path: Path) -> None:
+    from framework.logs.review_queue import ReviewQueue
+
+    queue = ReviewQueue(tmp_path / ".parity" / "review" / "queue.db")
+    queue.add([{"request_id": "r1", "row_index": 0, "model": "m", "version": "1"}])
+    queue.close()
+    result = run("review", "list", "--repo", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "m:1 r1#0 score — open" in result.stdout
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """``parity review list --json | head``: the reader closes the pipe after a few
+    bytes; parity stops with the shell's broken-pipe status, no traceback."""
+    from framework.logs.review_queue import ReviewQueue
+
+    queue = ReviewQueue(tmp_path / ".parity" / "review" / "queue.db")
+    items = [
+        {"request_id": f"r{i}", "row_index": 0, "model": "m", "version": "1",
+         "score": 0.5, "confidence": 0.5, "reasons": ["x" * 200],
+         "entity_keys": {"user_id": i}}
+        for i in range(2_000)
+    ]  # fmt: skip
+    queue.add(items)
+    queue.close()
+    with subprocess.Popen(
+        [*PARITY, "review", "list", "--repo", str(tmp_path), "--json", "--limit", "2000"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(10).startswith(b"{")  # ~1 MB follow: more than a pipe holds
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 @pytest.mark.parametrize(
     "command",
     [
