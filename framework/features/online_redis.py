@@ -125,7 +125,7 @@ class RedisReader:
                 found = []
                 for reply in held:
                     values = reply[start:end]
-                    stamp = _event_us(values[-1])
+                    stamp = event_us(values[-1])
                     found.append((stamp, dict(zip(view.features, values, strict=False))))
                 out.update(view.columns(found, index))
                 start = end
@@ -172,7 +172,7 @@ _FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
 _TAG_SECONDS = 0x08  # google.protobuf.Timestamp's field 1 (seconds), a varint
 
 
-def _event_us(raw: bytes | None) -> int:
+def event_us(raw: bytes | None) -> int:
     """Feast's event time for a stored ``_ts`` field, in µs (0 when there is none)."""
     if not raw:
         return 0

@@ -426,7 +426,7 @@ def test_a_redis_event_time_reads_as_feasts_conversion_gives_it(seconds: int, na
 
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from framework.features.online_redis import _event_us
+    from framework.features.online_redis import event_us
 
     raw = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
 
@@ -439,7 +439,7 @@ def test_a_redis_event_time_reads_as_feasts_conversion_gives_it(seconds: int, na
     except (ValueError, OverflowError, OSError) as exc:
         want = type(exc)
     try:
-        got: Any = _event_us(raw)
+        got: Any = event_us(raw)
     except (ValueError, OverflowError, OSError) as exc:
         got = type(exc)
     assert got == want
