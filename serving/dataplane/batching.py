@@ -207,3 +207,24 @@ class BatchedModel:
 
     def predict(self, inputs: Any) -> Any:
         return self.values(inputs) if self.batching else self._predict(inputs)
+
+    @property
+    def alone(self) -> _Alone:
+        """The model without the micro-batchers, for a caller whose rows are already
+        every waiting caller's (a run of the predictor's request batcher)."""
+        return _Alone(self)
+
+
+class _Alone:
+    """:class:`BatchedModel`'s current model called directly."""
+
+    __slots__ = ("batched",)
+
+    def __init__(self, batched: BatchedModel) -> None:
+        self.batched = batched
+
+    def predict_proba(self, inputs: Any) -> Any:
+        return self.batched._proba(inputs)
+
+    def predict(self, inputs: Any) -> Any:
+        return self.batched._predict(inputs)

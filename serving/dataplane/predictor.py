@@ -257,7 +257,8 @@ class Predictor:
             with self._batchers:
                 if loaded.requests is None:
                     loaded.requests = MicroBatcher(
-                        self._run, self.max_rows, size=lambda part: len(part[0].request.rows),
+                        self._run_merged, self.max_rows,
+                        size=lambda part: len(part[0].request.rows),
                         merge=lambda parts: [c for part in parts for c in part],
                         split=_slice_outs, alone=(Exception,),
                     )  # fmt: skip
@@ -265,7 +266,13 @@ class Predictor:
         outs: list[PredictionOut] = batcher([call])
         return outs
 
-    def _run(self, calls: list[_Call]) -> list[PredictionOut]:
+    def _run_merged(self, calls: list[_Call]) -> list[PredictionOut]:
+        """:meth:`_run` for a run of the request batcher: its rows are every request waiting
+        for the version, so the read and the model are called directly, not through the
+        micro-batchers that merge callers."""
+        return self._run(calls, merged_already=True)
+
+    def _run(self, calls: list[_Call], *, merged_already: bool = False) -> list[PredictionOut]:
         """Score the rows of ``calls`` (one version) in one read and one model call; their
         answers, in order. Each call's latency, CPU and log rows are its own."""
         cpu_run = time.thread_time()
@@ -274,8 +281,8 @@ class Predictor:
         if merged:
             self._merging.active = True
         try:
-            vectors, lookup_cpu, unscored = self._features(call)
-            inputs, scores, fallback = self._score(call, vectors, unscored)
+            vectors, lookup_cpu, unscored = self._features(call, merged_already)
+            inputs, scores, fallback = self._score(call, vectors, unscored, merged_already)
         finally:
             if merged:
                 self._merging.active = False
@@ -326,14 +333,16 @@ class Predictor:
         request_id = request.request_id or new_request_id()
         return _Call(request, role, ref, loaded, request_id, received, started, cpu_started)
 
-    def _features(self, call: _Call) -> tuple[OnlineVectors, float, dict[int, str]]:
+    def _features(
+        self, call: _Call, merged_already: bool = False
+    ) -> tuple[OnlineVectors, float, dict[int, str]]:
         """The online vectors, the lookup's CPU seconds, and the rows the model cannot
         score (row -> cause): all of them when the store is unavailable."""
         t = time.perf_counter()
         n = len(call.request.rows)
         lookup_cpu = 0.0
         try:
-            vectors, lookup_cpu = self._read(call.loaded, call.request)
+            vectors, lookup_cpu = self._read(call.loaded, call.request, merged_already)
         except InvalidInput:
             raise
         except Exception as exc:
@@ -349,7 +358,11 @@ class Predictor:
         return vectors, lookup_cpu, unscored
 
     def _score(
-        self, call: _Call, vectors: OnlineVectors, unscored: dict[int, str]
+        self,
+        call: _Call,
+        vectors: OnlineVectors,
+        unscored: dict[int, str],
+        merged_already: bool = False,
     ) -> tuple[FeatureColumns, Any, dict[int, tuple[float, float, list[str]]]]:
         """The model's input, its scores (None when no row can be scored) and the
         fallback's answers for the rows the model cannot score."""
@@ -364,7 +377,8 @@ class Predictor:
             raise self._defect(call.ref, "feature_lookup", exc) from exc
         if len(unscored) < len(call.request.rows):
             try:
-                scores = score(loaded.batched, inputs, loaded.task, loaded.serving["threshold"])
+                model = loaded.batched.alone if merged_already else loaded.batched
+                scores = score(model, inputs, loaded.task, loaded.serving["threshold"])
             except Exception as exc:
                 # The model failing on features the store returned is parity's failure
                 # (a fallback would hide it behind an answer that looks valid).
@@ -515,9 +529,13 @@ class Predictor:
         self._lookups.shutdown(wait=False, cancel_futures=True)
         self.versions.close()
 
-    def _read(self, loaded: LoadedModel, request: PredictInput) -> tuple[OnlineVectors, float]:
+    def _read(
+        self, loaded: LoadedModel, request: PredictInput, merged_already: bool = False
+    ) -> tuple[OnlineVectors, float]:
         """The request's online vectors and the lookup CPU seconds spent on them."""
         rows = ([r.entity_keys for r in request.rows], [r.request_data for r in request.rows])
+        if merged_already:
+            return loaded.read(rows)
         try:
             return loaded.lookup(rows, timeout=self.feature_timeout)
         except FutureTimeout:  # waited a whole budget for other requests' reads

@@ -64,6 +64,9 @@ class LoadedModel:
     #: (entity rows, request data) -> (vectors, lookup CPU seconds), within the budget;
     #: a MicroBatcher merging concurrent requests' reads when micro-batching is on.
     lookup: Callable[..., tuple[OnlineVectors, float]]
+    #: The same read for one caller alone, never merged: what a run of the predictor's
+    #: request batcher calls (its rows are already every waiting request's).
+    read: Callable[[tuple[list[Any], list[Any]]], tuple[OnlineVectors, float]]
     fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
     fallback_fields: list[FeatureField]
     fallback_prior: float | None
@@ -327,7 +330,7 @@ class ModelVersions:
             request_types=dict(manifest.request_data),
             router=Router.from_manifest(manifest),
             batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
-            lookup=self._lookup_for(online),
+            **self._lookups_for(online),
             **self._load_fallback(ref, manifest),
         )
         if self.compile_models:
@@ -361,13 +364,14 @@ class ModelVersions:
         log.info("%s is scored by its compiled form (same numbers as scikit-learn)", ref)
         return True
 
-    def _lookup_for(self, online: OnlineFeatures) -> Callable[..., tuple[OnlineVectors, float]]:
-        """The online read of a version within the timeout budget (a slow store counts as
-        unavailable), returning the vectors and the CPU seconds the read took on a lookup
-        thread. A network store is read on a lookup thread the request stops waiting for
-        after the budget; a local SQLite store bounds its own wait (its busy timeout).
-        With micro-batching, concurrent requests' rows are read in one
-        ``get_online_features`` call (its fixed cost is most of a one-row read)."""
+    def _lookups_for(self, online: OnlineFeatures) -> dict[str, Any]:
+        """``lookup`` and ``read`` of a :class:`LoadedModel`: the online read of a version
+        within the timeout budget (a slow store counts as unavailable), returning the
+        vectors and the CPU seconds the read took on a lookup thread. A network store is
+        read on a lookup thread the request stops waiting for after the budget; a local
+        SQLite store bounds its own wait (its busy timeout). With micro-batching,
+        ``lookup`` reads concurrent callers' rows in one call (its fixed cost is most of a
+        one-row read); ``read`` is the same read for one caller alone."""
 
         def read(rows: tuple[list[Any], list[Any]]) -> tuple[OnlineVectors, float]:
             started = time.thread_time()
@@ -391,7 +395,7 @@ class ModelVersions:
                 raise over_budget(self.feature_timeout) from None
 
         if not self.micro_batching:
-            return lambda rows, timeout=None: within_budget(rows)
+            return {"lookup": lambda rows, timeout=None: within_budget(rows), "read": within_budget}
 
         def merge(parts: Sequence[tuple[list[Any], list[Any]]]) -> tuple[list[Any], list[Any]]:
             return [k for p in parts for k in p[0]], [d for p in parts for d in p[1]]
@@ -402,7 +406,7 @@ class ModelVersions:
             vectors, cpu = out
             return vectors.slice(start, rows), cpu * rows / max(1, vectors.num_rows)
 
-        return MicroBatcher(
+        batcher: MicroBatcher[Any, Any] = MicroBatcher(
             within_budget,
             self.max_rows,
             size=lambda rows: len(rows[0]),
@@ -410,6 +414,7 @@ class ModelVersions:
             split=split,
             alone=(DataError, InvalidInput),
         )
+        return {"lookup": batcher, "read": within_budget}
 
     def _load_fallback(self, ref: ModelRef, manifest: Manifest) -> dict[str, Any]:
         from framework.registry import artifact
