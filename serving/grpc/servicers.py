@@ -364,8 +364,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     @_rpc("ModelReady")
     def ModelReady(self, request: v2.ModelReadyRequest, context: grpc.ServicerContext) -> Any:
         ref = self._ref(request.name, request.version)
-        self.predictor.load(ref)
-        return v2.ModelReadyResponse(ready=True)
+        # Reported, never caused: a version loads at start-up or on its first request.
+        return v2.ModelReadyResponse(ready=ref in self.predictor.versions.loaded())
 
     @_rpc("ServerMetadata")
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:

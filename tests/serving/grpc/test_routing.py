@@ -357,3 +357,42 @@ def test_canary_is_sticky_and_shadow_is_logged_not_returned(served: Served, tmp_
     assert {r["model_version"] for r in shadow} == {str(three)}
     # Every client request was also scored by the shadow, under its request id.
     assert sorted(r["__request_id"] for r in shadow) == sorted(r["__request_id"] for r in primary)
+
+
+@pytest.mark.integration
+def test_model_ready_reports_a_version_without_loading_it(served: Served, tmp_path: Path) -> None:
+    """``ModelReady`` says whether a version is loaded; asking does not load it (a version
+    registered after start-up loads on its first request, and only then is ready)."""
+    import grpc
+
+    from serving.stubs.inference import grpc_predict_v2_pb2 as v2
+    from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    running, registry = _private_server(served, tmp_path / "ws")
+    two = register_copy(registry)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+
+            def ready(version: str = "") -> bool:
+                answer = stub.ModelReady(
+                    v2.ModelReadyRequest(name="fraud_model", version=version), timeout=10
+                )
+                return bool(answer.ready)
+
+            assert ready() and ready("1")  # the champion, loaded at start-up
+            assert not ready(str(two)) and not ready(str(two))
+            assert ModelRef("fraud_model", two) not in running.predictor.versions.loaded()
+            with pytest.raises(grpc.RpcError) as err:
+                ready("99")
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            request = v2.ModelInferRequest(model_name="fraud_model", model_version=str(two))
+            for name, value in (("user_id", 1), ("merchant_id", 1), ("hour_of_day", 12)):
+                tensor = request.inputs.add(name=name, datatype="INT64", shape=[1])
+                tensor.contents.int64_contents.append(value)
+            amount = request.inputs.add(name="amount", datatype="FP64", shape=[1])
+            amount.contents.fp64_contents.append(10.0)
+            assert stub.ModelInfer(request, timeout=60).model_version == str(two)
+            assert ready(str(two))
+    finally:
+        running.stop(1)
