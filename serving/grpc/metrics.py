@@ -130,12 +130,6 @@ class ServerMetrics:
             "Predictions waiting in the review queue.",
             registry=r,
         )
-        self.model_info = Gauge(
-            "parity_model_info",
-            "1 for each loaded model version, labelled with its aliases.",
-            ["model", "version", "aliases"],
-            registry=r,
-        )
         self.log_pending = Gauge(
             "parity_prediction_log_pending_rows",
             "Predictions accepted but not yet written to the prediction log.",
@@ -190,12 +184,33 @@ class ServerMetrics:
             if missing:
                 self.missing_features.labels(feature).inc(missing)
 
+    def watch_models(self, loaded: Callable[[], list[tuple[str, str, list[str]]]]) -> None:
+        """Export ``parity_model_info{model, version, aliases}``: 1 per loaded version
+        (``loaded()``: name, version, aliases), read at each scrape, so it follows
+        promotions, rollbacks and versions loaded after start-up."""
+        self.registry.register(_ModelInfo(loaded))
+
     def watch_freshness(self, store: Any, clock: Callable[[], float]) -> None:
         """Export ``parity_feature_freshness_seconds{view}``: the age of the newest value
         materialised online per feature view, read from the online store at each scrape
         (:func:`framework.materialize.job.freshness`)."""
         self.registry.register(_Freshness(store, clock))
         self.registry.register(_RegistryHealth(store))
+
+
+class _ModelInfo:
+    def __init__(self, loaded: Callable[[], list[tuple[str, str, list[str]]]]) -> None:
+        self.loaded = loaded
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "parity_model_info",
+            "1 for each loaded model version, labelled with its aliases.",
+            labels=["model", "version", "aliases"],
+        )
+        for name, version, aliases in sorted(self.loaded()):
+            family.add_metric([name, version, ",".join(sorted(aliases))], 1.0)
+        yield family
 
 
 class _RegistryHealth:

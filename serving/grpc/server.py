@@ -112,7 +112,7 @@ def start_server(
             stack, store, registry, settings, metrics, logs, queue,
             clock or (settings.now.timestamp if settings.now else time.time), limit_threads,
         )  # fmt: skip
-        failed = _warm_up(predictor, registry, settings, logs.privacy, metrics)
+        failed = _warm_up(predictor, registry, settings, logs.privacy)
         server, health_servicer = _grpc_server(
             stack, predictor, data, settings, metrics, guard, logs, limit_threads
         )
@@ -267,6 +267,12 @@ def _predictor(
     )
     stack.callback(predictor.close)
     metrics.watch_freshness(store, predictor.clock)
+    metrics.watch_models(
+        lambda: [
+            (ref.name, str(ref.version), predictor.aliases_of(ref))
+            for ref in predictor.versions.loaded()
+        ]
+    )
     return predictor
 
 
@@ -275,7 +281,6 @@ def _warm_up(
     registry: ModelRegistry,
     settings: ServeSettings,
     privacy: LogPrivacy,
-    metrics: ServerMetrics,
 ) -> dict[str, str]:
     """Load the served models; returns those that cannot be served, with the reason."""
     models = settings.models or [
@@ -286,10 +291,6 @@ def _warm_up(
         log.error("model %s cannot be served: %s", address, reason)
     if privacy.active and refs:
         privacy.check(predictor.logged_fields())
-    for ref in refs:
-        metrics.model_info.labels(
-            ref.name, str(ref.version), ",".join(predictor.aliases_of(ref))
-        ).set(1)
     return failed
 
 

@@ -396,3 +396,41 @@ def test_model_ready_reports_a_version_without_loading_it(served: Served, tmp_pa
             assert ready(str(two))
     finally:
         running.stop(1)
+
+
+@pytest.mark.integration
+def test_model_info_follows_promotions_and_versions_loaded_later(
+    served: Served, tmp_path: Path
+) -> None:
+    """``parity_model_info`` is read at each scrape: a promotion moves its ``aliases``
+    label, and a version loaded by a request after start-up appears."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from framework.loop.promotion import promote
+    from serving.grpc.client import PredictionClient
+    from tests.support.fraud_requests import recent_rows
+
+    running, registry = _private_server(served, tmp_path / "ws")
+
+    def info() -> dict[str, str]:
+        text = generate_latest(running.metrics.registry).decode()
+        (family,) = [
+            f for f in text_string_to_metric_families(text) if f.name == "parity_model_info"
+        ]
+        assert all(s.value == 1.0 and s.labels["model"] == "fraud_model" for s in family.samples)
+        return {s.labels["version"]: s.labels["aliases"] for s in family.samples}
+
+    try:
+        assert info() == {"1": "champion"}
+        two = register_copy(registry)
+        assert info() == {"1": "champion"}  # registered, not loaded
+        promote(registry, "fraud_model", two, store=served.store, reason="model_info test")
+        assert info() == {"1": ""}  # the alias moved; version two loads on first use
+        with PredictionClient(f"127.0.0.1:{running.port}") as client:
+            assert client.predict("fraud_model", recent_rows(served, 1))[0]["model_version"] == str(
+                two
+            )
+        assert info() == {"1": "", str(two): "champion"}
+    finally:
+        running.stop(1)
