@@ -169,7 +169,7 @@ class ServerMetrics:
         )
         self.rate_limited = Counter(
             "parity_rate_limited_total",
-            "Calls refused by a rate limit, by client (token name, else peer IP).",
+            "Calls refused by a rate limit, by client (token name; anonymous without tokens).",
             ["client"],
             registry=r,
         )

@@ -19,7 +19,8 @@
 
 Refusals are ``UNAUTHENTICATED``, ``PERMISSION_DENIED`` (naming the scope needed) and
 ``RESOURCE_EXHAUSTED`` (naming the client and the limit), counted in
-``parity_auth_failures_total{reason}`` and ``parity_rate_limited_total{client}``.
+``parity_auth_failures_total{reason}`` and ``parity_rate_limited_total{client}`` (the
+token's name; ``anonymous`` for every peer address when no tokens are in use).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("parity.serving.security")
 
 SCOPES = ("predict", "admin")
+#: ``parity_rate_limited_total``'s client label for calls limited by peer address.
+ANONYMOUS = "anonymous"
 _OPEN = ("/grpc.health.v1.Health/",)
 _PREDICT = ("/parity.v1.PredictionService/Predict", "/inference.GRPCInferenceService/")
 #: Methods either scope opens.
@@ -276,8 +279,11 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[misc]
     def check(self, method: str, scope: str, context: grpc.ServicerContext) -> None:
         """Abort the call unless it carries a token with ``scope`` and is within its limit."""
         limit = self.default_limit
+        # The metric's label: a token's name (a set the operator wrote), never a peer
+        # address (one series per address a client can come from grows without bound).
         if self.tokens is None:
             client = peer_address(context.peer())
+            label = ANONYMOUS
         else:
             token = self._authenticate(context)
             if not token.scopes & set(scope.split("|")):
@@ -286,10 +292,11 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[misc]
                     f"client {token.name!r} lacks scope {scope!r}, which {method} needs",
                 )  # fmt: skip
             client, limit = token.name, token.rate_limit or limit
+            label = client
         if limit and self.limiter is not None:
             for item in limit:
                 if not self.limiter.hit(item, "parity", client):
-                    self.metrics.rate_limited.labels(client).inc()
+                    self.metrics.rate_limited.labels(label).inc()
                     reset = self.limiter.get_window_stats(item, "parity", client).reset_time
                     log.debug("rate limited: %s on %s", client, method)
                     context.abort(

@@ -427,7 +427,29 @@ def test_rate_limit_per_peer_address_without_tokens(served: Served, tmp_path: Pa
         assert details.startswith("client '127.0.0.1' is over its rate limit of 3 per 1 minute")
         with grpc.insecure_channel(target(running)) as ch:  # health checks are never limited
             assert code_of(lambda: CALLS["Health"](ch, ()))[0] == "OK"
-        assert metric(running, "parity_rate_limited_total", 'client="127.0.0.1"') == 1.0
+        assert metric(running, "parity_rate_limited_total", 'client="anonymous"') == 1.0
+
+
+def test_rate_limited_series_stay_bounded_under_many_client_addresses(
+    served: Served, tmp_path: Path
+) -> None:
+    """Twelve clients from twelve source addresses, each over its limit: each refusal
+    names its own address, and the counter has one series for all of them."""
+    from tests.support.source_proxy import from_address
+
+    addresses = [f"127.0.0.{n}" for n in range(2, 14)]
+    with secured(served, tmp_path, rate_limit="1/minute") as running:
+        host, port = target(running).rsplit(":", 1)
+        for address in addresses:
+            with from_address(address, (host, int(port))) as via:
+                with grpc.insecure_channel(via) as ch:
+                    answers = [code_of(lambda ch=ch: CALLS["ServerLive"](ch, ())) for _ in range(2)]
+            assert answers[0][0] == "OK" and answers[1][0] == "RESOURCE_EXHAUSTED"
+            assert answers[1][1].startswith(f"client {address!r} is over its rate limit")
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        series = re.findall(r"^parity_rate_limited_total\{(.*)\} (\S+)$", text, re.M)
+        assert series == [('client="anonymous"', f"{float(len(addresses))}")]
 
 
 def test_rate_limits_are_per_token_with_its_own_override(served: Served, tmp_path: Path) -> None:
