@@ -136,12 +136,12 @@ class Predictor:
         max_rows: int = 1_000,
         log: Callable[[str, LogRows], None] | None = None,
         clock: Callable[[], float] = time.time,
-        observe: Callable[[str, float], None] | None = None,
-        feature_status: Callable[[dict[str, list[str]]], None] | None = None,
+        observe: Callable[[ModelRef, str, float], None] | None = None,
+        feature_status: Callable[[ModelRef, dict[str, list[str]]], None] | None = None,
         cpu: Callable[[str, str, float], None] | None = None,
         review: Callable[[list[dict[str, Any]]], None] | None = None,
-        on_fallback: Callable[[str], None] | None = None,
-        on_issue: Callable[[str, str], None] | None = None,
+        on_fallback: Callable[[ModelRef, str], None] | None = None,
+        on_issue: Callable[[ModelRef, str, str], None] | None = None,
         on_error: Callable[[str, str], None] | None = None,
         feature_timeout: float = 1.0,
         lookup_threads: int = 8,
@@ -158,11 +158,13 @@ class Predictor:
         self.max_rows = max_rows
         self.log = log
         self.clock = clock
-        self.observe = observe or (lambda stage, seconds: None)
-        self.feature_status = feature_status or (lambda status: None)
+        # Each per version: (version, stage, seconds), (version, statuses), (version,
+        # cause), (version, check kind, feature).
+        self.observe = observe or (lambda ref, stage, seconds: None)
+        self.feature_status = feature_status or (lambda ref, status: None)
         self.review = review
-        self.on_fallback = on_fallback or (lambda cause: None)
-        self.on_issue = on_issue or (lambda kind, feature: None)
+        self.on_fallback = on_fallback or (lambda ref, cause: None)
+        self.on_issue = on_issue or (lambda ref, kind, feature: None)
         # (model, stage) of each request parity failed through its own fault.
         self.on_error = on_error or (lambda model, stage: None)
         self._logged_causes: set[str] = set()
@@ -220,8 +222,10 @@ class Predictor:
         """Explanations of ``rows`` (their served scores); none, if not ``required`` and
         the version cannot be explained."""
         return explain_rows(
-            lambda: self.explainer(loaded), self.observe, frame, rows, scores, required=required
-        )
+            lambda: self.explainer(loaded),
+            lambda stage, seconds: self.observe(loaded.ref, stage, seconds),
+            frame, rows, scores, required=required,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ predict
 
@@ -353,8 +357,8 @@ class Predictor:
             unscored = {i: cause for i in range(n)}
         else:
             unscored = fallback_rows(call.loaded, vectors, call.names, n)
-        self.observe("feature_lookup", time.perf_counter() - t)
-        self.feature_status(vectors.status)
+        self.observe(call.ref, "feature_lookup", time.perf_counter() - t)
+        self.feature_status(call.ref, vectors.status)
         return vectors, lookup_cpu, unscored
 
     def _score(
@@ -384,7 +388,7 @@ class Predictor:
                 # (a fallback would hide it behind an answer that looks valid).
                 raise self._defect(call.ref, "inference", exc) from exc
         fallback = fallback_scores(loaded, call.request, unscored) if unscored else {}
-        self.observe("inference", time.perf_counter() - t)
+        self.observe(call.ref, "inference", time.perf_counter() - t)
         return inputs, scores, fallback
 
     def _answer(
@@ -408,7 +412,7 @@ class Predictor:
             value, conf, reasons = fallback[i]
             decision = FALLBACK
             label = label_of(loaded.task, value, serving["threshold"])
-            self.on_fallback(unscored[i].split(":")[0])
+            self.on_fallback(call.ref, unscored[i].split(":")[0])
         else:
             assert scores is not None
             value, conf = float(scores.score[i]), float(scores.confidence[i])
@@ -417,7 +421,7 @@ class Predictor:
                 status = {f: vectors.status.get(f, ["PRESENT"] * n)[i] for f in names}
                 decision, reasons, issues = loaded.router.decide(conf, values, status)
                 for issue in issues:
-                    self.on_issue(issue.kind, issue.feature)
+                    self.on_issue(call.ref, issue.kind, issue.feature)
             else:
                 decision, reasons = ACCEPT, ["regression: no confidence routing"]
             reasons += feature_reasons(vectors, names, i)
@@ -467,7 +471,7 @@ class Predictor:
             n = len(c.request.rows) if request is not None else rows
             total = now - c.started
             spent = c.own_cpu + run_cpu * n / rows
-            self.observe("total", total)
+            self.observe(c.ref, "total", total)
             self.cpu(c.ref.name, str(c.ref.version), spent)
             received += [c.received] * n
             latency += [total] * n
@@ -560,7 +564,7 @@ class Predictor:
         t = time.perf_counter()
         inputs = supplied_columns(loaded.fields, given, n)
         scores = score(loaded.batched, inputs, loaded.task, loaded.serving["threshold"])
-        self.observe("inference", time.perf_counter() - t)
+        self.observe(ref, "inference", time.perf_counter() - t)
         explained = (
             self._explain(loaded, inputs.frame(), list(range(n)), scores.score, required=True)
             if explain
@@ -574,7 +578,7 @@ class Predictor:
                 row = {name: given[name][i] for name in names}
                 decision, reasons, issues = loaded.router.decide(conf, row, {})
                 for issue in issues:
-                    self.on_issue(issue.kind, issue.feature)
+                    self.on_issue(ref, issue.kind, issue.feature)
             else:
                 decision, reasons = ACCEPT, ["regression: no confidence routing"]
             outs.append(

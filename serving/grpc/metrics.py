@@ -69,15 +69,16 @@ class ServerMetrics:
         )
         self.latency = Histogram(
             "parity_latency_seconds",
-            "Time per request by stage: feature_lookup, inference, total.",
-            ["stage"],
+            "Time per request by model, version and stage: feature_lookup, inference, "
+            "explain, total.",
+            ["model", "version", "stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.confidence = Histogram(
             "parity_confidence",
-            "Confidence of scored rows, by model.",
-            ["model"],
+            "Confidence of scored rows, by model and version.",
+            ["model", "version"],
             buckets=_CONFIDENCE_BUCKETS,
             registry=r,
         )
@@ -87,14 +88,14 @@ class ServerMetrics:
         internal errors, failed input checks."""
         self.missing_features = Counter(
             "parity_missing_features_total",
-            "Feature values absent online (not found or null), by feature.",
-            ["feature"],
+            "Feature values absent online (not found or null), by model, version and feature.",
+            ["model", "version", "feature"],
             registry=r,
         )
         self.stale_features = Counter(
             "parity_stale_features_total",
-            "Feature values dropped as older than their view's TTL, by feature.",
-            ["feature"],
+            "Feature values dropped as older than their view's TTL, by model, version and feature.",
+            ["model", "version", "feature"],
             registry=r,
         )
         self.cpu_seconds = Counter(
@@ -105,8 +106,8 @@ class ServerMetrics:
         )
         self.fallbacks = Counter(
             "parity_fallbacks_total",
-            "Rows answered by the fallback, by cause.",
-            ["cause"],
+            "Rows answered by the fallback, by model, version and cause.",
+            ["model", "version", "cause"],
             registry=r,
         )
         self.internal_errors = Counter(
@@ -118,8 +119,9 @@ class ServerMetrics:
         )
         self.input_issues = Counter(
             "parity_input_issues_total",
-            "Input checks that failed (out_of_range, unseen_category, unexpected_missing).",
-            ["kind", "feature"],
+            "Input checks that failed (out_of_range, unseen_category, unexpected_missing), "
+            "by model, version, kind and feature.",
+            ["model", "version", "kind", "feature"],
             registry=r,
         )
 
@@ -174,15 +176,15 @@ class ServerMetrics:
             registry=r,
         )
 
-    def count_feature_status(self, status: dict[str, list[str]]) -> None:
+    def count_feature_status(self, model: str, version: str, status: dict[str, list[str]]) -> None:
         """Count values missing online and values dropped as stale, per feature."""
         for feature, states in status.items():
             stale = states.count("OUTSIDE_MAX_AGE")
             missing = states.count("NOT_FOUND") + states.count("NULL_VALUE")
             if stale:
-                self.stale_features.labels(feature).inc(stale)
+                self.child(self.stale_features, model, version, feature).inc(stale)
             if missing:
-                self.missing_features.labels(feature).inc(missing)
+                self.child(self.missing_features, model, version, feature).inc(missing)
 
     def watch_models(self, loaded: Callable[[], list[tuple[str, str, list[str]]]]) -> None:
         """Export ``parity_model_info{model, version, aliases}``: 1 per loaded version

@@ -248,12 +248,20 @@ def _predictor(
         max_rows=settings.max_rows,
         log=logs.log_rows,
         clock=clock,
-        observe=lambda stage, s: metrics.child(metrics.latency, stage).observe(s),
-        feature_status=metrics.count_feature_status,
+        observe=lambda ref, stage, s: metrics.child(
+            metrics.latency, ref.name, str(ref.version), stage
+        ).observe(s),
+        feature_status=lambda ref, status: metrics.count_feature_status(
+            ref.name, str(ref.version), status
+        ),
         cpu=lambda model, version, s: metrics.child(metrics.cpu_seconds, model, version).inc(s),
         review=add_review,
-        on_fallback=lambda cause: metrics.fallbacks.labels(cause).inc(),
-        on_issue=lambda kind, feature: metrics.input_issues.labels(kind, feature).inc(),
+        on_fallback=lambda ref, cause: metrics.child(
+            metrics.fallbacks, ref.name, str(ref.version), cause
+        ).inc(),
+        on_issue=lambda ref, kind, feature: metrics.child(
+            metrics.input_issues, ref.name, str(ref.version), kind, feature
+        ).inc(),
         on_error=lambda model, stage: metrics.internal_errors.labels(model, stage).inc(),
         feature_timeout=settings.feature_timeout_seconds,
         canary_share=settings.canary_share,

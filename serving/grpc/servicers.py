@@ -292,7 +292,7 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         for o in outs:
             m = self.metrics
             m.child(m.predictions, o.model_name, o.model_version, o.decision).inc()
-            m.child(m.confidence, o.model_name).observe(o.confidence)
+            m.child(m.confidence, o.model_name, o.model_version).observe(o.confidence)
 
 
 def _event_time(request: pb.ReportOutcomeRequest) -> Any:
@@ -457,7 +457,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         for o in outs:
             m = self.metrics
             m.child(m.predictions, o.model_name, o.model_version, o.decision).inc()
-            m.child(m.confidence, o.model_name).observe(o.confidence)
+            m.child(m.confidence, o.model_name, o.model_version).observe(o.confidence)
         return response
 
     def _ref(self, name: str, version: str) -> ModelRef:

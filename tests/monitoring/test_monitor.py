@@ -515,6 +515,44 @@ def test_grafana_dashboard_queries_only_exported_metrics() -> None:
     assert used <= exported, sorted(used - exported)
 
 
+def test_grafana_panels_filter_every_per_model_series_by_the_model_variable() -> None:
+    """A panel plotting a series that has a ``model`` label selects ``model=~"$model"``,
+    so the dashboard's model filter applies to every per-model panel."""
+    import re
+
+    from prometheus_client.metrics import MetricWrapperBase
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from framework.monitoring.results import MonitorSummary, Window
+    from framework.monitoring.skew import FeatureSkew, SkewReport
+    from framework.monitoring.thresholds import Thresholds
+    from serving.grpc.metrics import ServerMetrics
+
+    per_model: set[str] = set()
+    for metric in vars(ServerMetrics()).values():
+        # prometheus_client keeps a metric's label names in ``_labelnames`` (no public name)
+        if isinstance(metric, MetricWrapperBase) and "model" in metric._labelnames:
+            base = metric._name.removesuffix("_total")
+            per_model |= {f"{base}{s}" for s in ("", "_total", "_bucket", "_sum", "_count")}
+    window = Window(None, None, None, None, None, 0, 0)
+    summary = MonitorSummary("m", "", window, Thresholds(), errors={})
+    skew = SkewReport("m", 0, [], [FeatureSkew("f", 0, 0, 0.0)], {})
+    for family in text_string_to_metric_families(prometheus_text(summary, skew)):
+        per_model |= {s.name for s in family.samples if "model" in s.labels}
+    assert {"parity_latency_seconds_bucket", "parity_fallbacks_total"} <= per_model
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "parity.json").read_text())
+    unfiltered = [
+        (panel["title"], name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name, selector in re.findall(
+            r"(?<![:\w])(parity_[a-z0-9_]+)(\{[^}]*\})?", target["expr"]
+        )
+        if name in per_model and 'model=~"$model"' not in selector
+    ]
+    assert unfiltered == []
+
+
 # ------------------------------------------------------------------ against a real server
 
 

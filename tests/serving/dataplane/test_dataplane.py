@@ -50,7 +50,7 @@ class Plane:
             max_rows=500,
             log=lambda model, rows: self.logged.append(rows.to_table()),
             clock=options.pop("clock", champion.now.timestamp),
-            on_fallback=lambda cause: self.fallbacks.update([cause]),
+            on_fallback=lambda ref, cause: self.fallbacks.update([cause]),
             on_error=lambda model, stage: self.errors.update([(model, stage)]),
             feature_timeout=0.5,
             **options,

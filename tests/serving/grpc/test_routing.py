@@ -183,7 +183,9 @@ def test_online_store_down_means_fallback_then_recovery(served: Served, tmp_path
                 assert [p["decision"] for p in back] == [p["decision"] for p in normal]
             finally:
                 running.stop(1)
-            metrics = running.metrics.fallbacks.labels("online store unavailable")
+            metrics = running.metrics.fallbacks.labels(
+                "fraud_model", "1", "online store unavailable"
+            )
             assert metrics._value.get() == len(rows)
     finally:
         redis.kill()

@@ -328,7 +328,10 @@ def test_metrics_endpoint(served: Served) -> None:
     port = served.running.metrics_port
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'parity_requests_total{code="OK",model="fraud_model",rpc="Predict",version="1"}' in text
-    assert 'parity_latency_seconds_bucket{le="0.005",stage="feature_lookup"}' in text
+    assert (
+        'parity_latency_seconds_bucket{le="0.005",model="fraud_model",stage="feature_lookup",'
+        'version="1"}' in text
+    )
     assert 'parity_model_info{aliases="champion",model="fraud_model",version="1"} 1.0' in text
     assert "parity_stale_features_total" in text
     assert "parity_confidence_bucket" in text
