@@ -7,9 +7,15 @@ from framework.monitoring.results import MonitorSummary
 from framework.monitoring.skew import SkewReport
 
 
-def prometheus_text(result: MonitorSummary, skew_report: SkewReport | None = None) -> str:
+def prometheus_text(
+    result: MonitorSummary, skew_report: SkewReport | None = None, *, now: float | None = None
+) -> str:
     """Drift, confidence, cost and alert gauges in Prometheus' text format (for a
-    node_exporter textfile collector or a Pushgateway)."""
+    node_exporter textfile collector or a Pushgateway), with the time they were made
+    (``now``, seconds since the epoch; default: the clock), so an alert can tell when
+    the scheduled run stopped producing them."""
+    import time
+
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     summary = result.to_dict()  # the output boundary: the gauges follow the JSON's shape
@@ -72,6 +78,10 @@ def prometheus_text(result: MonitorSummary, skew_report: SkewReport | None = Non
         for kind in ("server", "client"):
             rate.labels(model, kind).set(errors[f"{kind}_error_rate"])
     alert_count.labels(model).set(len(summary["alerts"]))
+    ran = Gauge("parity_monitor_last_run_timestamp_seconds",
+                "When parity monitor wrote these gauges (seconds since the epoch).", ["model"],
+                registry=r)  # fmt: skip
+    ran.labels(model).set(time.time() if now is None else now)
     if skew:
         mismatch = Gauge("parity_skew_mismatch_rate",
                          "Share of sampled predictions whose feature differs offline.",

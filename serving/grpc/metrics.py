@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (
@@ -41,6 +49,12 @@ class ServerMetrics:
         self._add_row_metrics(self.registry)
         self._add_state_metrics(self.registry)
         self._add_security_metrics(self.registry)
+        # The process_* and python_* series every Prometheus client exports by default
+        # (CPU, resident memory, open file descriptors, start time; GC; Python version):
+        # read at scrape time from /proc, as prometheus_client's default registry does.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *values: str) -> Any:

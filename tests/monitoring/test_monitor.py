@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -376,6 +377,11 @@ def test_prometheus_text_parses(toy: tuple[Path, ModelRegistry]) -> None:
     assert families["parity_monitor_alerts"].samples[0].value == len(summary.alerts)
     cost = families["parity_cost_per_1k_predictions"].samples[0]
     assert cost.labels == {"model": MODEL, "version": "1"} and cost.value > 0
+    # When the gauges were made, for the alert on a scheduled run that stopped.
+    (ran,) = families["parity_monitor_last_run_timestamp_seconds"].samples
+    assert ran.labels == {"model": MODEL} and abs(ran.value - time.time()) < 60
+    at = {f.name: f for f in text_string_to_metric_families(prometheus_text(summary, now=1e9))}
+    assert at["parity_monitor_last_run_timestamp_seconds"].samples[0].value == 1e9
 
 
 # ------------------------------------------------------------------ the command line

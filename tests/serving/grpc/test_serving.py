@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -335,6 +336,10 @@ def test_metrics_endpoint(served: Served) -> None:
     assert 'parity_model_info{aliases="champion",model="fraud_model",version="1"} 1.0' in text
     assert "parity_stale_features_total" in text
     assert "parity_confidence_bucket" in text
+    # The process and runtime series Prometheus users expect from any client.
+    for series in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "process_open_fds", "process_start_time_seconds", "python_info"):  # fmt: skip
+        assert re.search(rf"^{series}(\{{[^}}]*\}})? [0-9.e+]+$", text, re.M), series
 
 
 # ------------------------------------------------------------ lifecycle and drift
@@ -583,6 +588,46 @@ def test_workers_that_cannot_listen_are_a_clear_error(served: Served, tmp_path: 
     assert "Traceback" not in result.stderr
 
 
+def _two_free_ports() -> int:
+    """A port P such that P and P + 1 were both free a moment ago."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_example_scrape_configuration_is_valid_and_lists_a_target_per_worker() -> None:
+    """deploy/prometheus/prometheus.yml passes ``promtool check config``, and its parity
+    job lists one target per worker port of its ``--workers N --metrics-port P`` comment."""
+    import shutil
+
+    import yaml
+
+    from tests.support.services import missing
+
+    promtool = shutil.which("promtool")
+    if not promtool:
+        missing("promtool is not installed (Debian: apt-get install prometheus)")
+        return
+    folder = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
+    proc = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=folder,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (folder / "prometheus.yml").read_text()
+    workers, port = map(int, re.findall(r"--workers (\d+) --metrics-port (\d+)", text)[0])
+    (job,) = [j for j in yaml.safe_load(text)["scrape_configs"] if j["job_name"] == "parity"]
+    targets = [t for c in job["static_configs"] for t in c["targets"]]
+    assert [int(t.rsplit(":", 1)[1]) for t in targets] == [port + i for i in range(workers)]
+
+
 @pytest.mark.slow
 def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None:
     """``--workers 2``: two processes answer on one port (SO_REUSEPORT), ``--now`` replays
@@ -592,8 +637,9 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     from framework.logs.reader import read_log
 
     root = _copy(served, tmp_path / "ws")
+    metrics_port = _two_free_ports()
     args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat(),
-            "--log-level", "DEBUG")  # fmt: skip
+            "--log-level", "DEBUG", "--metrics-port", str(metrics_port))  # fmt: skip
     with parity_serve(*args, logs=tmp_path) as server:
         # Ready: the parent said 'listening' once both workers listened with their models.
         first = server.output().splitlines()[0]
@@ -613,6 +659,17 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
         for i in range(40):  # a new connection each time: the kernel spreads them
             with PredictionClient(server.target, timeout=5) as client:
                 answers += client.predict(MODEL, rows, request_id=f"w{i}")
+        # Worker i exports its own metrics on --metrics-port + i (what the example scrape
+        # configuration in deploy/prometheus/prometheus.yml lists): each its own process.
+        scraped = [
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + i}/metrics", timeout=10)
+            .read()
+            .decode()
+            for i in range(2)
+        ]
+        served_by = [float(re.findall(r"^parity_requests_total\{[^}]*rpc=\"Predict\"[^}]*\} (\S+)$",
+                                      text, re.M)[0]) for text in scraped]  # fmt: skip
+        assert sum(served_by) == 40 and min(served_by) > 0
         assert server.stop(signal.SIGTERM) == 0
     assert len(answers) == 80
     assert "FALLBACK" not in {a["decision"] for a in answers}  # features fresh at --now
