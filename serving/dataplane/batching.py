@@ -181,6 +181,9 @@ class BatchedModel:
             MicroBatcher(model.predict_proba, max_rows) if hasattr(model, "predict_proba") else None
         )
         self.values: MicroBatcher[Any, Any] = MicroBatcher(model.predict, max_rows)
+        #: The model without the micro-batchers, for a caller whose rows are already every
+        #: waiting caller's (a run of the predictor's request batcher); made once.
+        self.alone = _Alone(self)
         self.use(model)
 
     def use(self, model: Any) -> None:
@@ -207,12 +210,6 @@ class BatchedModel:
 
     def predict(self, inputs: Any) -> Any:
         return self.values(inputs) if self.batching else self._predict(inputs)
-
-    @property
-    def alone(self) -> _Alone:
-        """The model without the micro-batchers, for a caller whose rows are already
-        every waiting caller's (a run of the predictor's request batcher)."""
-        return _Alone(self)
 
 
 class _Alone:

@@ -16,6 +16,7 @@ Which version a request means, and loading each version once, is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -158,8 +159,7 @@ class Predictor:
         self.max_rows = max_rows
         self.log = log
         self.clock = clock
-        # Each per version: (version, stage, seconds), (version, statuses), (version,
-        # cause), (version, check kind, feature).
+        # Metric callbacks, each given the version first.
         self.observe = observe or (lambda ref, stage, seconds: None)
         self.feature_status = feature_status or (lambda ref, status: None)
         self.review = review
@@ -261,7 +261,8 @@ class Predictor:
             with self._batchers:
                 if loaded.requests is None:
                     loaded.requests = MicroBatcher(
-                        self._run_merged, self.max_rows,
+                        # A run holds every waiting request's rows: no inner batchers.
+                        functools.partial(self._run, merged_already=True), self.max_rows,
                         size=lambda part: len(part[0].request.rows),
                         merge=lambda parts: [c for part in parts for c in part],
                         split=_slice_outs, alone=(Exception,),
@@ -269,12 +270,6 @@ class Predictor:
                 batcher = loaded.requests
         outs: list[PredictionOut] = batcher([call])
         return outs
-
-    def _run_merged(self, calls: list[_Call]) -> list[PredictionOut]:
-        """:meth:`_run` for a run of the request batcher: its rows are every request waiting
-        for the version, so the read and the model are called directly, not through the
-        micro-batchers that merge callers."""
-        return self._run(calls, merged_already=True)
 
     def _run(self, calls: list[_Call], *, merged_already: bool = False) -> list[PredictionOut]:
         """Score the rows of ``calls`` (one version) in one read and one model call; their
@@ -338,7 +333,7 @@ class Predictor:
         return _Call(request, role, ref, loaded, request_id, received, started, cpu_started)
 
     def _features(
-        self, call: _Call, merged_already: bool = False
+        self, call: _Call, merged_already: bool
     ) -> tuple[OnlineVectors, float, dict[int, str]]:
         """The online vectors, the lookup's CPU seconds, and the rows the model cannot
         score (row -> cause): all of them when the store is unavailable."""
@@ -362,11 +357,7 @@ class Predictor:
         return vectors, lookup_cpu, unscored
 
     def _score(
-        self,
-        call: _Call,
-        vectors: OnlineVectors,
-        unscored: dict[int, str],
-        merged_already: bool = False,
+        self, call: _Call, vectors: OnlineVectors, unscored: dict[int, str], merged_already: bool
     ) -> tuple[FeatureColumns, Any, dict[int, tuple[float, float, list[str]]]]:
         """The model's input, its scores (None when no row can be scored) and the
         fallback's answers for the rows the model cannot score."""
