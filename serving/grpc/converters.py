@@ -213,6 +213,7 @@ V2_DATATYPE = {
     "DOUBLE": "FP64",
     "FLOAT": "FP32",
     "STRING": "BYTES",
+    "BYTES": "BYTES",
     "BOOL": "BOOL",
 }
 

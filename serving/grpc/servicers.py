@@ -392,6 +392,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             platform="parity-sklearn",
             inputs=inputs,
             outputs=outputs,
+            properties=input_sets(manifest),
         )
 
     @_rpc("ModelInfer", predicts=True)
@@ -464,6 +465,24 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         if not name:
             raise InvalidInput("name: the model name is required.")
         return self.predictor.resolve(name, version or None, None)
+
+
+def input_sets(manifest: Manifest) -> dict[str, str]:
+    """The two ways ``ModelInfer`` takes a model's inputs, as the protocol's model
+    ``properties`` (string to string): ``inputs`` lists the features (plain model serving);
+    ``parity.entity_keys`` and ``parity.request_data`` list the other set, ``NAME:DATATYPE``
+    comma-separated, with which the server reads the features from the online store."""
+
+    def tensors(types: dict[str, str]) -> str:
+        return ",".join(f"{n}:{converters.V2_DATATYPE[t]}" for n, t in types.items())
+
+    keys = {k: manifest.join_key_types.get(k, "INT64") for k in manifest.join_keys}
+    return {
+        "parity.input_sets": "features,entity_keys",
+        "parity.entity_keys": tensors(keys),
+        "parity.request_data": tensors(dict(manifest.request_data)),
+        "parity.feature_service": manifest.feature_service,
+    }
 
 
 _OUTPUTS = ("score", "label", "confidence", "decision")

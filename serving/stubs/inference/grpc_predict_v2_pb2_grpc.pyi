@@ -5,7 +5,7 @@ Open Inference Protocol (KServe V2 inference protocol), gRPC definition.
 
 Source: https://github.com/kserve/open-inference-protocol
   specification/protocol/open_inference_grpc.proto
-  (commit 29ca333e3a6f86e2232108850a170696e28e256f)
+  (commit eeb043e2c95c1dd35f8b9185f5dadf44c7f10c9f)
 Copied verbatim below this header (messages, field names and field numbers
 unchanged) so that standard V2 clients -- tritonclient, KServe, MLServer --
 work against parity's server without modification. Do not edit the
