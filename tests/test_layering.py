@@ -54,7 +54,14 @@ LAYERS: dict[str, set[str]] = {
     "serving.stubs": set(),
     "serving.log": {"framework"},
     "serving.dataplane": {"framework"},
-    "serving.grpc": {"framework", "serving.dataplane", "serving.log", "serving.stubs"},
+    "serving.grpc": {
+        "framework",
+        "serving.dataplane",
+        "serving.log",
+        "serving.stubs",
+        "serving.http.server",
+    },
+    "serving.http": {"framework", "serving.dataplane", "serving.grpc", "serving.stubs"},
 }
 # Never imported by anything on the library side: the command line sits on top.
 TOP = {"framework.cli"}

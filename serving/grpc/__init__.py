@@ -6,5 +6,6 @@ error-to-status table (``status``), TLS, tokens and rate limits (``security``),
 Prometheus metrics (``metrics``) and the Python client (``client``).
 
 May import: ``framework`` (never ``framework.cli``), ``serving.dataplane``,
-``serving.log``, ``serving.stubs``.
+``serving.log``, ``serving.stubs``, and ``serving.http.server`` (the server starts the
+HTTP listener beside gRPC).
 """

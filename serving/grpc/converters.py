@@ -43,7 +43,7 @@ def to_value(value: Any) -> pb.Value:
 
 # --------------------------------------------------------------- KServe V2
 
-_NUMPY = {
+NUMPY = {
     "BOOL": np.dtype("?"),
     "UINT8": np.dtype("<u1"),
     "UINT16": np.dtype("<u2"),
@@ -56,7 +56,7 @@ _NUMPY = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-_CONTENTS = {
+CONTENTS = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",
     "UINT16": "uint_contents",
@@ -87,7 +87,7 @@ def _rows(tensor: Any) -> int:
     return int(shape[0])
 
 
-def _split_bytes(raw: bytes, name: str) -> list[bytes]:
+def split_bytes(raw: bytes, name: str) -> list[bytes]:
     out, pos = [], 0
     while pos < len(raw):
         if pos + 4 > len(raw):
@@ -118,10 +118,10 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
             raise InvalidInput(f"inputs[{i}].name: required.")
         if name in columns:
             raise InvalidInput(f"inputs[{name!r}]: given twice.")
-        if datatype not in _CONTENTS:
+        if datatype not in CONTENTS:
             raise InvalidInput(
                 f"inputs[{name!r}].datatype: {datatype!r} is not a V2 datatype "
-                f"({', '.join(_CONTENTS)})."
+                f"({', '.join(CONTENTS)})."
             )
         n = _rows(tensor)
         values: list[Any]
@@ -132,9 +132,9 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
                     "send each input one way."
                 )
             if datatype == "BYTES":
-                values = _split_bytes(raw[i], name)
+                values = split_bytes(raw[i], name)
             else:
-                dtype = _NUMPY[datatype]
+                dtype = NUMPY[datatype]
                 if len(raw[i]) % dtype.itemsize:
                     raise InvalidInput(
                         f"raw_input_contents[{name!r}]: {len(raw[i])} bytes is not a whole "
@@ -145,7 +145,7 @@ def decode_inputs(request: v2.ModelInferRequest) -> tuple[dict[str, list[Any]], 
                     raise InvalidInput(f"raw_input_contents[{name!r}]: BOOL bytes are 0 or 1.")
                 values = array.tolist()
         else:
-            values = list(getattr(tensor.contents, _CONTENTS[datatype]))
+            values = list(getattr(tensor.contents, CONTENTS[datatype]))
         if len(values) != n:
             raise InvalidInput(
                 f"inputs[{name!r}]: shape says {n} values, the contents hold {len(values)}."
@@ -191,12 +191,12 @@ def encode_outputs(response: v2.ModelInferResponse, outputs: list[Output], raw: 
                     struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values)
                 )
             else:
-                blob = np.asarray(values, dtype=_NUMPY[datatype]).tobytes()
+                blob = np.asarray(values, dtype=NUMPY[datatype]).tobytes()
             response.raw_output_contents.append(blob)
         elif datatype == "BYTES":
             tensor.contents.bytes_contents.extend(str(v).encode() for v in values)
         else:
-            getattr(tensor.contents, _CONTENTS[datatype]).extend(values)
+            getattr(tensor.contents, CONTENTS[datatype]).extend(values)
 
 
 #: Feast type -> V2 datatype of a model input.

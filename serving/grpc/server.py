@@ -42,6 +42,7 @@ from serving.grpc import security
 from serving.grpc.metrics import ServerMetrics
 from serving.grpc.servicers import InferenceServicer, PredictionServicer, add_to_server
 from serving.grpc.settings import ServeSettings
+from serving.http.server import HttpListener
 from serving.log.writer import PredictionLog
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.parity.v1 import prediction_pb2 as pb
@@ -68,14 +69,23 @@ class RunningServer:
     error_log: PredictionLog
     health: health.HealthServicer
     metrics: ServerMetrics
+    http: HttpListener | None = None
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
+
     def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, drain in-flight ones, then flush the prediction log and release
-        the thread pools, the review queue and the metrics endpoint."""
+        """Refuse new calls (gRPC and HTTP), drain in-flight ones, then flush the prediction
+        log and release the thread pools, the review queue and the metrics endpoint."""
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.begin_stop()
         self.server.stop(grace).wait()
+        if self.http is not None:
+            self.http.stop()
         self.resources.close()
 
 
@@ -113,18 +123,21 @@ def start_server(
             clock or (settings.now.timestamp if settings.now else time.time), limit_threads,
         )  # fmt: skip
         failed = _warm_up(predictor, registry, settings, logs.privacy)
-        server, health_servicer = _grpc_server(
+        server, health_servicer, inference = _grpc_server(
             stack, predictor, data, settings, metrics, guard, logs, limit_threads
         )
         port = _bind(server, settings, credentials)
+        http = _http(stack, inference, guard, settings, limit_threads)
         _settle_heap()
         server.start()
+        if http is not None:
+            http.start()
         for name in ("", *SERVICES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics_port = _serve_metrics(stack, settings, metrics)
         return RunningServer(
             server, port, metrics_port, predictor, failed, queue, logs.predictions,
-            logs.errors, health_servicer, metrics, stack.pop_all(),
+            logs.errors, health_servicer, metrics, http, stack.pop_all(),
         )  # fmt: skip
 
 
@@ -311,8 +324,9 @@ def _grpc_server(
     guard: security.Guard | None,
     logs: _Logs,
     limit_threads: Callable[[], None],
-) -> tuple[grpc.Server, health.HealthServicer]:
-    """The gRPC server with every service added, not yet bound or started."""
+) -> tuple[grpc.Server, health.HealthServicer, InferenceServicer]:
+    """The gRPC server with every service added, not yet bound or started, and its Open
+    Inference Protocol servicer (which the HTTP binding answers through too)."""
     rpc_threads = futures.ThreadPoolExecutor(
         max_workers=settings.threads, thread_name_prefix="rpc", initializer=limit_threads
     )
@@ -323,17 +337,37 @@ def _grpc_server(
     ]
     server = grpc.server(rpc_threads, options=options, interceptors=[guard] if guard else [])
     stack.callback(server.stop, None)
+    inference = InferenceServicer(predictor, metrics, _version(), logs.log_error)
     add_to_server(  # unparseable request bytes: INVALID_ARGUMENT, not grpcio's INTERNAL
         server,
         PredictionServicer(predictor, OutcomeStore(data / "outcomes"), metrics, logs.log_error),
-        InferenceServicer(predictor, metrics, _version(), logs.log_error),
+        inference,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    return server, health_servicer
+    return server, health_servicer, inference
+
+
+def _http(
+    stack: contextlib.ExitStack,
+    inference: InferenceServicer,
+    guard: security.Guard | None,
+    settings: ServeSettings,
+    limit_threads: Callable[[], None],
+) -> HttpListener | None:
+    """The Open Inference Protocol's HTTP/REST listener (``http_port``), bound, not started."""
+    if settings.http_port is None:
+        return None
+    threads = futures.ThreadPoolExecutor(
+        max_workers=settings.threads, thread_name_prefix="http", initializer=limit_threads
+    )
+    stack.callback(threads.shutdown)
+    listener = HttpListener.serving(inference, guard, threads, settings)
+    stack.callback(listener.stop)
+    return listener
 
 
 def _bind(

@@ -72,7 +72,7 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
                 if predicts:
                     # The id goes back as a header, so only one a header can carry: else
                     # the call is logged (and answered) under an id of the server's.
-                    if not _HEADER_SAFE.fullmatch(str(record["request_id"])):
+                    if not HEADER_SAFE.fullmatch(str(record["request_id"])):
                         record["request_id"] = uuid.uuid4().hex
                     context.set_trailing_metadata((("x-request-id", record["request_id"]),))
                     self.log_error(
@@ -122,7 +122,7 @@ def _rpc(name: str, *, predicts: bool = False) -> Callable[[Callable[..., R]], C
 
 
 #: A request id the ``x-request-id`` trailer can carry as it is (printable ASCII).
-_HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,128}")
+HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,128}")
 
 
 def _clip(text: str, limit: int = 1_000) -> str:

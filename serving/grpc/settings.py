@@ -59,6 +59,16 @@ class ServeSettings(BaseSettings):
     threads: Annotated[int, Flag("threads answering calls per process (default: 32)")] = Field(
         default=32, ge=1, le=256, description="Threads answering calls, per process."
     )
+    http_port: Annotated[
+        int | None,
+        Flag(
+            "Open Inference Protocol over HTTP/REST (KServe V2 paths under /v2) on this port, "
+            "beside gRPC; workers share it (default: off; 0: any free port)"
+        ),
+    ] = Field(
+        default=None, ge=0, le=65535,
+        description="HTTP/REST port of the Open Inference Protocol; unset: gRPC only.",
+    )  # fmt: skip
     metrics_port: Annotated[int | None, Flag("Prometheus metrics port (default: off)")] = Field(
         default=None, ge=0, le=65535, description="Prometheus port; unset: no metrics endpoint."
     )

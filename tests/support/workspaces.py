@@ -139,7 +139,9 @@ def serve_workspace(ws: Workspace, version: int) -> Iterator[Served]:
     from serving.grpc.settings import ServeSettings
 
     with champion_workspace(ws, version) as ready:
-        settings = ServeSettings(port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500)
+        settings = ServeSettings(
+            port=0, http_port=0, metrics_port=0, log_flush_seconds=0.2, max_rows=500
+        )
         running = start_server(
             ready.store, ready.registry, ws.data, settings, clock=ready.now.timestamp
         )
