@@ -166,7 +166,8 @@ def serve(args: argparse.Namespace) -> None:
             settings.grace_seconds,
             lambda: print(
                 f"parity serve: listening on {settings.host}:{running.port} "
-                f"(metrics: {running.metrics_port or 'off'}); {placed}; models: {models}",
+                f"(http: {running.http_port or 'off'}, metrics: {running.metrics_port or 'off'});"
+                f" {placed}; models: {models}",
                 flush=True,
             ),
         )

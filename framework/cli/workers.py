@@ -27,11 +27,10 @@ from serving.grpc.settings import ServeSettings
 def serve_processes(args: argparse.Namespace, settings: ServeSettings) -> None:
     """Run ``settings.workers`` single-process servers on one port (SO_REUSEPORT: the
     kernel spreads connections across them); forward SIGTERM/SIGINT and wait."""
-    port = settings.port
-    if port == 0:
-        with socket.socket() as s:
-            s.bind((settings.host, 0))
-            port = int(s.getsockname()[1])
+    port = settings.port or _free_port(settings.host)
+    # One HTTP port for every worker too (SO_REUSEPORT), picked here when "any".
+    if settings.http_port == 0:
+        settings = settings.model_copy(update={"http_port": _free_port(settings.host)})
     common = _worker_argv(args, settings, port)
     children: list[subprocess.Popen[str]] = []
     # Before the first worker starts: a signal from here on reaches every worker started.
@@ -82,11 +81,18 @@ def serve_processes(args: argparse.Namespace, settings: ServeSettings) -> None:
         )
     if not forwarded:
         print(
-            f"parity serve: listening on {settings.host}:{port} with {settings.workers} "
-            f"worker processes (pids {pids})",
+            f"parity serve: listening on {settings.host}:{port} (http: "
+            f"{settings.http_port or 'off'}) with {settings.workers} worker processes "
+            f"(pids {pids})",
             flush=True,
         )
     _wait(children, forwarded)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _worker_argv(args: argparse.Namespace, settings: ServeSettings, port: int) -> list[str]:

@@ -124,7 +124,16 @@ class ServeProcess:
     @property
     def metrics_port(self) -> int:
         """The metrics port its 'listening on' line names."""
-        return int(self.line.split("(metrics: ")[1].split(")")[0])
+        return int(self.line.split(" metrics: ")[1].split(")")[0])
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP/REST port its 'listening on' line names."""
+        import re
+
+        found = re.search(r"\(http: (\d+)", self.line)
+        assert found is not None, f"no HTTP port in {self.line!r}"
+        return int(found.group(1))
 
     def metric(self, name: str) -> float:
         """One unlabelled sample from its Prometheus endpoint."""

@@ -639,7 +639,8 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
     root = _copy(served, tmp_path / "ws")
     metrics_port = _two_free_ports()
     args = ("--repo", str(root / "feature_repo"), "--workers", "2", "--now", served.now.isoformat(),
-            "--log-level", "DEBUG", "--metrics-port", str(metrics_port))  # fmt: skip
+            "--log-level", "DEBUG", "--metrics-port", str(metrics_port),
+            "--http-port", "0")  # fmt: skip
     with parity_serve(*args, logs=tmp_path) as server:
         # Ready: the parent said 'listening' once both workers listened with their models.
         first = server.output().splitlines()[0]
@@ -659,6 +660,17 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
         for i in range(40):  # a new connection each time: the kernel spreads them
             with PredictionClient(server.target, timeout=5) as client:
                 answers += client.predict(MODEL, rows, request_id=f"w{i}")
+        # The HTTP/REST port is shared the same way (one port picked for both workers).
+        inputs = [
+            {"name": k, "datatype": "FP64" if k == "amount" else "INT64", "shape": [2],
+             "data": [r[part][k] for r in rows]}
+            for part in ("entity_keys", "request_data") for k in rows[0][part]
+        ]  # fmt: skip
+        url = f"http://127.0.0.1:{server.http_port}/v2/models/{MODEL}/infer"
+        for i in range(40):
+            body = json.dumps({"id": f"h{i}", "inputs": inputs}).encode()
+            with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as reply:
+                answers += [{"request_id": json.loads(reply.read())["id"]}] * 2
         # Worker i exports its own metrics on --metrics-port + i (what the example scrape
         # configuration in deploy/prometheus/prometheus.yml lists): each its own process.
         scraped = [
@@ -667,12 +679,13 @@ def test_worker_processes_share_one_port(served: Served, tmp_path: Path) -> None
             .decode()
             for i in range(2)
         ]
-        served_by = [float(re.findall(r"^parity_requests_total\{[^}]*rpc=\"Predict\"[^}]*\} (\S+)$",
-                                      text, re.M)[0]) for text in scraped]  # fmt: skip
-        assert sum(served_by) == 40 and min(served_by) > 0
+        for rpc in ("Predict", "ModelInfer"):  # gRPC, and REST through the same servicer
+            pattern = rf"^parity_requests_total\{{[^}}]*rpc=\"{rpc}\"[^}}]*\}} (\S+)$"
+            served_by = [float(re.findall(pattern, text, re.M)[0]) for text in scraped]
+            assert sum(served_by) == 40 and min(served_by) > 0, rpc
         assert server.stop(signal.SIGTERM) == 0
-    assert len(answers) == 80
-    assert "FALLBACK" not in {a["decision"] for a in answers}  # features fresh at --now
+    assert len(answers) == 160
+    assert "FALLBACK" not in {a.get("decision") for a in answers}  # features fresh at --now
     records = [json.loads(line) for line in server.errors().splitlines()]
     pids = {r["pid"] for r in records if r.get("rpc") == "Predict" and r.get("code") == "OK"}
     assert len(pids) == 2
