@@ -18,6 +18,12 @@ Systems, each measured at 1, 8 and 64 requests in flight:
   every feature supplied as a tensor (no lookup; scored, routed and logged);
 * ``MLServer V2``       — MLServer 1.7.1 (``mlserver-sklearn``) ``ModelInfer``, the same
   request message (pandas codec: ``content_type`` ``pd``, one tensor per column);
+* ``ours REST``         — ``parity serve --http-port``; the Open Inference Protocol's
+  HTTP/REST binding, ``POST /v2/models/fraud_model/infer`` with ``ours V2``'s request as
+  JSON (:func:`rest_body`: the same tensors, ``data`` arrays); answers JSON;
+* ``MLServer REST``     — MLServer's own REST endpoint (its ``http_port``),
+  ``POST /v2/models/fraud_model/infer`` with ``MLServer V2``'s request as JSON (pandas
+  codec marked the same way, ``predict_proba`` asked for);
 * ``feast serve``       — the feature hop alone (an anchor of the issue);
 * ``echo``              — the transport's floor: a bare grpcio server
   (``bench/echo_server.py``) answering ``Predict`` with the bytes of a real
@@ -46,7 +52,8 @@ current event loop").
 Servers: ``parity serve`` as shipped, in each ``--ours`` configuration (default: 1
 process and 2 processes, each with the shipped 8 threads; more threads per process
 only fight over the GIL: 2 x 32 answered fewer requests per second than 2 x 8 at 64
-in flight on 2026-12-04); MLServer with
+in flight on 2026-12-04), with ``--http-port`` so the REST binding listens beside gRPC
+(an idle uvicorn thread per process when no REST scenario runs); MLServer with
 ``parallel_workers`` 1 (its default) and 2, ``debug`` off, OMP_NUM_THREADS=1;
 ``feast serve --workers 1 --no-access-log --max-requests 0`` (Feast's default
 1,000 recycles the worker every thousand requests, mid-measurement). The
@@ -75,7 +82,9 @@ Load: a separate load-generator process (never a server's) keeps K requests in
 flight for ``--duration`` seconds after ``--warmup`` seconds, recording every
 request's latency; p50/p95/p99, requests/s and errors come from the measured
 window. The default harness is grpc.aio (one event loop, K coroutines; the
-two-hop's HTTP hop over one keep-alive connection per coroutine); ``--harness
+two-hop's HTTP hop and the REST scenarios over one keep-alive HTTP/1.1 connection per
+coroutine, so 64 in flight is 64 connections, spread over ``--workers 2`` by
+SO_REUSEPORT as the gRPC channels are); ``--harness
 threads`` uses K threads with blocking stubs. Either spends about 0.4-1 ms of
 CPU per request (the two-hop's JSON the most), 0.1 core at these rates: not
 the bottleneck, but a share of the 2 cores. Connections are spread over up to
@@ -131,6 +140,7 @@ MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 #: Installed in the MLServer environment at exactly the versions of this one.
 SAME_AS_OURS = ["scikit-learn", "numpy", "pandas", "scipy", "joblib", "threadpoolctl"]
 MODEL = "fraud_model"
+REST_PATH = f"/v2/models/{MODEL}/infer"  # the same model name on parity and MLServer
 FEATURE_SERVICE = "fraud_model_v1"
 FLOOR_DETAIL = "one process, a thread per request in flight, OMP_NUM_THREADS=1"
 EXPORT_CHILD = r"""
@@ -179,6 +189,12 @@ SCENARIOS = {
     ),
     "v2_mlserver": Scenario(
         "MLServer V2", "anchors", "v2_mlserver", "ModelInfer, pandas codec", uses_online=False
+    ),
+    "rest_ours": Scenario(
+        "ours REST", "ours", "rest_ours", "REST infer, JSON, features supplied", uses_online=False
+    ),
+    "rest_mlserver": Scenario(
+        "MLServer REST", "anchors", "rest_mlserver", "REST infer, pandas codec", uses_online=False
     ),
     "echo": Scenario(
         "echo",
@@ -489,19 +505,21 @@ def _listening(port: int, pids: list[int]) -> int:
 @contextlib.contextmanager
 def serve_ours(ws: Workspace, config: OursConfig, logs: Path) -> Iterator[Running]:
     """``parity serve`` on a free port, ready once every worker listens and reports healthy."""
-    port = free_port()
+    port, http_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "framework.cli", "serve", "--repo", str(ws.repo), "--port",
-           str(port), "--workers", str(config.workers), "--threads", str(config.threads),
-           "--now", ws.now, "--model", f"{MODEL}@champion",
+           str(port), "--http-port", str(http_port), "--workers", str(config.workers),
+           "--threads", str(config.threads), "--now", ws.now, "--model", f"{MODEL}@champion",
            "--cpu-affinity", config.affinity]  # fmt: skip
     log = logs / f"parity-serve-{config.slug}-{ws.online}.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(config.omp_threads)} if config.omp_threads else None
     with _process(cmd, log, ROOT, env) as proc:
-        _wait(lambda: _listening(port, [proc.pid]) == config.workers and _healthy(port),
+        _wait(lambda: _listening(port, [proc.pid]) == config.workers and _healthy(port)
+              and _listening(http_port, [proc.pid]) == config.workers,
               proc, "parity serve", log)  # fmt: skip
-        running = Running({"ours": f"127.0.0.1:{port}"}, [proc.pid], config.short, config.label,
+        targets = {"ours": f"127.0.0.1:{port}", "ours_http": f"127.0.0.1:{http_port}"}
+        running = Running(targets, [proc.pid], config.short, config.label,
                           workers=config.workers)  # fmt: skip
-        running.checks.append(check_ours(ws, running.targets["ours"]))
+        running.checks.append(check_ours(ws, targets["ours"], targets["ours_http"]))
         if not (logs / ECHO_REPLY).exists():
             _capture_reply(ws, running.targets["ours"], logs / ECHO_REPLY)
         yield running
@@ -575,22 +593,23 @@ def serve_anchors(ws: Workspace, venvs: Path, config: AnchorsConfig, logs: Path
                   ) -> Iterator[Running]:  # fmt: skip
     """MLServer with the same pipeline, and ``feast serve`` on the same repository copy."""
     ml_args = (config.mlserver_workers, config.omp_threads)
-    with serve_mlserver(ws, venvs / "mlserver", *ml_args, logs) as (ml, ml_pid):
+    with serve_mlserver(ws, venvs / "mlserver", *ml_args, logs) as (ml, ml_http, ml_pid):
         with serve_feast(ws, venvs / "feast", config.feast_workers, logs) as (fs, fs_pid):
-            targets = {"mlserver": ml, "feast": fs}
+            targets = {"mlserver": ml, "mlserver_http": ml_http, "feast": fs}
             running = Running(targets, [ml_pid, fs_pid], config.short, config.label)
-            running.checks += [check_mlserver(ws, ml), check_feast(ws, fs)]
+            running.checks += [check_mlserver(ws, ml, ml_http), check_feast(ws, fs)]
             yield running
 
 
 @contextlib.contextmanager
 def serve_mlserver(ws: Workspace, venv: Path, workers: int, omp_threads: int, logs: Path
-                   ) -> Iterator[tuple[str, int]]:  # fmt: skip
-    """MLServer 1.7.1 serving our fitted pipeline (written as joblib) as ``fraud_model``."""
+                   ) -> Iterator[tuple[str, str, int]]:  # fmt: skip
+    """MLServer 1.7.1 serving our fitted pipeline (written as joblib) as ``fraud_model``:
+    its gRPC and its REST address, and its process."""
     folder = ws.root / "mlserver"
     _write_mlserver_model(ws, folder / MODEL)
-    grpc_port = free_port()
-    settings = {"debug": False, "host": "127.0.0.1", "http_port": free_port(),
+    grpc_port, http_port = free_port(), free_port()
+    settings = {"debug": False, "host": "127.0.0.1", "http_port": http_port,
                 "grpc_port": grpc_port, "metrics_port": free_port(),
                 "parallel_workers": workers}  # fmt: skip
     (folder / "settings.json").write_text(json.dumps(settings))
@@ -598,8 +617,9 @@ def serve_mlserver(ws: Workspace, venv: Path, workers: int, omp_threads: int, lo
     env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads)} if omp_threads else None
     cmd = [str(venv / "bin" / "mlserver"), "start", str(folder)]
     with _process(cmd, log, folder, env) as proc:
-        _wait(lambda: _model_ready(grpc_port), proc, "mlserver", log)
-        yield f"127.0.0.1:{grpc_port}", proc.pid
+        _wait(lambda: _model_ready(grpc_port) and _http_ok(http_port, f"/v2/models/{MODEL}/ready"),
+              proc, "mlserver", log)  # fmt: skip
+        yield f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}", proc.pid
 
 
 def _write_mlserver_model(ws: Workspace, folder: Path) -> None:
@@ -643,18 +663,19 @@ def serve_feast(ws: Workspace, venv: Path, workers: int, logs: Path
         yield f"127.0.0.1:{port}", proc.pid
 
 
-def _http_ok(port: int) -> bool:
+def _http_ok(port: int, path: str = "/health") -> bool:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
         return bool(reply.status == 200)
 
 
 # ------------------------------------------------------------------ answer checks
 
 
-def check_ours(ws: Workspace, target: str) -> str:
-    """Our answers are the model's: no FALLBACK on Predict, V2 scores equal in-process ones."""
+def check_ours(ws: Workspace, target: str, http: str) -> str:
+    """Our answers are the model's: no FALLBACK on Predict, V2 scores (gRPC and REST) equal
+    in-process ones."""
     import grpc
 
     from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
@@ -671,13 +692,17 @@ def check_ours(ws: Workspace, target: str) -> str:
         infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
         scores = [_output(infer(v2_request(ws.fields, f, False), timeout=10), "score")[0]
                   for f in ws.features[:n]]  # fmt: skip
+    rest = [_rest_output(_rest_post(http, rest_body(v2_request(ws.fields, f, False))), "score")[0]
+            for f in ws.features[:n]]  # fmt: skip
     diff = max(abs(a - b) for a, b in zip(scores, ws.proba, strict=False))
+    rest_diff = max(abs(a - b) for a, b in zip(rest, ws.proba, strict=False))
     return (f"ours: Predict on {n} rows {dict(decisions)}; V2 (features supplied) vs in-process "
-            f"predict_proba: max |diff| {diff:.2e}")  # fmt: skip
+            f"predict_proba: max |diff| {diff:.2e} over gRPC, {rest_diff:.2e} over REST")  # fmt: skip
 
 
-def check_mlserver(ws: Workspace, target: str) -> str:
-    """MLServer's probabilities for the same features against ours (in-process)."""
+def check_mlserver(ws: Workspace, target: str, http: str) -> str:
+    """MLServer's probabilities for the same features (gRPC and REST) against ours
+    (in-process)."""
     import grpc
 
     from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
@@ -687,9 +712,15 @@ def check_mlserver(ws: Workspace, target: str) -> str:
         infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
         proba = [_output(infer(v2_request(ws.fields, f, True), timeout=10), "predict_proba")[1]
                  for f in ws.features[:n]]  # fmt: skip
-    diff = max(abs(a - b) for a, b in zip(proba, ws.proba, strict=False))
+    rest = [
+        _rest_output(_rest_post(http, rest_body(v2_request(ws.fields, f, True))),
+                     "predict_proba")[1]
+        for f in ws.features[:n]
+    ]  # fmt: skip
+    diff = max(abs(a - b) for a, b in zip(proba + rest, ws.proba + ws.proba, strict=False))
     verdict = "same model" if diff < 1e-9 else "**DIFFERENT**"
-    return f"MLServer vs in-process predict_proba on {n} rows: max |diff| {diff:.2e} ({verdict})"
+    return (f"MLServer vs in-process predict_proba on {n} rows, gRPC and REST: max |diff| "
+            f"{diff:.2e} ({verdict})")  # fmt: skip
 
 
 def check_feast(ws: Workspace, target: str) -> str:
@@ -763,6 +794,51 @@ def v2_request(fields: list[dict[str, str]], features: dict[str, Any], mlserver:
     if mlserver:
         request.outputs.add(name="predict_proba")
     return request
+
+
+def rest_body(request: Any) -> bytes:
+    """A ``ModelInferRequest`` as the REST binding's JSON body: the same tensors (name,
+    datatype, shape, parameters) with their contents as ``data`` arrays, the same
+    parameters and requested outputs. A missing number is ``NaN`` (Python's JSON, which
+    both servers parse)."""
+
+    def params(m: Any) -> dict[str, Any]:
+        return {k: getattr(v, str(v.WhichOneof("parameter_choice"))) for k, v in m.items()}
+
+    inputs = []
+    for t in request.inputs:
+        if t.datatype == "BYTES":
+            data: list[Any] = [b.decode() for b in t.contents.bytes_contents]
+        elif t.datatype == "FP64":
+            data = list(t.contents.fp64_contents)
+        else:  # v2_request sends only these two
+            raise ValueError(f"rest_body: datatype {t.datatype} not handled")
+        tensor = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": data}
+        if t.parameters:
+            tensor["parameters"] = params(t.parameters)
+        inputs.append(tensor)
+    doc: dict[str, Any] = {"parameters": params(request.parameters), "inputs": inputs}
+    if request.outputs:
+        doc["outputs"] = [{"name": o.name} for o in request.outputs]
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _rest_post(target: str, body: bytes) -> dict[str, Any]:
+    """One REST inference call (the answer checks'), its JSON answer."""
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{target}{REST_PATH}", body,
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        answer: dict[str, Any] = json.loads(reply.read())
+    return answer
+
+
+def _rest_output(answer: dict[str, Any], name: str) -> list[Any]:
+    for out in answer["outputs"]:
+        if out["name"] == name:
+            return list(out["data"])
+    raise KeyError(name)
 
 
 def feast_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -860,6 +936,42 @@ def _proba_outcome(reply: Any) -> str:
     if len(proba) != 2 or not 0 <= proba[1] <= 1:
         raise ValueError(f"not a probability pair: {list(proba)}")
     return "ok"
+
+
+def client_rest(spec: dict[str, Any], aio: bool, mlserver: bool
+                ) -> tuple[Callable[[int], Any], Callable[[], Any]]:  # fmt: skip
+    """``POST /v2/models/fraud_model/infer`` with :func:`rest_body` JSON, to parity's REST
+    binding or MLServer's; one keep-alive connection per in-flight slot. The answer is
+    parsed and checked as the gRPC clients check theirs (a decision; a probability pair)."""
+    host, port = spec["targets"]["mlserver_http" if mlserver else "ours_http"].rsplit(":", 1)
+    bodies = [rest_body(v2_request(spec["fields"], f, mlserver)) for f in spec["features"]]
+    n = len(bodies)
+
+    def outcome(payload: bytes) -> str:
+        answer = json.loads(payload)
+        if mlserver:
+            proba = _rest_output(answer, "predict_proba")
+            if len(proba) != 2 or not 0 <= proba[1] <= 1:
+                raise ValueError(f"not a probability pair: {proba}")
+            return "ok"
+        return str(_rest_output(answer, "decision")[0])
+
+    def open_worker(i: int) -> Any:
+        if aio:
+            conn = _AioHttp(host, int(port))
+
+            async def run_async(j: int) -> str:
+                return outcome(await conn.post(REST_PATH, bodies[j % n]))
+
+            return run_async
+        post = _sync_http(host, int(port))
+
+        def run(j: int) -> str:
+            return outcome(post(REST_PATH, bodies[j % n]))
+
+        return run
+
+    return open_worker, list
 
 
 def client_two_hop(spec: dict[str, Any], aio: bool
@@ -968,6 +1080,8 @@ CLIENTS: dict[str, Callable[..., tuple[Callable[[int], Any], Callable[[], Any]]]
     "echo": lambda spec, aio: client_predict(spec, aio, target="echo"),
     "v2_ours": lambda spec, aio: client_v2(spec, aio, mlserver=False),
     "v2_mlserver": lambda spec, aio: client_v2(spec, aio, mlserver=True),
+    "rest_ours": lambda spec, aio: client_rest(spec, aio, mlserver=False),
+    "rest_mlserver": lambda spec, aio: client_rest(spec, aio, mlserver=True),
     "two_hop": client_two_hop,
     "feast_http": client_feast_http,
     "floor": client_floor,

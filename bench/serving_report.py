@@ -107,6 +107,10 @@ def targets(results: list[dict[str, Any]], cores: int | None = None) -> list[str
     64 in flight lower. Kept from before: 64 in flight against the two-hop setup (req/s
     ≥ 3×, p99 lower) and V2 against MLServer (req/s ≥ 1.5×). Anchors: the best of their
     configurations for each number (lowest p50 or p99, most req/s).
+
+    The REST binding is reported without a goal (none was set): against MLServer's REST
+    endpoint (sequential p50, req/s at 64 in flight) and against our own gRPC ``ModelInfer``
+    in the same configuration (what JSON over HTTP/1.1 costs beside protobuf over HTTP/2).
     """
     cores = cores or os.cpu_count() or 1
     lines = [
@@ -165,7 +169,38 @@ def targets(results: list[dict[str, Any]], cores: int | None = None) -> list[str
             ratio = v2["rps"] / max(r["rps"] for r in mls)
             _Row(lines, config, NO_STORE).verdict("64 in flight, V2 req/s ÷ MLServer",
                                                   f"{ratio:.2f}×", "≥ 1.5×", ratio >= 1.5)  # fmt: skip
+    for config in dict.fromkeys(r["config"] for r in results if r["system"] == "ours REST"):
+        _rest_rows(_Row(lines, config, NO_STORE), results)
     return lines
+
+
+def _rest_rows(row: _Row, results: list[dict[str, Any]]) -> None:
+    """REST against MLServer's REST (its best configuration) and against our gRPC V2."""
+    seq, p64 = (
+        _cell(results, "ours REST", 1, row.config),
+        _cell(results, "ours REST", 64, row.config),
+    )
+    mls1, mls64 = _cells(results, "MLServer REST", 1), _cells(results, "MLServer REST", 64)
+    if seq and mls1:
+        best = min(r["p50_ms"] for r in mls1)
+        row.info("sequential p50, REST ÷ MLServer REST",
+                 f"{seq['p50_ms'] / best:.2f}× ({seq['p50_ms']:.2f} vs {best:.2f} ms)")  # fmt: skip
+    if p64 and mls64:
+        best = max(r["rps"] for r in mls64)
+        row.info("64 in flight, REST req/s ÷ MLServer REST",
+                 f"{p64['rps'] / best:.2f}× ({p64['rps']:,.0f} vs {best:,.0f} req/s)")  # fmt: skip
+    grpc1, grpc64 = (
+        _cell(results, "ours V2", 1, row.config),
+        _cell(results, "ours V2", 64, row.config),
+    )
+    if seq and grpc1:
+        row.info("sequential p50, REST ÷ gRPC V2 (ours)",
+                 f"{seq['p50_ms'] / grpc1['p50_ms']:.2f}× ({seq['p50_ms']:.2f} vs "
+                 f"{grpc1['p50_ms']:.2f} ms)")  # fmt: skip
+    if p64 and grpc64:
+        row.info("64 in flight, REST req/s ÷ gRPC V2 (ours)",
+                 f"{p64['rps'] / grpc64['rps']:.2f}× ({p64['rps']:,.0f} vs "
+                 f"{grpc64['rps']:,.0f} req/s)")  # fmt: skip
 
 
 @dataclass
