@@ -10,6 +10,7 @@ import http.client
 import json
 import struct
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +359,76 @@ def test_fuzzed_bodies_get_a_client_error_or_an_answer_never_a_5xx(
 def test_the_server_still_answers_after_the_fuzz(served: Served) -> None:
     status, _, doc = infer(served, {"inputs": key_inputs(recent_rows(served, 2))})
     assert status == 200 and len(outputs_of(doc)["score"]) == 2
+
+
+# --------------------------------------------------------------- concurrency and shutdown
+
+
+def test_concurrent_rest_calls_get_their_own_answers(served: Served) -> None:
+    """Calls waiting together are scored in shared runs; each still gets its own rows' scores
+    (those gRPC gives for the same rows one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = recent_rows(served, 24)
+    with PredictionClient(served.target) as client:
+        alone = {i: client.predict(MODEL, [row])[0]["score"] for i, row in enumerate(rows)}
+
+    def one(i: int) -> tuple[int, Any]:
+        status, _, doc = infer(served, {"id": f"c{i}", "inputs": key_inputs([rows[i]])})
+        assert status == 200, doc
+        return i, doc
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(one, range(24)))
+    for i, doc in answers:
+        assert doc["id"] == f"c{i}"
+        assert outputs_of(doc)["score"] == [pytest.approx(alone[i], rel=1e-12)]
+
+
+def test_stopping_drains_rest_calls_in_flight_and_logs_every_answer(
+    served: Served, tmp_path: Path
+) -> None:
+    import shutil
+    import threading
+
+    from framework.logs.reader import read_log
+    from framework.registry.model_registry import ModelRegistry
+    from serving.grpc.server import start_server
+    from serving.grpc.settings import ServeSettings
+
+    root = tmp_path / "ws"
+    shutil.copytree(served.workspace.root, root, ignore=shutil.ignore_patterns("predictions"))
+    running = start_server(
+        served.store, ModelRegistry(root / "data" / "models"), root / "data",
+        ServeSettings(port=0, http_port=0, log_flush_seconds=5), clock=served.now.timestamp,
+    )  # fmt: skip
+    body = json.dumps({"inputs": key_inputs(recent_rows(served, 50))}).encode()
+    first, answered, refused = threading.Event(), [], []
+
+    def client(n: int) -> None:
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", running.http_port, timeout=30)
+                conn.request("POST", f"/v2/models/{MODEL}/infer", body)
+                response = conn.getresponse()
+                doc = json.loads(response.read())
+                conn.close()
+            except OSError:
+                refused.append(n)  # the listener closed: calls after the stop are refused
+                return
+            if response.status != 200:
+                refused.append(n)
+                return
+            answered.append(doc["id"])
+            first.set()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    assert first.wait(60)
+    running.stop(5)
+    for t in threads:
+        t.join(60)
+    assert answered and len(refused) == 8
+    logged = read_log(root / "data" / "predictions", MODEL)["__request_id"].to_pylist()
+    assert Counter(logged) == {rid: 50 for rid in answered}
