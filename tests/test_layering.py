@@ -22,10 +22,11 @@ SOURCES = ("framework", "serving", "tests", "bench")
 
 # Each package (or top-level module) and the project packages it may import.
 # A module may always import modules of its own package.
-_BASE = {"framework.errors", "framework.feast_private"}
+_BASE = {"framework.errors", "framework.feast_private", "framework.progress"}
 LAYERS: dict[str, set[str]] = {
     "framework.errors": set(),
     "framework.feast_private": set(),
+    "framework.progress": {"framework.errors"},
     "framework.duck": _BASE,
     "framework.registry": _BASE,
     "framework.logs": _BASE | {"framework.duck"},

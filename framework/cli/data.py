@@ -7,6 +7,7 @@ Added to ``parity``'s parser by :func:`register` (like :mod:`framework.cli.monit
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -98,7 +99,9 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
 
 
 def _cmd_data_generate(args: argparse.Namespace, helpers: Helpers) -> None:
+    from framework.duck import connect
     from framework.features.repository import data_dir
+    from framework.progress import for_stream
     from framework.sample.data import drift_names, generate, parse_scale
     from framework.sample.pipeline import build_offline_sources
     from framework.sample.scenario import GenerationConfig
@@ -111,8 +114,12 @@ def _cmd_data_generate(args: argparse.Namespace, helpers: Helpers) -> None:
         drift_start_fraction=args.drift_start,
     )
     out = args.out or data_dir(default_repo())
+    if not args.raw_only:  # a wrong DuckDB setting fails before any work, in one line
+        connect(memory_limit=args.memory_limit, temp_directory=args.temp_dir,
+                threads=args.threads).close()  # fmt: skip
+    progress = for_stream(sys.stderr)
     t = time.perf_counter()
-    summary = generate(cfg, out)
+    summary = generate(cfg, out, progress)
     payload: dict[str, Any] = {
         "raw": asdict(summary),
         "raw_seconds": round(time.perf_counter() - t, 2),
@@ -132,6 +139,7 @@ def _cmd_data_generate(args: argparse.Namespace, helpers: Helpers) -> None:
             memory_limit=args.memory_limit,
             temp_directory=args.temp_dir,
             threads=args.threads,
+            progress=progress,
         )
         payload["offline"] = asdict(result)
         payload["offline_seconds"] = round(time.perf_counter() - t, 2)
@@ -146,6 +154,7 @@ def _pipeline_line(rows: dict[str, int], where: Path, seconds: float) -> str:
 
 def _cmd_data_features(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.repository import data_dir
+    from framework.progress import for_stream
     from framework.sample.pipeline import build_offline_sources
 
     data = args.data or data_dir(default_repo())
@@ -156,6 +165,7 @@ def _cmd_data_features(args: argparse.Namespace, helpers: Helpers) -> None:
         memory_limit=args.memory_limit,
         temp_directory=args.temp_dir,
         threads=args.threads,
+        progress=for_stream(sys.stderr),
     )
     seconds = round(time.perf_counter() - t, 2)
     helpers["emit"](

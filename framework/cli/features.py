@@ -7,6 +7,7 @@ Added to ``parity``'s parser by :func:`register` (like :mod:`framework.cli.monit
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -78,6 +79,7 @@ def _cmd_apply(args: argparse.Namespace, helpers: Helpers) -> None:
 
 def _cmd_training_set(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.training_set import write_training_set
+    from framework.progress import for_stream
 
     repo = args.repo or default_repo()
     if args.features:
@@ -99,6 +101,7 @@ def _cmd_training_set(args: argparse.Namespace, helpers: Helpers) -> None:
             memory_limit=args.memory_limit,
             temp_directory=args.temp_dir,
             threads=args.threads,
+            progress=for_stream(sys.stderr),
         )
     seconds = round(time.perf_counter() - t, 2)
     payload = {"out": str(args.out), "seconds": seconds, **asdict(info)}

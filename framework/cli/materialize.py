@@ -62,7 +62,7 @@ def _cmd_materialize(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.repository import open_store
     from framework.materialize.freshness import status
     from framework.materialize.job import materialize
-    from framework.materialize.progress import for_stream
+    from framework.progress import for_stream
 
     repo = args.repo or default_repo()
     views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None

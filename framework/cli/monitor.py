@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     from framework.monitoring.report import write_report
     from framework.monitoring.summary import DEFAULT_CPU_PRICE_PER_HOUR, monitor_summary, to_json
     from framework.monitoring.thresholds import parse_thresholds
+    from framework.progress import for_stream
 
     repo, log, registry = log_paths(args)
     thresholds = parse_thresholds(args.threshold)
@@ -193,13 +195,19 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"PARITY_CPU_PRICE_PER_HOUR: {exc}.") from None
     outcomes = args.outcomes or log.parent / "outcomes"
+    progress = for_stream(sys.stderr)
     summary = monitor_summary(
         log, registry, args.model, since=args.since, until=args.until,
         request_id_prefix=args.request_prefix, outcomes_root=outcomes, thresholds=thresholds,
-        cpu_price_per_hour=price,
+        cpu_price_per_hour=price, progress=progress,
     )  # fmt: skip
     if args.skew:
-        add_skew(summary, _run_skew(args, repo, log, registry, args.skew, 1e-9), thresholds)
+        # One step: it recomputes the sampled predictions' features by a point-in-time join.
+        progress.start("skew", 1, "check", "running")
+        skew = _run_skew(args, repo, log, registry, args.skew, 1e-9)
+        progress.advance("skew", 1, f"{skew.sampled:,} predictions recomputed")
+        progress.finish("skew")
+        add_skew(summary, skew, thresholds)
     if args.report:
         write_report(args.report, summary, summary.skew)
     if args.prometheus:

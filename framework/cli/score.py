@@ -7,6 +7,7 @@ Added to ``parity``'s parser by :func:`register` (like :mod:`framework.cli.monit
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -57,6 +58,7 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
 def _cmd_score(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.features.repository import open_store
     from framework.models.batch_score import score_entities
+    from framework.progress import for_stream
 
     repo = args.repo or default_repo()
     with open_store(repo, args.profile) as store:
@@ -70,6 +72,7 @@ def _cmd_score(args: argparse.Namespace, helpers: Helpers) -> None:
             memory_limit=args.memory_limit,
             temp_directory=args.temp_dir,
             threads=args.threads,
+            progress=for_stream(sys.stderr),
         )
     helpers["emit"](
         args, s.to_dict(), f"scored {s.rows:,} rows with {s.model} -> {s.out} in {s.seconds}s"

@@ -12,6 +12,6 @@ Redis layouts (``online_read``, ``online_sqlite``, ``online_redis``, with
 ``online_views``, ``online_keys`` and ``online_values``).
 
 May import: ``framework.errors``, ``framework.duck``, ``framework.feast_private``,
-``framework.registry`` (the registry's cache is installed on the store it opens)
-and Feast.
+``framework.progress``, ``framework.registry`` (the registry's cache is installed on
+the store it opens) and Feast.
 """

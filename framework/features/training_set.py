@@ -36,7 +36,7 @@ with the result is :mod:`framework.features.training_file`. Both are re-exported
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +75,7 @@ from framework.features.view_sources import (
     quote,
     scan_sql,
 )
+from framework.progress import Progress
 
 __all__ = [
     "BATCH_ROWS",
@@ -83,6 +84,9 @@ __all__ = [
 ]
 
 BATCH_ROWS = 65_536
+#: The tasks :func:`write_training_set` reports: the joins (one per feature source,
+#: where the time goes), then the rows written.
+JOIN, WRITE = "join", "write"
 
 
 # --------------------------------------------------------------------- query
@@ -186,16 +190,20 @@ class _Run:
             arrays.append(found[column])
         return pa.table(arrays, names=names)
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self, progress: Progress) -> pa.RecordBatchReader:
         """The join in record batches, in bounded memory: each group's features go to a
-        DuckDB table (spilled to the temp directory beyond the memory limit), then the
-        entity columns and those tables stream out side by side (POSITIONAL JOIN)."""
+        DuckDB table (spilled to the temp directory beyond the memory limit) here, then
+        the entity columns and those tables stream out side by side (POSITIONAL JOIN)
+        as the reader is read."""
         owner: dict[str, str] = {}
-        for g in range(len(self.plan.groups)):
+        progress.start(JOIN, len(self.plan.groups), "feature sources", "joining")
+        for g, (_, members) in enumerate(self.plan.groups):
             query = _group_query(self.plan, self.entities, g)
             self.con.execute(f"CREATE TEMP TABLE parity_g{g} AS {query}")
             columns = self.con.execute(f"DESCRIBE parity_g{g}").fetchall()
             owner.update({str(row[0]): f"g{g}" for row in columns})
+            progress.advance(JOIN, 1, ", ".join(view.name for view in members))
+        progress.finish(JOIN)
         select = [f"e.{quote(c)}" for c in self.entities.columns]
         select += [
             f"{owner[column]}.{quote(column)} AS {quote(out)}"
@@ -203,7 +211,7 @@ class _Run:
         ]
         joins = "".join(f" POSITIONAL JOIN parity_g{g} g{g}" for g in range(len(self.plan.groups)))
         query = f"SELECT {', '.join(select)} FROM ({_entity_query(self.entities)}) e{joins}"
-        yield from self.con.execute(query).to_arrow_reader(BATCH_ROWS)
+        return self.con.execute(query).to_arrow_reader(BATCH_ROWS)
 
     def info(self, entity_digest: str, engine: str, reason: str) -> TrainingSetInfo:
         return TrainingSetInfo(
@@ -375,11 +383,15 @@ def write_training_set(
     memory_limit: str | None = None,
     temp_directory: Path | None = None,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> TrainingSetInfo:
     """Like :func:`build_training_set`, streamed to a Parquet file in bounded memory.
 
     The file is written under a temporary name and renamed when complete.
+    ``progress`` hears of each feature source joined (task ``join``), then of the
+    rows written, a batch at a time (task ``write``).
     """
+    progress = progress or Progress()
     run, fallback = _prepare(
         repo, features, entity_df, full_feature_names, memory_limit, temp_directory, threads
     )
@@ -388,13 +400,18 @@ def write_training_set(
     try:
         hasher = EntityHasher(run.entities.columns)
         if fallback is not None:
+            progress.start(JOIN, 1, "Feast query", "running")
             table = _feast_training_set(run, fallback)
+            progress.advance(JOIN, 1)
+            progress.finish(JOIN)
             pq.write_table(table, tmp)
             info = read_info(table)
         else:
             writer: pq.ParquetWriter | None = None
             try:
-                for batch in run.batches():
+                batches = run.batches(progress)
+                progress.start(WRITE, run.entities.rows, "rows", "writing")
+                for batch in batches:
                     hasher.update(batch)
                     part = on_demand.apply(
                         pa.Table.from_batches([batch]), run.plan, full_feature_names
@@ -403,6 +420,8 @@ def write_training_set(
                         schema = on_demand.declared_types(part.schema, run.plan)
                         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
                     writer.write_table(on_demand.as_schema(part, writer.schema))
+                    progress.advance(WRITE, batch.num_rows)
+                progress.finish(WRITE)
                 info = run.info(hasher.hexdigest(), "duckdb", "all sources are local Parquet")
                 if writer is not None:
                     writer.add_key_value_metadata(

@@ -4,9 +4,9 @@ Owns: the job (``job``) and its writing while the next batch is prepared
 (``pump``), the latest row per key read by DuckDB (``latest_rows``), Feast's online
 byte formats (``online_encoding``), bulk writes into each online store
 (``online_write`` chooses a writer: ``writer`` is their interface, ``sqlite_writer``
-and ``redis_writer`` the two stores), freshness (``freshness``) and progress
-(``progress``).
+and ``redis_writer`` the two stores) and freshness (``freshness``); it reports to
+:class:`framework.progress.Progress`.
 
 May import: ``framework.errors``, ``framework.feast_private``, ``framework.duck``,
-``framework.features``.
+``framework.features``, ``framework.progress``.
 """

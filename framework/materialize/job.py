@@ -46,25 +46,13 @@ from framework.materialize.latest_rows import LatestRows, ViewSource
 from framework.materialize.online_write import open_writer
 from framework.materialize.pump import pump
 from framework.materialize.writer import OnlineWriter, ViewTarget, Written
+from framework.progress import Progress, rate_text
 
 #: Entities per batch: large enough that per-batch costs vanish, small enough that a
 #: batch (encoded, in flight, and the next one) stays a few tens of MB.
 BATCH_ROWS = 50_000
 #: Where an incremental run starts for a view never materialised and without a TTL.
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class Progress:
-    """Receives progress; the command line draws a bar or logs lines. Does nothing here."""
-
-    def start(self, view: str, entities: int) -> None:
-        """``view`` is about to write ``entities`` entities."""
-
-    def advance(self, view: str, entities: int) -> None:
-        """``entities`` more were written (or found already up to date)."""
-
-    def finish(self, result: ViewResult) -> None:
-        """The view is written and its interval recorded."""
 
 
 @dataclass
@@ -85,6 +73,14 @@ class ViewResult:
     @property
     def rate(self) -> float:
         return self.entities / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line: what was written, how fast, by which engine."""
+        detail = f"{self.entities:,} entities" if self.engine == "parity" else self.engine_reason
+        if self.skipped:
+            detail += f" ({self.written:,} written, {self.skipped:,} already up to date)"
+        rate = f", {rate_text(self.rate)}" if self.engine == "parity" and self.seconds else ""
+        return f"{self.view}: {detail} in {self.seconds:.2f}s{rate} [{self.engine}]"
 
 
 @dataclass
@@ -244,7 +240,7 @@ def _materialize_view(
         texts=writer.wants_texts,
         key_version=writer.key_version,
     )
-    progress.start(job.fv.name, latest.entities)
+    progress.start(job.fv.name, latest.entities, "entities", "writing")
     totals = Written(0, 0)
 
     def done(result: Written) -> None:
@@ -407,7 +403,7 @@ def _run(
         else:
             result = _feast_materialize(store, job)
         summary.views.append(result)
-        progress.finish(result)
+        progress.finish(result.view, result.describe())
 
 
 def _record(store: Any, writer: OnlineWriter, job: _Job, result: ViewResult) -> None:

@@ -39,10 +39,13 @@ from framework.features.training_set import write_training_set
 from framework.models.estimator import feature_frame, score
 from framework.models.manifest import Manifest
 from framework.models.spec import Task
+from framework.progress import Progress
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRef, ModelRegistry
 
 BATCH_ROWS = 65_536
+#: The task :func:`score_entities` reports its scored rows under.
+TASK = "score"
 
 
 @dataclass
@@ -69,6 +72,7 @@ def score_entities(
     memory_limit: str | None = None,
     temp_directory: Path | None = None,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> ScoreSummary:
     """Score every row of the Parquet file ``entities`` with ``model`` into ``out``.
 
@@ -86,6 +90,9 @@ def score_entities(
         the request data of the model's on-demand features.
     out
         The Parquet file to write.
+    progress
+        Hears of the point-in-time join (:func:`write_training_set`'s tasks), then of
+        the rows scored, ``batch_rows`` at a time (task ``score``).
 
     Examples
     --------
@@ -93,6 +100,7 @@ def score_entities(
     ...                Path("entities.parquet"), Path("scores.parquet"))  # doctest: +SKIP
     """
     started = time.perf_counter()
+    progress = progress or Progress()
     if batch_rows < 1:
         raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
     if entities.suffix.lower() not in (".parquet", ".pq") and not entities.is_dir():
@@ -117,9 +125,12 @@ def score_entities(
             memory_limit=memory_limit,
             temp_directory=temp_directory,
             threads=threads,
+            progress=progress,
         )
         info = read_info(features)
-        rows = _score_file(features, out, (ref, fitted, manifest), entity_columns, batch_rows)
+        rows = _score_file(
+            features, out, (ref, fitted, manifest), entity_columns, batch_rows, progress
+        )
     finally:
         features.unlink(missing_ok=True)
     return ScoreSummary(
@@ -138,6 +149,7 @@ def _score_file(
     version: tuple[ModelRef, Any, Manifest],
     entity_columns: list[str],
     batch_rows: int,
+    progress: Progress,
 ) -> int:
     """Score the joined ``features`` batch by batch into ``out``, written whole or not at
     all (a temporary file renamed at the end); the rows written."""
@@ -145,10 +157,12 @@ def _score_file(
     tmp = out.with_name(f".{out.name}.tmp")
     fields, task, threshold = manifest.fields, manifest.task, manifest.serving.threshold
     rows = 0
+    joined = pq.ParquetFile(features)
+    progress.start(TASK, joined.metadata.num_rows, "rows", "scoring")
     try:
         writer: pq.ParquetWriter | None = None
         try:
-            for batch in pq.ParquetFile(features).iter_batches(batch_size=batch_rows):
+            for batch in joined.iter_batches(batch_size=batch_rows):
                 table = pa.Table.from_batches([batch])
                 scores = score(fitted, feature_frame(table, fields), task, threshold)
                 part = _output(table, entity_columns, scores, task, ref)
@@ -156,10 +170,12 @@ def _score_file(
                     writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
                 writer.write_table(part)
                 rows += part.num_rows
+                progress.advance(TASK, part.num_rows)
         finally:
             if writer is not None:
                 writer.close()
         tmp.replace(out)
+        progress.finish(TASK)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -8,5 +8,5 @@ HTML report (``report``) and Prometheus gauges (``prometheus``); and the one
 place it reads a version's manifest (``version_manifest``).
 
 May import: ``framework.errors``, ``framework.duck``, ``framework.features``,
-``framework.models``, ``framework.registry``, ``framework.logs``.
+``framework.models``, ``framework.registry``, ``framework.logs``, ``framework.progress``.
 """

@@ -69,9 +69,13 @@ from framework.monitoring.log_drift import version_drift
 from framework.monitoring.operations import DEFAULT_CPU_PRICE_PER_HOUR
 from framework.monitoring.results import MonitorSummary, VersionSummary, Window
 from framework.monitoring.thresholds import Thresholds
+from framework.progress import Progress
 from framework.registry.model_registry import ModelRegistry
 
 __all__ = ["DEFAULT_CPU_PRICE_PER_HOUR", "MonitorSummary", "monitor_summary", "to_json"]
+
+#: The task :func:`monitor_summary` reports its steps under.
+TASK = "monitor"
 
 
 def monitor_summary(
@@ -87,6 +91,7 @@ def monitor_summary(
     cpu_price_per_hour: float = DEFAULT_CPU_PRICE_PER_HOUR,
     buckets: int = 48,
     memory_limit: str | None = None,
+    progress: Progress | None = None,
 ) -> MonitorSummary:
     """Monitor one model's logged predictions against its versions' reference statistics.
 
@@ -108,6 +113,10 @@ def monitor_summary(
         Alert and drift thresholds (:class:`Thresholds` documents the defaults).
     cpu_price_per_hour
         Price of one CPU-hour, for the cost of 1,000 predictions.
+    progress
+        Hears of each step done (task ``monitor``), each a pass over the window: the
+        window and failed requests, the outcome join (with outcomes), each logged
+        version (operations, drift, live quality), the timeline.
 
     Returns a :class:`MonitorSummary` (``to_dict()``: the JSON ``parity monitor`` prints).
 
@@ -125,21 +134,31 @@ def monitor_summary(
         )
     model = pick_model(log_root, model)
     asked = _Asked(since, until, request_id_prefix)
+    progress = progress or Progress()
     con = connect(memory_limit=memory_limit)
     try:
         _open(con, log_root, model, asked)
         columns = log_columns(con)
         manifests = {v: vm.version_manifest(registry, model, v) for v in log_versions(con)}
+        outcomes = Path(outcomes_root) if outcomes_root is not None else None
+        if outcomes is not None and not outcomes.is_dir():
+            outcomes = None
+        progress.start(TASK, len(manifests) + 2 + (outcomes is not None), "steps", "running")
         summary = _start(con, log_root, model, asked, columns, thresholds)
+        progress.advance(TASK, 1, f"window: {summary.window.rows:,} predictions")
         joined = None
-        if outcomes_root is not None and Path(outcomes_root).is_dir():
-            joined, summary.feedback = _join_outcomes(con, outcomes_root, manifests)
+        if outcomes is not None:
+            joined, summary.feedback = _join_outcomes(con, outcomes, manifests)
+            progress.advance(TASK, 1, "outcomes joined")
         for version, manifest in manifests.items():
             summary.versions.append(
                 _version(con, version, manifest, columns, thresholds, cpu_price_per_hour,
                          _labelled(joined, version))
             )  # fmt: skip
+            progress.advance(TASK, 1, f"version {version}")
         _add_timeline(con, summary, manifests, buckets)
+        progress.advance(TASK, 1, "timeline")
+        progress.finish(TASK)
     finally:
         con.close()
     summary.alerts = alerts(summary, thresholds)

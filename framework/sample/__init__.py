@@ -6,5 +6,5 @@ world's parameters and :class:`GenerationConfig`; ``world``: users and merchants
 pipeline that turns its raw tables into the sample repository's offline sources
 (``pipeline``).
 
-May import: ``framework.errors``, ``framework.duck``.
+May import: ``framework.errors``, ``framework.duck``, ``framework.progress``.
 """

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framework.errors import ConfigError
+from framework.progress import Progress
 from framework.sample.scenario import (
     CARD_TYPES,
     CATEGORIES,
@@ -68,6 +69,8 @@ __all__ = [
 
 #: Target number of transactions per chunk: bounds memory whatever the scale.
 CHUNK_TRANSACTIONS = 250_000
+#: The task :func:`generate` reports its chunks under.
+TASK = "raw sample"
 
 
 @dataclass
@@ -138,8 +141,13 @@ def _user_slices(cfg: GenerationConfig) -> Iterator[slice]:
 # ------------------------------------------------------------------- writing
 
 
-def generate(cfg: GenerationConfig, out: Path) -> GenerationSummary:
+def generate(
+    cfg: GenerationConfig, out: Path, progress: Progress | None = None
+) -> GenerationSummary:
     """Write the raw sample under ``out/raw/`` and return what was written.
+
+    ``progress`` hears of each chunk of users whose transactions are written (task
+    ``raw sample``, unit ``chunks``), with the transactions so far.
 
     Examples
     --------
@@ -165,7 +173,7 @@ def generate(cfg: GenerationConfig, out: Path) -> GenerationSummary:
         for k, p in files.items()
         if k in ("transactions", "labels")
     }
-    n_tx, n_fraud = _write_transactions(cfg, users, merchants, tmp)
+    n_tx, n_fraud = _write_transactions(cfg, users, merchants, tmp, progress or Progress())
     for key, path in tmp.items():
         path.replace(files[key])
     summary = GenerationSummary(
@@ -215,15 +223,21 @@ def _write_world(users: Users, merchants: Merchants, files: dict[str, Path]) -> 
 
 
 def _write_transactions(
-    cfg: GenerationConfig, users: Users, merchants: Merchants, tmp: dict[str, Path]
+    cfg: GenerationConfig,
+    users: Users,
+    merchants: Merchants,
+    tmp: dict[str, Path],
+    progress: Progress,
 ) -> tuple[int, int]:
     """Every chunk's transactions and labels, a row group each; (transactions, frauds)."""
     n_tx = n_fraud = 0
+    slices = list(_user_slices(cfg))
+    progress.start(TASK, len(slices), "chunks", "generating")
     with (
         pq.ParquetWriter(tmp["transactions"], TRANSACTIONS_SCHEMA) as tx_writer,
         pq.ParquetWriter(tmp["labels"], LABELS_SCHEMA) as label_writer,
     ):
-        for index, users_slice in enumerate(_user_slices(cfg)):
+        for index, users_slice in enumerate(slices):
             c = chunk_transactions(cfg, index, users_slice, users, merchants)
             k = len(c["user_id"])
             tx_id = np.arange(n_tx + 1, n_tx + k + 1, dtype=np.int64)
@@ -256,6 +270,8 @@ def _write_transactions(
             )
             n_tx += k
             n_fraud += int(c["is_fraud"].sum())
+            progress.advance(TASK, 1, f"{n_tx:,} transactions")
+    progress.finish(TASK)
     return n_tx, n_fraud
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from framework.duck import connect
 from framework.errors import DataError
+from framework.progress import Progress
 
 OFFLINE_FILES = {
     "user_profile": "user_profile.parquet",
@@ -37,6 +38,8 @@ OFFLINE_FILES = {
     "merchant_risk_features": "merchant_risk_features.parquet",
 }
 RAW_FILES = ("users", "merchants", "transactions", "labels")
+#: The task :func:`build_offline_sources` reports its sources under.
+TASK = "offline sources"
 
 _QUERIES = {
     "user_profile": """
@@ -149,11 +152,13 @@ def build_offline_sources(
     memory_limit: str | None = None,
     temp_directory: Path | None = None,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> PipelineResult:
     """Compute every offline source from the raw tables in ``raw_dir``.
 
     Each file is written under a temporary name and renamed when complete, so a
-    reader never sees a half-written source.
+    reader never sees a half-written source. ``progress`` hears of each source
+    written (task ``offline sources``), with its name and rows.
     """
     missing = [
         f"{name}.parquet" for name in RAW_FILES if not (raw_dir / f"{name}.parquet").exists()
@@ -167,7 +172,9 @@ def build_offline_sources(
     params = {name: str(raw_dir / f"{name}.parquet") for name in RAW_FILES}
     rows: dict[str, int] = {}
     files: dict[str, str] = {}
+    progress = progress or Progress()
     con = connect(memory_limit=memory_limit, temp_directory=temp_directory, threads=threads)
+    progress.start(TASK, len(_QUERIES), "sources", "building")
     try:
         # Output order does not matter here; dropping it lets DuckDB stream.
         con.execute("SET preserve_insertion_order = false")
@@ -186,6 +193,8 @@ def build_offline_sources(
             ).fetchone() or (0,)
             rows[name] = int(count)
             files[name] = str(target)
+            progress.advance(TASK, 1, f"{name}: {rows[name]:,} rows")
     finally:
         con.close()
+    progress.finish(TASK)
     return PipelineResult(rows=rows, files=files)

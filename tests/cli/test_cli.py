@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.workspaces import ROOT, Trained, Workspace
 
 PARITY = [sys.executable, "-m", "framework.cli"]
@@ -162,6 +163,32 @@ def test_data_generate_json_summary(tmp_path: Path) -> None:
     }
     for path in summary["offline"]["files"].values():
         assert Path(path).exists()
+
+
+@pytest.mark.parametrize(
+    ("scale", "chunks"), [("2k", 1), pytest.param("260k", 2, marks=pytest.mark.slow)]
+)
+def test_data_generate_logs_chunks_and_sources_on_stderr_only(
+    tmp_path: Path, scale: str, chunks: int
+) -> None:
+    """Progress (users' transactions a chunk at a time, then each offline source) goes to
+    stderr; stdout holds the same JSON, or the same two lines, as without it."""
+    result = run("data", "generate", "--scale", scale, "--out", str(tmp_path), "--json",
+                 env=EVERY_BATCH)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"raw", "raw_seconds", "offline", "offline_seconds"}
+    assert counts_to_total(result.stderr, "raw sample") == list(range(1, chunks + 1))
+    assert f"— {summary['raw']['transactions']:,} transactions" in result.stderr
+    assert counts_to_total(result.stderr, "offline sources") == [1, 2, 3, 4]
+    rows = summary["offline"]["rows"]["merchant_risk_features"]
+    assert f"— merchant_risk_features: {rows:,} rows" in result.stderr
+    if chunks == 1:
+        text = run("data", "generate", "--scale", scale, "--out", str(tmp_path / "text"))
+        assert text.returncode == 0, text.stderr
+        lines = text.stdout.splitlines()
+        assert [line.split(" ")[0] for line in lines] == ["generated", "built"]
+        assert "raw sample: generating 1 chunks" in text.stderr
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ import pytest
 from framework.errors import ConfigError, DataError
 from framework.features import repository
 from framework.features import training_set as ts_module
-from framework.features.training_file import read_info
+from framework.features.training_file import TrainingSetInfo, read_info
 from framework.features.training_set import FINGERPRINT_KEY, build_training_set, write_training_set
 from framework.models.labels import entity_frame_from_labels, time_split
+from tests.support.cli import parity
+from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.workspaces import Workspace, embedded_store
 
 pytestmark = pytest.mark.integration
@@ -554,6 +557,32 @@ def test_cli_training_set(sample_workspace: Workspace, tmp_path: Path) -> None:
         "txn_count_7d, amount_mean_7d, amount_std_7d, distinct_merchants_7d."
     ]
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_training_set_logs_its_joins_and_rows_on_stderr(
+    sample_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Progress of the joins (one per feature source) and of the rows written, a batch at
+    a time (two batches here), goes to stderr; stdout holds the same JSON as ever."""
+    repository.apply(sample_workspace.repo)
+    entities_path = tmp_path / "entities.parquet"
+    rows = pd.concat([_sample_entities(sample_workspace, 5_000)] * 14, ignore_index=True)
+    assert len(rows) > ts_module.BATCH_ROWS
+    pq.write_table(pa.Table.from_pandas(rows), entities_path)
+    out = tmp_path / "train.parquet"
+    result = parity(
+        "training-set", "--repo", str(sample_workspace.repo), "--feature-service",
+        "fraud_model_v1", "--entities", str(entities_path), "--out", str(out), "--json",
+        cwd=tmp_path, env=EVERY_BATCH,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"out", "seconds"} | {f.name for f in fields(TrainingSetInfo)}
+    assert summary["entity_rows"] == len(rows) == pq.read_metadata(out).num_rows
+    assert counts_to_total(result.stderr, "join") == [1, 2, 3, 4]
+    assert counts_to_total(result.stderr, "write") == [ts_module.BATCH_ROWS, len(rows)]
+    assert "join: 3/4 feature sources (" in result.stderr  # which views: the note
+    assert "user_txn_1h, user_txn_24h, user_txn_7d" in result.stderr
 
 
 def test_a_streamed_on_demand_feature_whose_type_cannot_convert_is_named() -> None:

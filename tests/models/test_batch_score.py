@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ from framework.errors import ConfigError, DataError
 from framework.features.fields import FeatureField
 from framework.features.repository import apply, open_store
 from framework.features.training_set import build_training_set
-from framework.models.batch_score import score_entities
+from framework.models.batch_score import ScoreSummary, score_entities
 from framework.models.estimator import feature_frame, score
 from framework.models.spec import Task
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRegistry, NotFoundError
+from tests.support.cli import parity
+from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.workspaces import ROOT, Served, Trained, make_workspace
 
 pytestmark = pytest.mark.integration
@@ -128,6 +131,34 @@ def test_cli_scores_to_parquet_with_a_json_summary(trained: Trained, tmp_path: P
     summary = json.loads(result.stdout)
     assert summary["rows"] == pq.read_metadata(out).num_rows == 50
     assert summary["model"] == f"{MODEL}:{trained.version}"
+
+
+def test_cli_score_logs_the_join_and_the_rows_scored_on_stderr(
+    trained: Trained, tmp_path: Path
+) -> None:
+    entities = _entities(trained.workspace.data, 50, tmp_path / "entities.parquet")
+    out = tmp_path / "scores.parquet"
+    result = parity(
+        "score", "--repo", str(trained.workspace.repo), "--registry", str(trained.registry_root),
+        "--entities", str(entities), "--model", f"{MODEL}:{trained.version}", "--out", str(out),
+        "--batch-size", "20", "--json", cwd=tmp_path, env=EVERY_BATCH,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {f.name for f in fields(ScoreSummary)}
+    assert summary["rows"] == pq.read_metadata(out).num_rows == 50
+    assert counts_to_total(result.stderr, "join") == [1, 2, 3, 4]
+    assert counts_to_total(result.stderr, "write") == [50]
+    assert counts_to_total(result.stderr, "score") == [20, 40, 50]
+    text = parity(
+        "score", "--repo", str(trained.workspace.repo), "--registry", str(trained.registry_root),
+        "--entities", str(entities), "--model", f"{MODEL}:{trained.version}", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"scored 50 rows with {MODEL}:{trained.version} -> ")
+    assert len(text.stdout.splitlines()) == 1
+    assert "score: scoring 50 rows" in text.stderr
 
 
 def test_bad_input_is_named_and_leaves_nothing(

@@ -29,6 +29,7 @@ from framework.monitoring.prometheus import prometheus_text
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
 from tests.support.prediction_logs import CATEGORIES, MODEL, T0, toy_manifest, toy_rows, write_log
+from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.services import missing as _missing
 from tests.support.workspaces import Served, Workspace
 
@@ -415,6 +416,38 @@ def test_cli_monitor_exit_code_json_report_and_gauges(
         prom.read_text()
     )
     assert _cli(["monitor", *base, "--no-fail"]) == 0
+
+
+def test_cli_monitor_logs_its_steps_on_stderr_and_prints_the_same_json(
+    toy: tuple[Path, ModelRegistry],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(10)
+    rows = toy_rows(rng, 600)
+    log = write_log(root, rows, toy_rows(rng, 600, version="2", prefix="v2"))
+    OutcomeStore(root / "outcomes").record(
+        rows["__request_id"][0].as_py(), entity_keys={}, event_time=None, label=1.0
+    )
+    for name, value in EVERY_BATCH.items():
+        monkeypatch.setenv(name, value)
+    base = ["--log", str(log), "--registry", str(registry.root), "--model", MODEL, "--no-fail"]
+    assert _cli(["monitor", *base, "--json"]) == 0
+    printed = capsys.readouterr()
+    expected = monitor.monitor_summary(log, registry, MODEL, outcomes_root=root / "outcomes")
+    assert json.loads(printed.out).keys() == expected.to_dict().keys()
+    # The window, the outcome join, versions 1 and 2, the timeline.
+    assert counts_to_total(printed.err, "monitor") == [1, 2, 3, 4, 5]
+    log_lines = printed.err.splitlines()
+    assert log_lines[1].endswith("— window: 1,200 predictions")
+    assert log_lines[2].endswith("— outcomes joined")
+    assert log_lines[4].endswith("— version 2") and log_lines[5].endswith("— timeline")
+
+    assert _cli(["monitor", *base]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith(f"{MODEL}: ") and "monitor:" not in printed.out
+    assert counts_to_total(printed.err, "monitor") == [1, 2, 3, 4, 5]
 
 
 def test_cli_rejects_bad_flags(toy: tuple[Path, ModelRegistry]) -> None:
