@@ -1,0 +1,200 @@
+"""Estimated performance without labels: what a calibrated classifier's scores say about
+its quality before any outcome arrives (confidence-based estimation).
+
+If the scores are calibrated, row *i*'s label is 1 with probability ``p_i``. Every
+metric training reports (:func:`framework.models.evaluation.classification_metrics`)
+then has an expected value given the scores alone: each row counts as a positive with
+weight ``p_i`` and as a negative with weight ``1 - p_i``. So the expected ROC-AUC and
+PR-AUC are those of the scores on that weighted, doubled set (equal to scikit-learn's
+``roc_auc_score`` / ``average_precision_score`` with ``sample_weight``; the tests
+check it), precision and recall at a threshold come from the expected confusion
+matrix, and a decision bucket's expected accuracy is its rows' mean probability of
+the label they were given.
+
+The interval is where the *realized* metric would fall, were the labels drawn from the
+scores (a parametric bootstrap: labels ~ Bernoulli(p), ``samples`` times). Beyond
+``BOOTSTRAP_ROWS`` rows the bootstrap runs on a random subsample of that many and the
+interval's width is scaled by sqrt(m / n), the way a metric's standard error shrinks
+with the rows (NannyML scales its sampling error the same way).
+
+Written here rather than with scikit-learn's metrics: one sort of the scores serves
+every metric and every bootstrap sample (scikit-learn sorts again per call, and would
+sort twice as many rows); the tests hold these numbers equal to scikit-learn's.
+
+When the scores are not calibrated (concept drift), the estimate is wrong, and the gap
+between estimated and realized metrics, where labels exist, says so: that is what
+:mod:`framework.monitoring.summary` compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Beyond this many rows the bootstrap runs on a subsample (see the module docstring).
+BOOTSTRAP_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An expected metric and the interval its realized value would fall in."""
+
+    value: float
+    low: float
+    high: float
+
+    def holds(self, realized: float) -> bool:
+        return self.low <= realized <= self.high
+
+
+@dataclass
+class EstimatedPerformance:
+    """Expected classification metrics of one window of scores (``None``: undefined, e.g.
+    every score 0 or 1 on one side)."""
+
+    rows: int
+    positive_rate: Estimate
+    roc_auc: Estimate | None
+    pr_auc: Estimate | None
+    at_thresholds: list[dict[str, Any]] = field(default_factory=list)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Sorted:
+    """Scores sorted once, descending, with their tie groups' ends."""
+
+    def __init__(self, p: np.ndarray) -> None:
+        order = np.argsort(-p, kind="stable")
+        self.p = p[order]
+        # The last index of each run of equal scores: curves step once per distinct score.
+        self.ends = np.flatnonzero(np.diff(self.p) != 0)
+        self.ends = np.append(self.ends, len(self.p) - 1)
+
+    def curves(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cumulative positive and negative weight at each distinct score (descending);
+        ``pos`` is each sorted row's positive weight (a probability, or a drawn 0/1)."""
+        tp = np.cumsum(pos)[self.ends]
+        fp = np.cumsum(1.0 - pos)[self.ends]
+        return tp, fp
+
+    def roc_auc(self, pos: np.ndarray) -> float | None:
+        tp, fp = self.curves(pos)
+        if tp[-1] <= 0 or fp[-1] <= 0:
+            return None
+        tpr = np.concatenate(([0.0], tp / tp[-1]))
+        fpr = np.concatenate(([0.0], fp / fp[-1]))
+        return float(np.trapezoid(tpr, fpr))
+
+    def pr_auc(self, pos: np.ndarray) -> float | None:
+        """Average precision: sum over distinct scores of (recall step) x precision."""
+        tp, fp = self.curves(pos)
+        if tp[-1] <= 0:
+            return None
+        recall = tp / tp[-1]
+        precision = tp / (tp + fp)
+        steps = np.diff(np.concatenate(([0.0], recall)))
+        return float(np.sum(steps * precision))
+
+
+def _interval(
+    metric: Any, p: np.ndarray, point: float | None, samples: int, level: float, seed: int
+) -> Estimate | None:
+    """``point`` with the interval of ``metric`` over labels drawn from ``p``."""
+    if point is None:
+        return None
+    rng = np.random.default_rng(seed)
+    n = len(p)
+    sub = p if n <= BOOTSTRAP_ROWS else rng.choice(p, BOOTSTRAP_ROWS, replace=False)
+    ranked = _Sorted(sub)
+    values = []
+    for _ in range(samples):
+        drawn = (rng.random(len(ranked.p)) < ranked.p).astype(np.float64)
+        value = metric(ranked, drawn)
+        if value is not None:
+            values.append(value)
+    if not values:
+        return Estimate(point, point, point)
+    spread = np.asarray(values)
+    centre = float(np.mean(spread))
+    tail = (1 - level) / 2
+    low, high = np.quantile(spread, [tail, 1 - tail])
+    scale = np.sqrt(len(sub) / n)
+    # Widths around the bootstrap's centre, scaled, placed around the exact expectation.
+    return Estimate(
+        point,
+        float(max(point - (centre - float(low)) * scale, 0.0)),
+        float(min(point + (float(high) - centre) * scale, 1.0)),
+    )
+
+
+def estimate(
+    scores: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    report_thresholds: tuple[float, ...] = (),
+    accept: float = 0.85,
+    review_below: float = 0.6,
+    samples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> EstimatedPerformance:
+    """Expected metrics of a window of calibrated positive-class probabilities."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    n = len(p)
+    if n == 0:
+        nothing = Estimate(float("nan"), float("nan"), float("nan"))
+        return EstimatedPerformance(rows=0, positive_rate=nothing, roc_auc=None, pr_auc=None)
+    ranked = _Sorted(p)
+
+    def bootstrap(metric: Any, point: float | None, salt: int) -> Estimate | None:
+        return _interval(metric, p, point, samples, level, seed + salt)
+
+    rate = float(p.mean())
+    out = EstimatedPerformance(
+        rows=n,
+        positive_rate=bootstrap(lambda r, y: float(y.mean()), rate, 1)
+        or Estimate(rate, rate, rate),
+        roc_auc=bootstrap(_Sorted.roc_auc, ranked.roc_auc(ranked.p), 2),
+        pr_auc=bootstrap(_Sorted.pr_auc, ranked.pr_auc(ranked.p), 3),
+    )
+    for t in sorted({threshold, *report_thresholds}):
+        flagged = p >= t
+        expected_tp = float(p[flagged].sum())
+        precision = expected_tp / flagged.sum() if flagged.any() else None
+        recall = expected_tp / p.sum() if p.sum() > 0 else None
+
+        def drawn_precision(r: _Sorted, y: np.ndarray, t: float = t) -> float | None:
+            hit = r.p >= t
+            return float(y[hit].mean()) if hit.any() else None
+
+        def drawn_recall(r: _Sorted, y: np.ndarray, t: float = t) -> float | None:
+            return float(y[r.p >= t].sum() / y.sum()) if y.sum() > 0 else None
+
+        out.at_thresholds.append(
+            {
+                "threshold": t,
+                "precision": bootstrap(drawn_precision, precision, 4),
+                "recall": bootstrap(drawn_recall, recall, 5),
+                "flagged_share": float(flagged.mean()),
+            }
+        )
+    label = p >= threshold
+    # The probability each row's label is right: p for a 1, 1 - p for a 0.
+    right = np.where(label, p, 1.0 - p)  # also parity's confidence in the label
+    buckets = {
+        "accept": right >= accept,
+        "validate": (right >= review_below) & (right < accept),
+        "review": right < review_below,
+    }
+    for name, mask in buckets.items():
+        k = int(mask.sum())
+        out.decisions[name] = {
+            "share": k / n,
+            "accuracy": float(right[mask].mean()) if k else None,
+        }
+    return out
