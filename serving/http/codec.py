@@ -6,6 +6,8 @@ a JSON request becomes the ``ModelInferRequest`` a gRPC client would have sent, 
 
 * tensor ``data`` as JSON, flat or nested (row-major), coerced into the typed
   ``contents`` field of the datatype (protobuf checks every element's type and range);
+  JSON has no NaN, so a ``null`` in an FP32/FP64 tensor is a missing value (NaN), and a
+  NaN in an output (an explanation of a FALLBACK row) is answered ``null``;
 * the binary tensor data extension (Triton's, which tritonclient's HTTP client uses by
   default): a body of ``Inference-Header-Content-Length`` bytes of JSON followed by the
   inputs whose ``parameters.binary_data_size`` says how many bytes each takes, in
@@ -20,6 +22,7 @@ Every mistake is an :class:`InvalidInput` naming the field (``inputs[0].data``, 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -120,6 +123,11 @@ def _typed(tensor: Any, datatype: str, values: list[Any], field: str) -> None:
         if not all(isinstance(v, bool) for v in values):
             bad = next(v for v in values if not isinstance(v, bool))
             raise InvalidInput(f"{field}: BOOL elements are true or false, got {_kind(bad)}.")
+    elif datatype.startswith("FP") and None in values:
+        # JSON has no NaN: a missing number is null (what a client sends for a feature
+        # without a value in plain model serving).
+        values = [math.nan if v is None else v for v in values]
+        return _typed(tensor, datatype, values, field)
     elif any(isinstance(v, bool | str) or v is None for v in values):
         bad = next(v for v in values if isinstance(v, bool | str) or v is None)
         raise InvalidInput(f"{field}: {datatype} elements are numbers, got {_kind(bad)}.")
@@ -272,7 +280,7 @@ def infer_response(
         doc["model_version"] = response.model_version
     doc["id"] = response.id
     doc["outputs"] = outputs
-    head = json.dumps(doc, allow_nan=True, separators=(",", ":")).encode()
+    head = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
@@ -282,13 +290,19 @@ def _values(tensor: Any) -> list[Any]:
     values = list(getattr(tensor.contents, converters.CONTENTS[tensor.datatype]))
     if tensor.datatype == "BYTES":
         return [v.decode() for v in values]
-    return values
+    return _strict(values, tensor.datatype)
 
 
 def _decode(blob: bytes, datatype: str) -> list[Any]:
     if datatype == "BYTES":
         return [b.decode() for b in converters.split_bytes(blob, "output")]
-    values: list[Any] = np.frombuffer(blob, dtype=converters.NUMPY[datatype]).tolist()
+    return _strict(np.frombuffer(blob, dtype=converters.NUMPY[datatype]).tolist(), datatype)
+
+
+def _strict(values: list[Any], datatype: str) -> list[Any]:
+    """Numbers as strict JSON holds them: NaN (an explanation of a FALLBACK row) is null."""
+    if datatype.startswith("FP"):
+        return [v if math.isfinite(v) else None for v in values]
     return values
 
 

@@ -432,3 +432,24 @@ def test_stopping_drains_rest_calls_in_flight_and_logs_every_answer(
     assert answered and len(refused) == 8
     logged = read_log(root / "data" / "predictions", MODEL)["__request_id"].to_pylist()
     assert Counter(logged) == {rid: 50 for rid in answered}
+
+
+def test_features_sent_as_json_with_null_for_missing_values_score_as_predict(
+    served: Served,
+) -> None:
+    """Plain model serving over strict JSON: a feature without a value is ``null`` (JSON has
+    no NaN); the scores equal Predict's, which read the same vectors from the store."""
+    rows = recent_rows(served, 8)
+    with PredictionClient(served.target) as client:
+        reference = client.predict(MODEL, rows, return_features=True)
+        info = client.model_info(MODEL)
+    inputs = []
+    for f in info["features"]:
+        values = [p["features"][f["name"]] for p in reference]
+        datatype = "BYTES" if f["dtype"] == "String" else "FP64"
+        inputs.append({"name": f["name"], "datatype": datatype, "shape": [8], "data": values})
+    assert any(None in i["data"] for i in inputs if i["datatype"] == "FP64")  # exercised
+    body = json.dumps({"inputs": inputs}, allow_nan=False).encode()
+    status, _, doc = infer(served, body, path=f"/v2/models/{MODEL}/versions/1/infer")
+    assert status == 200, doc
+    assert outputs_of(doc)["score"] == pytest.approx([p["score"] for p in reference], rel=1e-12)
