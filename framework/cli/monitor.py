@@ -249,6 +249,7 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
         if v.get("cost"):
             line += f"; {v['cost']['cost_per_1k_predictions']:.6f} per 1k predictions"
         lines.append(line)
+        lines += _quality_lines(v)
         if v.get("drift"):
             lines.append(f"    drift: {v['drift']['dataset']['reason']}")
             ranked = v["drift"].get("drifted_by_importance") or []
@@ -269,6 +270,34 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
     if report:
         lines.append(f"report: {report}")
     return "\n".join(lines)
+
+
+def _quality_lines(v: Mapping[str, Any]) -> list[str]:
+    """Estimated (no labels) next to holdout, and realized where outcomes were joined."""
+
+    def metric(e: Mapping[str, Any] | None) -> str:
+        return "n/a" if not e else f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+    out = []
+    est = v.get("estimated")
+    if est:
+        hold = est.get("holdout") or {}
+        out.append(
+            f"    estimated (no labels, {est['rows']:,} predictions): ROC-AUC "
+            f"{metric(est['roc_auc'])}, PR-AUC {metric(est['pr_auc'])}; holdout "
+            + ", ".join(f"{k} {hold[k]:.3f}" for k in ("roc_auc", "pr_auc") if hold.get(k))
+        )
+    q = v.get("quality") or {}
+    if q.get("live"):
+        live, qe = q["live"], q.get("estimated") or {}
+        out.append(
+            f"    realized on {q['labelled']:,} outcomes: ROC-AUC "
+            + ("n/a" if live.get("roc_auc") is None else f"{live['roc_auc']:.3f}")
+            + f" (the same rows' scores predicted {metric(qe.get('roc_auc'))}), PR-AUC "
+            + ("n/a" if live.get("pr_auc") is None else f"{live['pr_auc']:.3f}")
+            + f" (predicted {metric(qe.get('pr_auc'))})"
+        )
+    return out
 
 
 def cmd_skew(args: argparse.Namespace) -> None:

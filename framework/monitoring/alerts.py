@@ -30,6 +30,7 @@ def alerts(summary: MonitorSummary, t: Thresholds) -> list[Alert]:
             out += drift_alerts(v.version, v.drift, t)
         out += operations_alerts(v, t)
         out += quality_alerts(v, t)
+        out += estimated_alerts(v, t)
     return out
 
 
@@ -137,6 +138,37 @@ def quality_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
               f"live ROC-AUC {live:.3f} on {q.labelled} outcomes vs holdout {hold:.3f}",
               hold - live, t.quality_drop)
     ]  # fmt: skip
+
+
+def estimated_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
+    """Before any label: the estimated ROC-AUC, even at its interval's top, more than
+    ``quality_drop`` below the holdout's. With labels (``min_labels``): the realized ROC-AUC
+    or PR-AUC outside what the same rows' scores predicted (calibration no longer holds)."""
+    out = []
+    e = v.estimated
+    hold = ((e.holdout if e else None) or {}).get("roc_auc")
+    if e is not None and e.roc_auc is not None and hold is not None:
+        if hold - e.roc_auc.high > t.quality_drop:
+            out.append(
+                Alert("estimated_quality_drop", v.version, "critical",
+                      f"estimated ROC-AUC {e.roc_auc.value:.3f} [{e.roc_auc.low:.3f}, "
+                      f"{e.roc_auc.high:.3f}] on {e.rows} unlabelled predictions vs holdout "
+                      f"{hold:.3f}", hold - e.roc_auc.value, t.quality_drop)
+            )  # fmt: skip
+    q = v.quality
+    if q is None or q.estimated is None or q.labelled < t.min_labels or not q.live:
+        return out
+    for metric in ("roc_auc", "pr_auc"):
+        expected, realized = getattr(q.estimated, metric), q.live.get(metric)
+        if expected is not None and realized is not None and not expected.holds(realized):
+            out.append(
+                Alert("calibration_gap", v.version, "warning",
+                      f"realized {metric} {realized:.3f} on {q.labelled} outcomes is outside "
+                      f"the [{expected.low:.3f}, {expected.high:.3f}] the same rows' scores "
+                      "predicted: the scores are no longer calibrated (concept drift)",
+                      realized - expected.value, 0.0)
+            )  # fmt: skip
+    return out
 
 
 def skew_alerts(report: SkewReport, t: Thresholds) -> list[Alert]:

@@ -60,6 +60,8 @@ class EstimatedPerformance:
     pr_auc: Estimate | None
     at_thresholds: list[dict[str, Any]] = field(default_factory=list)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The version's holdout metrics, to read the estimate against (set by the summary).
+    holdout: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +131,18 @@ def _interval(
         point,
         float(max(point - (centre - float(low)) * scale, 0.0)),
         float(min(point + (float(high) - centre) * scale, 1.0)),
+    )
+
+
+def estimate_for(scores: np.ndarray, serving: Any, samples: int = 200) -> EstimatedPerformance:
+    """:func:`estimate` at a version's serving thresholds (its manifest's ``serving``)."""
+    return estimate(
+        scores,
+        threshold=serving.threshold,
+        report_thresholds=tuple(serving.report_thresholds),
+        accept=serving.accept,
+        review_below=serving.review_below,
+        samples=samples,
     )
 
 

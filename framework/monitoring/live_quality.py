@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from framework.models.manifest import Manifest
 from framework.monitoring import version_manifest as vm
+from framework.monitoring.estimated import EstimatedPerformance, estimate_for
 
 DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
 _HOLDOUT_METRICS = ("roc_auc", "pr_auc", "brier", "log_loss", "mae", "rmse", "r2")
@@ -39,6 +40,9 @@ class LiveQuality:
     holdout: dict[str, Any] | None = None
     live: dict[str, Any] | None = None
     by_decision: dict[str, DecisionQuality] | None = None
+    #: What the labelled rows' scores alone predicted (a classifier's): where ``live``
+    #: falls outside its intervals, the scores are no longer calibrated (concept drift).
+    estimated: EstimatedPerformance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -72,6 +76,7 @@ def live_quality(joined: pa.Table, manifest: Manifest) -> LiveQuality:
     bins = vm.calibration_bins(manifest)
     out.live = evaluation.metrics(task, y.astype(np.int64), scores, manifest.serving, bins)
     out.live["accuracy"] = float(np.mean(label == y))
+    out.estimated = estimate_for(score, manifest.serving)
     decisions = joined.column("decision").to_pylist()
     out.by_decision = {}
     for d in DECISIONS:

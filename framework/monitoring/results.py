@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from framework.logs.outcome_join import MatchCounts
+from framework.monitoring.estimated import EstimatedPerformance
 from framework.monitoring.live_quality import LiveQuality
 from framework.monitoring.log_drift import VersionDrift
 from framework.monitoring.operations import Cost, Operations, TimelinePoint
@@ -42,7 +43,8 @@ class Window:
 
 @dataclass
 class VersionSummary:
-    """One logged version: operations, drift against its reference, cost, live quality."""
+    """One logged version: operations, drift against its reference, cost, live quality,
+    and (a classifier's) performance estimated from its scores without labels."""
 
     version: str
     known: bool  # whether the registry holds its manifest
@@ -50,6 +52,7 @@ class VersionSummary:
     drift: VersionDrift | None = None
     cost: Cost | None = None
     quality: LiveQuality | None = None
+    estimated: EstimatedPerformance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class VersionSummary:
             "drift": self.drift.to_dict() if self.drift is not None else None,
             "cost": asdict(self.cost) if self.cost is not None else None,
             "quality": self.quality.to_dict() if self.quality is not None else None,
+            "estimated": self.estimated.to_dict() if self.estimated is not None else None,
         }
 
 

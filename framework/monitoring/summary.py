@@ -13,6 +13,10 @@ version, with the reference statistics in that version's manifest:
   timeline value and no alert;
 - operations: the decision mix, missing and stale feature rates, latency and
   cost (:mod:`framework.monitoring.operations`);
+- performance estimated from a classifier's scores alone, no labels needed
+  (:mod:`framework.monitoring.estimated`), and on the labelled rows beside the
+  realized metrics, where a realized value outside its interval means the scores
+  are no longer calibrated;
 - live quality where ground truth was reported, joined by
   :func:`framework.logs.outcome_join.match` (by request id, or by entity keys +
   time), per version and decision (:mod:`framework.monitoring.live_quality`);
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,6 +69,7 @@ from framework.models.manifest import Manifest
 from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
+from framework.monitoring.estimated import EstimatedPerformance, estimate_for
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
 from framework.monitoring.operations import DEFAULT_CPU_PRICE_PER_HOUR
@@ -303,7 +309,27 @@ def _version(
         quality=live_quality(labelled, manifest)
         if labelled is not None and manifest is not None
         else None,
+        estimated=_estimated(con, where, manifest) if has_confidence else None,
     )
+
+
+def _estimated(
+    con: duckdb.DuckDBPyConnection, where: str, manifest: Manifest | None
+) -> EstimatedPerformance | None:
+    """What the version's scores say of its quality, labels or not: the model's own answers
+    only (a FALLBACK's score is not the model's)."""
+    if manifest is None:
+        return None
+    scores = con.execute(
+        f"SELECT score FROM log WHERE {where} AND score IS NOT NULL "
+        "AND decision IS DISTINCT FROM 'FALLBACK'"
+    ).fetchnumpy()["score"]
+    if len(scores) == 0:
+        return None
+    out = estimate_for(np.asarray(scores, dtype=np.float64), manifest.serving)
+    holdout = vm.holdout_metrics(manifest)
+    out.holdout = {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "positive_rate")}
+    return out
 
 
 def to_json(summary: Mapping[str, Any]) -> str:

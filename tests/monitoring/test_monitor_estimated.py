@@ -1,0 +1,128 @@
+"""``parity monitor`` estimates a classifier's performance from its logged scores, before
+any label: the estimate on calibrated traffic holds the holdout's ROC-AUC and raises
+nothing; traffic the model can no longer tell apart alerts with no outcome reported;
+and once outcomes arrive, realized metrics outside what the same rows' scores predicted
+raise a calibration gap (concept drift), while calibrated outcomes do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from framework.logs.outcomes import OutcomeStore
+from framework.monitoring import summary as monitor
+from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
+from tests.support.prediction_logs import MODEL, toy_manifest, toy_rows, write_log
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> tuple[Path, ModelRegistry]:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, toy_manifest(np.random.default_rng(0)))
+    return tmp_path, registry
+
+
+def _version(summary: dict[str, object]) -> dict[str, object]:
+    versions = summary["versions"]
+    assert isinstance(versions, list)
+    return versions[0]  # type: ignore[no-any-return]
+
+
+def test_calibrated_traffic_is_estimated_near_its_holdout_and_raises_nothing(
+    toy: tuple[Path, ModelRegistry],
+) -> None:
+    root, registry = toy
+    log = write_log(root, toy_rows(np.random.default_rng(3), 3_000))
+    summary = monitor.monitor_summary(log, registry).to_dict()
+    estimated = _version(summary)["estimated"]
+    assert isinstance(estimated, dict)
+    holdout = registry.manifest(ModelRef(MODEL, 1))["metrics"]["holdout"]
+    assert estimated["holdout"]["roc_auc"] == holdout["roc_auc"]
+    auc = estimated["roc_auc"]
+    assert auc["low"] <= auc["value"] <= auc["high"]
+    assert abs(auc["value"] - holdout["roc_auc"]) < 0.05
+    assert estimated["rows"] == 3_000
+    assert summary["status"] == "ok", summary["alerts"]
+
+
+def test_traffic_the_model_cannot_tell_apart_alerts_before_any_label(
+    toy: tuple[Path, ModelRegistry],
+) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(4)
+    rows = toy_rows(rng, 3_000)
+    # Every score near the base rate: the model no longer separates the classes.
+    flat = np.clip(rng.normal(0.075, 0.01, 3_000), 0.01, 0.2)
+    rows = rows.set_column(rows.schema.get_field_index("score"), "score", pa.array(flat))
+    log = write_log(root, rows)
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
+    assert summary.feedback is None  # no label anywhere
+    names = [a.name for a in summary.alerts]
+    assert "estimated_quality_drop" in names, summary.alerts
+    alert = summary.alerts[names.index("estimated_quality_drop")]
+    assert "unlabelled predictions" in alert.message and alert.severity == "critical"
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_outcomes_outside_what_the_scores_predicted_raise_a_calibration_gap(
+    toy: tuple[Path, ModelRegistry], calibrated: bool
+) -> None:
+    root, registry = toy
+    rng = np.random.default_rng(5)
+    rows = toy_rows(rng, 4_000)
+    log = write_log(root, rows)
+    store = OutcomeStore(root / "outcomes")
+    scores = rows["score"].to_numpy()
+    # Concept drift: the same inputs and scores, but positives three times as common.
+    truth = rng.random(4_000) < (scores if calibrated else np.clip(scores * 3, 0, 1))
+    ids, users = rows["__request_id"].to_pylist(), rows["user_id"].to_pylist()
+    for i in range(4_000):
+        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
+                     label=float(truth[i]))  # fmt: skip
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
+    gaps = [a for a in summary.alerts if a.name == "calibration_gap"]
+    quality = summary.versions[0].quality
+    assert quality is not None and quality.estimated is not None and quality.live is not None
+    assert quality.labelled == 4_000
+    if calibrated:
+        assert gaps == []
+        assert quality.estimated.pr_auc is not None
+        assert quality.estimated.pr_auc.holds(quality.live["pr_auc"])
+    else:
+        assert "pr_auc" in {a.message.split(" ")[1] for a in gaps}, summary.alerts
+        assert all("no longer calibrated" in a.message for a in gaps)
+
+
+def test_parity_monitor_prints_estimated_next_to_realized(
+    toy: tuple[Path, ModelRegistry], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from framework.cli import main as cli
+
+    root, registry = toy
+    rng = np.random.default_rng(6)
+    rows = toy_rows(rng, 2_000)
+    log = write_log(root, rows)
+    store = OutcomeStore(root / "outcomes")
+    scores, ids = rows["score"].to_numpy(), rows["__request_id"].to_pylist()
+    users = rows["user_id"].to_pylist()
+    truth = rng.random(2_000) < scores
+    for i in range(0, 2_000, 2):
+        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
+                     label=float(truth[i]))  # fmt: skip
+    argv = ["monitor", "--log", str(log), "--registry", str(registry.root), "--model", MODEL,
+            "--outcomes", str(root / "outcomes"), "--no-fail"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
+    v = summary.versions[0]
+    assert v.estimated is not None and v.estimated.roc_auc is not None
+    e = v.estimated.roc_auc
+    assert (
+        f"estimated (no labels, 2,000 predictions): ROC-AUC {e.value:.3f} [{e.low:.3f}, "
+        f"{e.high:.3f}]" in out
+    ), out
+    assert v.quality is not None and v.quality.live is not None
+    assert f"realized on 1,000 outcomes: ROC-AUC {v.quality.live['roc_auc']:.3f}" in out, out
