@@ -42,6 +42,9 @@ def prometheus_text(
                  registry=r)  # fmt: skip
     alert_count = Gauge("parity_monitor_alerts", "Alerts raised by parity monitor.", ["model"],
                         registry=r)  # fmt: skip
+    estimated = Gauge("parity_estimated_quality", "A classifier's metric expected from its "
+                      "scores without labels ('estimate', or its interval's 'low' and 'high').",
+                      [*mv, "metric", "bound"], registry=r)  # fmt: skip
     model = str(summary["model"])
     for v in summary["versions"]:
         labels = (model, v["version"])
@@ -63,6 +66,11 @@ def prometheus_text(
             for window in ("reference", "current"):
                 if c.get(f"{window}_mean") is not None:
                     conf.labels(*labels, window).set(c[f"{window}_mean"])
+        for metric in ("roc_auc", "pr_auc"):
+            e = (v.get("estimated") or {}).get(metric)
+            if e:
+                for bound, key in (("estimate", "value"), ("low", "low"), ("high", "high")):
+                    estimated.labels(*labels, metric, bound).set(e[key])
         if v.get("cost"):
             cost.labels(*labels).set(v["cost"]["cost_per_1k_predictions"])
             cpu.labels(*labels).set(v["cost"]["cpu_seconds_per_prediction"])

@@ -126,3 +126,29 @@ def test_parity_monitor_prints_estimated_next_to_realized(
     ), out
     assert v.quality is not None and v.quality.live is not None
     assert f"realized on 1,000 outcomes: ROC-AUC {v.quality.live['roc_auc']:.3f}" in out, out
+
+
+def test_the_estimate_is_a_prometheus_gauge_with_its_interval(
+    toy: tuple[Path, ModelRegistry],
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from framework.monitoring.prometheus import prometheus_text
+
+    root, registry = toy
+    log = write_log(root, toy_rows(np.random.default_rng(8), 1_500))
+    result = monitor.monitor_summary(log, registry)
+    summary = result.to_dict()
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(result))}
+    samples = {
+        (s.labels["metric"], s.labels["bound"]): s.value
+        for s in families["parity_estimated_quality"].samples
+    }
+    auc = _version(summary)["estimated"]["roc_auc"]  # type: ignore[index]
+    assert samples[("roc_auc", "estimate")] == pytest.approx(auc["value"])
+    assert (
+        samples[("roc_auc", "low")]
+        < samples[("roc_auc", "estimate")]
+        < samples[("roc_auc", "high")]
+    )
+    assert ("pr_auc", "estimate") in samples
