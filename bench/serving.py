@@ -20,11 +20,11 @@ Systems, each measured at 1, 8 and 64 requests in flight:
   request message (pandas codec: ``content_type`` ``pd``, one tensor per column);
 * ``ours REST``         — ``parity serve --http-port``; the Open Inference Protocol's
   HTTP/REST binding, ``POST /v2/models/fraud_model/infer`` with ``ours V2``'s request as
-  JSON (:func:`rest_body`: the same tensors, ``data`` arrays), answered in JSON; the rows
-  with every feature present, as JSON has no NaN (:func:`json_complete`);
+  JSON (:func:`rest_body`: the same tensors, ``data`` arrays, a missing number ``null``
+  as JSON has no NaN), answered in JSON;
 * ``MLServer REST``     — MLServer's own REST endpoint (its ``http_port``),
   ``POST /v2/models/fraud_model/infer`` with ``MLServer V2``'s request as JSON (pandas
-  codec marked the same way, ``predict_proba`` asked for), the same rows;
+  codec marked the same way, ``predict_proba`` asked for);
 * ``feast serve``       — the feature hop alone (an anchor of the issue);
 * ``echo``              — the transport's floor: a bare grpcio server
   (``bench/echo_server.py``) answering ``Predict`` with the bytes of a real
@@ -697,7 +697,7 @@ def check_ours(ws: Workspace, target: str, http: str) -> str:
     rest_diff = _rest_diff(ws, http, False, n)
     return (f"ours: Predict on {n} rows {dict(decisions)}; V2 (features supplied) vs in-process "
             f"predict_proba: max |diff| {diff:.2e} over gRPC, {rest_diff:.2e} over REST "
-            f"({_rest_rows(ws)})")  # fmt: skip
+            f"({_rest_rows(n)})")  # fmt: skip
 
 
 def check_mlserver(ws: Workspace, target: str, http: str) -> str:
@@ -716,18 +716,20 @@ def check_mlserver(ws: Workspace, target: str, http: str) -> str:
     rest_diff = _rest_diff(ws, http, True, n)
     verdict = "same model" if max(diff, rest_diff) < 1e-9 else "**DIFFERENT**"
     return (f"MLServer vs in-process predict_proba on {n} rows: max |diff| {diff:.2e} over "
-            f"gRPC, {rest_diff:.2e} over REST ({_rest_rows(ws)}) ({verdict})")  # fmt: skip
+            f"gRPC, {rest_diff:.2e} over REST ({_rest_rows(n)}) ({verdict})")  # fmt: skip
 
 
-def _rest_rows(ws: Workspace) -> str:
-    complete = sum(1 for f in ws.features if json_complete(f))
-    return f"the REST scenarios send the {complete} of {len(ws.features)} rows with every feature"
+def _rest_rows(n: int) -> str:
+    return f"the first {n} rows with every feature and the first {n} with a missing one"
 
 
 def _rest_diff(ws: Workspace, http: str, mlserver: bool, n: int) -> float:
-    """Largest |REST score - in-process probability| over the first ``n`` rows the REST
-    scenarios send (:func:`json_complete`)."""
-    rows = [i for i, f in enumerate(ws.features) if json_complete(f)][:n]
+    """Largest |REST score - in-process probability| over the first ``n`` rows with every
+    feature and the first ``n`` with a missing one (sent as ``null``)."""
+    missing = [any(v is None or (isinstance(v, float) and math.isnan(v)) for v in f.values())
+               for f in ws.features]  # fmt: skip
+    rows = ([i for i, m in enumerate(missing) if not m][:n]
+            + [i for i, m in enumerate(missing) if m][:n])  # fmt: skip
     name, index = ("predict_proba", 1) if mlserver else ("score", 0)
     return max(
         abs(_rest_output(_rest_post(http, rest_body(v2_request(ws.fields, ws.features[i],
@@ -813,8 +815,9 @@ def v2_request(fields: list[dict[str, str]], features: dict[str, Any], mlserver:
 def rest_body(request: Any) -> bytes:
     """A ``ModelInferRequest`` as the REST binding's JSON body: the same tensors (name,
     datatype, shape, parameters) with their contents as ``data`` arrays, the same
-    parameters and requested outputs. A missing number is ``NaN`` (Python's JSON, which
-    both servers parse)."""
+    parameters and requested outputs. A missing number is ``null``: JSON has no NaN
+    (RFC 8259), MLServer 1.7.1 answers Python's ``NaN`` token with 422 "JSON decode
+    error", and both servers read ``null`` in an FP64 tensor as a missing value."""
 
     def params(m: Any) -> dict[str, Any]:
         return {k: getattr(v, str(v.WhichOneof("parameter_choice"))) for k, v in m.items()}
@@ -824,7 +827,7 @@ def rest_body(request: Any) -> bytes:
         if t.datatype == "BYTES":
             data: list[Any] = [b.decode() for b in t.contents.bytes_contents]
         elif t.datatype == "FP64":
-            data = list(t.contents.fp64_contents)
+            data = [None if math.isnan(v) else v for v in t.contents.fp64_contents]
         else:  # v2_request sends only these two
             raise ValueError(f"rest_body: datatype {t.datatype} not handled")
         tensor = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": data}
@@ -834,17 +837,7 @@ def rest_body(request: Any) -> bytes:
     doc: dict[str, Any] = {"parameters": params(request.parameters), "inputs": inputs}
     if request.outputs:
         doc["outputs"] = [{"name": o.name} for o in request.outputs]
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def json_complete(features: dict[str, Any]) -> bool:
-    """Whether every feature has a value. JSON has no NaN (RFC 8259): MLServer 1.7.1
-    answers Python's ``NaN`` token with 422 "JSON decode error" (parity's binding reads
-    it), and a ``null`` is no FP64 element for either; so the REST scenarios send the rows
-    with every feature present (484 of the 512 on 2026-12-05), to both servers."""
-    return all(
-        v is not None and not (isinstance(v, float) and math.isnan(v)) for v in features.values()
-    )
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _rest_post(target: str, body: bytes) -> dict[str, Any]:
@@ -968,8 +961,7 @@ def client_rest(spec: dict[str, Any], aio: bool, mlserver: bool
     binding or MLServer's; one keep-alive connection per in-flight slot. The answer is
     parsed and checked as the gRPC clients check theirs (a decision; a probability pair)."""
     host, port = spec["targets"]["mlserver_http" if mlserver else "ours_http"].rsplit(":", 1)
-    bodies = [rest_body(v2_request(spec["fields"], f, mlserver)) for f in spec["features"]
-              if json_complete(f)]  # fmt: skip
+    bodies = [rest_body(v2_request(spec["fields"], f, mlserver)) for f in spec["features"]]
     n = len(bodies)
 
     def outcome(payload: bytes) -> str:
