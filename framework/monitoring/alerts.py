@@ -60,7 +60,7 @@ def drift_alerts(version: str, d: VersionDrift, t: Thresholds) -> list[Alert]:
     out = [
         Alert("feature_drift", version, "warning",
               f"{f.feature} drifted: {'; '.join(f.reasons)}", f.psi, psi_drift)
-        for f in d.features if f.status == drift.DRIFT
+        for f in d.features if f.status == drift.DRIFT and not _ignored(f.feature, d, t)
     ]  # fmt: skip
     if d.dataset.status == "drift":
         out.append(
@@ -89,6 +89,14 @@ def drift_alerts(version: str, d: VersionDrift, t: Thresholds) -> list[Alert]:
                   drop, t.confidence_drop)
         )  # fmt: skip
     return out
+
+
+def _ignored(feature: str, d: VersionDrift, t: Thresholds) -> bool:
+    """Whether the model ignores ``feature``: its permutation importance at training below
+    ``ignored_importance_share`` of the largest (unknown importance: not ignored)."""
+    largest = max(d.importance.values(), default=0.0)
+    mine = d.importance.get(feature)
+    return mine is not None and largest > 0 and mine < t.ignored_importance_share * largest
 
 
 def operations_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:

@@ -21,7 +21,9 @@ class Thresholds:
     clients' (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...), a feature's
     missing-or-stale rate 10 points above its training null rate, live
     ROC-AUC 0.05 below the holdout's (with at least ``min_labels`` outcomes
-    of both classes), any skew mismatch.
+    of both classes), any skew mismatch. A drifted feature the model ignores — its
+    permutation importance at training below ``ignored_importance_share`` (1 %) of the
+    largest — is reported but raises no ``feature_drift`` alert.
     """
 
     drift: drift.DriftThresholds = field(default_factory=drift.DriftThresholds)
@@ -35,6 +37,7 @@ class Thresholds:
     quality_drop: float = 0.05
     min_labels: int = 200
     skew_mismatch_rate: float = 0.0
+    ignored_importance_share: float = 0.01
 
     @property
     def min_rows(self) -> int:

@@ -152,3 +152,25 @@ def test_the_estimate_is_a_prometheus_gauge_with_its_interval(
         < samples[("roc_auc", "high")]
     )
     assert ("pr_auc", "estimate") in samples
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_drift_in_a_feature_the_model_ignores_is_reported_without_an_alert(
+    tmp_path: Path, ignored: bool
+) -> None:
+    """Only ``amount`` drifts. With a training importance of ~0 for it, the drift is in the
+    report (status, reasons) but raises nothing; when the model leans on it, it alerts."""
+    registry = ModelRegistry(tmp_path / "models")
+    manifest = toy_manifest(np.random.default_rng(0))
+    weights = {"amount": 0.0002 if ignored else 0.05, "category": 0.04, "count": 0.03}
+    manifest["importance"] = {
+        "features": [{"feature": k, "mean": v, "std": 0.001} for k, v in weights.items()]
+    }
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    log = write_log(tmp_path, toy_rows(np.random.default_rng(9), 2_000, inflate=1.8))
+    summary = monitor.monitor_summary(log, registry).to_dict()
+    features = {f["feature"]: f for f in _version(summary)["drift"]["features"]}  # type: ignore[index]
+    assert features["amount"]["status"] == "drift"  # reported either way
+    assert features["amount"]["importance"] == weights["amount"]
+    alerted = [a["message"].split()[0] for a in summary["alerts"] if a["name"] == "feature_drift"]
+    assert alerted == ([] if ignored else ["amount"]), summary["alerts"]
