@@ -51,12 +51,12 @@ def _environment(requirements: Path) -> Path | str:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "parity"
     venv = cache / f"test-clients-{digest}"
     python = venv / "bin" / "python"
-    if (venv / _DONE).exists():
+    if (venv / _DONE).exists() and python.exists():  # not if its base Python went away
         return python
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"test-clients-{digest}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest process may be making it
-        if (venv / _DONE).exists():
+        if (venv / _DONE).exists() and python.exists():
             return python
         shutil.rmtree(venv, ignore_errors=True)  # what a killed attempt left
         steps = [
@@ -65,10 +65,11 @@ def _environment(requirements: Path) -> Path | str:
              "--require-hashes", "--no-deps", "-r", str(requirements)],
         ]  # fmt: skip
         for step in steps:
-            try:
-                done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+            try:  # within pytest's timeout of 600 s per test, which would say less
+                done = subprocess.run(step, capture_output=True, text=True, timeout=420)
             except subprocess.TimeoutExpired:
-                return f"{' '.join(step[:4])} ... took over 900 s"
+                shutil.rmtree(venv, ignore_errors=True)
+                return f"{' '.join(step[:4])} ... took over 420 s"
             if done.returncode != 0:
                 shutil.rmtree(venv, ignore_errors=True)
                 lines = [line for line in done.stderr.splitlines() if "is ignored" not in line]
