@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from framework.cli import (
+    completion,
     data,
     features,
     feedback,
@@ -118,11 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "repo_args": _repo_args, "registry_arg": _registry_arg, "json_arg": _json_arg,
         "duckdb_args": _duckdb_args, "timestamp": _timestamp, "registry": _registry,
         "emit": _emit, "fmt": _fmt, "default_model": default_model,
+        "build_parser": build_parser,
     }  # fmt: skip
     _add_demo(commands)
     _COMMANDS[("demo", None)] = _cmd_demo
     for module in (data, features, models, serve, review, materialize, score, monitor,
-                   feedback, retrain, init):  # fmt: skip
+                   feedback, retrain, init, completion):  # fmt: skip
         _COMMANDS.update(module.register(commands, helpers))
     return parser
 

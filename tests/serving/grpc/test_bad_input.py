@@ -27,6 +27,7 @@ from unittest import mock
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
@@ -340,6 +341,14 @@ def _parses(request_class: Any, data: bytes) -> bool:
     return True
 
 
+def _decode_error(request_class: Any, data: bytes) -> str:
+    try:
+        request_class.FromString(data)
+    except DecodeError as exc:
+        return str(exc)
+    raise AssertionError(f"{len(data)} bytes parse as {request_class.DESCRIPTOR.full_name}")
+
+
 def _raw_call(channel: grpc.Channel, path: str) -> Callable[..., Any]:
     return channel.unary_unary(path, request_serializer=None, response_deserializer=None)
 
@@ -401,10 +410,13 @@ def test_unparseable_bytes_by_registration(
             assert err.value.details() == "Exception deserializing request!", rpc
         else:
             assert err.value.code() == S.INVALID_ARGUMENT, rpc
+            # protobuf's own reason: "Error parsing message with type 'T'", and since
+            # protobuf 7 (upb) the cause after it (": Wire format was corrupt").
+            name = request_class.DESCRIPTOR.full_name
+            reason = _decode_error(request_class, data)
+            assert reason.startswith(f"Error parsing message with type '{name}'"), reason
             assert err.value.details() == (
-                f"request: {len(data)} bytes that are not a valid "
-                f"{request_class.DESCRIPTOR.full_name} message "
-                f"(Error parsing message with type '{request_class.DESCRIPTOR.full_name}')."
+                f"request: {len(data)} bytes that are not a valid {name} message ({reason})."
             )
     # Still serving, either way.
     live = v2_grpc.GRPCInferenceServiceStub(channel).ServerLive(v2.ServerLiveRequest())

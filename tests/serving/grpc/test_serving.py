@@ -25,6 +25,7 @@ from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
+from tests.support.client_env import client_python
 from tests.support.fraud_requests import proto_row, recent_rows
 from tests.support.serve_process import parity_serve
 from tests.support.workspaces import Served
@@ -255,7 +256,7 @@ def test_tritonclient_against_the_v2_service(served: Served) -> None:
             features[f["name"]] = ("FP64", [np.nan if v is None else v for v in values])
     script = Path(__file__).parents[2] / "testdata" / "triton_client.py"
     child = subprocess.run(
-        [sys.executable, str(script), served.target,
+        [client_python(), str(script), served.target,
          json.dumps({"model": MODEL, "keys": keys, "features": features})],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
