@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 
@@ -108,6 +109,13 @@ class TimelinePoint:
     latency_p50: float | None
     latency_p95: float | None
     latency_p99: float | None
+    #: A classifier's label-free estimates in the bucket (with their intervals), and the
+    #: realized values where outcomes were joined (``labelled`` of them).
+    estimated_roc_auc: Any = None
+    estimated_pr_auc: Any = None
+    labelled: int = 0
+    realized_roc_auc: float | None = None
+    realized_pr_auc: float | None = None
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -216,6 +224,46 @@ def bucket_width(first: datetime, last: datetime, buckets: int) -> timedelta:
     return _BUCKETS[-1]
 
 
+def _bucket_sql(width: timedelta) -> str:
+    """The start of ``__timestamp``'s bucket of ``width``, as SQL."""
+    micros = int(width.total_seconds()) * 1_000_000
+    # DuckDB's ``time_bucket(width, ts)`` (origin 2000-01-03 00:00 UTC) in integer
+    # microseconds: on TIMESTAMPTZ it goes through ICU's calendar, four times slower.
+    offset = f"(epoch_us(__timestamp) - {_BUCKET_ORIGIN_US})"
+    floor = f"{offset} - ({offset} % {micros} + {micros}) % {micros}"
+    return f"make_timestamptz({floor} + {_BUCKET_ORIGIN_US})"
+
+
+def scores_by_bucket(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    width: timedelta,
+    versions: Sequence[str],
+    extra: str = "",
+) -> dict[tuple[str, str], dict[str, list[Any]]]:
+    """The model's own scores (no FALLBACK) of ``versions`` in ``relation`` per (bucket,
+    version) of the timeline's buckets, and ``extra`` (a column) beside them."""
+    if not versions:
+        return {}
+    wanted = ", ".join(sql_literal(v) for v in versions)
+    more = f", list({extra} ORDER BY __timestamp) AS {extra}" if extra else ""
+    rows = con.execute(
+        f"""SELECT {_bucket_sql(width)} AS bucket, model_version,
+                   list(score ORDER BY __timestamp) AS score{more}
+            FROM {relation}
+            WHERE model_version IN ({wanted}) AND score IS NOT NULL
+              AND decision IS DISTINCT FROM 'FALLBACK'
+            GROUP BY ALL"""
+    ).fetchall()
+    out: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for bucket_start, version, scores, *rest in rows:
+        out[(bucket_start.isoformat(), version)] = {
+            "score": scores,
+            **({extra: rest[0]} if extra else {}),
+        }
+    return out
+
+
 def timeline(
     con: duckdb.DuckDBPyConnection,
     where: str,
@@ -224,12 +272,7 @@ def timeline(
 ) -> list[TimelinePoint]:
     """Rows, confidence, decision mix and latency per bucket and version; versions in
     ``without_confidence`` (regression) get no confidence (null)."""
-    micros = int(width.total_seconds()) * 1_000_000
-    # DuckDB's ``time_bucket(width, ts)`` (origin 2000-01-03 00:00 UTC) in integer
-    # microseconds: on TIMESTAMPTZ it goes through ICU's calendar, four times slower.
-    offset = f"(epoch_us(__timestamp) - {_BUCKET_ORIGIN_US})"
-    floor = f"{offset} - ({offset} % {micros} + {micros}) % {micros}"
-    bucket = f"make_timestamptz({floor} + {_BUCKET_ORIGIN_US})"
+    bucket = _bucket_sql(width)
     decision_sql = ", ".join(
         f"avg((decision = {sql_literal(d)})::INTEGER) AS {d.lower()}_rate" for d in DECISIONS
     )

@@ -255,6 +255,24 @@ def _timeline(summary: Mapping[str, Any]) -> str:
             )
             + "</div>"
         )
+        for metric, name in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+            est = [t.get(f"estimated_{metric}") for t in points]
+            if any(est):
+                out.append(
+                    '<div class="cell">'
+                    + lines(
+                        f"{name} over time: estimated without labels, and realized",
+                        xs,
+                        {
+                            "estimated": [e["value"] if e else None for e in est],
+                            "95% low": [e["low"] if e else None for e in est],
+                            "95% high": [e["high"] if e else None for e in est],
+                            "realized": [t.get(f"realized_{metric}") for t in points],
+                        },
+                        y_max=1.0,
+                    )
+                    + "</div>"
+                )
         out.append(
             '<div class="cell">'
             + lines(

@@ -69,7 +69,7 @@ from framework.models.manifest import Manifest
 from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
-from framework.monitoring.estimated import EstimatedPerformance, estimate_for
+from framework.monitoring.estimated import EstimatedPerformance, aucs, estimate_for
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
 from framework.monitoring.operations import DEFAULT_CPU_PRICE_PER_HOUR
@@ -162,7 +162,7 @@ def monitor_summary(
                          _labelled(joined, version))
             )  # fmt: skip
             progress.advance(TASK, 1, f"version {version}")
-        _add_timeline(con, summary, manifests, buckets)
+        _add_timeline(con, summary, manifests, buckets, joined)
         progress.advance(TASK, 1, "timeline")
         progress.finish(TASK)
     finally:
@@ -228,8 +228,11 @@ def _add_timeline(
     summary: MonitorSummary,
     manifests: Mapping[str, Manifest | None],
     buckets: int,
+    joined: pa.Table | None = None,
 ) -> None:
-    """The timeline, in buckets of a width that makes about ``buckets`` of the window."""
+    """The timeline, in buckets of a width that makes about ``buckets`` of the window, with
+    each classifier's label-free estimates per bucket and, where outcomes were joined, the
+    realized values beside them."""
     first, last = summary.window.first, summary.window.last
     if not (first and last):
         return
@@ -237,6 +240,33 @@ def _add_timeline(
     summary.window.bucket_seconds = int(width.total_seconds())
     no_confidence = [v for v, m in manifests.items() if not vm.has_confidence(m)]
     summary.timeline = ops.timeline(con, "TRUE", width, no_confidence)
+    classifiers = [v for v, m in manifests.items() if m is not None and vm.has_confidence(m)]
+    scores = ops.scores_by_bucket(con, "log", width, classifiers)
+    labelled: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    if joined is not None and joined.num_rows:
+        con.register("labelled_rows", joined)
+        labelled = ops.scores_by_bucket(con, "labelled_rows", width, classifiers, "outcome")
+        con.unregister("labelled_rows")
+    for i, point in enumerate(summary.timeline):
+        key = (point.bucket, point.version)
+        if key in scores:
+            point.estimated_roc_auc, point.estimated_pr_auc = aucs(
+                np.asarray(scores[key]["score"]), seed=i
+            )
+        if key in labelled:
+            _realized(point, labelled[key])
+
+
+def _realized(point: ops.TimelinePoint, rows: Mapping[str, list[Any]]) -> None:
+    """The bucket's realized ROC-AUC and PR-AUC, where its outcomes hold both classes."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(rows["outcome"], dtype=np.float64)
+    point.labelled = len(y)
+    if len(np.unique(y)) == 2:
+        p = np.asarray(rows["score"], dtype=np.float64)
+        point.realized_roc_auc = float(roc_auc_score(y, p))
+        point.realized_pr_auc = float(average_precision_score(y, p))
 
 
 def _open(con: duckdb.DuckDBPyConnection, log_root: Path, model: str, asked: _Asked) -> None:

@@ -174,3 +174,51 @@ def test_drift_in_a_feature_the_model_ignores_is_reported_without_an_alert(
     assert features["amount"]["importance"] == weights["amount"]
     alerted = [a["message"].split()[0] for a in summary["alerts"] if a["name"] == "feature_drift"]
     assert alerted == ([] if ignored else ["amount"]), summary["alerts"]
+
+
+def test_estimates_per_time_bucket_fall_with_the_realized_metrics_and_are_plotted(
+    toy: tuple[Path, ModelRegistry], tmp_path: Path
+) -> None:
+    """The first 2 h the model separates the classes; the next 2 h its scores flatten (a
+    drifted input it cannot read) while staying calibrated. Per bucket, the label-free
+    estimate and the realized PR-AUC (labels drawn from the scores) fall together, and the
+    report plots both."""
+    from datetime import timedelta
+
+    from framework.monitoring.report import write_report
+    from tests.support.prediction_logs import T0
+
+    root, registry = toy
+    rng = np.random.default_rng(10)
+    good = toy_rows(rng, 3_000, prefix="good")
+    later = toy_rows(rng, 3_000, prefix="flat", start=T0 + timedelta(hours=2))
+    flat = np.clip(rng.normal(0.075, 0.015, 3_000), 0.01, 0.3)
+    later = later.set_column(later.schema.get_field_index("score"), "score", pa.array(flat))
+    log = write_log(root, good, later)
+    store = OutcomeStore(root / "outcomes")
+    for rows in (good, later):
+        scores = rows["score"].to_numpy()
+        truth = rng.random(len(scores)) < scores
+        for rid, user, y in zip(rows["__request_id"].to_pylist(), rows["user_id"].to_pylist(),
+                                truth, strict=True):  # fmt: skip
+            store.record(rid, entity_keys={"user_id": user}, event_time=None, label=float(y))
+    summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes", buckets=4)
+    points = [t for t in summary.timeline if t.estimated_pr_auc is not None]
+    assert len(points) >= 4
+    half = T0 + timedelta(hours=2)
+    early = [t for t in points if t.bucket < half.isoformat()]
+    late = [t for t in points if t.bucket >= half.isoformat()]
+    assert early and late
+    for group in (early, late):
+        for t in group:
+            assert t.labelled == t.rows and t.realized_pr_auc is not None
+            # The realized value within (or just by) its bucket's interval.
+            e = t.estimated_pr_auc
+            assert e.low - 0.05 <= t.realized_pr_auc <= e.high + 0.05, t
+    assert max(t.estimated_pr_auc.value for t in late) < min(
+        t.estimated_pr_auc.value for t in early
+    )
+    assert max(t.realized_pr_auc or 0 for t in late) < min(t.realized_pr_auc or 1 for t in early)
+    html = write_report(tmp_path / "report.html", summary).read_text()
+    assert "PR-AUC over time: estimated without labels, and realized" in html
+    assert "ROC-AUC over time: estimated without labels, and realized" in html
