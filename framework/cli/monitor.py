@@ -319,6 +319,19 @@ def cmd_skew(args: argparse.Namespace) -> None:
                     f"{f['compared']}); e.g. {ex['entity_keys']} at {ex['timestamp']}: served "
                     f"{ex['served']!r}, offline {ex['offline']!r}"
                 )
+        effect = payload["consequence"]
+        if effect["rows"]:
+            lines.append(
+                f"  consequence: {effect['rows']:,} rows rescored on the offline values: score "
+                f"change mean {effect['mean_abs_score_change']:.4f}, max "
+                f"{effect['max_abs_score_change']:.4f}; {effect['label_changed']:,} labels and "
+                f"{effect['decision_changed']:,} decisions changed"
+            )
+            lines += [
+                f"    {f['feature']:<24} alone moves the score by {f['mean_abs_score_change']:.4f}"
+                f" on average (max {f['max_abs_score_change']:.4f}, {f['rows']:,} rows)"
+                for f in effect["by_feature"]
+            ]
         print("\n".join(lines))
     worst = max((f.mismatch_rate for f in report.features), default=0.0)
     if worst > args.max_mismatch_rate:

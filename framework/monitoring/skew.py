@@ -12,6 +12,13 @@ online read agree by design). It is not when the online store is stale (the
 offline data changed and nobody re-materialised), when materialisation
 missed a window, or when the two paths compute a feature differently.
 
+Its consequence (:class:`SkewConsequence`): every sampled row with a mismatching
+feature is scored by its version on the vector it was served and on the offline one —
+how far the scores moved, how many labels and decisions changed — and once per
+mismatching feature with only that feature's offline value, so the report names the
+features responsible. A skew that changes no decision is a data fix; one that does is
+an incident.
+
 Rows scored from client-supplied feature vectors (KServe V2 plain model
 serving) have no entity keys and are not sampled. The sample is deterministic:
 the rows with the smallest hash of request id and row index.
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from framework.errors import ConfigError, DataError
@@ -70,12 +78,28 @@ class FeatureSkew:
 
 
 @dataclass
+class SkewConsequence:
+    """What the mismatches did to the answers: each sampled row with a mismatching feature
+    scored by its version on the vector it was served and on the offline one."""
+
+    rows: int = 0
+    mean_abs_score_change: float | None = None
+    max_abs_score_change: float | None = None
+    label_changed: int = 0  # the label (the score against the threshold) flipped
+    decision_changed: int = 0  # the confidence bucket (ACCEPT/VALIDATE/REVIEW) changed
+    #: Per feature, the score change its offline value alone makes (one at a time).
+    by_feature: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class SkewReport:
     model: str
     sampled: int
     versions: list[str]
     features: list[FeatureSkew]
     tolerance: dict[str, float]
+    consequence: SkewConsequence = field(default_factory=SkewConsequence)
 
     @property
     def mismatches(self) -> int:
@@ -144,16 +168,22 @@ def check_skew(
         columns = log_columns(con)
         versions = sorted(log_versions(con))
         checked: dict[str, FeatureSkew] = {}
+        effects = _Effects()
         sampled = 0
         for version in versions:
-            served = _ServedInputs.of(Manifest.read(registry, ModelRef(model, int(version))))
+            ref = ModelRef(model, int(version))
+            served = _ServedInputs.of(Manifest.read(registry, ref))
             rows = _sample(con, model, version, served, columns, sample - sampled)
             if rows.num_rows == 0:
                 continue
             sampled += rows.num_rows
             entity = rows.select([*served.keys, *served.request, "event_timestamp"])
             offline = build_training_set(store, served.feature_service, entity)
-            _compare(rows, offline, served.features, served.keys, checked, rel_tol, abs_tol)
+            differs = _compare(
+                rows, offline, served.features, served.keys, checked, rel_tol, abs_tol
+            )
+            if any(any(flags) for flags in differs.values()):
+                effects.add(registry, ref, rows, offline, differs)
             if sampled >= sample:
                 break
     finally:
@@ -166,7 +196,91 @@ def check_skew(
         versions=versions,
         features=list(checked.values()),
         tolerance={"rel": rel_tol, "abs": abs_tol},
+        consequence=effects.result(),
     )
+
+
+class _Effects:
+    """The score changes of the rows whose features differ, gathered over versions."""
+
+    def __init__(self) -> None:
+        self.changes: list[np.ndarray] = []
+        self.by_feature: dict[str, list[float]] = {}
+        self.label_changed = self.decision_changed = 0
+        self.examples: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        registry: ModelRegistry,
+        ref: ModelRef,
+        logged: pa.Table,
+        offline: pa.Table,
+        differs: dict[str, list[bool]],
+    ) -> None:
+        """Score the rows with a mismatching feature on both vectors, and on the served
+        vector with each mismatching feature alone set to its offline value."""
+        from framework.models.estimator import feature_frame, score
+
+        model, manifest = Manifest.load(registry, ref)
+        fields = manifest.fields
+        any_row = np.zeros(logged.num_rows, dtype=bool)
+        for flags in differs.values():
+            any_row |= np.asarray(flags, dtype=bool)
+        rows = np.flatnonzero(any_row)
+        served = feature_frame(logged.take(rows), fields)
+        rebuilt = feature_frame(offline.take(rows), fields)
+        t = manifest.serving
+
+        def scored(frame: Any) -> Any:
+            return score(model, frame, manifest.task, t.threshold)
+
+        before, after = scored(served), scored(rebuilt)
+        change = after.score - before.score
+        self.changes.append(change)
+        self.label_changed += int(np.sum(before.label != after.label))
+        if not np.isnan(before.confidence).all():
+            edges = [t.review_below, t.accept]
+            moved = np.digitize(before.confidence, edges) != np.digitize(after.confidence, edges)
+            self.decision_changed += int(np.sum(moved))
+        for name, flags in differs.items():
+            mine = np.asarray(flags, dtype=bool)[rows]
+            if not mine.any():
+                continue
+            one = served.copy()
+            one[name] = rebuilt[name]
+            alone = scored(one).score - before.score
+            self.by_feature.setdefault(name, []).extend(np.abs(alone[mine]).tolist())
+        ids = logged[layout.REQUEST_ID].take(rows).to_pylist()
+        for i in np.argsort(-np.abs(change))[: MAX_EXAMPLES - len(self.examples)]:
+            self.examples.append(
+                {
+                    "request_id": ids[i],
+                    "version": ref.version,
+                    "served_score": float(before.score[i]),
+                    "offline_score": float(after.score[i]),
+                    "features": sorted(n for n, f in differs.items() if f[int(rows[i])]),
+                }
+            )
+
+    def result(self) -> SkewConsequence:
+        if not self.changes:
+            return SkewConsequence()
+        change = np.abs(np.concatenate(self.changes))
+        ranked = sorted(self.by_feature.items(), key=lambda item: -float(np.mean(item[1])))
+        by_feature: list[dict[str, Any]] = [
+            {"feature": name, "rows": len(v), "mean_abs_score_change": float(np.mean(v)),
+             "max_abs_score_change": float(np.max(v))}
+            for name, v in ranked
+        ]  # fmt: skip
+        return SkewConsequence(
+            rows=len(change),
+            mean_abs_score_change=float(change.mean()),
+            max_abs_score_change=float(change.max()),
+            label_changed=self.label_changed,
+            decision_changed=self.decision_changed,
+            by_feature=by_feature,
+            examples=self.examples,
+        )
 
 
 @dataclass
@@ -226,7 +340,10 @@ def _compare(
     checked: dict[str, FeatureSkew],
     rel_tol: float,
     abs_tol: float,
-) -> None:
+) -> dict[str, list[bool]]:
+    """Count each feature's mismatches into ``checked``; returns, per feature, which rows
+    differ."""
+    differs: dict[str, list[bool]] = {}
     ids = logged[layout.REQUEST_ID].to_pylist()
     index = logged[layout.ROW_INDEX].to_pylist()
     times = logged["event_timestamp"].to_pylist()
@@ -235,10 +352,12 @@ def _compare(
         served = logged[name].to_pylist()
         rebuilt = offline[name].to_pylist()
         entry = checked.setdefault(name, FeatureSkew(name, 0, 0, 0.0))
+        flags = differs[name] = [False] * len(served)
         for i, (s, o) in enumerate(zip(served, rebuilt, strict=True)):
             entry.compared += 1
             if same_value(s, o, rel_tol, abs_tol):
                 continue
+            flags[i] = True
             entry.mismatches += 1
             if len(entry.examples) < MAX_EXAMPLES:
                 entry.examples.append(
@@ -252,3 +371,4 @@ def _compare(
                     )
                 )
         entry.mismatch_rate = entry.mismatches / entry.compared if entry.compared else 0.0
+    return differs

@@ -22,6 +22,7 @@ import pytest
 
 from framework.errors import ConfigError
 from framework.logs.outcomes import OutcomeStore
+from framework.models.manifest import Manifest
 from framework.models.reference_stats import numeric_profile
 from framework.monitoring import log_drift
 from framework.monitoring import summary as monitor
@@ -645,6 +646,7 @@ def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
     assert report.sampled >= 60
     assert report.mismatches == 0, [f for f in report.features if f.mismatches]
     assert {f.feature for f in report.features} >= {"credit_limit", "txn_count_7d", "category"}
+    assert report.consequence.rows == 0 and report.consequence.by_feature == []
 
     # The offline data changes (a credit-limit correction) and nobody re-materialises:
     # the online store the server read is stale.
@@ -663,6 +665,20 @@ def test_skew_is_zero_on_a_correct_setup_and_catches_a_stale_online_store(
     example = limit.examples[0]
     assert example.offline == pytest.approx(2 * example.served)
     assert by_feature["txn_count_7d"].mismatches == 0  # only the changed source differs
+    # The consequence: every differing row scored on both vectors by the model itself.
+    effect = stale.consequence
+    assert effect.rows == limit.mismatches
+    assert [f["feature"] for f in effect.by_feature] == ["credit_limit"]
+    assert effect.by_feature[0]["rows"] == limit.mismatches
+    model, manifest = Manifest.load(served_copy.registry, ModelRef("fraud_model", 1))
+    worst = effect.examples[0]
+    assert worst["features"] == ["credit_limit"]
+    assert abs(worst["offline_score"] - worst["served_score"]) == pytest.approx(
+        effect.max_abs_score_change
+    )
+    assert effect.max_abs_score_change is not None and effect.max_abs_score_change > 0
+    assert 0 <= effect.decision_changed <= effect.rows and 0 <= effect.label_changed
+    assert model is not None and manifest.serving.threshold > 0
 
 
 @pytest.mark.integration
