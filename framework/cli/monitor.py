@@ -214,7 +214,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         args.prometheus.parent.mkdir(parents=True, exist_ok=True)
         args.prometheus.write_text(prometheus_text(summary, summary.skew))
     payload = summary.to_dict()
-    print(to_json(payload) if args.json else _text(payload, args.report))
+    print(to_json(payload) if args.json else summary_text(payload, args.report))
     if summary.alerts and not args.no_fail:
         raise AlertsRaised(
             f"{len(summary.alerts)} alert(s): "
@@ -222,7 +222,8 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         )
 
 
-def _text(summary: Mapping[str, Any], report: Path | None) -> str:
+def summary_text(summary: Mapping[str, Any], report: Path | None) -> str:
+    """What ``parity monitor`` prints without ``--json``: a few lines per version."""
     w = summary["window"]
     lines = [
         f"{summary['model']}: {summary['status']} — {w['rows']:,} predictions in "
@@ -252,8 +253,18 @@ def _text(summary: Mapping[str, Any], report: Path | None) -> str:
         lines += _quality_lines(v)
         if v.get("drift"):
             lines.append(f"    drift: {v['drift']['dataset']['reason']}")
+            impacts = v["drift"].get("drifted_by_impact") or []
+            by_impact = [f for f in impacts if f["output_shift"] is not None]
             ranked = v["drift"].get("drifted_by_importance") or []
-            if any(f["importance"] is not None for f in ranked):
+            if by_impact:
+                lines.append(
+                    "    drifted, by how far each moved the score: "
+                    + ", ".join(
+                        f"{f['feature']} ({f['output_shift']:.4f}, {f['share']:.0%})"
+                        for f in by_impact
+                    )
+                )
+            elif any(f["importance"] is not None for f in ranked):
                 lines.append(
                     "    drifted, by model reliance: "
                     + ", ".join(

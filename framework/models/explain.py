@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,10 @@ import pandas as pd
 from framework.errors import ParityError
 from framework.features.fields import FeatureField
 from framework.models.spec import Task
+
+if TYPE_CHECKING:
+    from framework.models.manifest import Manifest
+    from framework.registry.model_registry import ModelRegistry
 
 TREE = "shap.TreeExplainer"
 LINEAR = "shap.LinearExplainer"
@@ -165,6 +169,7 @@ class Explainer:
         import shap
 
         self.fields = fields
+        self.background_frame = background
         self.parts = _parts(model, task)
         preprocess = self.parts.pipeline.named_steps["preprocess"]
         self.preprocess = preprocess
@@ -211,18 +216,21 @@ class Explainer:
             values = values[:, :, self._output]
         return values @ self._fold, xt
 
+    def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per row and feature, attributions in units of the score; and the rows' scores
+        (the model's own, through the link :meth:`check` verified at registration)."""
+        phi, xt = self.margins(frame)
+        scores = _link(self.parts, _response(self.parts, xt))
+        return _rescaled(phi, scores - self.base_value), scores
+
     def explain(self, frame: pd.DataFrame, scores: np.ndarray) -> list[Explanation]:
         """One explanation per row of ``frame`` (the features as fed), for its served score."""
         phi, _ = self.margins(frame)
         scores = np.asarray(scores, dtype=np.float64)
-        total = phi.sum(axis=1)
+        scaled_rows = _rescaled(phi, scores - self.base_value)
         out = []
         for i in range(len(frame)):
-            delta = scores[i] - self.base_value
-            if abs(total[i]) > 1e-12:
-                scaled = phi[i] * (delta / total[i])
-            else:  # the row sits at the base margin: nothing to attribute
-                scaled = np.zeros_like(phi[i])
+            scaled = scaled_rows[i]
             order = np.argsort(-np.abs(scaled), kind="stable")
             row = frame.iloc[i]
             out.append(
@@ -250,6 +258,14 @@ class Explainer:
                 f"{additivity:.2e}, score link error {link:.2e})"
             )
         return {"margin_additivity_error": additivity, "score_link_error": link}
+
+
+def _rescaled(phi: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Margin attributions scaled so that each row's sum is its score's distance from the
+    base value (the rescale rule); a row at the base margin has nothing to attribute."""
+    total = phi.sum(axis=1)
+    scale = np.divide(delta, total, out=np.zeros_like(total), where=np.abs(total) > 1e-12)
+    return np.asarray(phi * scale[:, None], dtype=np.float64)
 
 
 def _plain(value: Any) -> Any:
@@ -296,6 +312,31 @@ def describe(
         "checked_rows": len(check_rows),
         **errors,
     }
+
+
+def load_explainer(registry: ModelRegistry, model: Any, manifest: Manifest) -> Explainer:
+    """The explainer of a registered version: its manifest's method and its stored
+    training-period background (checksum verified); :class:`NotExplainable` says why not."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    from framework.models.estimator import feature_frame
+
+    spec = manifest.explanation
+    if not spec:
+        raise NotExplainable(
+            f"{manifest.ref} was registered without an explainer (before explanations "
+            "existed); retrain it to explain its predictions."
+        )
+    if not spec.get("method"):
+        raise NotExplainable(f"{manifest.ref} cannot be explained: {spec.get('reason')}.")
+    data = (registry.version_dir(manifest.ref) / BACKGROUND_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != spec["background"]["sha256"]:
+        raise NotExplainable(f"{manifest.ref}: {BACKGROUND_FILE} does not match its checksum.")
+    background = feature_frame(pq.read_table(io.BytesIO(data)), manifest.fields)
+    return Explainer(model, manifest.fields, manifest.task, background)
 
 
 def background_sample(frame: pd.DataFrame, seed: int, rows: int = BACKGROUND_ROWS) -> pd.DataFrame:

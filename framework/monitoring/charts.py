@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 STATUS_COLORS = {
@@ -40,34 +41,81 @@ def _svg(width: int, height: int, body: list[str], title: str) -> str:
     )
 
 
+_LABEL_W, _BAR_W, _ROW_H = 170, 420, 18
+
+
+@dataclass(frozen=True)
+class _Bar:
+    label: str
+    value: float
+    color: str
+    tooltip: str
+    text: str  # printed after the bar
+
+
+def _bars(bars: Sequence[_Bar], top: float, y0: int) -> list[str]:
+    """One labelled horizontal bar per row, scaled to ``top``, from ``y0`` down."""
+    body = []
+    for i, bar in enumerate(bars):
+        y = y0 + i * _ROW_H
+        w = max(1.0, _BAR_W * bar.value / top)
+        body.append(
+            f'<text x="{_LABEL_W - 6}" y="{y + 12}" text-anchor="end">{escape(bar.label)}</text>'
+            f'<rect x="{_LABEL_W}" y="{y + 2}" width="{w:.1f}" height="{_ROW_H - 5}" '
+            f'fill="{bar.color}"><title>{escape(bar.tooltip)}</title></rect>'
+            f'<text x="{_LABEL_W + w + 4:.1f}" y="{y + 12}">{escape(bar.text)}</text>'
+        )
+    return body
+
+
 def psi_ranking(features: Sequence[Mapping[str, Any]], warn: float, alert: float) -> str:
     """Horizontal bars of PSI per feature, largest first, with the two thresholds."""
     rows = [f for f in features if f.get("psi") is not None]
     if not rows:
         return '<p class="muted">No feature had enough rows for a drift score.</p>'
-    label_w, bar_w, row_h = 170, 420, 18
     top = max(max(f["psi"] for f in rows), alert * 1.2)
-    height = 24 + row_h * len(rows)
-    body = []
-    for i, f in enumerate(rows):
-        y = 8 + i * row_h
-        w = max(1.0, bar_w * f["psi"] / top)
-        color = STATUS_COLORS.get(f["status"], "#616161")
-        body.append(
-            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">{escape(f["feature"])}</text>'
-            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" fill="{color}">'
-            f"<title>{escape(f['feature'])}: PSI {f['psi']:.4f} ({escape(f['status'])})"
-            "</title></rect>"
-            f'<text x="{label_w + w + 4:.1f}" y="{y + 12}">{f["psi"]:.3f}</text>'
-        )
+    height = 24 + _ROW_H * len(rows)
+    body = _bars(
+        [
+            _Bar(
+                f["feature"],
+                f["psi"],
+                STATUS_COLORS.get(f["status"], "#616161"),
+                f"{f['feature']}: PSI {f['psi']:.4f} ({f['status']})",
+                f"{f['psi']:.3f}",
+            )
+            for f in rows
+        ],  # fmt: skip
+        top,
+        8,
+    )
     for t, name in ((warn, "warn"), (alert, "drift")):
-        x = label_w + bar_w * t / top
+        x = _LABEL_W + _BAR_W * t / top
         body.append(
             f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 14}" stroke="#424242" '
             f'stroke-dasharray="4 3"/><text x="{x:.1f}" y="{height - 2}" text-anchor="middle">'
             f"{name} {t}</text>"
         )
-    return _svg(label_w + bar_w + 60, height, body, "PSI per feature, ranked")
+    return _svg(_LABEL_W + _BAR_W + 60, height, body, "PSI per feature, ranked")
+
+
+def impact_ranking(features: Sequence[Mapping[str, Any]], status: Mapping[str, str]) -> str:
+    """Horizontal bars of how far each feature moved the model's output (score units),
+    largest first, coloured by the feature's drift status."""
+    rows = [f for f in features if f["output_shift"] > 0][:15]
+    if not rows:
+        return '<p class="muted">No feature moved the model\'s output.</p>'
+    bars = []
+    for f in rows:
+        state = status.get(f["feature"], "ok")
+        bars.append(
+            _Bar(f["feature"], f["output_shift"], STATUS_COLORS.get(state, "#616161"),
+                 f"{f['feature']}: moved the score by {f['output_shift']:.4f} "
+                 f"({f['share']:.0%} of the move; {state})", f"{f['share']:.0%}")
+        )  # fmt: skip
+    top = max(f["output_shift"] for f in rows)
+    return _svg(_LABEL_W + _BAR_W + 60, 12 + _ROW_H * len(rows), _bars(bars, top, 4),
+                "How far each feature moved the output")  # fmt: skip
 
 
 def distribution(item: Mapping[str, Any], width: int = 360, height: int = 150) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 
 from framework.logs.reader import sql_name
 from framework.monitoring import drift
+from framework.monitoring.impact import DriftImpact
 
 #: Rows per record batch of the numerical scan (memory bounded by it).
 BATCH_ROWS = 262_144
@@ -64,6 +65,16 @@ class RankedFeature:
 
 
 @dataclass
+class RankedImpact:
+    feature: str
+    output_shift: float | None  # score units (None: no decomposition)
+    share: float | None  # of the output's whole movement
+    mean_shift: float | None
+    importance: float | None
+    psi: float | None
+
+
+@dataclass
 class VersionDrift:
     """One version's drift: per feature (largest PSI first), the dataset verdict, the
     score and confidence, and each feature's permutation importance at training."""
@@ -73,6 +84,32 @@ class VersionDrift:
     importance: Mapping[str, float]
     score: drift.FeatureDrift | None = None
     confidence: ConfidenceDrift | None = None
+    impact: DriftImpact | None = None
+
+    @property
+    def moved(self) -> list[str]:
+        """The features that drifted or warned."""
+        return [f.feature for f in self.features if f.status in (drift.DRIFT, drift.WARN)]
+
+    @property
+    def drifted_by_impact(self) -> list[RankedImpact]:
+        """The drifted features, the one that moved the model's output most first (by
+        :mod:`framework.monitoring.impact`; without it, by importance at training)."""
+        found = self.impact.by_feature if self.impact is not None else {}
+        ranked = [
+            RankedImpact(
+                r.feature,
+                found[r.feature].output_shift if r.feature in found else None,
+                found[r.feature].share if r.feature in found else None,
+                found[r.feature].mean_shift if r.feature in found else None,
+                r.importance,
+                r.psi,
+            )
+            for r in self.drifted_by_importance
+        ]
+        if found:
+            ranked.sort(key=lambda r: -(r.output_shift if r.output_shift is not None else -1.0))
+        return ranked
 
     @property
     def drifted_by_importance(self) -> list[RankedFeature]:
@@ -87,10 +124,16 @@ class VersionDrift:
         return ranked
 
     def to_dict(self) -> dict[str, Any]:
+        impacts = self.impact.by_feature if self.impact is not None else {}
         out: dict[str, Any] = {
             "dataset": self.dataset.to_dict(),
             "features": [
-                {**f.to_dict(), "importance": self.importance.get(f.feature)} for f in self.features
+                {
+                    **f.to_dict(),
+                    "importance": self.importance.get(f.feature),
+                    "impact": asdict(impacts[f.feature]) if f.feature in impacts else None,
+                }
+                for f in self.features
             ],
         }
         if self.score is not None:
@@ -98,6 +141,8 @@ class VersionDrift:
         if self.confidence is not None:
             out["confidence"] = self.confidence.to_dict()
         out["drifted_by_importance"] = [asdict(r) for r in self.drifted_by_importance]
+        out["drifted_by_impact"] = [asdict(r) for r in self.drifted_by_impact]
+        out["impact"] = self.impact.to_dict() if self.impact is not None else None
         return out
 
 

@@ -25,6 +25,7 @@ from framework.monitoring.charts import (
     STATUS_COLORS,
     distribution,
     escape,
+    impact_ranking,
     lines,
     psi_ranking,
     stacked,
@@ -183,16 +184,41 @@ def _drift_table(features: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _reliance(d: Mapping[str, Any]) -> str:
-    ranked = d.get("drifted_by_importance") or []
+    """The drifted features ranked by how far they moved the model's output on this window
+    (SHAP attributions), with the plot; without a decomposition, by training importance."""
+    impact = d.get("impact") or {}
+    ranked = d.get("drifted_by_impact") or []
+    if impact.get("method"):
+        status = {f["feature"]: f["status"] for f in d.get("features") or []}
+        items = "".join(
+            f"<li><b>{escape(f['feature'])}</b>: moved the score by {_fmt(f['output_shift'], 4)} "
+            f"({_pct(f['share'])} of the move; mean {f['mean_shift']:+.4f}), PSI "
+            f"{_fmt(f['psi'])}</li>"
+            for f in ranked
+        )
+        return (
+            "<p>What moved the model's output on this window: each feature's SHAP "
+            f"attributions on {impact['rows']:,} logged rows against "
+            f"{impact['reference_rows']:,} training rows ({escape(impact['method'])}; mean "
+            f"score {impact['mean_score_reference']:.4f} → {impact['mean_score_window']:.4f})."
+            "</p>"
+            + impact_ranking(impact["features"], status)
+            + (f"<p>Drifted features by impact, largest first:</p><ol>{items}</ol>" * bool(items))
+        )
+    note = (
+        f'<p class="muted">No attribution of the output\'s move: {escape(impact["reason"])}.</p>'
+        if impact.get("reason") and ranked
+        else ""
+    )
     if not ranked:
-        return ""
+        return note
     items = "".join(
         f"<li><b>{escape(f['feature'])}</b>: importance {_fmt(f['importance'], 4)}, PSI "
         f"{_fmt(f['psi'])}</li>"
         for f in ranked
     )
     return (
-        "<p>Drifted features by how much the model relies on them (permutation importance "
+        note + "<p>Drifted features by how much the model relies on them (permutation importance "
         f"on the training holdout, largest first):</p><ol>{items}</ol>"
     )
 

@@ -70,6 +70,7 @@ from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
 from framework.monitoring.estimated import EstimatedPerformance, aucs, estimate_for
+from framework.monitoring.impact import version_impact
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
 from framework.monitoring.operations import DEFAULT_CPU_PRICE_PER_HOUR
@@ -159,7 +160,7 @@ def monitor_summary(
         for version, manifest in manifests.items():
             summary.versions.append(
                 _version(con, version, manifest, columns, thresholds, cpu_price_per_hour,
-                         _labelled(joined, version))
+                         _labelled(joined, version), registry)
             )  # fmt: skip
             progress.advance(TASK, 1, f"version {version}")
         _add_timeline(con, summary, manifests, buckets, joined)
@@ -311,19 +312,18 @@ def _version(
     thresholds: Thresholds,
     cpu_price_per_hour: float,
     labelled: pa.Table | None,
+    registry: ModelRegistry,
 ) -> VersionSummary:
-    """One version's operations, drift against its reference, cost and live quality."""
+    """One version's operations, drift against its reference (with what moved the model's
+    output), cost and live quality."""
     where = f"{layout.MODEL_VERSION} = {sql_literal(version)}"
     stats = ops.version_stats(con, where, vm.feature_names(manifest), columns)
     reference = vm.reference(manifest)
     for name, rates in stats.operations.feature_status.items():
         rates.reference_null_rate = reference.get("features", {}).get(name, {}).get("null_rate")
     has_confidence = vm.has_confidence(manifest)
-    return VersionSummary(
-        version=version,
-        known=manifest is not None,
-        operations=stats.operations,
-        drift=version_drift(
+    drifted = (
+        version_drift(
             con,
             reference,
             where,
@@ -334,7 +334,15 @@ def _version(
             importance=vm.importance(manifest),
         )
         if reference
-        else None,  # fmt: skip
+        else None
+    )
+    if drifted is not None and manifest is not None:
+        drifted.impact = version_impact(con, where, registry, manifest, drifted.moved, columns)
+    return VersionSummary(
+        version=version,
+        known=manifest is not None,
+        operations=stats.operations,
+        drift=drifted,
         cost=ops.cost(stats.cpu_seconds, cpu_price_per_hour),
         quality=live_quality(labelled, manifest)
         if labelled is not None and manifest is not None

@@ -28,7 +28,7 @@ from framework.features.fields import FeatureField
 from framework.features.online import OnlineFeatures, OnlineVectors
 from framework.features.pinned import check_pinned
 from framework.models.estimator import feature_frame
-from framework.models.explain import BACKGROUND_FILE, Explainer, NotExplainable
+from framework.models.explain import Explainer, NotExplainable, load_explainer
 from framework.models.manifest import Manifest, Probe
 from framework.models.spec import Task
 from framework.registry.model_registry import ModelRef, ModelRegistry
@@ -447,26 +447,7 @@ class ModelVersions:
         return found
 
     def _build_explainer(self, loaded: LoadedModel) -> Explainer:
-        import hashlib as _hashlib
-
-        import pyarrow.parquet as pq
-
-        spec = loaded.manifest.explanation
-        if not spec:
-            raise NotExplainable(
-                f"{loaded.ref} was registered without an explainer (before explanations "
-                "existed); retrain it to explain its predictions."
-            )
-        if not spec.get("method"):
-            raise NotExplainable(f"{loaded.ref} cannot be explained: {spec.get('reason')}.")
-        path = self.registry.version_dir(loaded.ref) / BACKGROUND_FILE
-        data = path.read_bytes()
-        if _hashlib.sha256(data).hexdigest() != spec["background"]["sha256"]:
-            raise NotExplainable(f"{loaded.ref}: {BACKGROUND_FILE} does not match its checksum.")
-        import io
-
-        background = feature_frame(pq.read_table(io.BytesIO(data)), loaded.fields)
-        return Explainer(loaded.model, loaded.fields, loaded.task, background)
+        return load_explainer(self.registry, loaded.model, loaded.manifest)
 
 
 def _from_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -135,11 +135,12 @@ def toy_rows(
     )
 
 
-def write_log(root: Path, *tables: pa.Table) -> Path:
-    """Write ``tables`` as the toy model's prediction log under ``root``; its folder."""
+def write_log(root: Path, *tables: pa.Table, model: str = MODEL) -> Path:
+    """Write ``tables`` as ``model``'s (the toy model's) prediction log under ``root``; its
+    folder."""
     log = PredictionLog(root / "predictions", batch_rows=100_000)
     for t in tables:
-        log.append(t, model=MODEL)
+        log.append(t, model=model)
     assert log.close(30)
     return root / "predictions"
 
@@ -155,3 +156,51 @@ def as_log_rows(table: pa.Table) -> LogRows:
         else:
             columns.append(column.to_pylist())
     return LogRows(table.schema, columns)
+
+
+def scored_rows(
+    frame: Any,
+    scores: np.ndarray,
+    *,
+    model: str,
+    version: str = "1",
+    start: datetime = T0,
+    prefix: str = "s",
+) -> pa.Table:
+    """Logged predictions of real feature vectors (``frame``: one column per feature, as
+    :func:`framework.models.estimator.feature_frame` makes them) and their scores, one a
+    second from ``start``, every feature PRESENT (null where the frame holds NaN)."""
+    n = len(frame)
+    scores = np.asarray(scores, dtype=np.float64)
+    confidence = np.maximum(scores, 1 - scores)
+    times = [start + timedelta(seconds=i) for i in range(n)]
+    ts = pa.timestamp("us", tz="UTC")
+    columns: dict[str, Any] = {
+        "__request_id": [f"{prefix}-{version}-{i}" for i in range(n)],
+        "__row_index": pa.array([0] * n, pa.int32()),
+        "__timestamp": pa.array(times, ts),
+        "__log_timestamp": pa.array(times, ts),
+        "__log_date": pa.array([t.date() for t in times], pa.date32()),
+        "model_name": [model] * n,
+        "model_version": [version] * n,
+    }
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype == object:
+            column = pa.array([None if v is None or v != v else str(v) for v in values])
+        else:
+            column = pa.array(values.astype(np.float64), pa.float64(), mask=np.isnan(values))
+        columns[name] = column
+        columns[f"{name}__status"] = ["PRESENT"] * n
+    decision = np.where(confidence >= 0.85, "ACCEPT", np.where(confidence >= 0.6, "VALIDATE",
+                        "REVIEW")).astype(object)  # fmt: skip
+    columns |= {
+        "score": scores,
+        "label": pa.array([str(int(s >= 0.5)) for s in scores], pa.string()),
+        "confidence": confidence,
+        "decision": pa.array(decision.tolist(), pa.string()),
+        "reasons": [""] * n,
+        "latency_seconds": np.full(n, 0.002),
+        "cpu_seconds": np.full(n, 0.001),
+    }
+    return pa.table(columns)
