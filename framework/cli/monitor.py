@@ -291,7 +291,9 @@ def _quality_lines(v: Mapping[str, Any]) -> list[str]:
 
     out = []
     est = v.get("estimated")
-    if est:
+    if est and est.get("available") is False:
+        out.append(f"    estimated (no labels): {est['reason']}")
+    elif est:
         hold = est.get("holdout") or {}
         out.append(
             f"    estimated (no labels, {est['rows']:,} predictions): ROC-AUC "

@@ -52,6 +52,15 @@ class Estimate:
         return self.low <= realized <= self.high
 
 
+#: Why a regression version has no label-free estimate (``parity monitor`` says so).
+REGRESSION_NOT_AVAILABLE = (
+    "not available for a regression model: confidence-based estimation needs calibrated "
+    "class probabilities, and a regression's error cannot be read off its predictions alone "
+    "(a direct-loss estimator, as NannyML's DLE, needs labelled reference rows at monitoring "
+    "time, which a version does not keep); live quality is reported once outcomes arrive"
+)
+
+
 @dataclass
 class EstimatedPerformance:
     """Expected classification metrics of one window of scores (``None``: undefined, e.g.

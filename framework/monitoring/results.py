@@ -53,8 +53,17 @@ class VersionSummary:
     cost: Cost | None = None
     quality: LiveQuality | None = None
     estimated: EstimatedPerformance | None = None
+    #: Why there is no estimate at all (a regression version), said in the output.
+    estimated_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        estimated = (
+            self.estimated.to_dict()
+            if self.estimated is not None
+            else {"available": False, "reason": self.estimated_reason}
+            if self.estimated_reason
+            else None
+        )
         return {
             "version": self.version,
             "known": self.known,
@@ -62,7 +71,7 @@ class VersionSummary:
             "drift": self.drift.to_dict() if self.drift is not None else None,
             "cost": asdict(self.cost) if self.cost is not None else None,
             "quality": self.quality.to_dict() if self.quality is not None else None,
-            "estimated": self.estimated.to_dict() if self.estimated is not None else None,
+            "estimated": estimated,
         }
 
 

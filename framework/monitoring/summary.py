@@ -69,7 +69,12 @@ from framework.models.manifest import Manifest
 from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
-from framework.monitoring.estimated import EstimatedPerformance, aucs, estimate_for
+from framework.monitoring.estimated import (
+    REGRESSION_NOT_AVAILABLE,
+    EstimatedPerformance,
+    aucs,
+    estimate_for,
+)
 from framework.monitoring.impact import version_impact
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
@@ -348,6 +353,7 @@ def _version(
         if labelled is not None and manifest is not None
         else None,
         estimated=_estimated(con, where, manifest) if has_confidence else None,
+        estimated_reason=None if has_confidence or manifest is None else REGRESSION_NOT_AVAILABLE,
     )
 
 

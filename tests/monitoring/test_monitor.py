@@ -268,7 +268,17 @@ def test_a_regression_version_raises_no_confidence_alert(
         assert conf["psi"] is None and conf["current_mean"] is None and conf["drop"] is None
         assert "regression" in conf["reasons"][0]
         assert _tables(summary, version)["drift"]["score"]["status"] != "drift"
+        # No label-free estimate for a regression, and the output says so rather than
+        # leaving the field out.
+        estimated = _tables(summary, version)["estimated"]
+        assert estimated["available"] is False and "regression" in estimated["reason"]
     assert all(t["mean_confidence"] is None for t in summary["timeline"])
+    assert all(t.get("estimated_roc_auc") is None for t in summary["timeline"])
+    from framework.cli.monitor import summary_text
+
+    assert "estimated (no labels): not available for a regression model" in summary_text(
+        summary, None
+    )
     assert "parity_confidence_mean{" not in prometheus_text(typed)
     json.loads(monitor.to_json(summary))
     from framework.monitoring.report import write_report
