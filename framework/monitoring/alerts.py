@@ -9,6 +9,7 @@ metric, alerted on by ``deploy/prometheus/alerts.yml``.)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,11 +93,31 @@ def drift_alerts(version: str, d: VersionDrift, t: Thresholds) -> list[Alert]:
 
 
 def _ignored(feature: str, d: VersionDrift, t: Thresholds) -> bool:
-    """Whether the model ignores ``feature``: its permutation importance at training below
-    ``ignored_importance_share`` of the largest (unknown importance: not ignored)."""
+    """Whether the model ignores ``feature``, so its drift cannot matter.
+
+    On the window's decomposition (:mod:`framework.monitoring.impact`), when there is
+    one: its mean absolute attribution there below ``ignored_importance_share`` of the
+    largest feature's. Else its permutation importance at training, and only when clearly
+    below that share of the largest (mean + 2 std under it): on a small holdout a feature
+    the model leans on can come out at or below zero, and its drift must still alert.
+    Unknown: not ignored.
+    """
+    found = d.impact.by_feature if d.impact is not None else {}
+    if found:
+        most = max(f.attribution_share for f in found.values())
+        own = found.get(feature)
+        return (
+            own is not None
+            and most > 0
+            and own.attribution_share < (t.ignored_importance_share * most)
+        )
     largest = max(d.importance.values(), default=0.0)
     mine = d.importance.get(feature)
-    return mine is not None and largest > 0 and mine < t.ignored_importance_share * largest
+    spread = d.importance_std.get(feature, math.inf)
+    return (
+        mine is not None and largest > 0
+        and mine + 2 * spread < t.ignored_importance_share * largest
+    )  # fmt: skip
 
 
 def operations_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
@@ -85,6 +85,7 @@ class VersionDrift:
     score: drift.FeatureDrift | None = None
     confidence: ConfidenceDrift | None = None
     impact: DriftImpact | None = None
+    importance_std: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def moved(self) -> list[str]:

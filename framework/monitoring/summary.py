@@ -341,6 +341,8 @@ def _version(
         if reference
         else None
     )
+    if drifted is not None:
+        drifted.importance_std = vm.importance_std(manifest)
     if drifted is not None and manifest is not None:
         drifted.impact = version_impact(con, where, registry, manifest, drifted.moved, columns)
     return VersionSummary(

@@ -21,9 +21,10 @@ class Thresholds:
     clients' (``INVALID_ARGUMENT``, ``NOT_FOUND``, ...), a feature's
     missing-or-stale rate 10 points above its training null rate, live
     ROC-AUC 0.05 below the holdout's (with at least ``min_labels`` outcomes
-    of both classes), any skew mismatch. A drifted feature the model ignores — its
-    permutation importance at training below ``ignored_importance_share`` (1 %) of the
-    largest — is reported but raises no ``feature_drift`` alert.
+    of both classes), any skew mismatch. A drifted feature the model ignores — its mean
+    absolute SHAP attribution on the window (else, clearly, its permutation importance
+    at training) below ``ignored_importance_share`` (1 %) of the largest feature's — is
+    reported but raises no ``feature_drift`` alert.
     """
 
     drift: drift.DriftThresholds = field(default_factory=drift.DriftThresholds)

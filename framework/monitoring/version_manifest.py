@@ -57,6 +57,12 @@ def importance(manifest: Manifest | None) -> dict[str, float]:
     return {f["feature"]: f["mean"] for f in recorded.get("features", [])}
 
 
+def importance_std(manifest: Manifest | None) -> dict[str, float]:
+    """The spread of each feature's permutation importance over its repeats."""
+    recorded = (manifest.importance if manifest is not None else None) or {}
+    return {f["feature"]: f["std"] for f in recorded.get("features", []) if "std" in f}
+
+
 def holdout_metrics(manifest: Manifest | None) -> dict[str, Any]:
     return manifest.metrics.holdout if manifest is not None else {}
 

@@ -158,13 +158,14 @@ def test_the_estimate_is_a_prometheus_gauge_with_its_interval(
 def test_drift_in_a_feature_the_model_ignores_is_reported_without_an_alert(
     tmp_path: Path, ignored: bool
 ) -> None:
-    """Only ``amount`` drifts. With a training importance of ~0 for it, the drift is in the
-    report (status, reasons) but raises nothing; when the model leans on it, it alerts."""
+    """Only ``amount`` drifts. With a training importance of ~0 for it (and a spread that
+    says so), the drift is in the report (status, reasons) but raises nothing; when the
+    model leans on it, it alerts. (The toy has no explainer: training importance decides.)"""
     registry = ModelRegistry(tmp_path / "models")
     manifest = toy_manifest(np.random.default_rng(0))
     weights = {"amount": 0.0002 if ignored else 0.05, "category": 0.04, "count": 0.03}
     manifest["importance"] = {
-        "features": [{"feature": k, "mean": v, "std": 0.001} for k, v in weights.items()]
+        "features": [{"feature": k, "mean": v, "std": 0.00005} for k, v in weights.items()]
     }
     registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
     log = write_log(tmp_path, toy_rows(np.random.default_rng(9), 2_000, inflate=1.8))
@@ -174,6 +175,25 @@ def test_drift_in_a_feature_the_model_ignores_is_reported_without_an_alert(
     assert features["amount"]["importance"] == weights["amount"]
     alerted = [a["message"].split()[0] for a in summary["alerts"] if a["name"] == "feature_drift"]
     assert alerted == ([] if ignored else ["amount"]), summary["alerts"]
+
+
+def test_a_noisy_importance_at_or_below_zero_does_not_mute_a_drift(tmp_path: Path) -> None:
+    """Permutation importance on a small holdout can come out negative for a feature the
+    model uses (the sample's model: amount_std_7d at -0.012 +- 0.01): that is no evidence
+    the model ignores it, so its drift alerts."""
+    registry = ModelRegistry(tmp_path / "models")
+    manifest = toy_manifest(np.random.default_rng(0))
+    manifest["importance"] = {
+        "features": [
+            {"feature": "amount", "mean": -0.012, "std": 0.01},
+            {"feature": "category", "mean": 0.09, "std": 0.01},
+        ]
+    }
+    registry.register(MODEL, {ARTIFACT: b"not a model"}, manifest)
+    log = write_log(tmp_path, toy_rows(np.random.default_rng(9), 2_000, inflate=1.8))
+    summary = monitor.monitor_summary(log, registry).to_dict()
+    alerted = [a["message"].split()[0] for a in summary["alerts"] if a["name"] == "feature_drift"]
+    assert alerted == ["amount"], summary["alerts"]
 
 
 def test_estimates_per_time_bucket_fall_with_the_realized_metrics_and_are_plotted(
