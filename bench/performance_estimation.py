@@ -8,7 +8,7 @@ well (its scores shrink toward the base rate by ``--degrade``, still calibrated)
 the realized ROC-AUC falls. Then, each in a fresh child process on the same Parquet
 files:
 
-* ``parity``  — :func:`framework.monitoring.estimated.estimate` per window (expected
+* ``parity``  — :func:`framework.models.estimated.estimate` per window (expected
   ROC-AUC with its 95 % interval, PR-AUC, precision/recall at the threshold, decision
   mix); the verdict is ``parity monitor``'s ``estimated_quality_drop`` rule: the
   interval's top more than 0.05 under the reference ROC-AUC;
@@ -50,7 +50,7 @@ PARITY_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np, pyarrow.parquet as pq
-from framework.monitoring.estimated import estimate
+from framework.models.estimated import estimate
 t = time.perf_counter()
 table = pq.read_table(sys.argv[2], columns=["window", "score"])
 window, score = table["window"].to_numpy(), table["score"].to_numpy()

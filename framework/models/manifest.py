@@ -60,6 +60,9 @@ class Metrics(_Record):
     holdout: dict[str, Any]
     uncalibrated: dict[str, Any]
     baseline: dict[str, Any]
+    #: A classifier's label-free estimate (ROC-AUC, PR-AUC) on its holdout scores: what a
+    #: monitored window's estimate is compared with (:mod:`framework.models.estimated`).
+    holdout_estimated: dict[str, float] | None = None
 
 
 class Reference(_Record):

@@ -45,6 +45,7 @@ from framework.features.training_file import TrainingSetInfo, read_info
 from framework.features.training_set import build_training_set
 from framework.logs.layout import check_input_names
 from framework.models import evaluation, explain, reference_stats
+from framework.models.estimated import point_aucs
 from framework.models.estimator import (
     Scores,
     build_pipeline,
@@ -341,6 +342,7 @@ def _calibrate_and_evaluate(
         holdout=evaluation.metrics(spec.task, y_hold, final, spec.serving, bins),
         uncalibrated=evaluation.metrics(spec.task, y_hold, raw_scores, spec.serving, bins),
         baseline=evaluation.metrics(spec.task, y_hold, baseline, spec.serving, bins),
+        holdout_estimated=point_aucs(final.score) if spec.task is Task.CLASSIFICATION else None,
     )
     if spec.task is Task.CLASSIFICATION:
         calibration["ece_after"] = metrics.holdout["ece"]

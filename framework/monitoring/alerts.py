@@ -171,18 +171,22 @@ def quality_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
 
 def estimated_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
     """Before any label: the estimated ROC-AUC, even at its interval's top, more than
-    ``quality_drop`` below the holdout's. With labels (``min_labels``): the realized ROC-AUC
-    or PR-AUC outside what the same rows' scores predicted (calibration no longer holds)."""
+    ``quality_drop`` below the holdout's — the same estimate on the holdout's scores where
+    training recorded it (like with like), else the realized holdout ROC-AUC. With labels
+    (``min_labels``): the realized ROC-AUC or PR-AUC outside what the same rows' scores
+    predicted (calibration no longer holds)."""
     out = []
     e = v.estimated
-    hold = ((e.holdout if e else None) or {}).get("roc_auc")
+    like = ((e.holdout_estimated if e else None) or {}).get("roc_auc")
+    hold = like if like is not None else ((e.holdout if e else None) or {}).get("roc_auc")
     if e is not None and e.roc_auc is not None and hold is not None:
         if hold - e.roc_auc.high > t.quality_drop:
+            against = "the holdout's estimated" if like is not None else "holdout"
             out.append(
                 Alert("estimated_quality_drop", v.version, "critical",
                       f"estimated ROC-AUC {e.roc_auc.value:.3f} [{e.roc_auc.low:.3f}, "
-                      f"{e.roc_auc.high:.3f}] on {e.rows} unlabelled predictions vs holdout "
-                      f"{hold:.3f}", hold - e.roc_auc.value, t.quality_drop)
+                      f"{e.roc_auc.high:.3f}] on {e.rows} unlabelled predictions vs "
+                      f"{against} {hold:.3f}", hold - e.roc_auc.value, t.quality_drop)
             )  # fmt: skip
     q = v.quality
     if q is None or q.estimated is None or q.labelled < t.min_labels or not q.live:

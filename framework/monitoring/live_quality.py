@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from framework.models.estimated import EstimatedPerformance, estimate_for
 from framework.models.manifest import Manifest
 from framework.monitoring import version_manifest as vm
-from framework.monitoring.estimated import EstimatedPerformance, estimate_for
 
 DECISIONS = ("ACCEPT", "VALIDATE", "REVIEW", "FALLBACK")
 _HOLDOUT_METRICS = ("roc_auc", "pr_auc", "brier", "log_loss", "mae", "rmse", "r2")

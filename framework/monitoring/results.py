@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from framework.logs.outcome_join import MatchCounts
-from framework.monitoring.estimated import EstimatedPerformance
+from framework.models.estimated import EstimatedPerformance
 from framework.monitoring.live_quality import LiveQuality
 from framework.monitoring.log_drift import VersionDrift
 from framework.monitoring.operations import Cost, Operations, TimelinePoint

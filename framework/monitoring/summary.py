@@ -14,7 +14,7 @@ version, with the reference statistics in that version's manifest:
 - operations: the decision mix, missing and stale feature rates, latency and
   cost (:mod:`framework.monitoring.operations`);
 - performance estimated from a classifier's scores alone, no labels needed
-  (:mod:`framework.monitoring.estimated`), and on the labelled rows beside the
+  (:mod:`framework.models.estimated`), and on the labelled rows beside the
   realized metrics, where a realized value outside its interval means the scores
   are no longer calibrated;
 - live quality where ground truth was reported, joined by
@@ -65,16 +65,16 @@ from framework.logs.reader import (
     sql_literal,
     utc,
 )
-from framework.models.manifest import Manifest
-from framework.monitoring import operations as ops
-from framework.monitoring import version_manifest as vm
-from framework.monitoring.alerts import alerts
-from framework.monitoring.estimated import (
+from framework.models.estimated import (
     REGRESSION_NOT_AVAILABLE,
     EstimatedPerformance,
     aucs,
     estimate_for,
 )
+from framework.models.manifest import Manifest
+from framework.monitoring import operations as ops
+from framework.monitoring import version_manifest as vm
+from framework.monitoring.alerts import alerts
 from framework.monitoring.impact import version_impact
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
@@ -375,6 +375,7 @@ def _estimated(
     out = estimate_for(np.asarray(scores, dtype=np.float64), manifest.serving)
     holdout = vm.holdout_metrics(manifest)
     out.holdout = {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "positive_rate")}
+    out.holdout_estimated = manifest.metrics.holdout_estimated
     return out
 
 

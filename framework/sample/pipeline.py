@@ -20,6 +20,10 @@ microsecond precision, which Feast's DuckDB offline store can cast):
     the half-open window ``[D - 30 d, D)`` and how many of them had a
     chargeback that had *arrived* by ``D`` (``label_timestamp <= D``), so the
     fraud rate never uses a label that was not yet known: no label leakage.
+    A sample generated with the ``merchant_risk_outage`` scenario (its
+    ``raw/manifest.json`` says so) breaks silently at the drift start: the job
+    reads an empty transaction table from then on and still publishes, so every
+    snapshot counts 0 transactions and 0 chargebacks (fraud rate missing).
 """
 
 from __future__ import annotations
@@ -125,16 +129,34 @@ _QUERIES = {
             WHERE ts >= day - INTERVAL 30 DAY AND ts < day AND label_timestamp <= day
             GROUP BY ALL
         )
+        -- The merchant_risk_outage scenario: from $outage_start on ('infinity' otherwise)
+        -- the job reads an empty transaction table and still publishes.
         SELECT t.merchant_id,
                t.day AS event_timestamp,
-               t.merchant_txn_count_30d,
-               COALESCE(c.n, 0) AS merchant_chargeback_count_30d,
-               CASE WHEN t.merchant_txn_count_30d > 0
+               CASE WHEN t.day < $outage_start::TIMESTAMPTZ
+                    THEN t.merchant_txn_count_30d ELSE 0 END AS merchant_txn_count_30d,
+               CASE WHEN t.day < $outage_start::TIMESTAMPTZ
+                    THEN COALESCE(c.n, 0) ELSE 0 END AS merchant_chargeback_count_30d,
+               CASE WHEN t.merchant_txn_count_30d > 0 AND t.day < $outage_start::TIMESTAMPTZ
                     THEN COALESCE(c.n, 0) / t.merchant_txn_count_30d END
                    AS merchant_fraud_rate_30d
         FROM snapshots t LEFT JOIN chargebacks c USING (merchant_id, day)
     """,
 }
+
+
+def _outage_start(raw_dir: Path) -> str:
+    """When the merchant-risk job starts reading an empty table: the drift start of a
+    sample generated with the ``merchant_risk_outage`` scenario, else never."""
+    import json
+
+    manifest = raw_dir / "manifest.json"
+    if not manifest.exists():
+        return "infinity"
+    generated = json.loads(manifest.read_text())
+    if "merchant_risk_outage" in (generated.get("config") or {}).get("drift", []):
+        return str(generated["drift_start"])
+    return "infinity"
 
 
 @dataclass
@@ -170,6 +192,7 @@ def build_offline_sources(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {name: str(raw_dir / f"{name}.parquet") for name in RAW_FILES}
+    params["outage_start"] = _outage_start(raw_dir)
     rows: dict[str, int] = {}
     files: dict[str, str] = {}
     progress = progress or Progress()

@@ -62,6 +62,11 @@ DRIFT_SCENARIOS = {
         " start, take ~8 % of transactions and attract fraud"
     ),
     "country_mix_shift": "users shop abroad four times as often from the drift start on",
+    "merchant_risk_outage": (
+        "the merchant-risk job reads an empty table from the drift start on and still "
+        "publishes: every merchant's 30-day transaction and chargeback counts read 0 and its "
+        "fraud rate is missing (a silent pipeline failure, not a change in the world)"
+    ),
 }
 
 #: Intercept of the hidden fraud function, tuned so that 1-3 % are fraud.

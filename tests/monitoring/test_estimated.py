@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from framework.monitoring.estimated import BOOTSTRAP_ROWS, estimate
+from framework.models.estimated import BOOTSTRAP_ROWS, estimate
 
 assert BOOTSTRAP_ROWS < 60_000  # the large case below subsamples
 

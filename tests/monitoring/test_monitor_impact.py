@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from framework.models.manifest import Manifest
@@ -98,3 +99,98 @@ def test_drift_is_ranked_by_how_far_it_moved_the_output(trained: Any, tmp_path: 
     report = render_html(result)
     assert "How far each feature moved the output" in report
     assert f"{impact['rows']:,} logged rows" in report
+
+
+def _toy_model_registry(root: Path) -> tuple[ModelRegistry, Any]:
+    """The toy model as a real registered version: a gradient-boosted pipeline that never
+    saw ``count`` vary (so no tree splits on it), its SHAP explainer's background, and a
+    reference drawn from its own clean traffic."""
+    import hashlib
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from framework.models.estimator import build_pipeline, score
+    from framework.models.explain import BACKGROUND_FILE, TREE
+    from framework.models.reference_stats import numeric_profile
+    from framework.models.spec import EstimatorSpec
+    from framework.registry import artifact
+    from framework.registry.model_registry import ARTIFACT
+    from tests.support.prediction_logs import MODEL, calibrated_holdout, toy_manifest
+
+    rng = np.random.default_rng(3)
+    raw = toy_manifest(rng)
+    manifest = Manifest.of(raw)
+    frame = _toy_frame(rng, 6_000, count=4.0)
+    logit = 0.04 * (frame["amount"] - 40) + 1.5 * (frame["category"] == "travel") - 3
+    y = (rng.random(len(frame)) < 1 / (1 + np.exp(-logit))).astype(int)
+    spec = EstimatorSpec.model_validate(
+        {"class": "sklearn.ensemble.GradientBoostingClassifier", "params": {"random_state": 0}}
+    )
+    pipeline = build_pipeline(spec, manifest.fields, 0)
+    pipeline.fit(frame, y)
+    scores = score(pipeline, frame, manifest.task, 0.5).score
+    blob = artifact.dump(pipeline)
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame.head(200), preserve_index=False), sink)
+    background = sink.getvalue()
+    holdout = calibrated_holdout(scores)
+    raw |= {
+        "artifact": {"file": ARTIFACT, "format": artifact.FORMAT,
+                     "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
+        "explanation": {"method": TREE, "background": {
+            "file": BACKGROUND_FILE, "sha256": hashlib.sha256(background).hexdigest()}},
+        "metrics": {"holdout": holdout, "uncalibrated": holdout, "baseline": holdout},
+    }  # fmt: skip
+    raw["reference"]["score"] = numeric_profile(scores)
+    raw["reference"]["confidence"] = numeric_profile(np.maximum(scores, 1 - scores))
+    registry = ModelRegistry(root / "models")
+    registry.register(MODEL, {ARTIFACT: blob, BACKGROUND_FILE: background}, raw)
+    return registry, pipeline
+
+
+def _toy_frame(rng: np.random.Generator, n: int, *, count: float | None = None,
+               count_mean: float = 4.0, inflate: float = 1.0) -> Any:  # fmt: skip
+    import pandas as pd
+
+    from tests.support.prediction_logs import toy_features
+
+    amount, category, _ = toy_features(rng, n, inflate=inflate)
+    counts = np.full(n, count) if count is not None else rng.poisson(count_mean, n).astype(float)
+    return pd.DataFrame({"amount": amount, "category": category, "count": counts})
+
+
+@pytest.mark.parametrize("drifting", ["count", "amount"])
+def test_drift_in_a_feature_the_model_ignores_raises_no_alert(
+    tmp_path: Path, drifting: str
+) -> None:
+    """Only ``count`` drifts (its mean tripled), a feature no tree of the
+    model splits on: reported as drift, it moved the output by exactly nothing, and no
+    alert fires. The same size of drift in ``amount``, which the model uses, alerts."""
+    from framework.models.estimator import score
+    from framework.monitoring.summary import monitor_summary
+    from tests.support.prediction_logs import MODEL
+
+    registry, pipeline = _toy_model_registry(tmp_path)
+    rng = np.random.default_rng(5)
+    frame = (
+        _toy_frame(rng, 3_000, count_mean=12.0)
+        if drifting == "count"
+        else _toy_frame(rng, 3_000, inflate=1.8)
+    )
+    scores = score(pipeline, frame, Manifest.of(registry.manifest(ModelRef(MODEL, 1))).task,
+                   0.5).score  # fmt: skip
+    log = write_log(tmp_path, scored_rows(frame, scores, model=MODEL))
+    summary = monitor_summary(log, registry, MODEL).to_dict()
+    d = summary["versions"][0]["drift"]
+    status = {f["feature"]: f["status"] for f in d["features"]}
+    assert status[drifting] == "drift"
+    impact = {f["feature"]: f for f in d["impact"]["features"]}
+    alerted = [a["message"].split()[0] for a in summary["alerts"] if a["name"] == "feature_drift"]
+    if drifting == "count":
+        assert impact["count"]["output_shift"] == 0 and impact["count"]["attribution_share"] == 0
+        assert summary["alerts"] == [], summary["alerts"]
+    else:
+        assert impact["amount"]["share"] > 0.5
+        assert alerted == ["amount"], summary["alerts"]

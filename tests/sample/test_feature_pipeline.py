@@ -519,3 +519,47 @@ def test_merchant_features_match_reference(raw: RawDataset) -> None:
     for row in rows.values():
         rate = row["merchant_fraud_rate_30d"]
         assert rate is None or 0.0 <= rate <= 1.0
+
+
+def test_the_merchant_risk_outage_scenario_breaks_only_the_merchant_risk_job(
+    tmp_path: Path,
+) -> None:
+    """A sample generated with ``merchant_risk_outage``: the raw data is the clean world's,
+    the merchant-risk snapshots from the drift start on read 0 transactions, 0 chargebacks
+    and no fraud rate, and every other row of every source is unchanged."""
+    from framework.sample.data import generate
+    from framework.sample.scenario import GenerationConfig
+
+    outputs = {}
+    for drift in ((), ("merchant_risk_outage",)):
+        config = GenerationConfig(seed=3, transactions=3_000, drift=drift)
+        root = tmp_path / (drift[0] if drift else "clean")
+        generate(config, root)
+        build_offline_sources(root / "raw", root / "offline")
+        # The pipeline writes in no set order: compare sorted rows.
+        outputs[drift] = {
+            name: sorted(pq.read_table(root / "offline" / file).to_pylist(), key=repr)
+            for name, file in OFFLINE_FILES.items()
+        }
+    clean, broken = outputs[()], outputs[("merchant_risk_outage",)]
+    start = GenerationConfig(seed=3, transactions=3_000).drift_start
+    for name in OFFLINE_FILES:
+        if name != "merchant_risk_features":
+            assert clean[name] == broken[name], name
+
+    def by_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(rows, key=lambda r: (r["merchant_id"], r["event_timestamp"]))
+
+    after = 0
+    for was, now in zip(by_key(clean["merchant_risk_features"]),
+                        by_key(broken["merchant_risk_features"]), strict=True):  # fmt: skip
+        assert (was["merchant_id"], was["event_timestamp"]) == (
+            now["merchant_id"], now["event_timestamp"])  # fmt: skip
+        if now["event_timestamp"] < start:
+            assert now == was
+        else:
+            after += 1
+            assert now["merchant_txn_count_30d"] == 0
+            assert now["merchant_chargeback_count_30d"] == 0
+            assert now["merchant_fraud_rate_30d"] is None
+    assert after > 0

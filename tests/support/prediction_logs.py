@@ -166,14 +166,16 @@ def scored_rows(
     version: str = "1",
     start: datetime = T0,
     prefix: str = "s",
+    times: list[datetime] | None = None,
 ) -> pa.Table:
     """Logged predictions of real feature vectors (``frame``: one column per feature, as
-    :func:`framework.models.estimator.feature_frame` makes them) and their scores, one a
-    second from ``start``, every feature PRESENT (null where the frame holds NaN)."""
+    :func:`framework.models.estimator.feature_frame` makes them) and their scores, at
+    ``times`` (default: one a second from ``start``), every feature PRESENT (null where
+    the frame holds NaN)."""
     n = len(frame)
     scores = np.asarray(scores, dtype=np.float64)
     confidence = np.maximum(scores, 1 - scores)
-    times = [start + timedelta(seconds=i) for i in range(n)]
+    times = times if times is not None else [start + timedelta(seconds=i) for i in range(n)]
     ts = pa.timestamp("us", tz="UTC")
     columns: dict[str, Any] = {
         "__request_id": [f"{prefix}-{version}-{i}" for i in range(n)],

@@ -74,6 +74,10 @@ class EstimatedPerformance:
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The version's holdout metrics, to read the estimate against (set by the summary).
     holdout: dict[str, Any] | None = None
+    #: The same estimate on the holdout's scores, where training recorded it: a window's
+    #: estimate is compared with this (like with like: a model whose scores are slightly
+    #: under- or over-confident is so on both sides).
+    holdout_estimated: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +171,20 @@ def aucs(
         draws.interval(_Sorted.roc_auc, _scalar(ranked.roc_auc(ranked.p)), 0.95),
         draws.interval(_Sorted.pr_auc, _scalar(ranked.pr_auc(ranked.p)), 0.95),
     )
+
+
+def point_aucs(scores: np.ndarray) -> dict[str, float]:
+    """The expected ROC-AUC and PR-AUC of ``scores`` (no interval; undefined ones left out):
+    what training records of the holdout for the monitor to compare windows with."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    if len(p) < 2:
+        return {}
+    ranked = _Sorted(p)
+    found = {
+        "roc_auc": _scalar(ranked.roc_auc(ranked.p)),
+        "pr_auc": _scalar(ranked.pr_auc(ranked.p)),
+    }
+    return {k: float(v) for k, v in found.items() if v is not None}
 
 
 def estimate_for(scores: np.ndarray, serving: Any, samples: int = 100) -> EstimatedPerformance:
