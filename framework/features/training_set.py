@@ -28,7 +28,9 @@ Feature views whose source is not a local file fall back to Feast's
 batch of rows at a time.
 
 Every result carries a dataset fingerprint (definitions + entity frame +
-source file identities) in its Arrow schema metadata.
+source file identities) in its Arrow schema metadata, and an in-memory result the
+ages of its feature values (:mod:`framework.features.feature_ages`, measured by the
+same queries).
 
 What to join comes from :mod:`framework.features.join_plan`; the metadata written
 with the result is :mod:`framework.features.training_file`. Both are re-exported here.
