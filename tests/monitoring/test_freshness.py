@@ -13,6 +13,7 @@ import pytest
 
 from framework.cli import main as cli
 from framework.monitoring import summary as monitor
+from framework.monitoring.prometheus import prometheus_text
 from framework.registry.model_registry import ARTIFACT, ModelRegistry
 from tests.support.prediction_logs import MODEL, T0, toy_manifest, toy_rows, write_log
 
@@ -72,6 +73,12 @@ def test_served_ages_are_reported_against_training_and_a_stale_feature_alerts(
     stale_alerts = [a for a in summary.alerts if a.name == "stale_features"]
     assert [(a.version, a.message.split(":")[0]) for a in stale_alerts] == [("2", "count")]
     assert "older than training's p99 (2h 33m; 1% in training)" in stale_alerts[0].message
+    gauges = prometheus_text(summary, now=0.0)
+    share = summary.version("2").freshness[1].older_share  # type: ignore[union-attr,index]
+    assert (
+        f'parity_feature_older_than_training_share{{feature="count",model="{MODEL}",'
+        f'version="2"}} {share!r}' in gauges
+    )
     text = _monitor_text(log, registry, capsys)
     assert "share past training p99" in text
     assert any(
