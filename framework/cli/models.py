@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.cli.monitor import Handler
+from framework.features.feature_ages import duration
 from framework.features.repository import default_repo
 from framework.models.manifest import Manifest
 from framework.registry.model_registry import ModelRef
@@ -298,8 +299,9 @@ def _cmd_models_show(args: argparse.Namespace, helpers: Helpers) -> None:
         f"  features   {len(m['features'])} from feature service {m['feature_service']!r} "
         f"(definitions {m['definitions_digest'][:12]})"
     )
+    ages = (m.get("freshness") or {}).get("features") or {}
     for f in m["features"]:
-        print(f"               {f['view']}:{f['name']} {f['dtype']}")
+        print(f"               {f['view']}:{f['name']} {f['dtype']}{_age(ages.get(f['name']))}")
     print(f"  label      {m['label']}")
     print(
         f"  dataset    fingerprint {m['dataset']['fingerprint'][:16]}, "
@@ -382,3 +384,10 @@ def _cmd_models_rollback(args: argparse.Namespace, helpers: Helpers) -> None:
         move.to_dict(),
         f"{args.name}@{args.alias}: rolled back {move.previous} -> {move.version}",
     )
+
+
+def _age(age: dict[str, Any] | None) -> str:
+    """How old a feature's values were in training (nothing for one without an age)."""
+    if not age or age.get("p99") is None:
+        return ""
+    return f"  (age in training: p50 {duration(age['p50'])}, p99 {duration(age['p99'])})"

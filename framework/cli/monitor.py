@@ -79,14 +79,15 @@ def register(
         description="Compare logged predictions with each model version's reference "
         "statistics: per-feature drift (PSI on the stored bins, KS, chi-square, new "
         "categories), prediction and confidence drift, decision mix, missing and stale "
-        "features, latency, CPU cost and live quality (when outcomes were reported). "
+        "features, feature ages served vs training, latency, CPU cost and live quality "
+        "(when outcomes were reported). "
         "Exits 7 when an alert threshold is crossed.",
         epilog="Thresholds (--threshold NAME=VALUE): psi_warn 0.1, psi_drift 0.25, p_value 0.05, "
         "ks_statistic 0.1, js_distance 0.1, new_category_share 0.01, null_rate_change 0.1, "
         "min_rows 500, dataset_drift_share 0.5, confidence_drop 0.05, latency_p99_seconds 0.25, "
         "fallback_rate 0.05, review_rate 0.3, server_error_rate 0.01, client_error_rate 0.05, "
         "missing_rate_increase 0.1, quality_drop 0.05, "
-        "min_labels 200, skew_mismatch_rate 0.",
+        "min_labels 200, skew_mismatch_rate 0, older_than_training_share 0.1.",
     )
     add_log_window_args(monitor, helpers)
     monitor.add_argument("--report", type=Path, metavar="PATH.html", help="write the HTML report")
@@ -251,6 +252,7 @@ def summary_text(summary: Mapping[str, Any], report: Path | None) -> str:
             line += f"; {v['cost']['cost_per_1k_predictions']:.6f} per 1k predictions"
         lines.append(line)
         lines += _quality_lines(v)
+        lines += _freshness_lines(v)
         if v.get("drift"):
             lines.append(f"    drift: {v['drift']['dataset']['reason']}")
             impacts = v["drift"].get("drifted_by_impact") or []
@@ -309,6 +311,26 @@ def _quality_lines(v: Mapping[str, Any]) -> list[str]:
             + f" (the same rows' scores predicted {metric(qe.get('roc_auc'))}), PR-AUC "
             + ("n/a" if live.get("pr_auc") is None else f"{live['pr_auc']:.3f}")
             + f" (predicted {metric(qe.get('pr_auc'))})"
+        )
+    return out
+
+
+def _freshness_lines(v: Mapping[str, Any]) -> list[str]:
+    """Per feature, served ages next to training's, and the share older than its p99."""
+    from framework.features.feature_ages import duration
+
+    def ages(a: Mapping[str, Any]) -> str:
+        return " / ".join("–" if a[k] is None else duration(a[k]) for k in ("p50", "p99"))
+
+    items = v.get("freshness") or []
+    if not items:
+        return []
+    out = ["    feature age, served p50 / p99 vs training p50 / p99, share past training p99:"]
+    for f in items:
+        share = "n/a" if f["older_share"] is None else f"{f['older_share']:.1%}"
+        out.append(
+            f"      {f['feature']:<30} {ages(f['served']):>17} vs {ages(f['training']):<17} "
+            f"{share:>6}  {f['status']}"
         )
     return out
 

@@ -35,6 +35,10 @@ class TrainingSetInfo:
     entity_digest: str
     definitions_digest: str
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: Per feature read from a source row: the ages of its values at their entity rows
+    #: (:mod:`framework.features.feature_ages`); None when not measured (a streamed or
+    #: Feast-built set, or one written before ages were).
+    ages: dict[str, dict[str, Any]] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -28,7 +28,9 @@ Feature views whose source is not a local file fall back to Feast's
 batch of rows at a time.
 
 Every result carries a dataset fingerprint (definitions + entity frame +
-source file identities) in its Arrow schema metadata.
+source file identities) in its Arrow schema metadata, and an in-memory result the
+ages of its feature values (:mod:`framework.features.feature_ages`, measured by the
+same queries).
 
 What to join comes from :mod:`framework.features.join_plan`; the metadata written
 with the result is :mod:`framework.features.training_file`. Both are re-exported here.
@@ -47,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framework.duck import connect
-from framework.features import on_demand
+from framework.features import feature_ages, on_demand
 from framework.features.entity_frame import ROW, Entities, register_entities
 from framework.features.fingerprint import (
     EntityHasher,
@@ -97,8 +99,9 @@ def _output(i: int, j: int) -> str:
     return f"o{i}_{j}"
 
 
-def _group_query(plan: JoinPlan, entities: Entities, g: int) -> str:
-    """One source group's features for every entity row, in the entity frame's order.
+def _group_query(plan: JoinPlan, entities: Entities, g: int, *, ages: bool = False) -> str:
+    """One source group's features for every entity row, in the entity frame's order;
+    with ``ages``, also each view's matched-row age (:mod:`framework.features.feature_ages`).
 
     The ASOF join carries only the row index, the join keys and the timestamp of
     the entity frame: DuckDB sorts its left side for every ASOF join, and sorting
@@ -116,12 +119,18 @@ def _group_query(plan: JoinPlan, entities: Entities, g: int) -> str:
     select = []
     for view in members:
         i = plan.views.index(view)
+        within_ttl = None
+        if view.ttl:
+            micros = view.ttl // timedelta(microseconds=1)
+            within_ttl = f"v.__ts >= e.{ets} - to_microseconds({micros})"
         for j, feature in enumerate(view.features):
             value = f"v.{quote(f'f{g}_{scan.features.index(feature)}')}"
-            if view.ttl:
-                micros = view.ttl // timedelta(microseconds=1)
-                value = f"CASE WHEN v.__ts >= e.{ets} - to_microseconds({micros}) THEN {value} END"
+            if within_ttl:
+                value = f"CASE WHEN {within_ttl} THEN {value} END"
             select.append(f"{value} AS {quote(_output(i, j))}")
+        if ages:
+            age = feature_ages.age_sql(f"e.{ets}", within_ttl)
+            select.append(f"{age} AS {quote(feature_ages.age_column(i))}")
     return (
         f"SELECT {', '.join(select)} FROM (SELECT {narrow} FROM entities) e "
         f"{'LEFT JOIN' if plan.one_row_per_key[g] else 'ASOF LEFT JOIN'} ({scan.scan}) v "
@@ -176,14 +185,26 @@ class _Run:
     definitions: str
     sources: list[dict[str, Any]]
     full_feature_names: bool
+    #: Per feature with a source row, the ages of its values (set by :meth:`table`).
+    ages: dict[str, dict[str, Any]] | None = None
 
     def table(self) -> pa.Table:
-        """The whole join in memory: the entity columns, then each group's features."""
+        """The whole join in memory: the entity columns, then each group's features; the
+        ages of the values on the way (:attr:`ages`, their columns not kept)."""
         columns = self.con.execute(_entity_query(self.entities)).to_arrow_table()
         names, arrays = list(columns.column_names), list(columns.columns)
         found: dict[str, pa.ChunkedArray] = {}
-        for g in range(len(self.plan.groups)):
-            part = self.con.execute(_group_query(self.plan, self.entities, g)).to_arrow_table()
+        self.ages = {}
+        for g, (_, members) in enumerate(self.plan.groups):
+            query = _group_query(self.plan, self.entities, g, ages=True)
+            part = self.con.execute(query).to_arrow_table()
+            wanted = [
+                (out, view.name, _output(i, j), feature_ages.age_column(i))
+                for view in members
+                for i in [self.plan.views.index(view)]
+                for j, out in enumerate(view.output)
+            ]
+            self.ages.update(feature_ages.summarise(self.con, part, wanted))
             found.update(zip(part.column_names, part.columns, strict=True))
         for column, out in _outputs(self.plan):
             names.append(out)
@@ -226,6 +247,7 @@ class _Run:
             entity_digest=entity_digest,
             definitions_digest=self.definitions,
             sources=self.sources,
+            ages=self.ages,
         )
 
 

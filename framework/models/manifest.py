@@ -74,6 +74,30 @@ class Reference(_Record):
     label_rate: float | None = None
 
 
+class FeatureAge(_Record):
+    """How old one feature's values were at their training rows' times, in seconds
+    (entity event time − the matched feature row's event time), over the ``rows``
+    training rows that got a value; the percentiles are None when none did."""
+
+    view: str
+    rows: int
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+class Freshness(_Record):
+    """The ages the model saw in training (:mod:`framework.features.feature_ages`): per
+    feature read from a feature view, and the features that have no age (on-demand
+    features and request data, computed or sent at request time). The server flags a
+    value older than the feature's ``p99``; ``parity monitor`` compares served ages."""
+
+    unit: str = "seconds"
+    features: dict[str, FeatureAge] = {}
+    without_age: list[str] = []
+
+
 class Probe(_Record):
     """Rows the server reads at start-up to prove it can serve the version."""
 
@@ -116,6 +140,8 @@ class Manifest(_Record):
     explanation: dict[str, Any] | None = None
     importance: dict[str, Any] | None = None
     probe: Probe | None = None
+    #: None: not measured (versions trained before ages were, or a Feast-built set).
+    freshness: Freshness | None = None
 
     @property
     def fields(self) -> list[FeatureField]:

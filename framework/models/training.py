@@ -11,8 +11,10 @@ same holdout for comparison.
 The version's manifest (:mod:`framework.models.manifest`) pins the feature service,
 the exact features and their types, the definitions digest, the dataset fingerprint,
 the window, the code version, library versions, metrics, reference statistics (for a
-regression model ``reference.confidence`` is ``null``: it has no confidence) and the
-probe rows the server reads at start-up (:mod:`framework.models.lineage`).
+regression model ``reference.confidence`` is ``null``: it has no confidence), the
+probe rows the server reads at start-up (:mod:`framework.models.lineage`) and the
+ages of the feature values in the training set (``freshness``:
+:mod:`framework.features.feature_ages`).
 
 Before any label is read, the spec is checked against the feature service's
 contract: a feature the estimator cannot take
@@ -59,6 +61,8 @@ from framework.models.labels import time_split
 from framework.models.lineage import code_version, library_versions, period, probe, sha256
 from framework.models.manifest import (
     ArtifactRecord,
+    FeatureAge,
+    Freshness,
     Manifest,
     Metrics,
     PinnedFeature,
@@ -213,6 +217,7 @@ def _manifest(
         explanation=extras["explanation"],
         importance=extras["importance"],
         probe=probe(table, contract.join_keys, list(contract.request_data)),
+        freshness=_freshness(read_info(table), contract),
     )
 
 
@@ -392,6 +397,18 @@ def _reference(
         else None,
         label_rate=float(np.mean(periods.y_train)),
     )
+
+
+def _freshness(info: TrainingSetInfo, contract: FeatureContract) -> Freshness | None:
+    """The ages of the model's features in its training set (None when the set was built
+    without measuring them: by Feast)."""
+    if info.ages is None:
+        return None
+    return Freshness(
+        features={f.name: FeatureAge(**info.ages[f.name]) for f in contract.fields
+                  if f.name in info.ages},
+        without_age=[f.name for f in contract.fields if f.name not in info.ages],
+    )  # fmt: skip
 
 
 def _dataset(info: TrainingSetInfo) -> dict[str, Any]:

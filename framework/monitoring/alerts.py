@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from framework.features.feature_ages import duration
 from framework.logs import failed_requests as request_errors
 from framework.monitoring import drift
 from framework.monitoring.log_drift import VersionDrift
@@ -32,6 +33,7 @@ def alerts(summary: MonitorSummary, t: Thresholds) -> list[Alert]:
         out += operations_alerts(v, t)
         out += quality_alerts(v, t)
         out += estimated_alerts(v, t)
+        out += freshness_alerts(v, t)
     return out
 
 
@@ -151,6 +153,20 @@ def operations_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
                       "in training", lost - base, t.missing_rate_increase)
             )  # fmt: skip
     return out
+
+
+def freshness_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:
+    """Features served older than the version's training p99 far more often than the 1 %
+    training had (:mod:`framework.monitoring.freshness`)."""
+    return [
+        Alert("stale_features", v.version, "warning",
+              f"{f.feature}: {f.older_share:.1%} of {f.served['rows']:,} served values older "
+              f"than training's p99 ({duration(f.training['p99'])}; 1% in training), served "
+              f"p50 {duration(f.served['p50'])} vs {duration(f.training['p50'])}",
+              f.older_share, t.older_than_training_share)
+        for f in v.freshness or []
+        if f.status == "stale" and f.older_share is not None
+    ]  # fmt: skip
 
 
 def quality_alerts(v: VersionSummary, t: Thresholds) -> list[Alert]:

@@ -8,6 +8,7 @@ deterministic for the same summary.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,78 @@ def distribution(item: Mapping[str, Any], width: int = 360, height: int = 150) -
         f'<text x="{width - 63}" y="10">current</text>'
     )
     return _svg(width, height, body, f"{item.get('feature')}: reference vs current")
+
+
+def age_ranges(items: Sequence[Mapping[str, Any]], width: int = 640) -> str:
+    """Per feature, its training (grey) and served (blue; red when stale) ages as bars from
+    p50 to p99 with a tick at p90, on a log time axis, and the share served older than
+    training's p99 (:mod:`framework.monitoring.freshness`): a blue bar reaching past the grey
+    one is a feature staler than the model learned on."""
+    rows = [f for f in items if f["training"]["p99"] is not None]
+    if not rows:
+        return '<p class="muted">No feature age was recorded.</p>'
+    ends = [a[k] for f in rows for a in (f["training"], f["served"]) for k in ("p50", "p99")]
+    ends = [max(e, 1.0) for e in ends if e is not None]
+    lo, hi = math.log10(min(ends)) - 0.3, math.log10(max(ends)) + 0.3
+    label_w, left, right, row_h = 190, 200, width - 70, 30
+    height = 34 + row_h * len(rows)
+
+    def x_at(seconds: float) -> float:
+        return left + (right - left) * (math.log10(max(seconds, 1.0)) - lo) / (hi - lo)
+
+    body = []
+    for tick, name in _AGE_TICKS:
+        if lo <= math.log10(tick) <= hi:
+            x = x_at(tick)
+            body.append(
+                f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{height - 16}" stroke="#e0e0e0"/>'
+                f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">{name}</text>'
+            )
+    for i, f in enumerate(rows):
+        y = 16 + i * row_h
+        body.append(
+            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{escape(f["feature"])}</text>'
+        )
+        served_color = STATUS_COLORS["drift"] if f["status"] == "stale" else CURRENT_COLOR
+        for j, (side, color) in enumerate(
+            (("training", REFERENCE_COLOR), ("served", served_color))
+        ):
+            a = f[side]
+            if a["p50"] is None or a["p99"] is None:
+                continue
+            x0, x1 = x_at(a["p50"]), x_at(a["p99"])
+            top = y + 3 + j * 11
+            body.append(
+                f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 2):.1f}" height="9" '
+                f'fill="{color}"><title>{escape(f["feature"])} {side}: p50 {a["p50"]:.0f} s, '
+                f"p90 {a['p90']:.0f} s, p99 {a['p99']:.0f} s ({a['rows']:,} values)</title></rect>"
+            )
+            if a.get("p90") is not None:
+                x = x_at(a["p90"])
+                body.append(
+                    f'<line x1="{x:.1f}" y1="{top - 1}" x2="{x:.1f}" y2="{top + 10}" '
+                    'stroke="#212121"/>'
+                )
+        share = f["older_share"]
+        body.append(
+            f'<text x="{right + 6}" y="{y + 15}" style="fill:{served_color};font-weight:600">'
+            f"{'–' if share is None else f'{share:.1%}'}</text>"
+        )
+    body.append(
+        f'<rect x="{left}" y="2" width="8" height="8" fill="{REFERENCE_COLOR}"/>'
+        f'<text x="{left + 12}" y="10">training</text>'
+        f'<rect x="{left + 70}" y="2" width="8" height="8" fill="{CURRENT_COLOR}"/>'
+        f'<text x="{left + 82}" y="10">served (p50 to p99, tick at p90)</text>'
+        f'<text x="{right + 6}" y="10">older</text>'
+    )
+    return _svg(width, height, body, "Feature age: served vs training")
+
+
+#: Grid lines of :func:`age_ranges` (seconds, label).
+_AGE_TICKS = (
+    (1, "1s"), (60, "1m"), (3_600, "1h"), (86_400, "1d"), (7 * 86_400, "7d"),
+    (30 * 86_400, "30d"), (365 * 86_400, "1y"), (3_650 * 86_400, "10y"),
+)  # fmt: skip
 
 
 def lines(

@@ -45,6 +45,9 @@ def prometheus_text(
     estimated = Gauge("parity_estimated_quality", "A classifier's metric expected from its "
                       "scores without labels ('estimate', or its interval's 'low' and 'high').",
                       [*mv, "metric", "bound"], registry=r)  # fmt: skip
+    older = Gauge("parity_feature_older_than_training_share", "Share of a feature's served "
+                  "values older than the 99th percentile of its ages in training (0.01 there).",
+                  [*mv, "feature"], registry=r)  # fmt: skip
     model = str(summary["model"])
     for v in summary["versions"]:
         labels = (model, v["version"])
@@ -71,6 +74,9 @@ def prometheus_text(
             if e:
                 for bound, key in (("estimate", "value"), ("low", "low"), ("high", "high")):
                     estimated.labels(*labels, metric, bound).set(e[key])
+        for f in v.get("freshness") or []:
+            if f["older_share"] is not None:
+                older.labels(*labels, f["feature"]).set(f["older_share"])
         if v.get("cost"):
             cost.labels(*labels).set(v["cost"]["cost_per_1k_predictions"])
             cpu.labels(*labels).set(v["cost"]["cpu_seconds_per_prediction"])

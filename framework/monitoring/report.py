@@ -6,8 +6,8 @@ external fonts, styles or scripts, so it opens offline, in a mail attachment
 or a CI artifact viewer. Plots: drift scores ranked (PSI with the warn and
 drift thresholds), the reference vs current distribution of every feature and
 of the score and confidence, confidence and the decision mix over time,
-latency percentiles over time; tables: alerts, versions (decisions, latency,
-missing/stale features, cost, live quality), skew.
+latency percentiles over time, feature ages served vs training; tables: alerts,
+versions (decisions, latency, missing/stale features, cost, live quality), skew.
 
 Hand-drawn SVG rather than a plotting library: the charts are simple bars and
 lines, and this keeps the report dependency-free and byte-for-byte
@@ -23,6 +23,7 @@ from typing import Any
 from framework.monitoring.charts import (
     DECISION_COLORS,
     STATUS_COLORS,
+    age_ranges,
     distribution,
     escape,
     impact_ranking,
@@ -370,6 +371,12 @@ def render_html(result: MonitorSummary, skew_report: SkewReport | None = None) -
         parts.append("</div>")
         parts.append(_drift_table(d["features"]))
         parts.append("<h3>Missing and stale features</h3>" + _feature_status(v))
+        if v.get("freshness"):
+            parts.append(
+                "<h3>Feature age: served vs training</h3><p class=muted>Share of served "
+                "values older than training's 99th percentile on the right (1% in "
+                f"training).</p>{age_ranges(v['freshness'])}"
+            )
     parts += ["<h2>Training-serving skew</h2>", _skew(skew), "</body></html>"]
     return "\n".join(parts)
 

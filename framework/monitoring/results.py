@@ -13,6 +13,7 @@ from typing import Any
 
 from framework.logs.outcome_join import MatchCounts
 from framework.models.estimated import EstimatedPerformance
+from framework.monitoring.freshness import FeatureFreshness
 from framework.monitoring.live_quality import LiveQuality
 from framework.monitoring.log_drift import VersionDrift
 from framework.monitoring.operations import Cost, Operations, TimelinePoint
@@ -55,6 +56,8 @@ class VersionSummary:
     estimated: EstimatedPerformance | None = None
     #: Why there is no estimate at all (a regression version), said in the output.
     estimated_reason: str | None = None
+    #: Served vs training feature ages (None: the version records none).
+    freshness: list[FeatureFreshness] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         estimated = (
@@ -72,6 +75,7 @@ class VersionSummary:
             "cost": asdict(self.cost) if self.cost is not None else None,
             "quality": self.quality.to_dict() if self.quality is not None else None,
             "estimated": estimated,
+            "freshness": None if self.freshness is None else [f.to_dict() for f in self.freshness],
         }
 
 

@@ -13,6 +13,8 @@ version, with the reference statistics in that version's manifest:
   timeline value and no alert;
 - operations: the decision mix, missing and stale feature rates, latency and
   cost (:mod:`framework.monitoring.operations`);
+- freshness: the served ages of each feature next to its ages in training, and the
+  share older than the training p99 (:mod:`framework.monitoring.freshness`);
 - performance estimated from a classifier's scores alone, no labels needed
   (:mod:`framework.models.estimated`), and on the labelled rows beside the
   realized metrics, where a realized value outside its interval means the scores
@@ -75,6 +77,7 @@ from framework.models.manifest import Manifest
 from framework.monitoring import operations as ops
 from framework.monitoring import version_manifest as vm
 from framework.monitoring.alerts import alerts
+from framework.monitoring.freshness import version_freshness
 from framework.monitoring.impact import version_impact
 from framework.monitoring.live_quality import live_quality
 from framework.monitoring.log_drift import version_drift
@@ -356,6 +359,7 @@ def _version(
         else None,
         estimated=_estimated(con, where, manifest) if has_confidence else None,
         estimated_reason=None if has_confidence or manifest is None else REGRESSION_NOT_AVAILABLE,
+        freshness=version_freshness(con, where, manifest, columns, thresholds),
     )
 
 

@@ -25,6 +25,9 @@ class Thresholds:
     absolute SHAP attribution on the window (else, clearly, its permutation importance
     at training) below ``ignored_importance_share`` (1 %) of the largest feature's — is
     reported but raises no ``feature_drift`` alert.
+    A feature whose served values are older than its training 99th percentile in more
+    than ``older_than_training_share`` (10 %, ten times the 1 % training had by
+    definition) of the rows raises ``stale_features`` (:mod:`framework.monitoring.freshness`).
     """
 
     drift: drift.DriftThresholds = field(default_factory=drift.DriftThresholds)
@@ -39,6 +42,7 @@ class Thresholds:
     min_labels: int = 200
     skew_mismatch_rate: float = 0.0
     ignored_importance_share: float = 0.01
+    older_than_training_share: float = 0.10
 
     @property
     def min_rows(self) -> int:

@@ -41,6 +41,7 @@ from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.batching import MicroBatcher
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
 from serving.dataplane.explanations import explain_rows, explanation_dict
+from serving.dataplane.freshness import AgeLimits, older_than_training
 from serving.dataplane.log_rows import log_rows
 from serving.dataplane.messages import (
     PredictInput,
@@ -144,6 +145,7 @@ class Predictor:
         on_fallback: Callable[[ModelRef, str], None] | None = None,
         on_issue: Callable[[ModelRef, str, str], None] | None = None,
         on_error: Callable[[str, str], None] | None = None,
+        on_old_values: Callable[[ModelRef, str, int], None] | None = None,
         feature_timeout: float = 1.0,
         lookup_threads: int = 8,
         canary_share: float = 0.0,
@@ -167,6 +169,9 @@ class Predictor:
         self.on_issue = on_issue or (lambda ref, kind, feature: None)
         # (model, stage) of each request parity failed through its own fault.
         self.on_error = on_error or (lambda model, stage: None)
+        # (version, feature, values older than in training) per scored batch.
+        self.on_old_values = on_old_values or (lambda ref, feature, count: None)
+        self._age_limits: dict[ModelRef, AgeLimits | None] = {}
         self._logged_causes: set[str] = set()
         self.feature_timeout = feature_timeout
         self._lookups = ThreadPoolExecutor(
@@ -282,6 +287,8 @@ class Predictor:
         try:
             vectors, lookup_cpu, unscored = self._features(call, merged_already)
             inputs, scores, fallback = self._score(call, vectors, unscored, merged_already)
+            # After scoring: a merged run that fails is retried call by call, counted there.
+            old = self._old_values(calls, call.loaded, vectors)
         finally:
             if merged:
                 self._merging.active = False
@@ -296,7 +303,7 @@ class Predictor:
         outs, review, rows = [], [], []  # rows: each review item's row in the run
         for i, owner in enumerate(owners):
             out, item = self._answer(call, owner, vectors, scores, fallback, unscored,
-                                     explained, i)  # fmt: skip
+                                     explained, i, old.get(i))  # fmt: skip
             outs.append(out)
             if item is not None:
                 review.append(item)
@@ -356,6 +363,23 @@ class Predictor:
         self.feature_status(call.ref, vectors.status)
         return vectors, lookup_cpu, unscored
 
+    def _old_values(
+        self, calls: list[_Call], loaded: LoadedModel, vectors: OnlineVectors
+    ) -> dict[int, list[str]]:
+        """Per row of the run, its reasons for values older than the version saw in
+        training (none for a version whose manifest records no ages); each feature's
+        count to ``on_old_values``."""
+        if loaded.ref not in self._age_limits:
+            self._age_limits[loaded.ref] = AgeLimits.of(loaded.manifest)
+        limits = self._age_limits[loaded.ref]
+        if limits is None or not vectors.event_time_us:
+            return {}
+        received = [int(c.received * 1_000_000) for c in calls for _ in c.request.rows]
+        reasons, counts = older_than_training(limits, vectors, received)
+        for feature, count in counts.items():
+            self.on_old_values(loaded.ref, feature, count)
+        return reasons
+
     def _score(
         self, call: _Call, vectors: OnlineVectors, unscored: dict[int, str], merged_already: bool
     ) -> tuple[FeatureColumns, Any, dict[int, tuple[float, float, list[str]]]]:
@@ -392,9 +416,11 @@ class Predictor:
         unscored: dict[int, str],
         explained: dict[int, Explanation],
         i: int,
+        old: list[str] | None = None,
     ) -> tuple[PredictionOut, dict[str, Any] | None]:
         """Row ``i``'s answer (row ``owner[1]`` of request ``owner[0]``), and the item for
-        the review queue when it goes there."""
+        the review queue when it goes there; ``old``: its reasons for values older than
+        in training (:mod:`serving.dataplane.freshness`)."""
         loaded, names, n = call.loaded, call.names, len(call.request.rows)
         asked, index = owner
         serving = loaded.serving
@@ -416,6 +442,8 @@ class Predictor:
             else:
                 decision, reasons = ACCEPT, ["regression: no confidence routing"]
             reasons += feature_reasons(vectors, names, i)
+            if old:
+                reasons += old
         if asked.request.explain and i in fallback:
             reasons = [*reasons, "no explanation: the fallback answered"]
         ref, request = call.ref, call.request

@@ -98,8 +98,8 @@ class ServerMetrics:
         )
 
     def _add_row_metrics(self, r: CollectorRegistry) -> None:
-        """What happened to scored rows: missing and stale features, CPU, fallbacks,
-        internal errors, failed input checks."""
+        """What happened to scored rows: missing and stale features, values older than in
+        training, CPU, fallbacks, internal errors, failed input checks."""
         self.missing_features = Counter(
             "parity_missing_features_total",
             "Feature values absent online (not found or null), by model, version and feature.",
@@ -109,6 +109,13 @@ class ServerMetrics:
         self.stale_features = Counter(
             "parity_stale_features_total",
             "Feature values dropped as older than their view's TTL, by model, version and feature.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.old_features = Counter(
+            "parity_feature_older_than_training_total",
+            "Feature values served older than the 99th percentile of their ages in the "
+            "version's training set, by model, version and feature.",
             ["model", "version", "feature"],
             registry=r,
         )

@@ -276,6 +276,9 @@ def _predictor(
             metrics.input_issues, ref.name, str(ref.version), kind, feature
         ).inc(),
         on_error=lambda model, stage: metrics.internal_errors.labels(model, stage).inc(),
+        on_old_values=lambda ref, feature, count: metrics.child(
+            metrics.old_features, ref.name, str(ref.version), feature
+        ).inc(count),
         feature_timeout=settings.feature_timeout_seconds,
         canary_share=settings.canary_share,
         canary_alias=settings.canary_alias,

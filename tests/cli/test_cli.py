@@ -371,6 +371,9 @@ def test_train_and_the_models_commands(trained: Trained, tmp_path: Path) -> None
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("fraud_model:2  @champion")
     assert "merchant_profile:category String" in shown.stdout
+    assert "merchant_risk_30d:merchant_fraud_rate_30d Float64  (age in training: p50 " in (
+        shown.stdout
+    )
     assert "promote @champion: 1 -> 2" in shown.stdout
 
     back = run("models", "rollback", "fraud_model", "--registry", registry, "--reason", "oops")

@@ -217,3 +217,24 @@ def test_bad_label_queries_fail_clearly(trained: Trained, tmp_path: Path) -> Non
     with pytest.raises(DataError, match="No labelled events"):
         train_model(repo, empty, registry=registry)
     assert registry.names() == []  # nothing half-registered
+
+
+def test_the_manifest_records_the_ages_of_feature_values_in_training(trained: Trained) -> None:
+    """Every feature read from a view has its training ages (seconds, ordered percentiles,
+    at most the training rows); on-demand features and request data have none."""
+    from framework.models.manifest import Manifest
+
+    manifest = Manifest.of(trained.manifest)
+    freshness = manifest.freshness
+    assert freshness is not None and freshness.unit == "seconds"
+    views = {f.name: f.view for f in manifest.features}
+    assert set(freshness.features) | set(freshness.without_age) == set(views)
+    assert not set(freshness.features) & set(freshness.without_age)
+    assert set(freshness.without_age) >= set(manifest.request_data) & set(views)
+    entity_rows = manifest.dataset["entity_rows"]
+    for name, age in freshness.features.items():
+        assert age.view == views[name]
+        assert 0 < age.rows <= entity_rows, name
+        assert age.p50 is not None and age.p90 is not None and age.p99 is not None
+        assert age.max is not None
+        assert 0 <= age.p50 <= age.p90 <= age.p99 <= age.max, name

@@ -508,9 +508,10 @@ def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_
     dom = proc.stdout
     assert "<title>parity monitor: toy_model</title>" in dom
     # every plot rendered as an SVG element: 2 versions x (PSI ranking + score + confidence +
-    # 3 features) + the timeline's 5 plots per version (confidence, decision mix, estimated
-    # ROC-AUC and PR-AUC, latency)
-    assert dom.count("<svg") == 2 * (1 + 2 + 3) + 2 * 5
+    # 3 features + feature ages served vs training) + the timeline's 5 plots per version
+    # (confidence, decision mix, estimated ROC-AUC and PR-AUC, latency)
+    assert dom.count("<svg") == 2 * (1 + 2 + 3 + 1) + 2 * 5
+    assert dom.count('aria-label="Feature age: served vs training"') == 2
     assert "PR-AUC over time: estimated without labels" in dom
     assert "crypto_exchange" in dom and "Training-serving skew" in dom
     console_errors = [

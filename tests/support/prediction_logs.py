@@ -23,6 +23,7 @@ from serving.log.writer import PredictionLog
 MODEL = "toy_model"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 CATEGORIES = ["grocery", "travel", "online", "fuel"]
+DAY = 86_400.0
 
 
 def toy_features(
@@ -80,6 +81,29 @@ def toy_manifest(rng: np.random.Generator) -> dict[str, Any]:
             "score": numeric_profile(score),
             "confidence": numeric_profile(np.maximum(score, 1 - score)),
         },
+        # Ages in training (seconds): counts are updated hourly-ish, merchants monthly.
+        "freshness": {
+            "unit": "seconds",
+            "features": {
+                "category": {
+                    "view": "merchant",
+                    "rows": 8_000,
+                    "p50": 15 * DAY,
+                    "p90": 27 * DAY,
+                    "p99": 29.7 * DAY,
+                    "max": 30 * DAY,
+                },
+                "count": {
+                    "view": "user",
+                    "rows": 7_900,
+                    "p50": 1_386.0,
+                    "p90": 4_605.0,
+                    "p99": 9_210.0,
+                    "max": 20_000.0,
+                },
+            },
+            "without_age": ["amount"],
+        },  # fmt: skip
     }
 
 
@@ -94,10 +118,12 @@ def toy_rows(
     new: float = 0.0,
     score_scale: float = 1.0,
     missing: float = 0.0,
+    stale: float = 0.0,
 ) -> pa.Table:
     """``n`` logged predictions of ``version`` within 2 h of ``start``, request ids
     ``{prefix}-{version}-{i}``; ``score_scale`` shifts the scores, ``missing`` is the share
-    of rows whose ``count`` feature was not found."""
+    of rows whose ``count`` feature was not found, ``stale`` the share whose ``count`` is
+    a day older than usual (the usual: ages as in :func:`toy_manifest`'s training)."""
     amount, category, count = toy_features(rng, n, inflate=inflate, new=new)
     score = np.clip(rng.beta(1, 12, n) * score_scale, 0, 1)
     confidence = np.maximum(score, 1 - score)
@@ -108,6 +134,21 @@ def toy_rows(
     count_values = [None if s != "PRESENT" else c for s, c in zip(status, count, strict=True)]
     times = [start + timedelta(seconds=int(s)) for s in np.sort(rng.integers(0, 7_200, n))]
     ts = pa.timestamp("us", tz="UTC")
+    # The values' event times, drawn apart (the draws above stay as they were): a count's
+    # age exponential with a 2,000 s mean as in training, a merchant's uniform over 30 days;
+    # none without a value (the server logs 0), a value past its TTL keeps its old time.
+    ages = np.random.default_rng([n, int(start.timestamp()), int(stale * 1e6)])
+    count_age = ages.exponential(2_000.0, n) + (ages.random(n) < stale) * DAY
+    count_age[status == "OUTSIDE_MAX_AGE"] = 30 * DAY
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    count_times = [
+        epoch if s == "NOT_FOUND" else t - timedelta(seconds=float(a))
+        for s, t, a in zip(status, times, count_age, strict=True)
+    ]
+    category_times = [
+        t - timedelta(seconds=float(a))
+        for t, a in zip(times, ages.uniform(0, 29 * DAY, n), strict=True)
+    ]
     return pa.table(
         {
             "__request_id": [f"{prefix}-{version}-{i}" for i in range(n)],
@@ -121,8 +162,10 @@ def toy_rows(
             "amount": amount,
             "amount__status": ["PRESENT"] * n,
             "category": pa.array(category.tolist(), pa.string()),
+            "category__timestamp": pa.array(category_times, ts),
             "category__status": ["PRESENT"] * n,
             "count": pa.array(count_values, pa.float64()),
+            "count__timestamp": pa.array(count_times, ts),
             "count__status": pa.array(status.tolist(), pa.string()),
             "score": score,
             "label": pa.array([str(int(s >= 0.5)) for s in score], pa.string()),

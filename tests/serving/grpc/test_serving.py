@@ -336,6 +336,7 @@ def test_metrics_endpoint(served: Served) -> None:
     )
     assert 'parity_model_info{aliases="champion",model="fraud_model",version="1"} 1.0' in text
     assert "parity_stale_features_total" in text
+    assert "# TYPE parity_feature_older_than_training_total counter" in text
     assert "parity_confidence_bucket" in text
     # The process and runtime series Prometheus users expect from any client.
     for series in ("process_cpu_seconds_total", "process_resident_memory_bytes",
