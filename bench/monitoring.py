@@ -20,6 +20,7 @@ the call, peak RSS, and which features each flagged.
 
     .venv/bin/python bench/monitoring.py --setup-evidently        # once: its own venv
     .venv/bin/python bench/monitoring.py --current 1M --reference 200k
+    .venv/bin/python bench/monitoring.py --estimation     # and parity vs NannyML's CBPE
 """
 
 from __future__ import annotations
@@ -244,6 +245,11 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
     parser.add_argument("--workdir", type=Path, help="keep the generated data here")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--estimation", action="store_true",
+        help="then also the label-free performance estimate against NannyML's CBPE on 1M "
+        "scored rows (bench/performance_estimation.py, its own venv: --setup-nannyml there)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.build_only:
         build(args.workdir, parse_count(args.reference), parse_count(args.current))
@@ -304,6 +310,10 @@ def main() -> None:
             f"{t}: {'as expected' if f == expected else f}" for t, f in by_tool.items()
         )
         print(f"{name}: expected {expected or 'none'} -> {line}")
+    if args.estimation:
+        # The same machine, the same run: the label-free estimate against NannyML.
+        subprocess.run([sys.executable, str(ROOT / "bench" / "performance_estimation.py")],
+                       check=True)  # fmt: skip
 
 
 def _cores() -> int:
