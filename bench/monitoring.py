@@ -156,11 +156,22 @@ def build(workdir: Path, reference_rows: int, current_rows: int) -> None:
     reference.to_parquet(workdir / "reference.parquet")
     rng = np.random.default_rng(2)
     ref_score = rng.beta(1, 40, reference_rows)
+    # A calibrated model's holdout: labels drawn from its scores.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    drawn = (rng.random(reference_rows) < ref_score).astype(int)
+    holdout = {"roc_auc": float(roc_auc_score(drawn, ref_score)),
+               "pr_auc": float(average_precision_score(drawn, ref_score))}  # fmt: skip
     registry = ModelRegistry(workdir / "models")
     registry.register(
         MODEL,
         {ARTIFACT: b"bench"},
         {
+            "created_at": "2026-03-01T00:00:00.000+00:00",
+            "feature_service": "bench_v1",
+            "definitions_digest": "bench",
+            "artifact": {"file": ARTIFACT, "format": "skops", "sha256": "0" * 64, "bytes": 5},
+            "metrics": {"holdout": holdout, "uncalibrated": holdout, "baseline": holdout},
             "task": "classification",
             "features": [{"name": f.name, "dtype": f.dtype, "view": f.view} for f in fields],
             "join_keys": [],

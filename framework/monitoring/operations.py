@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from framework.logs.reader import sql_literal, sql_name
 
@@ -240,27 +241,36 @@ def scores_by_bucket(
     width: timedelta,
     versions: Sequence[str],
     extra: str = "",
-) -> dict[tuple[str, str], dict[str, list[Any]]]:
+) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """The model's own scores (no FALLBACK) of ``versions`` in ``relation`` per (bucket,
-    version) of the timeline's buckets, and ``extra`` (a column) beside them."""
+    version) of the timeline's buckets, and ``extra`` (a column) beside them, row for row.
+
+    Fetched as numpy columns and split here: a DuckDB ``list()`` per bucket would turn
+    every score into a Python float (a third of the monitor's time on 1M rows)."""
     if not versions:
         return {}
-    wanted = ", ".join(sql_literal(v) for v in versions)
-    more = f", list({extra} ORDER BY __timestamp) AS {extra}" if extra else ""
-    rows = con.execute(
-        f"""SELECT {_bucket_sql(width)} AS bucket, model_version,
-                   list(score ORDER BY __timestamp) AS score{more}
-            FROM {relation}
-            WHERE model_version IN ({wanted}) AND score IS NOT NULL
-              AND decision IS DISTINCT FROM 'FALLBACK'
-            GROUP BY ALL"""
-    ).fetchall()
-    out: dict[tuple[str, str], dict[str, list[Any]]] = {}
-    for bucket_start, version, scores, *rest in rows:
-        out[(bucket_start.isoformat(), version)] = {
-            "score": scores,
-            **({extra: rest[0]} if extra else {}),
-        }
+    more = f", {extra}" if extra else ""
+    micros = int(width.total_seconds()) * 1_000_000
+    offset = f"(epoch_us(__timestamp) - {_BUCKET_ORIGIN_US})"
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for version in versions:
+        found = con.execute(
+            f"""SELECT {offset} - ({offset} % {micros} + {micros}) % {micros} AS bucket,
+                       score{more}
+                FROM {relation}
+                WHERE model_version = {sql_literal(version)} AND score IS NOT NULL
+                  AND decision IS DISTINCT FROM 'FALLBACK'
+                ORDER BY bucket"""
+        ).fetchnumpy()
+        starts = np.asarray(found["bucket"], dtype=np.int64)
+        columns = {"score": np.asarray(found["score"], np.float64)}
+        if extra:
+            columns[extra] = np.asarray(found[extra])
+        edges = [0, *(np.flatnonzero(np.diff(starts)) + 1).tolist(), len(starts)]
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            if b > a:
+                start = datetime.fromtimestamp((int(starts[a]) + _BUCKET_ORIGIN_US) / 1e6, UTC)
+                out[(start.isoformat(), version)] = {k: c[a:b] for k, c in columns.items()}
     return out
 
 

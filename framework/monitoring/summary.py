@@ -251,7 +251,7 @@ def _add_timeline(
     summary.timeline = ops.timeline(con, "TRUE", width, no_confidence)
     classifiers = [v for v, m in manifests.items() if m is not None and vm.has_confidence(m)]
     scores = ops.scores_by_bucket(con, "log", width, classifiers)
-    labelled: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    labelled: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     if joined is not None and joined.num_rows:
         con.register("labelled_rows", joined)
         labelled = ops.scores_by_bucket(con, "labelled_rows", width, classifiers, "outcome")
@@ -266,7 +266,7 @@ def _add_timeline(
             _realized(point, labelled[key])
 
 
-def _realized(point: ops.TimelinePoint, rows: Mapping[str, list[Any]]) -> None:
+def _realized(point: ops.TimelinePoint, rows: Mapping[str, np.ndarray]) -> None:
     """The bucket's realized ROC-AUC and PR-AUC, where its outcomes hold both classes."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
