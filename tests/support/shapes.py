@@ -11,7 +11,9 @@ distribution (nothing may alert on it) and every path has one right answer:
 
 - every entity of a view has three feature rows: around ``now - 4 days`` and
   ``now - 2 days`` (the training period) and one in the last two hours (what is
-  served); all values are drawn independently from one distribution;
+  served: a main view's 5-40 minutes old, younger than the 1-50 minutes its values
+  had at the training events, so served ages come from the training distribution
+  too); all values are drawn independently from one distribution;
 - a *main* view has the service's full keys; labels are events 1-50 minutes after
   its first two rows, computed from those rows' values and the request data, so
   every training row joins a value from every view (no nulls in training);
@@ -117,7 +119,7 @@ def view_rows(
     for generation, center in ((1, now - timedelta(days=4)), (2, now - timedelta(days=2))):
         hours = rng.uniform(lo, hi, n)
         parts.append((generation, [center + timedelta(hours=float(h)) for h in hours]))
-    minutes = rng.uniform(5, 60, n) if main else rng.uniform(60, 120, n)
+    minutes = rng.uniform(5, 40, n) if main else rng.uniform(60, 120, n)
     parts.append((3, [now - timedelta(minutes=float(m)) for m in minutes]))
     frames = []
     for generation, times in parts:
