@@ -218,3 +218,6 @@ def test_the_report_plots_drift_by_impact_in_a_browser(tmp_path: Path) -> None:
     ranked = [f.feature for f in summary.versions[0].drift.impact.features if f.output_shift > 0]
     drawn = [t.split(":")[0] for t in plot.split("<title>")[2:]]  # [0] is the plot's own title
     assert drawn == ranked and drawn[0] == "amount"
+    # The drift table and the distributions follow the same order, with what each moved.
+    table = dom[dom.index("<th>moved the output</th>") :].split("</table>")[0]
+    assert table.index(">amount<") < table.index(">category<") < table.index(">count<")
