@@ -30,7 +30,15 @@ from framework.monitoring.prometheus import prometheus_text
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
 from tests.support.browser import chromium, dump_dom
-from tests.support.prediction_logs import CATEGORIES, MODEL, T0, toy_manifest, toy_rows, write_log
+from tests.support.prediction_logs import (
+    CATEGORIES,
+    MODEL,
+    T0,
+    record_outcomes,
+    toy_manifest,
+    toy_rows,
+    write_log,
+)
 from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.services import missing as _missing
 from tests.support.workspaces import Served, Workspace
@@ -326,13 +334,10 @@ def test_live_quality_joins_reported_outcomes(toy: tuple[Path, ModelRegistry]) -
     rng = np.random.default_rng(7)
     rows = toy_rows(rng, 800)
     log = write_log(root, rows)
-    store = OutcomeStore(root / "outcomes")
     ids, scores = rows["__request_id"].to_pylist(), rows["score"].to_numpy()
     users = rows["user_id"].to_pylist()
     truth = (rng.random(800) < scores * 2).astype(int)
-    for i in range(0, 800, 2):  # ground truth for every other prediction
-        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
-                     label=float(truth[i]))  # fmt: skip
+    store = record_outcomes(root, rows, truth, every=2)  # for every other prediction
     store.record(ids[1], entity_keys={"user_id": users[1] + 1}, event_time=None, label=1.0)
     summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes").to_dict()
     quality = _tables(summary)["quality"]
