@@ -166,6 +166,21 @@ def _feature_status(v: Mapping[str, Any]) -> str:
     )
 
 
+def _by_impact(features: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The features by how far each moved the model's output on the window, where the
+    window was decomposed (:mod:`framework.monitoring.impact`); else as given (by PSI)."""
+    if not any(f.get("impact") for f in features):
+        return list(features)
+    return sorted(features, key=lambda f: -((f.get("impact") or {}).get("output_shift") or 0.0))
+
+
+def _moved(f: Mapping[str, Any]) -> str:
+    impact = f.get("impact")
+    if not impact:
+        return "–"
+    return f"{impact['output_shift']:.4f} ({impact['share']:.0%})"
+
+
 def _drift_table(features: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{escape(f['feature'])}</td>"
@@ -173,13 +188,14 @@ def _drift_table(features: Sequence[Mapping[str, Any]]) -> str:
         f"<td class=num>{_fmt(f['psi'])}</td><td>{escape(f['test'] or '–')}"
         f"</td><td class=num>{_fmt(f['statistic'])}</td><td class=num>{_p(f['p_value'])}</td>"
         f"<td class=num>{_pct(f['reference_null_rate'])} → {_pct(f['current_null_rate'])}</td>"
-        f"<td class=num>{_fmt(f.get('importance'), 4)}</td>"
+        f"<td class=num>{_moved(f)}</td><td class=num>{_fmt(f.get('importance'), 4)}</td>"
         f"<td>{escape('; '.join(f['reasons']))}</td></tr>"
-        for f in features
+        for f in _by_impact(features)
     )
     return (
         "<table><tr><th>feature</th><th>status</th><th>PSI</th><th>test</th><th>statistic</th>"
-        "<th>p-value</th><th>null rate</th><th>importance</th><th>why</th></tr>"
+        "<th>p-value</th><th>null rate</th><th>moved the output</th><th>importance</th>"
+        "<th>why</th></tr>"
         f"{rows}</table>"
     )
 
@@ -362,7 +378,7 @@ def render_html(result: MonitorSummary, skew_report: SkewReport | None = None) -
                     f"{_fmt(d[name]['psi'])})</h3>{distribution(d[name])}</div>"
                 )
         parts.append("</div><h3>Features: reference vs current</h3><div class=grid>")
-        for f in d["features"]:
+        for f in _by_impact(d["features"]):
             parts.append(
                 f"<div class=cell><h3 style='color:{STATUS_COLORS.get(f['status'], '#000')}'>"
                 f"{escape(f['feature'])} ({escape(f['status'])}, PSI {_fmt(f['psi'])})</h3>"

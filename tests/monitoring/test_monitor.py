@@ -29,7 +29,16 @@ from framework.monitoring import summary as monitor
 from framework.monitoring.prometheus import prometheus_text
 from framework.monitoring.thresholds import parse_thresholds
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
-from tests.support.prediction_logs import CATEGORIES, MODEL, T0, toy_manifest, toy_rows, write_log
+from tests.support.browser import chromium, dump_dom
+from tests.support.prediction_logs import (
+    CATEGORIES,
+    MODEL,
+    T0,
+    record_outcomes,
+    toy_manifest,
+    toy_rows,
+    write_log,
+)
 from tests.support.progress import EVERY_BATCH, counts_to_total
 from tests.support.services import missing as _missing
 from tests.support.workspaces import Served, Workspace
@@ -325,13 +334,10 @@ def test_live_quality_joins_reported_outcomes(toy: tuple[Path, ModelRegistry]) -
     rng = np.random.default_rng(7)
     rows = toy_rows(rng, 800)
     log = write_log(root, rows)
-    store = OutcomeStore(root / "outcomes")
     ids, scores = rows["__request_id"].to_pylist(), rows["score"].to_numpy()
     users = rows["user_id"].to_pylist()
     truth = (rng.random(800) < scores * 2).astype(int)
-    for i in range(0, 800, 2):  # ground truth for every other prediction
-        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
-                     label=float(truth[i]))  # fmt: skip
+    store = record_outcomes(root, rows, truth, every=2)  # for every other prediction
     store.record(ids[1], entity_keys={"user_id": users[1] + 1}, event_time=None, label=1.0)
     summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes").to_dict()
     quality = _tables(summary)["quality"]
@@ -476,14 +482,6 @@ def test_cli_rejects_bad_flags(toy: tuple[Path, ModelRegistry]) -> None:
 # ------------------------------------------------------------------ HTML and deploy files
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if path := shutil.which(name):
-            return path
-    _missing("headless Chromium is not installed (Debian: apt-get install chromium)")
-    raise AssertionError("unreachable")
-
-
 @pytest.mark.integration
 def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_path: Path) -> None:
     from framework.monitoring.report import write_report
@@ -498,14 +496,7 @@ def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_
     skew = SkewReport(MODEL, 10, ["1"], [FeatureSkew("count", 10, 1, 0.1, [example])],
                       {"rel": 1e-9, "abs": 1e-9})  # fmt: skip
     page = write_report(tmp_path / "report.html", summary, skew)
-    proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
+    dom, log = dump_dom(page, tmp_path / "profile")
     assert "<title>parity monitor: toy_model</title>" in dom
     # every plot rendered as an SVG element: 2 versions x (PSI ranking + score + confidence +
     # 3 features + feature ages served vs training) + the timeline's 5 plots per version
@@ -515,12 +506,12 @@ def test_report_opens_in_headless_chromium(toy: tuple[Path, ModelRegistry], tmp_
     assert "PR-AUC over time: estimated without labels" in dom
     assert "crypto_exchange" in dom and "Training-serving skew" in dom
     console_errors = [
-        line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
+        line for line in log.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
     ]
     assert not console_errors
     shot = tmp_path / "report.png"
     subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
          "--window-size=1280,2400", page.as_uri()],
         capture_output=True, timeout=120, check=True,

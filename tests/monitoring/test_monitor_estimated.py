@@ -12,10 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from framework.logs.outcomes import OutcomeStore
 from framework.monitoring import summary as monitor
 from framework.registry.model_registry import ARTIFACT, ModelRef, ModelRegistry
-from tests.support.prediction_logs import MODEL, toy_manifest, toy_rows, write_log
+from tests.support.prediction_logs import MODEL, record_outcomes, toy_manifest, toy_rows, write_log
 
 
 @pytest.fixture
@@ -74,14 +73,10 @@ def test_outcomes_outside_what_the_scores_predicted_raise_a_calibration_gap(
     rng = np.random.default_rng(5)
     rows = toy_rows(rng, 4_000)
     log = write_log(root, rows)
-    store = OutcomeStore(root / "outcomes")
     scores = rows["score"].to_numpy()
     # Concept drift: the same inputs and scores, but positives three times as common.
     truth = rng.random(4_000) < (scores if calibrated else np.clip(scores * 3, 0, 1))
-    ids, users = rows["__request_id"].to_pylist(), rows["user_id"].to_pylist()
-    for i in range(4_000):
-        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
-                     label=float(truth[i]))  # fmt: skip
+    record_outcomes(root, rows, truth)
     summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes")
     gaps = [a for a in summary.alerts if a.name == "calibration_gap"]
     quality = summary.versions[0].quality
@@ -105,13 +100,8 @@ def test_parity_monitor_prints_estimated_next_to_realized(
     rng = np.random.default_rng(6)
     rows = toy_rows(rng, 2_000)
     log = write_log(root, rows)
-    store = OutcomeStore(root / "outcomes")
-    scores, ids = rows["score"].to_numpy(), rows["__request_id"].to_pylist()
-    users = rows["user_id"].to_pylist()
-    truth = rng.random(2_000) < scores
-    for i in range(0, 2_000, 2):
-        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
-                     label=float(truth[i]))  # fmt: skip
+    truth = rng.random(2_000) < rows["score"].to_numpy()
+    record_outcomes(root, rows, truth, every=2)
     argv = ["monitor", "--log", str(log), "--registry", str(registry.root), "--model", MODEL,
             "--outcomes", str(root / "outcomes"), "--no-fail"]  # fmt: skip
     assert cli.main(argv) == 0
@@ -215,13 +205,9 @@ def test_estimates_per_time_bucket_fall_with_the_realized_metrics_and_are_plotte
     flat = np.clip(rng.normal(0.075, 0.015, 3_000), 0.01, 0.3)
     later = later.set_column(later.schema.get_field_index("score"), "score", pa.array(flat))
     log = write_log(root, good, later)
-    store = OutcomeStore(root / "outcomes")
     for rows in (good, later):
         scores = rows["score"].to_numpy()
-        truth = rng.random(len(scores)) < scores
-        for rid, user, y in zip(rows["__request_id"].to_pylist(), rows["user_id"].to_pylist(),
-                                truth, strict=True):  # fmt: skip
-            store.record(rid, entity_keys={"user_id": user}, event_time=None, label=float(y))
+        record_outcomes(root, rows, rng.random(len(scores)) < scores)
     summary = monitor.monitor_summary(log, registry, outcomes_root=root / "outcomes", buckets=4)
     points = [t for t in summary.timeline if t.estimated_pr_auc is not None]
     assert len(points) >= 4

@@ -194,3 +194,30 @@ def test_drift_in_a_feature_the_model_ignores_raises_no_alert(
     else:
         assert impact["amount"]["share"] > 0.5
         assert alerted == ["amount"], summary["alerts"]
+
+
+def test_the_report_plots_drift_by_impact_in_a_browser(tmp_path: Path) -> None:
+    """The report, opened in headless Chromium: the impact ranking is a plot, its bars in
+    the order of the JSON, the drifted feature first."""
+    from framework.models.estimator import score
+    from framework.monitoring.report import write_report
+    from framework.monitoring.summary import monitor_summary
+    from tests.support.browser import dump_dom
+    from tests.support.prediction_logs import MODEL
+
+    registry, pipeline = _toy_model_registry(tmp_path)
+    frame = _toy_frame(np.random.default_rng(5), 3_000, inflate=1.8)
+    scores = score(pipeline, frame, Manifest.of(registry.manifest(ModelRef(MODEL, 1))).task,
+                   0.5).score  # fmt: skip
+    log = write_log(tmp_path, scored_rows(frame, scores, model=MODEL))
+    summary = monitor_summary(log, registry, MODEL)
+    dom, _ = dump_dom(write_report(tmp_path / "report.html", summary), tmp_path / "profile")
+    label = 'aria-label="How far each feature moved the output"'
+    assert dom.count(label) == 1
+    plot = dom[dom.index(label) :].split("</svg>")[0]
+    ranked = [f.feature for f in summary.versions[0].drift.impact.features if f.output_shift > 0]
+    drawn = [t.split(":")[0] for t in plot.split("<title>")[2:]]  # [0] is the plot's own title
+    assert drawn == ranked and drawn[0] == "amount"
+    # The drift table and the distributions follow the same order, with what each moved.
+    table = dom[dom.index("<th>moved the output</th>") :].split("</table>")[0]
+    assert table.index(">amount<") < table.index(">category<") < table.index(">count<")

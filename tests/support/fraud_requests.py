@@ -51,3 +51,19 @@ def proto_row(**fields: Any) -> pb.Row:
         else:
             target[k].int64_value = v
     return row
+
+
+def feature_tensors(
+    info: dict[str, Any], answers: list[dict[str, Any]]
+) -> dict[str, tuple[str, list[Any]]]:
+    """Every feature of the model (``info``: parity's model info) as a tensor of the served
+    ``answers``' feature values, for plain model serving: strings as BYTES, numbers as FP64
+    (a missing number as NaN)."""
+    tensors: dict[str, tuple[str, list[Any]]] = {}
+    for f in info["features"]:
+        values = [a["features"][f["name"]] for a in answers]
+        if f["dtype"] == "String":
+            tensors[f["name"]] = ("BYTES", values)
+        else:
+            tensors[f["name"]] = ("FP64", [float("nan") if v is None else v for v in values])
+    return tensors

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from framework.logs.outcomes import OutcomeStore
 from framework.logs.rows import LogRows
 from framework.models.reference_stats import categorical_profile, numeric_profile
 from serving.log.writer import PredictionLog
@@ -249,3 +250,14 @@ def scored_rows(
         "cpu_seconds": np.full(n, 0.001),
     }
     return pa.table(columns)
+
+
+def record_outcomes(root: Path, rows: pa.Table, truth: Any, every: int = 1) -> OutcomeStore:
+    """Report ground truth ``truth`` (one per row) for every ``every``-th of the toy's
+    logged ``rows``, by request id and user, to the outcome store under ``root``."""
+    store = OutcomeStore(root / "outcomes")
+    ids, users = rows["__request_id"].to_pylist(), rows["user_id"].to_pylist()
+    for i in range(0, rows.num_rows, every):
+        store.record(ids[i], entity_keys={"user_id": users[i]}, event_time=None,
+                     label=float(truth[i]))  # fmt: skip
+    return store

@@ -26,7 +26,7 @@ from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from serving.stubs.parity.v1 import prediction_pb2 as pb
 from serving.stubs.parity.v1 import prediction_pb2_grpc as pb_grpc
 from tests.support.client_env import client_python
-from tests.support.fraud_requests import proto_row, recent_rows
+from tests.support.fraud_requests import feature_tensors, proto_row, recent_rows
 from tests.support.serve_process import parity_serve
 from tests.support.workspaces import Served
 
@@ -247,13 +247,7 @@ def test_tritonclient_against_the_v2_service(served: Served) -> None:
         "hour_of_day": ("INT64", [r["request_data"]["hour_of_day"] for r in rows]),
     }
     # Plain model serving: every feature as a tensor (missing numbers as NaN).
-    features = {}
-    for f in info["features"]:
-        values = [p["features"][f["name"]] for p in reference]
-        if f["dtype"] == "String":
-            features[f["name"]] = ("BYTES", values)
-        else:
-            features[f["name"]] = ("FP64", [np.nan if v is None else v for v in values])
+    features = feature_tensors(info, reference)
     script = Path(__file__).parents[2] / "testdata" / "triton_client.py"
     child = subprocess.run(
         [client_python(), str(script), served.target,

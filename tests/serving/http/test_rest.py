@@ -23,7 +23,7 @@ from serving.grpc.client import PredictionClient
 from serving.stubs.inference import grpc_predict_v2_pb2 as v2
 from serving.stubs.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from tests.support.client_env import client_python
-from tests.support.fraud_requests import recent_rows
+from tests.support.fraud_requests import feature_tensors, recent_rows
 from tests.support.workspaces import Served
 
 pytestmark = pytest.mark.integration
@@ -87,13 +87,7 @@ def test_tritonclient_http_against_the_rest_binding(served: Served) -> None:
         reference = parity_client.predict(MODEL, rows, return_features=True)
         info = parity_client.model_info(MODEL)
     keys = {i["name"]: (i["datatype"], i["data"]) for i in key_inputs(rows)}
-    features = {}
-    for f in info["features"]:
-        values = [p["features"][f["name"]] for p in reference]
-        if f["dtype"] == "String":
-            features[f["name"]] = ("BYTES", values)
-        else:
-            features[f["name"]] = ("FP64", [float("nan") if v is None else v for v in values])
+    features = feature_tensors(info, reference)
     script = Path(__file__).parents[2] / "testdata" / "triton_http_client.py"
     spec = {"model": MODEL, "keys": keys, "features": features, "id": "rest-triton-1"}
     child = subprocess.run(
