@@ -134,6 +134,10 @@ def version_impact(
 
     if not list(moved):
         return not_available("no feature drifted or warned")
+    if not (manifest.explanation or {}).get("method"):
+        # Before reading the log or loading the artifact: without an explainer, say why.
+        why = (manifest.explanation or {}).get("reason") or "registered without an explainer"
+        return not_available(f"{manifest.ref} cannot be explained: {why}")
     names = [f.name for f in manifest.fields]
     absent = [n for n in names if n not in columns]
     if absent:
@@ -149,10 +153,6 @@ def version_impact(
     ).to_arrow_table()
     if table.num_rows == 0:
         return not_available("no prediction of the model's own in the window")
-    if not (manifest.explanation or {}).get("method"):
-        # Before loading the artifact: a version without an explainer says why, cheaply.
-        why = (manifest.explanation or {}).get("reason") or "registered without an explainer"
-        return not_available(f"{manifest.ref} cannot be explained: {why}")
     model, _ = Manifest.load(registry, manifest.ref)
     try:
         explainer = load_explainer(registry, model, manifest)

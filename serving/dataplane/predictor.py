@@ -41,7 +41,7 @@ from framework.registry.model_registry import ModelRef, ModelRegistry
 from serving.dataplane.batching import MicroBatcher
 from serving.dataplane.errors import InternalError, InvalidInput, StoreUnavailable
 from serving.dataplane.explanations import explain_rows, explanation_dict
-from serving.dataplane.freshness import AgeLimits, older_than_training
+from serving.dataplane.freshness import older_than_training
 from serving.dataplane.log_rows import log_rows
 from serving.dataplane.messages import (
     PredictInput,
@@ -171,7 +171,6 @@ class Predictor:
         self.on_error = on_error or (lambda model, stage: None)
         # (version, feature, values older than in training) per scored batch.
         self.on_old_values = on_old_values or (lambda ref, feature, count: None)
-        self._age_limits: dict[ModelRef, AgeLimits | None] = {}
         self._logged_causes: set[str] = set()
         self.feature_timeout = feature_timeout
         self._lookups = ThreadPoolExecutor(
@@ -369,9 +368,7 @@ class Predictor:
         """Per row of the run, its reasons for values older than the version saw in
         training (none for a version whose manifest records no ages); each feature's
         count to ``on_old_values``."""
-        if loaded.ref not in self._age_limits:
-            self._age_limits[loaded.ref] = AgeLimits.of(loaded.manifest)
-        limits = self._age_limits[loaded.ref]
+        limits = loaded.age_limits
         if limits is None or not vectors.event_time_us:
             return {}
         received = [int(c.received * 1_000_000) for c in calls for _ in c.request.rows]

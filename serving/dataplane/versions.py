@@ -39,6 +39,7 @@ from serving.dataplane.errors import (
     InvalidInput,
     StoreUnavailable,
 )
+from serving.dataplane.freshness import AgeLimits
 from serving.dataplane.routing import Router
 
 log = logging.getLogger("parity.serving")
@@ -70,6 +71,9 @@ class LoadedModel:
     fallback: Any  # a fitted pipeline on request data, or None (then fallback_prior)
     fallback_fields: list[FeatureField]
     fallback_prior: float | None
+    #: Each feature's oldest value the version saw in training (its p99), or None when its
+    #: manifest records no ages (:mod:`serving.dataplane.freshness`).
+    age_limits: AgeLimits | None = None
     #: Compiling the model (:mod:`framework.models.compiled`) off the request path: True
     #: once the compiled form scores, False when the scikit-learn model keeps scoring.
     compiling: Future[bool] | None = None
@@ -329,6 +333,7 @@ class ModelVersions:
             key_types=dict(online.key_types),
             request_types=dict(manifest.request_data),
             router=Router.from_manifest(manifest),
+            age_limits=AgeLimits.of(manifest),
             batched=BatchedModel(model, self.max_rows, batching=self.micro_batching),
             **self._lookups_for(online),
             **self._load_fallback(ref, manifest),
