@@ -64,8 +64,9 @@ def _repo_args(parser: argparse.ArgumentParser, *, profile: bool = True) -> None
             type=Profile,
             choices=list(Profile),
             default=Profile.EMBEDDED,
-            help="embedded (file registry, SQLite) or production (PostgreSQL registry, "
-            "Redis); default: %(default)s",
+            help="embedded (file registry, SQLite), production (PostgreSQL registry, "
+            "Redis) or spark (production with Spark for the offline work); "
+            "default: %(default)s",
         )
 
 

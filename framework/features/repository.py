@@ -27,6 +27,11 @@ This module opens the repository as a :class:`feast.FeatureStore` under a *profi
     Feast's Redis online store. Connection settings come from
     ``PARITY_REGISTRY_URL`` and ``PARITY_REDIS``, defaulting to the local
     servers.
+``spark``
+    ``feature_store.spark.yaml``: as production, with Feast's Spark offline store
+    (its ``spark_conf``): training sets, materialisation and batch scoring run on
+    Spark (:mod:`framework.spark`). Needs PySpark (``pip install 'parity[spark]'``)
+    and a Java runtime.
 
 Applying reuses Feast's own parsing and diffing (``feast apply`` semantics:
 objects removed from the repository are removed from the registry).
@@ -60,6 +65,12 @@ class Profile(StrEnum):
 
     EMBEDDED = "embedded"
     PRODUCTION = "production"
+    SPARK = "spark"
+
+    @property
+    def shared(self) -> bool:
+        """Whether the profile runs on shared servers (SQL registry, Redis)."""
+        return self is not Profile.EMBEDDED
 
     @property
     def yaml_name(self) -> str:
@@ -159,20 +170,24 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
     from feast.repo_config import load_repo_config
 
     yaml_path = _check_repo(repo, profile)
-    if profile is Profile.PRODUCTION:
+    if profile.shared:
         for key, value in PRODUCTION_DEFAULTS.items():
             os.environ.setdefault(key, value)
+    if profile is Profile.SPARK:
+        from framework.spark.session import require_pyspark
+
+        require_pyspark()
     try:
         config = load_repo_config(repo.resolve(), yaml_path.resolve())  # validate first
     except Exception as exc:  # Feast raises pydantic and YAML errors alike
         raise ConfigError(f"{yaml_path}: {_one_line(exc)}") from exc
-    if profile is Profile.PRODUCTION:
+    if getattr(config.registry, "registry_type", "file") == "sql" and profile.shared:
         _check_registry_database(os.environ["PARITY_REGISTRY_URL"])
     _make_local_folders(repo, config)
     try:
         # repo_path matters: Feast resolves relative registry and SQLite paths against it.
         store = FeatureStore(repo_path=str(repo.resolve()), fs_yaml_file=yaml_path.resolve())
-        if profile is Profile.PRODUCTION:
+        if profile.shared:
             # Feast connects lazily; connect now. Then refresh the SQL registry's cache off
             # the request path and keep the last good snapshot while PostgreSQL is down.
             registry_cache.install(

@@ -1,0 +1,82 @@
+"""The Spark session of the ``spark`` profile, and whether a store runs on Spark.
+
+The session is built from the profile's ``offline_store.spark_conf`` (Feast's
+``SparkOfflineStoreConfig``: ``spark.master`` and the rest), with the settings
+parity's semantics rely on laid over it whatever the file says:
+
+- ``spark.sql.session.timeZone = UTC``: timestamps are UTC end to end, as in DuckDB;
+- ``spark.sql.caseSensitive = true``: ``Amount`` and ``amount`` are two columns, as
+  in Feast, Arrow and DuckDB;
+- ``spark.sql.parquet.outputTimestampType = TIMESTAMP_MICROS``: written timestamps
+  read back as ``timestamp[us, UTC]`` (not the legacy INT96);
+- Arrow for the Python functions that run on executors (on-demand views, scoring).
+
+Executors run Python: in local mode the driver's own interpreter
+(``PYSPARK_PYTHON`` defaults to it); on a cluster, an image with parity installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Any
+
+from framework.errors import ConfigError
+
+#: What parity sets on every session (see the module docstring).
+REQUIRED_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.caseSensitive": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+#: parity's defaults, which a profile's ``spark_conf`` may override: progress goes to
+#: :mod:`framework.spark.progress`, not Spark's console bar.
+DEFAULT_CONF = {"spark.master": "local[*]", "spark.ui.showConsoleProgress": "false"}
+INSTALL_HINT = "pip install 'parity[spark]' (PySpark) and a Java 17+ runtime"
+
+
+def require_pyspark() -> None:
+    """Fail with how to install it when PySpark or Java is missing."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"The spark profile needs PySpark: {INSTALL_HINT}.") from exc
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise ConfigError(
+            "The spark profile needs a Java runtime (17 or newer): none on PATH and "
+            "JAVA_HOME is unset; scripts/install-java installs one."
+        )
+
+
+def uses_spark(store: Any) -> bool:
+    """Whether ``store``'s offline store is Feast's Spark offline store."""
+    return getattr(store.config.offline_store, "type", None) == "spark"
+
+
+def session(store: Any) -> Any:
+    """The active Spark session, else one built from ``store``'s ``spark_conf``."""
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    conf = dict(getattr(store.config.offline_store, "spark_conf", None) or {})
+    active = SparkSession.getActiveSession()
+    if active is None:
+        builder = SparkSession.builder.appName("parity")
+        for key, value in {**DEFAULT_CONF, **conf}.items():
+            builder = builder.config(key, value)
+        for key, value in REQUIRED_CONF.items():
+            builder = builder.config(key, value)
+        try:
+            active = builder.getOrCreate()
+        except Exception as exc:  # py4j and Java start-up errors alike
+            raise ConfigError(
+                f"Could not start Spark ({' '.join(str(exc).split())[:300]}); {INSTALL_HINT}."
+            ) from exc
+        active.sparkContext.setLogLevel("ERROR")
+    for key, value in REQUIRED_CONF.items():  # an existing session: the SQL ones apply
+        active.conf.set(key, value)
+    return active
