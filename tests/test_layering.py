@@ -33,8 +33,17 @@ LAYERS: dict[str, set[str]] = {
     "framework.sample": _BASE | {"framework.duck"},
     "framework.features": _BASE | {"framework.duck", "framework.registry"},
     "framework.materialize": _BASE | {"framework.duck", "framework.features"},
+    # The offline work on Spark (the spark profile): its own engine beside DuckDB's.
+    "framework.spark": _BASE
+    | {"framework.duck", "framework.features", "framework.registry", "framework.materialize"},
     "framework.models": _BASE
-    | {"framework.duck", "framework.features", "framework.registry", "framework.logs"},
+    | {
+        "framework.duck",
+        "framework.features",
+        "framework.registry",
+        "framework.logs",
+        "framework.spark",
+    },
     "framework.monitoring": _BASE
     | {
         "framework.duck",
@@ -42,6 +51,7 @@ LAYERS: dict[str, set[str]] = {
         "framework.registry",
         "framework.logs",
         "framework.models",
+        "framework.spark",
     },
     "framework.loop": _BASE
     | {
@@ -51,6 +61,7 @@ LAYERS: dict[str, set[str]] = {
         "framework.logs",
         "framework.models",
         "framework.monitoring",
+        "framework.spark",
     },
     "serving.stubs": set(),
     "serving.log": {"framework"},

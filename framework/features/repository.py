@@ -152,6 +152,25 @@ def resolve_path(repo: Path, path: str | Path) -> Path:
     return Path(os.path.normpath(repo.resolve() / path))
 
 
+#: What the spark profile needs installed.
+SPARK_INSTALL_HINT = "pip install 'parity[spark]' (PySpark) and a Java 17+ runtime"
+
+
+def require_spark() -> None:
+    """Fail with how to install them when PySpark or Java is missing (the spark
+    profile's needs, checked before Feast imports its Spark offline store)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError(f"The spark profile needs PySpark: {SPARK_INSTALL_HINT}.")
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise ConfigError(
+            "The spark profile needs a Java runtime (17 or newer): none on PATH and "
+            "JAVA_HOME is unset; scripts/install-java installs one."
+        )
+
+
 def _check_repo(repo: Path, profile: Profile) -> Path:
     yaml_path = repo / profile.yaml_name
     if not repo.is_dir():
@@ -174,9 +193,7 @@ def load_store(repo: Path, profile: Profile = Profile.EMBEDDED) -> Any:
         for key, value in PRODUCTION_DEFAULTS.items():
             os.environ.setdefault(key, value)
     if profile is Profile.SPARK:
-        from framework.spark.session import require_pyspark
-
-        require_pyspark()
+        require_spark()
     try:
         config = load_repo_config(repo.resolve(), yaml_path.resolve())  # validate first
     except Exception as exc:  # Feast raises pydantic and YAML errors alike

@@ -7,5 +7,5 @@ and lineage (``lineage``), reference statistics (``reference_stats``), the compi
 scorer (``compiled``), explanations (``explain``) and batch scoring (``batch_score``).
 
 May import: ``framework.errors``, ``framework.duck``, ``framework.features``,
-``framework.registry``, ``framework.logs``, ``framework.progress``.
+``framework.registry``, ``framework.logs``, ``framework.spark``, ``framework.progress``.
 """

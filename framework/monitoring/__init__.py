@@ -8,5 +8,6 @@ HTML report (``report``) and Prometheus gauges (``prometheus``); and the one
 place it reads a version's manifest (``version_manifest``).
 
 May import: ``framework.errors``, ``framework.duck``, ``framework.features``,
-``framework.models``, ``framework.registry``, ``framework.logs``, ``framework.progress``.
+``framework.models``, ``framework.registry``, ``framework.logs``, ``framework.spark``,
+``framework.progress``.
 """

@@ -9,4 +9,7 @@ profile's ``spark_conf`` (:mod:`framework.spark.session`).
 
 PySpark is an optional extra (``pip install 'parity[spark]'``); nothing here is
 imported on the embedded default.
+
+May import: ``framework.errors``, ``framework.duck``, ``framework.features``,
+``framework.registry``, ``framework.materialize``, ``framework.progress``.
 """

@@ -18,11 +18,11 @@ Executors run Python: in local mode the driver's own interpreter
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from typing import Any
 
 from framework.errors import ConfigError
+from framework.features.repository import SPARK_INSTALL_HINT, require_spark
 
 #: What parity sets on every session (see the module docstring).
 REQUIRED_CONF = {
@@ -34,20 +34,6 @@ REQUIRED_CONF = {
 #: parity's defaults, which a profile's ``spark_conf`` may override: progress goes to
 #: :mod:`framework.spark.progress`, not Spark's console bar.
 DEFAULT_CONF = {"spark.master": "local[*]", "spark.ui.showConsoleProgress": "false"}
-INSTALL_HINT = "pip install 'parity[spark]' (PySpark) and a Java 17+ runtime"
-
-
-def require_pyspark() -> None:
-    """Fail with how to install it when PySpark or Java is missing."""
-    try:
-        import pyspark  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"The spark profile needs PySpark: {INSTALL_HINT}.") from exc
-    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-        raise ConfigError(
-            "The spark profile needs a Java runtime (17 or newer): none on PATH and "
-            "JAVA_HOME is unset; scripts/install-java installs one."
-        )
 
 
 def uses_spark(store: Any) -> bool:
@@ -57,7 +43,7 @@ def uses_spark(store: Any) -> bool:
 
 def session(store: Any) -> Any:
     """The active Spark session, else one built from ``store``'s ``spark_conf``."""
-    require_pyspark()
+    require_spark()
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -74,7 +60,7 @@ def session(store: Any) -> Any:
             active = builder.getOrCreate()
         except Exception as exc:  # py4j and Java start-up errors alike
             raise ConfigError(
-                f"Could not start Spark ({' '.join(str(exc).split())[:300]}); {INSTALL_HINT}."
+                f"Could not start Spark ({' '.join(str(exc).split())[:300]}); {SPARK_INSTALL_HINT}."
             ) from exc
         active.sparkContext.setLogLevel("ERROR")
     for key, value in REQUIRED_CONF.items():  # an existing session: the SQL ones apply
