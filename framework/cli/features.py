@@ -26,10 +26,12 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
     """Add ``training-set`` and ``apply`` to ``commands`` (argparse subparsers)."""
     ts = commands.add_parser(
         "training-set",
-        help="build a point-in-time-correct training set (DuckDB) to Parquet",
+        help="build a point-in-time-correct training set (DuckDB, or Spark) to Parquet",
         description="Join features to every row of an entity file as of each row's "
         "event_timestamp (latest feature row at or before it, within the view's TTL), "
-        "keeping every row in order, and write Parquet with a dataset fingerprint.",
+        "keeping every row in order, and write Parquet with a dataset fingerprint. On "
+        "the spark profile the join runs on Spark and OUT is a folder of Parquet parts "
+        "in row order (the fingerprint in its _parity_training_set.json).",
     )
     helpers["repo_args"](ts)
     which = ts.add_mutually_exclusive_group(required=True)
@@ -41,7 +43,9 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
         required=True,
         help="Parquet file: join keys, event_timestamp (or one timestamp column), request data",
     )
-    ts.add_argument("--out", type=Path, required=True, help="Parquet file to write")
+    ts.add_argument(
+        "--out", type=Path, required=True, help="Parquet file to write (spark: a folder)"
+    )
     ts.add_argument("--full-feature-names", action="store_true", help="name columns view__feature")
     helpers["duckdb_args"](ts)
     helpers["json_arg"](ts)
@@ -89,20 +93,34 @@ def _cmd_training_set(args: argparse.Namespace, helpers: Helpers) -> None:
     if args.entities.suffix.lower() not in (".parquet", ".pq") and not args.entities.is_dir():
         raise ConfigError(f"The '--entities' file must be Parquet. Got {args.entities}.")
     from framework.features.repository import open_store
+    from framework.spark.session import uses_spark
 
     t = time.perf_counter()
     with open_store(repo, args.profile) as store:
-        info = write_training_set(
-            store,
-            features,
-            args.entities,
-            args.out,
-            full_feature_names=args.full_feature_names,
-            memory_limit=args.memory_limit,
-            temp_directory=args.temp_dir,
-            threads=args.threads,
-            progress=for_stream(sys.stderr),
-        )
+        if uses_spark(store):
+            from framework.spark.training_set import write_training_set as on_spark
+
+            info = on_spark(
+                store,
+                features,
+                args.entities,
+                args.out,
+                full_feature_names=args.full_feature_names,
+                temp_directory=args.temp_dir,
+                progress=for_stream(sys.stderr),
+            )
+        else:
+            info = write_training_set(
+                store,
+                features,
+                args.entities,
+                args.out,
+                full_feature_names=args.full_feature_names,
+                memory_limit=args.memory_limit,
+                temp_directory=args.temp_dir,
+                threads=args.threads,
+                progress=for_stream(sys.stderr),
+            )
     seconds = round(time.perf_counter() - t, 2)
     payload = {"out": str(args.out), "seconds": seconds, **asdict(info)}
     helpers["emit"](

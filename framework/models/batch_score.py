@@ -10,6 +10,9 @@ the server uses. The version is refused, as the server refuses it, when its
 artifact fails its checksum or its pinned definitions no longer match the Feast
 registry.
 
+On the spark profile the work runs on Spark's executors and the output is a folder
+of Parquet parts in input order (:mod:`framework.models.spark_score`).
+
 The output Parquet holds the entity columns in input order, then ``score``,
 ``label`` (as the server's prediction log writes it: ``"0"``/``"1"``, empty for
 regression), ``confidence``, ``model_name`` and ``model_version``. Memory stays
@@ -42,6 +45,7 @@ from framework.models.spec import Task
 from framework.progress import Progress
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRef, ModelRegistry
+from framework.spark.session import uses_spark
 
 BATCH_ROWS = 65_536
 #: The task :func:`score_entities` reports its scored rows under.
@@ -112,9 +116,31 @@ def score_entities(
     )
     if not check.ok:
         raise ArtifactError(f"{ref} cannot score against this Feast registry: {check.detail}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if uses_spark(store):
+        from framework.models.spark_score import score_on_spark
+
+        artifact = (registry.version_dir(ref) / manifest.artifact.file, manifest.artifact.sha256)
+        rows, dataset = score_on_spark(
+            store,
+            (ref, fitted, manifest),
+            artifact,
+            entities,
+            out,
+            batch_rows=batch_rows,
+            temp_directory=temp_directory,
+            progress=progress,
+        )
+        return ScoreSummary(
+            model=str(ref),
+            feature_service=manifest.feature_service,
+            rows=rows,
+            out=str(out),
+            dataset_fingerprint=dataset,
+            seconds=round(time.perf_counter() - started, 3),
+        )
     entity_columns = pq.read_schema(entities).names
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     features = out.with_name(f".{out.name}.features.tmp")
     try:
         write_training_set(
@@ -165,7 +191,9 @@ def _score_file(
             for batch in joined.iter_batches(batch_size=batch_rows):
                 table = pa.Table.from_batches([batch])
                 scores = score(fitted, feature_frame(table, fields), task, threshold)
-                part = _output(table, entity_columns, scores, task, ref)
+                part = output_columns(
+                    table, entity_columns, scores, task, (ref.name, str(ref.version))
+                )
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
                 writer.write_table(part)
@@ -182,9 +210,15 @@ def _score_file(
     return rows
 
 
-def _output(
-    table: pa.Table, entity_columns: list[str], scores: Any, task: Task, ref: ModelRef
+def output_columns(
+    table: pa.Table,
+    entity_columns: list[str],
+    scores: Any,
+    task: Task,
+    model: tuple[str, str],
 ) -> pa.Table:
+    """The output rows of ``table``: its entity columns, then score, label, confidence,
+    model name and version (``model``)."""
     n = table.num_rows
     if task is Task.CLASSIFICATION:
         label = pa.array(scores.label.astype(np.int64).astype(str), pa.string())
@@ -196,7 +230,7 @@ def _output(
         score=pa.array(scores.score, pa.float64()),
         label=label,
         confidence=pa.array(confidence, pa.float64()),
-        model_name=pa.array([ref.name] * n, pa.string()),
-        model_version=pa.array([str(ref.version)] * n, pa.string()),
+        model_name=pa.array([model[0]] * n, pa.string()),
+        model_version=pa.array([model[1]] * n, pa.string()),
     )
     return pa.table(columns)

@@ -27,6 +27,8 @@ binary (0/1, true/false) is refused, naming the values seen.
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +81,7 @@ from framework.registry.model_registry import (
     default_actor,
     now,
 )
+from framework.spark.session import uses_spark
 
 
 @dataclass
@@ -251,6 +254,19 @@ def _training_table(
     if entities.num_rows == 0:
         raise DataError(f"No labelled events in the training window {window}.")
     check_labels(entities, spec.labels.column, spec.task)
+    if not isinstance(source, str | os.PathLike) and uses_spark(source):
+        # The spark profile: the join runs on Spark, written as Parquet parts in the
+        # state folder (shared storage on a cluster) and read back part by part.
+        from framework.spark import training_set as spark_training_set
+
+        state = data_dir(repo)
+        state.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=state, prefix=".training-set-") as tmp:
+            out = Path(tmp) / "training_set"
+            spark_training_set.write_training_set(
+                source, spec.feature_service, entities, out, ages=True
+            )
+            return spark_training_set.read_table(out), window
     return build_training_set(source, spec.feature_service, entities), window
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -44,31 +45,44 @@ def watched(spark: Any, progress: Progress, description: str) -> Iterator[None]:
 
 
 def _watch(tracker: Any, group: str, progress: Progress, stop: threading.Event) -> None:
-    reported: dict[int, int] = {}  # stage -> tasks told as done
-    current: int | None = None
+    told: dict[int, int] = {}  # job -> tasks told as done
+    open_job: int | None = None
+    began: dict[int, tuple[float, int]] = {}  # job -> (monotonic start, tasks)
+
+    def close(job: int) -> None:
+        # Spark's counts can trail a job's end by a moment; the job is done, say so.
+        t, tasks = began[job]
+        progress.finish(
+            f"spark job {job}",
+            f"spark job {job}: {tasks:,} tasks done in {time.monotonic() - t:.2f}s",
+        )
 
     def poll() -> None:
-        nonlocal current
-        for job in tracker.getJobIdsForGroup(group) or []:
+        nonlocal open_job
+        for job in sorted(tracker.getJobIdsForGroup(group) or []):
             info = tracker.getJobInfo(job)
-            for stage in sorted(info.stageIds if info else []):
-                s = tracker.getStageInfo(stage)
-                if s is None or s.numTasks == 0:
+            if info is None:
+                continue
+            stages = [tracker.getStageInfo(s) for s in info.stageIds]
+            total = sum(s.numTasks for s in stages if s is not None)
+            done = sum(s.numCompletedTasks for s in stages if s is not None)
+            if job not in told:
+                if info.status != "RUNNING":
+                    told[job] = -1  # over between two polls: too quick to be worth a line
                     continue
-                if stage not in reported:
-                    if current is not None:
-                        progress.finish(f"spark stage {current}")
-                    current = stage
-                    reported[stage] = 0
-                    progress.start(f"spark stage {stage}", s.numTasks, "tasks", s.name)
-                if stage == current and s.numCompletedTasks > reported[stage]:
-                    progress.advance(f"spark stage {stage}", s.numCompletedTasks - reported[stage])
-                    reported[stage] = s.numCompletedTasks
+                if open_job is not None:
+                    close(open_job)
+                open_job, told[job] = job, 0
+                began[job] = (time.monotonic(), total)
+                progress.start(f"spark job {job}", total, "tasks", f"{len(stages)} stages,")
+            if job == open_job and done > told[job]:
+                progress.advance(f"spark job {job}", done - told[job])
+                told[job] = done
 
     while not stop.wait(POLL_SECONDS):
         with contextlib.suppress(Exception):  # the tracker is advisory; never fail a job
             poll()
     with contextlib.suppress(Exception):
         poll()
-    if current is not None:
-        progress.finish(f"spark stage {current}")
+    if open_job is not None:
+        close(open_job)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from framework.errors import ConfigError
@@ -36,6 +37,22 @@ REQUIRED_CONF = {
 DEFAULT_CONF = {"spark.master": "local[*]", "spark.ui.showConsoleProgress": "false"}
 
 
+#: Spark's log settings for the driver JVM: warnings and errors of Spark's own, not its
+#: INFO lines or the start-up banner (parity reports progress itself).
+LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+def quiet_start() -> None:
+    """Start the driver JVM with :data:`LOG4J` (unless the caller set its own
+    options) and, in local mode, on the loopback address (else Spark warns that the
+    host name resolves to it and picks another interface)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    if "log4j" not in args:
+        options = f"--driver-java-options -Dlog4j.configurationFile=file:{LOG4J}"
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"{options} {args or 'pyspark-shell'}".strip()
+
+
 def uses_spark(store: Any) -> bool:
     """Whether ``store``'s offline store is Feast's Spark offline store."""
     return getattr(store.config.offline_store, "type", None) == "spark"
@@ -48,6 +65,7 @@ def session(store: Any) -> Any:
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    quiet_start()
     conf = dict(getattr(store.config.offline_store, "spark_conf", None) or {})
     active = SparkSession.getActiveSession()
     if active is None:

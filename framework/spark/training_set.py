@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,76 @@ BATCH_ROWS = 65_536
 ENGINE = "spark"
 
 
+@dataclass
+class Joined:
+    """The point-in-time join as a Spark DataFrame (not yet run), ordered by the row
+    index it still carries (:data:`ROW`), and what its info is made of."""
+
+    frame: Any
+    plan: JoinPlan
+    timestamp: str
+    entity_columns: list[str]
+    rows: int
+    entity_digest: str
+    definitions: str
+    sources: list[dict[str, Any]]
+    age_columns: list[str]
+
+    def info(self, full_feature_names: bool, ages: dict[str, Any] | None) -> TrainingSetInfo:
+        return TrainingSetInfo(
+            fingerprint=fingerprint(self.definitions, self.entity_digest, self.sources),
+            engine=ENGINE,
+            engine_reason="the spark profile: parity's point-in-time join on Spark",
+            feature_service=self.plan.service_name,
+            features=self.plan.refs,
+            full_feature_names=full_feature_names,
+            timestamp_column=self.timestamp,
+            entity_rows=self.rows,
+            entity_digest=self.entity_digest,
+            definitions_digest=self.definitions,
+            sources=self.sources,
+            ages=ages,
+        )
+
+
+def join(
+    store: Any,
+    features: str | Sequence[str] | Any,
+    entity_df: Any,
+    work: Path,
+    *,
+    full_feature_names: bool = False,
+    ages: bool = False,
+) -> Joined:
+    """Plan the join of ``entity_df`` on Spark; the normalised entity frame is staged in
+    ``work`` (storage the executors read), which must outlive the frame's use."""
+    spark = session(store)
+    plan = join_plan(store, features, full_feature_names)
+    repo_path = Path(store.repo_path)
+    entity_file, columns, timestamp, rows, digest = _stage_entities(plan, entity_df, work)
+    for view in plan.views:
+        sources.identify(view, repo_path)
+    plan.groups = group_views(plan.views)
+    frame, age_columns = _join(spark, plan, entity_file, columns, timestamp, repo_path)
+    if not ages:
+        frame = frame.drop(*age_columns)
+        age_columns = []
+    frame = _on_demand(frame, plan, full_feature_names).orderBy(ROW)
+    return Joined(
+        frame=frame,
+        plan=plan,
+        timestamp=timestamp,
+        entity_columns=columns,
+        rows=rows,
+        entity_digest=digest,
+        definitions=definitions_digest(
+            [store.get_feature_view(v.name) for v in plan.views], plan.odfvs, plan.refs
+        ),
+        sources=source_identities(sources.sources_of(plan.views)),
+        age_columns=age_columns,
+    )
+
+
 def write_training_set(
     repo: Any,
     features: str | Sequence[str] | Any,
@@ -91,9 +162,6 @@ def write_training_set(
     """
     progress = progress or Progress()
     store = open_repo(repo)
-    spark = session(store)
-    plan = join_plan(store, features, full_feature_names)
-    repo_path = Path(store.repo_path)
     out = Path(out)
     work = Path(temp_directory or out.parent) / f".{out.name}.spark.tmp"
     tmp = out.with_name(f".{out.name}.tmp")
@@ -101,47 +169,31 @@ def write_training_set(
     shutil.rmtree(tmp, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        entity_file, columns, timestamp, rows, digest = _stage_entities(plan, entity_df, work)
-        for view in plan.views:
-            sources.identify(view, repo_path)
-        plan.groups = group_views(plan.views)
-        joined, age_columns = _join(spark, plan, entity_file, columns, timestamp, repo_path)
-        if not ages:
-            joined = joined.drop(*age_columns)
-        joined = _on_demand(joined, plan, full_feature_names)
+        joined = join(
+            store, features, entity_df, work, full_feature_names=full_feature_names, ages=ages
+        )
+        spark = session(store)
         with watched(spark, progress, f"parity training set -> {out}"):
-            joined.orderBy(ROW).drop(ROW).write.parquet(str(tmp))
-        measured = _ages(spark, tmp, plan, age_columns) if ages else None
-        definitions = definitions_digest(
-            [store.get_feature_view(v.name) for v in plan.views], plan.odfvs, plan.refs
-        )
-        identities = source_identities(sources.sources_of(plan.views))
-        info = TrainingSetInfo(
-            fingerprint=fingerprint(definitions, digest, identities),
-            engine=ENGINE,
-            engine_reason="the spark profile: parity's point-in-time join on Spark",
-            feature_service=plan.service_name,
-            features=plan.refs,
-            full_feature_names=full_feature_names,
-            timestamp_column=timestamp,
-            entity_rows=rows,
-            entity_digest=digest,
-            definitions_digest=definitions,
-            sources=identities,
-            ages=measured,
-        )
+            joined.frame.drop(ROW).write.parquet(str(tmp))
+        measured = _ages(spark, tmp, joined.plan) if ages else None
+        info = joined.info(full_feature_names, measured)
         (tmp / INFO_FILE).write_text(info.to_json())
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        tmp.replace(out)
+        replace(tmp, out)
         return info
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def replace(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` where ``out`` is (a file or folder there goes)."""
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    tmp.replace(out)
 
 
 def _stage_entities(
@@ -327,9 +379,7 @@ class _OnDemandTask:
             yield from table.select(self.names).to_batches()
 
 
-def _ages(
-    spark: Any, written: Path, plan: JoinPlan, age_columns: list[str]
-) -> dict[str, dict[str, Any]]:
+def _ages(spark: Any, written: Path, plan: JoinPlan) -> dict[str, dict[str, Any]]:
     """Per feature with a source row: rows with a value, exact percentiles (linear, as
     DuckDB's ``quantile_cont``) and maximum of its age in seconds, read back from the
     written parts (only the age and value columns are read)."""
