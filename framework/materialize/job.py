@@ -62,7 +62,7 @@ class ViewResult:
     view: str
     start: str
     end: str
-    engine: str  # "parity" or "feast"
+    engine: str  # "parity" (DuckDB), "spark" (framework.spark.materialize) or "feast"
     engine_reason: str
     entities: int  # latest rows in the interval, one per entity key
     written: int
@@ -76,10 +76,11 @@ class ViewResult:
 
     def describe(self) -> str:
         """One line: what was written, how fast, by which engine."""
-        detail = f"{self.entities:,} entities" if self.engine == "parity" else self.engine_reason
+        ours = self.engine != "feast"
+        detail = f"{self.entities:,} entities" if ours else self.engine_reason
         if self.skipped:
             detail += f" ({self.written:,} written, {self.skipped:,} already up to date)"
-        rate = f", {rate_text(self.rate)}" if self.engine == "parity" and self.seconds else ""
+        rate = f", {rate_text(self.rate)}" if ours and self.seconds else ""
         return f"{self.view}: {detail} in {self.seconds:.2f}s{rate} [{self.engine}]"
 
 
