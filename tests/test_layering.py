@@ -31,8 +31,14 @@ LAYERS: dict[str, set[str]] = {
     "framework.registry": _BASE,
     "framework.logs": _BASE | {"framework.duck"},
     "framework.sample": _BASE | {"framework.duck"},
-    "framework.features": _BASE | {"framework.duck", "framework.registry"},
+    # framework.spark.session: opening the spark profile checks for PySpark and Java there
+    # first (a leaf module: it imports only framework.errors).
+    "framework.features": _BASE
+    | {"framework.duck", "framework.registry", "framework.spark.session"},
     "framework.materialize": _BASE | {"framework.duck", "framework.features"},
+    # The spark profile's offline half: training sets, materialisation (writing with
+    # framework.materialize's encoder and writers on the executors).
+    "framework.spark": _BASE | {"framework.duck", "framework.features", "framework.materialize"},
     "framework.models": _BASE
     | {"framework.duck", "framework.features", "framework.registry", "framework.logs"},
     "framework.monitoring": _BASE

@@ -103,7 +103,7 @@ class MaterializeSummary:
 
 
 @dataclass
-class _Job:
+class Job:
     """One view to materialise: the Feast view, its interval, and how."""
 
     fv: Any
@@ -118,7 +118,7 @@ class _Job:
 # ------------------------------------------------------------------- planning
 
 
-def _views(store: Any, names: Sequence[str] | None) -> list[Any]:
+def select_views(store: Any, names: Sequence[str] | None) -> list[Any]:
     """The feature views to materialise: the named ones, else every online view."""
     from feast import FeatureView
 
@@ -173,12 +173,12 @@ def _plan(
     start: datetime | None,
     end: datetime,
     incremental: bool,
-) -> list[_Job]:
+) -> list[Job]:
     from feast import FeatureView
 
     jobs = []
     for fv in views:
-        job = _Job(fv, interval(fv, start, end, incremental), end, "feast", "")
+        job = Job(fv, interval(fv, start, end, incremental), end, "feast", "")
         if writer is None:
             job.reason = no_writer
         elif type(fv) is not FeatureView:
@@ -222,7 +222,7 @@ def _plan(
 
 def _materialize_view(
     con: Any,
-    job: _Job,
+    job: Job,
     index: int,
     writer: OnlineWriter,
     batch_rows: int,
@@ -268,7 +268,7 @@ def _materialize_view(
     )
 
 
-def _feast_materialize(store: Any, job: _Job) -> ViewResult:
+def feast_materialize(store: Any, job: Job) -> ViewResult:
     """Feast's own materialize for one view (it records the interval itself)."""
     started = time.perf_counter()
     try:
@@ -337,11 +337,11 @@ def materialize(
     ...     summary = materialize(store, incremental=True)
     """
     started = time.perf_counter()
-    start, end = _interval_asked(start, end or now or datetime.now(UTC), incremental)
+    start, end = interval_asked(start, end or now or datetime.now(UTC), incremental)
     if batch_rows < 1:
         raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
     progress = progress or Progress()
-    selected = _views(store, views)
+    selected = select_views(store, views)
     writer, no_writer = open_writer(store)
     summary = MaterializeSummary(
         online_store=writer.describe() if writer else str(store.config.online_store.type),
@@ -365,7 +365,7 @@ def materialize(
     return summary
 
 
-def _interval_asked(
+def interval_asked(
     start: datetime | None, end: datetime, incremental: bool
 ) -> tuple[datetime | None, datetime]:
     """``start`` and ``end`` in UTC, or :class:`ConfigError` when they do not fit together."""
@@ -387,7 +387,7 @@ def _run(
     con: Any,
     store: Any,
     writer: OnlineWriter | None,
-    jobs: list[_Job],
+    jobs: list[Job],
     batch_rows: int,
     progress: Progress,
     summary: MaterializeSummary,
@@ -400,14 +400,14 @@ def _run(
         if job.engine == "parity":
             assert writer is not None
             result = _materialize_view(con, job, index, writer, batch_rows, progress)
-            _record(store, writer, job, result)
+            record_interval(store, writer, job, result)
         else:
-            result = _feast_materialize(store, job)
+            result = feast_materialize(store, job)
         summary.views.append(result)
         progress.finish(result.view, result.describe())
 
 
-def _record(store: Any, writer: OnlineWriter, job: _Job, result: ViewResult) -> None:
+def record_interval(store: Any, writer: OnlineWriter, job: Job, result: ViewResult) -> None:
     """After the view's last batch: its freshness, then the interval (the watermark)."""
     previous = writer.read_state().get(job.fv.name, {}).get("newest_event")
     newest = result.newest_event

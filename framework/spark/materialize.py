@@ -53,14 +53,14 @@ from framework.errors import ConfigError, FeatureStoreError
 from framework.features.repository import Profile
 from framework.features.view_sources import View
 from framework.materialize.job import (
+    Job,
     MaterializeSummary,
     ViewResult,
-    _feast_materialize,
-    _interval_asked,
-    _Job,
-    _record,
-    _views,
+    feast_materialize,
     interval,
+    interval_asked,
+    record_interval,
+    select_views,
 )
 from framework.materialize.online_encoding import value_type_name
 from framework.materialize.online_write import open_writer
@@ -80,7 +80,7 @@ ENGINE = "spark"
 class _SparkJob:
     """One view for the executors: the planned job and how Spark reads its source."""
 
-    job: _Job
+    job: Job
     view: View
 
 
@@ -92,13 +92,13 @@ def _plan(
     start: datetime | None,
     end: datetime,
     incremental: bool,
-) -> list[_Job | _SparkJob]:
+) -> list[Job | _SparkJob]:
     """Per view: Spark's executors, or Feast with the reason."""
     from feast import FeatureView
 
-    planned: list[_Job | _SparkJob] = []
+    planned: list[Job | _SparkJob] = []
     for fv in views:
-        job = _Job(fv, interval(fv, start, end, incremental), end, "feast", "")
+        job = Job(fv, interval(fv, start, end, incremental), end, "feast", "")
         if writer is None:
             job.reason = no_writer
         elif writer.kind != "redis":
@@ -293,14 +293,14 @@ def materialize(
     ...     summary = materialize(store, incremental=True)
     """
     started = time.perf_counter()
-    start, end = _interval_asked(start, end or now or datetime.now(UTC), incremental)
+    start, end = interval_asked(start, end or now or datetime.now(UTC), incremental)
     if batch_rows < 1:
         raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
     progress = progress or Progress()
     yaml_path = Path(yaml_path or Path(store.repo_path) / Profile.SPARK.yaml_name)
     if not yaml_path.is_file():
         raise ConfigError(f"The profile file {yaml_path} does not exist.")
-    selected = _views(store, views)
+    selected = select_views(store, views)
     writer, no_writer = open_writer(store)
     summary = MaterializeSummary(
         online_store=writer.describe() if writer else str(store.config.online_store.type),
@@ -320,9 +320,9 @@ def materialize(
                 assert writer is not None and spark is not None
                 with _arrow_batch_rows(spark, batch_rows):
                     result = _materialize_view(spark, store, yaml_path, item, partitions, progress)
-                _record(store, writer, item.job, result)
+                record_interval(store, writer, item.job, result)
             else:
-                result = _feast_materialize(store, item)
+                result = feast_materialize(store, item)
             summary.views.append(result)
             progress.finish(result.view, result.describe())
     finally:
