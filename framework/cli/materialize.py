@@ -28,7 +28,8 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
         "in [--start, --end] (both inclusive) to the online store (SQLite or Redis), exactly as "
         "Feast's materialize writes it, and record the interval in the Feast registry once the "
         "view is fully written. Safe to interrupt and run again. --incremental starts each view "
-        "where its last recorded interval ended.",
+        "where its last recorded interval ended. A profile whose offline store is Spark (--profile "
+        "spark) computes and writes on Spark's executors.",
     )
     helpers["repo_args"](mat)
     when = mat.add_mutually_exclusive_group()
