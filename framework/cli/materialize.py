@@ -28,7 +28,8 @@ def register(commands: Any, helpers: Helpers) -> dict[tuple[str, str | None], Ha
         "in [--start, --end] (both inclusive) to the online store (SQLite or Redis), exactly as "
         "Feast's materialize writes it, and record the interval in the Feast registry once the "
         "view is fully written. Safe to interrupt and run again. --incremental starts each view "
-        "where its last recorded interval ended.",
+        "where its last recorded interval ended. A profile whose offline store is Spark (--profile "
+        "spark) computes and writes on Spark's executors.",
     )
     helpers["repo_args"](mat)
     when = mat.add_mutually_exclusive_group()
@@ -63,6 +64,7 @@ def _cmd_materialize(args: argparse.Namespace, helpers: Helpers) -> None:
     from framework.materialize.freshness import status
     from framework.materialize.job import materialize
     from framework.progress import for_stream
+    from framework.spark.session import uses_spark
 
     repo = args.repo or default_repo()
     views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
@@ -71,18 +73,32 @@ def _cmd_materialize(args: argparse.Namespace, helpers: Helpers) -> None:
             rows = [r for r in status(store) if not views or r.view in views]
             helpers["emit"](args, {"views": [asdict(r) for r in rows]}, _status_text(rows))
             return
-        summary = materialize(
-            store,
-            start=args.start,
-            end=args.end,
-            incremental=args.incremental,
-            views=views,
-            batch_rows=args.batch_size,
-            progress=for_stream(sys.stderr),
-            memory_limit=args.memory_limit,
-            temp_directory=args.temp_dir,
-            threads=args.threads,
-        )
+        if uses_spark(store):  # the profile's offline store is Spark: so is the job
+            from framework.spark.materialize import materialize as on_spark
+
+            summary = on_spark(
+                store,
+                start=args.start,
+                end=args.end,
+                incremental=args.incremental,
+                views=views,
+                batch_rows=args.batch_size,
+                progress=for_stream(sys.stderr),
+                yaml_path=repo / args.profile.yaml_name,
+            )
+        else:
+            summary = materialize(
+                store,
+                start=args.start,
+                end=args.end,
+                incremental=args.incremental,
+                views=views,
+                batch_rows=args.batch_size,
+                progress=for_stream(sys.stderr),
+                memory_limit=args.memory_limit,
+                temp_directory=args.temp_dir,
+                threads=args.threads,
+            )
     rate = summary.entities / summary.seconds if summary.seconds else 0.0
     helpers["emit"](
         args,

@@ -62,7 +62,7 @@ class ViewResult:
     view: str
     start: str
     end: str
-    engine: str  # "parity" or "feast"
+    engine: str  # "parity" (DuckDB), "spark" (framework.spark.materialize) or "feast"
     engine_reason: str
     entities: int  # latest rows in the interval, one per entity key
     written: int
@@ -76,10 +76,11 @@ class ViewResult:
 
     def describe(self) -> str:
         """One line: what was written, how fast, by which engine."""
-        detail = f"{self.entities:,} entities" if self.engine == "parity" else self.engine_reason
+        ours = self.engine != "feast"
+        detail = f"{self.entities:,} entities" if ours else self.engine_reason
         if self.skipped:
             detail += f" ({self.written:,} written, {self.skipped:,} already up to date)"
-        rate = f", {rate_text(self.rate)}" if self.engine == "parity" and self.seconds else ""
+        rate = f", {rate_text(self.rate)}" if ours and self.seconds else ""
         return f"{self.view}: {detail} in {self.seconds:.2f}s{rate} [{self.engine}]"
 
 
@@ -102,7 +103,7 @@ class MaterializeSummary:
 
 
 @dataclass
-class _Job:
+class Job:
     """One view to materialise: the Feast view, its interval, and how."""
 
     fv: Any
@@ -117,7 +118,7 @@ class _Job:
 # ------------------------------------------------------------------- planning
 
 
-def _views(store: Any, names: Sequence[str] | None) -> list[Any]:
+def select_views(store: Any, names: Sequence[str] | None) -> list[Any]:
     """The feature views to materialise: the named ones, else every online view."""
     from feast import FeatureView
 
@@ -172,12 +173,12 @@ def _plan(
     start: datetime | None,
     end: datetime,
     incremental: bool,
-) -> list[_Job]:
+) -> list[Job]:
     from feast import FeatureView
 
     jobs = []
     for fv in views:
-        job = _Job(fv, interval(fv, start, end, incremental), end, "feast", "")
+        job = Job(fv, interval(fv, start, end, incremental), end, "feast", "")
         if writer is None:
             job.reason = no_writer
         elif type(fv) is not FeatureView:
@@ -221,7 +222,7 @@ def _plan(
 
 def _materialize_view(
     con: Any,
-    job: _Job,
+    job: Job,
     index: int,
     writer: OnlineWriter,
     batch_rows: int,
@@ -267,7 +268,7 @@ def _materialize_view(
     )
 
 
-def _feast_materialize(store: Any, job: _Job) -> ViewResult:
+def feast_materialize(store: Any, job: Job) -> ViewResult:
     """Feast's own materialize for one view (it records the interval itself)."""
     started = time.perf_counter()
     try:
@@ -336,11 +337,11 @@ def materialize(
     ...     summary = materialize(store, incremental=True)
     """
     started = time.perf_counter()
-    start, end = _interval_asked(start, end or now or datetime.now(UTC), incremental)
+    start, end = interval_asked(start, end or now or datetime.now(UTC), incremental)
     if batch_rows < 1:
         raise ConfigError(f"The batch size must be at least 1. Got {batch_rows}.")
     progress = progress or Progress()
-    selected = _views(store, views)
+    selected = select_views(store, views)
     writer, no_writer = open_writer(store)
     summary = MaterializeSummary(
         online_store=writer.describe() if writer else str(store.config.online_store.type),
@@ -364,7 +365,7 @@ def materialize(
     return summary
 
 
-def _interval_asked(
+def interval_asked(
     start: datetime | None, end: datetime, incremental: bool
 ) -> tuple[datetime | None, datetime]:
     """``start`` and ``end`` in UTC, or :class:`ConfigError` when they do not fit together."""
@@ -386,7 +387,7 @@ def _run(
     con: Any,
     store: Any,
     writer: OnlineWriter | None,
-    jobs: list[_Job],
+    jobs: list[Job],
     batch_rows: int,
     progress: Progress,
     summary: MaterializeSummary,
@@ -399,14 +400,14 @@ def _run(
         if job.engine == "parity":
             assert writer is not None
             result = _materialize_view(con, job, index, writer, batch_rows, progress)
-            _record(store, writer, job, result)
+            record_interval(store, writer, job, result)
         else:
-            result = _feast_materialize(store, job)
+            result = feast_materialize(store, job)
         summary.views.append(result)
         progress.finish(result.view, result.describe())
 
 
-def _record(store: Any, writer: OnlineWriter, job: _Job, result: ViewResult) -> None:
+def record_interval(store: Any, writer: OnlineWriter, job: Job, result: ViewResult) -> None:
     """After the view's last batch: its freshness, then the interval (the watermark)."""
     previous = writer.read_state().get(job.fv.name, {}).get("newest_event")
     newest = result.newest_event
