@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,7 +40,7 @@ from framework.features.training_file import read_info
 from framework.features.training_set import write_training_set
 from framework.models.estimator import feature_frame, score
 from framework.models.manifest import Manifest
-from framework.models.spec import Task
+from framework.models.score_rows import output_columns
 from framework.progress import Progress
 from framework.registry.artifact import ArtifactError
 from framework.registry.model_registry import ModelRef, ModelRegistry
@@ -208,29 +207,3 @@ def _score_file(
         tmp.unlink(missing_ok=True)
         raise
     return rows
-
-
-def output_columns(
-    table: pa.Table,
-    entity_columns: list[str],
-    scores: Any,
-    task: Task,
-    model: tuple[str, str],
-) -> pa.Table:
-    """The output rows of ``table``: its entity columns, then score, label, confidence,
-    model name and version (``model``)."""
-    n = table.num_rows
-    if task is Task.CLASSIFICATION:
-        label = pa.array(scores.label.astype(np.int64).astype(str), pa.string())
-    else:
-        label = pa.array([""] * n, pa.string())
-    confidence = np.where(np.isnan(scores.confidence), 0.0, scores.confidence)
-    columns = {c: table.column(c) for c in entity_columns}
-    columns.update(
-        score=pa.array(scores.score, pa.float64()),
-        label=label,
-        confidence=pa.array(confidence, pa.float64()),
-        model_name=pa.array([model[0]] * n, pa.string()),
-        model_version=pa.array([model[1]] * n, pa.string()),
-    )
-    return pa.table(columns)

@@ -123,8 +123,8 @@ class _ScoreTask:
         return _MODELS[sha]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from framework.models.batch_score import output_columns
         from framework.models.estimator import feature_frame, score
+        from framework.models.score_rows import output_columns
 
         fitted = self._fitted()
         for batch in batches:

@@ -29,11 +29,8 @@ timestamp[ns] to timestamp[us, tz=UTC] would lose data").
 
 from __future__ import annotations
 
-import contextlib
-import math
 import tempfile
-from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +42,31 @@ from hypothesis import HealthCheck, assume, event, given, settings
 
 from framework.errors import DataError
 from framework.features import repository
-from framework.features.repository import close_store
 from framework.features.training_set import build_training_set, write_training_set
 from tests.strategies import (
     BASE,
     DAY,
     SECOND,
-    TS_ENTITIES,
     EntityRow,
     FeatureRow,
     TrainingCase,
     ViewSpec,
     training_cases,
 )
-from tests.support.workspaces import Workspace, embedded_store
+from tests.support.training_sets import (
+    ROW_IDX,
+    as_columns,
+    assert_same_columns,
+    assert_same_table,
+    generated_store,
+    parity_entity_df,
+    same,
+    sample_entity_frame,
+)
+from tests.support.workspaces import Workspace
 
 pytestmark = pytest.mark.integration
 
-ROW_IDX = "row_idx"
 
 # Each Feast example applies a registry and runs a query (~0.3 s): keep them few.
 FEAST_SETTINGS = settings(
@@ -81,58 +85,6 @@ LOCAL_SETTINGS = settings(
 
 
 # ------------------------------------------------------------------ comparison
-
-
-def _values(column: pa.ChunkedArray) -> list[Any]:
-    """Python values; timestamps as integer microseconds of the UTC instant (naive = UTC)."""
-    if pa.types.is_timestamp(column.type):
-        # A safe cast: anything below a microsecond would raise, not round.
-        column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    return column.to_pylist()
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, float) or isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return bool(a == b)
-
-
-def assert_same_columns(
-    actual: dict[str, list[Any]], expected: dict[str, list[Any]], what: str
-) -> None:
-    """Same column names in the same order, then equal values column by column."""
-    assert list(actual) == list(expected), f"{what}: column names or order differ"
-    for name in expected:
-        got, want = actual[name], expected[name]
-        assert len(got) == len(want), (
-            f"{what}: column {name!r} has {len(got)} rows, not {len(want)}"
-        )
-        bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if not _same(g, w)]
-        assert not bad, (
-            f"{what}: column {name!r} differs in {len(bad)} row(s), first at row {bad[0]}: "
-            f"got {got[bad[0]]!r}, expected {want[bad[0]]!r}"
-        )
-
-
-def as_columns(table: pa.Table) -> dict[str, list[Any]]:
-    return {name: _values(table.column(name)) for name in table.column_names}
-
-
-def assert_same_table(actual: pa.Table, expected: pa.Table, what: str) -> None:
-    """Names, order, Arrow types (time zones aside) and values of two tables."""
-
-    def kind(t: pa.DataType) -> pa.DataType:
-        return pa.timestamp(t.unit) if pa.types.is_timestamp(t) else t
-
-    assert actual.column_names == expected.column_names, f"{what}: column names or order differ"
-    assert [kind(f.type) for f in actual.schema] == [kind(f.type) for f in expected.schema], (
-        f"{what}: column types differ:\n{actual.schema}\nvs\n{expected.schema}"
-    )
-    assert_same_columns(as_columns(actual), as_columns(expected), what)
 
 
 def feast_training_set(
@@ -172,52 +124,6 @@ SAMPLE_REFS = [
 ]
 
 
-def sample_entity_frame(data: Path) -> pd.DataFrame:
-    """Every sample transaction, plus shifted copies: before any feature row, far in the
-    future, exactly on and 1 µs past the 1 h / 24 h / 7 d TTLs, past the 2 d merchant
-    TTL, for unknown users; some rows twice; all shuffled (the index is left shuffled)."""
-    tx = pd.read_parquet(data / "raw" / "transactions.parquet")
-    base = pd.DataFrame(
-        {
-            "user_id": tx["user_id"].astype("int64"),
-            "merchant_id": tx["merchant_id"].astype("int64"),
-            "amount": tx["amount"].astype("float64"),
-            "hour_of_day": tx["transaction_timestamp"].dt.hour.astype("int64"),
-            "event_timestamp": tx["transaction_timestamp"],
-        }
-    )
-
-    def shifted(start: int, delta: pd.Timedelta, n: int = 60) -> pd.DataFrame:
-        part = base.iloc[start : start + n].copy()
-        part["event_timestamp"] = part["event_timestamp"] + delta
-        return part
-
-    us = pd.Timedelta(microseconds=1)
-    parts = [
-        base,
-        shifted(0, -pd.Timedelta(days=3_650)),  # before every feature row (2016)
-        shifted(100, pd.Timedelta(days=36_500)),  # far in the future (2126)
-        shifted(200, pd.Timedelta(hours=1)),  # exactly on the 1 h TTL
-        shifted(300, pd.Timedelta(hours=1) + us),
-        shifted(400, pd.Timedelta(hours=24)),
-        shifted(500, pd.Timedelta(hours=24) + us),
-        shifted(600, pd.Timedelta(days=3)),  # past the merchant snapshots' 2 d TTL
-        shifted(700, pd.Timedelta(days=7)),
-        shifted(800, pd.Timedelta(days=7) + us),
-        shifted(900, pd.Timedelta(days=8)),
-        shifted(1_000, -us),
-        base.iloc[1_100:1_200],  # duplicated rows
-        base.iloc[1_150:1_160],  # ... some three times
-    ]
-    unknown = base.iloc[1_300:1_320].copy()
-    unknown["user_id"] = 10**9
-    unknown["merchant_id"] = 10**9
-    parts.append(unknown)
-    df = pd.concat(parts).sample(frac=1.0, random_state=20260101)
-    df[ROW_IDX] = range(len(df))
-    return df
-
-
 @pytest.mark.parametrize(
     ("features", "full_feature_names"),
     [
@@ -251,61 +157,6 @@ def test_sample_repository_matches_feast(
 
 
 # ----------------------------------------------------- generated repositories
-
-
-def _feast_objects(case: TrainingCase, directory: Path) -> list[Any]:
-    """Write each view's Parquet source; return the Feast definitions to apply."""
-    from feast import Entity, FeatureView, Field, FileSource
-    from feast.types import Float64, Int64, String
-    from feast.value_type import ValueType
-
-    entities = {
-        key: Entity(name=name, join_keys=[key], value_type=ValueType.INT64)
-        for key, name in TS_ENTITIES.items()
-    }
-    objects: list[Any] = []
-    used: set[str] = set()
-    for view in case.views:
-        path = directory / f"{view.name}.parquet"
-        pq.write_table(view.table(), path)
-        source = FileSource(
-            name=f"{view.name}_source",
-            path=str(path),
-            timestamp_field=view.timestamp_field,
-            created_timestamp_column=view.created_field or "",
-        )
-        kinds = (Int64, Int64, Float64, String)
-        objects += [
-            source,
-            FeatureView(
-                name=view.name,
-                entities=[entities[k] for k in view.keys],
-                ttl=None if view.ttl is None else timedelta(microseconds=view.ttl),
-                schema=[Field(name=k, dtype=Int64) for k in view.keys]
-                + [Field(name=f, dtype=t) for f, t in zip(view.features, kinds, strict=True)],
-                source=source,
-            ),
-        ]
-        used.update(view.keys)
-    return [entities[k] for k in TS_ENTITIES if k in used] + objects
-
-
-@contextlib.contextmanager
-def generated_store(case: TrainingCase) -> Iterator[Any]:
-    """A fresh Feast repository for ``case`` in its own temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="parity-prop-") as tmp:
-        directory = Path(tmp)
-        store = embedded_store(directory, "prop")
-        try:
-            store.apply(_feast_objects(case, directory))
-            yield store
-        finally:
-            close_store(store)
-
-
-def parity_entity_df(case: TrainingCase) -> pd.DataFrame | pa.Table:
-    frame = case.entity_frame()
-    return pa.Table.from_pandas(frame, preserve_index=False) if case.as_arrow else frame
 
 
 def ours_for(store: Any, case: TrainingCase, refs: Sequence[str]) -> pa.Table:
@@ -431,7 +282,7 @@ def test_joined_rows_obey_point_in_time_rules(case: TrainingCase) -> None:
             for i, feature in enumerate(view.features):
                 name = case.output_name(view.name, feature)
                 if name in columns:
-                    assert _same(columns[name][n], got.values()[i]), f"{where}: {name}"
+                    assert same(columns[name][n], got.values()[i]), f"{where}: {name}"
 
 
 @LOCAL_SETTINGS

@@ -20,8 +20,8 @@ from framework.features import repository
 from framework.features.repository import Profile
 from framework.models.batch_score import score_entities
 from framework.registry.model_registry import ModelRegistry
-from tests.features.test_training_set_parity import assert_same_table, sample_entity_frame
 from tests.support.cli import parity
+from tests.support.training_sets import assert_same_table, sample_entity_frame
 from tests.support.workspaces import Trained, copy_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -26,14 +26,14 @@ from framework.features import repository
 from framework.features.training_file import read_info
 from framework.features.training_set import build_training_set
 from framework.spark import training_set as spark_training_set
-from tests.features.test_training_set_parity import (
+from tests.strategies import TrainingCase, training_cases
+from tests.support.training_sets import (
     ROW_IDX,
     assert_same_table,
     generated_store,
     parity_entity_df,
     sample_entity_frame,
 )
-from tests.strategies import TrainingCase, training_cases
 from tests.support.workspaces import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
