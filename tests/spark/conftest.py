@@ -24,12 +24,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """A local[2] Spark session with parity's settings, stopped at the end of the run."""
+def spark_installed() -> None:
+    """PySpark and Java are there (tests that run ``parity`` with ``--profile spark`` as a
+    child process need no session of their own)."""
     if importlib.util.find_spec("pyspark") is None:
         missing("PySpark is not installed (pip install 'parity[spark]')")
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         missing("no Java runtime for PySpark (scripts/install-java)")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_installed: None) -> Iterator[Any]:
+    """A local[2] Spark session with parity's settings, stopped at the end of the run."""
     from pyspark.sql import SparkSession
 
     from framework.spark.session import DEFAULT_CONF, REQUIRED_CONF

@@ -32,7 +32,7 @@ def _parts(folder: Path) -> pa.Table:
 
 
 def test_score_and_training_set_commands_on_the_spark_profile(
-    trained: Trained, tmp_path: Path, postgres_url: str, redis_server: str
+    spark_installed: None, trained: Trained, tmp_path: Path, postgres_url: str, redis_server: str
 ) -> None:
     ws = copy_of(trained, tmp_path / "ws")
     env = {"PARITY_REGISTRY_URL": postgres_url, "PARITY_REDIS": redis_server}
