@@ -120,16 +120,7 @@ def scan_sql(view: View, con: duckdb.DuckDBPyConnection, index: int) -> str:
     available = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()]
 
     def col(name: str) -> str:
-        # field_mapping maps source column -> feature name; find the source column.
-        for src, dst in mapping.items():
-            if dst == name and src in available:
-                return quote(src)
-        if name not in available:
-            raise DataError(
-                f"The source of feature view {view.name!r} has no column {name!r} "
-                f"(it has: {', '.join(available)})."
-            )
-        return quote(name)
+        return quote(source_column(view.name, mapping, available, name))
 
     select = [f"{col(k)} AS {quote(f'k{index}_{i}')}" for i, k in enumerate(view.join_keys)]
     select.append(f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ) AS __ts")
@@ -145,6 +136,20 @@ def scan_sql(view: View, con: duckdb.DuckDBPyConnection, index: int) -> str:
             " ORDER BY __created DESC NULLS LAST) = 1"
         )
     return sql
+
+
+def source_column(view: str, mapping: dict[str, str], available: list[str], name: str) -> str:
+    """The column of a source that holds field ``name`` of feature view ``view``:
+    ``field_mapping`` maps a source column to a field name; else the name itself."""
+    for src, dst in mapping.items():
+        if dst == name and src in available:
+            return src
+    if name not in available:
+        raise DataError(
+            f"The source of feature view {view!r} has no column {name!r} "
+            f"(it has: {', '.join(available)})."
+        )
+    return name
 
 
 def file_list(files: list[str]) -> str:

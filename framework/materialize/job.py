@@ -165,6 +165,36 @@ def interval(fv: Any, start: datetime | None, end: datetime, incremental: bool) 
     return end - ttl if ttl else BEGINNING
 
 
+def feast_only(fv: Any, writer: OnlineWriter | None, no_writer: str) -> str | None:
+    """Why Feast's ``materialize`` must take view ``fv`` (None: parity's bulk path can)."""
+    from feast import FeatureView
+
+    if writer is None:
+        return no_writer
+    if type(fv) is not FeatureView:
+        return f"{type(fv).__name__} views are materialised by Feast"
+    if getattr(fv, "feature_transformation", None) or getattr(fv, "filter", None):
+        return "the view transforms or filters its source"
+    if not fv.entity_columns:
+        return "the view has no entity (Feast's dummy entity key)"
+    return None
+
+
+def view_of(fv: Any) -> View:
+    """Feature view ``fv`` as the source reader sees it (every feature, no TTL)."""
+    return View(
+        name=fv.name,
+        projection_name=fv.name,
+        join_keys={c.name: c.name for c in fv.entity_columns},
+        features=[f.name for f in fv.features],
+        output=[f.name for f in fv.features],
+        timestamp_field=fv.batch_source.timestamp_field,
+        created_field=fv.batch_source.created_timestamp_column or None,
+        ttl=None,
+        source=fv.batch_source,
+    )
+
+
 def _plan(
     store: Any,
     writer: OnlineWriter | None,
@@ -174,31 +204,14 @@ def _plan(
     end: datetime,
     incremental: bool,
 ) -> list[Job]:
-    from feast import FeatureView
-
     jobs = []
     for fv in views:
         job = Job(fv, interval(fv, start, end, incremental), end, "feast", "")
-        if writer is None:
-            job.reason = no_writer
-        elif type(fv) is not FeatureView:
-            job.reason = f"{type(fv).__name__} views are materialised by Feast"
-        elif getattr(fv, "feature_transformation", None) or getattr(fv, "filter", None):
-            job.reason = "the view transforms or filters its source"
-        elif not fv.entity_columns:
-            job.reason = "the view has no entity (Feast's dummy entity key)"
+        reason = feast_only(fv, writer, no_writer)
+        if reason is not None:
+            job.reason = reason
         else:
-            view = View(
-                name=fv.name,
-                projection_name=fv.name,
-                join_keys={c.name: c.name for c in fv.entity_columns},
-                features=[f.name for f in fv.features],
-                output=[f.name for f in fv.features],
-                timestamp_field=fv.batch_source.timestamp_field,
-                created_field=fv.batch_source.created_timestamp_column or None,
-                ttl=None,
-                source=fv.batch_source,
-            )
+            view = view_of(fv)
             files = local_files(view, Path(store.repo_path))
             if files is None:
                 job.reason = (

@@ -15,7 +15,6 @@ stage progress is reported (:mod:`framework.spark.progress`).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,7 @@ def score_on_spark(
 
     ref, _, manifest = version
     spark = session(store)
-    work = Path(temp_directory or out.parent) / f".{out.name}.spark.tmp"
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    with spark_training_set.staged(out, temp_directory) as (work, tmp):
         joined = spark_training_set.join(store, manifest.feature_service, entities, work)
         path, sha = artifact
         spark.sparkContext.addFile(str(path))
@@ -87,13 +81,7 @@ def score_on_spark(
         scored = joined.frame.mapInArrow(task, schema)
         with watched(spark, progress, f"parity score {ref} -> {out}"):
             scored.drop(ROW).write.parquet(str(tmp))
-        spark_training_set.replace(tmp, out)
-        return joined.rows, joined.info(False, None).fingerprint
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return joined.rows, joined.info(False, None).fingerprint
 
 
 class _ScoreTask:

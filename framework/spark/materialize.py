@@ -57,10 +57,12 @@ from framework.materialize.job import (
     MaterializeSummary,
     ViewResult,
     feast_materialize,
+    feast_only,
     interval,
     interval_asked,
     record_interval,
     select_views,
+    view_of,
 )
 from framework.materialize.online_encoding import value_type_name
 from framework.materialize.online_write import open_writer
@@ -94,36 +96,19 @@ def _plan(
     incremental: bool,
 ) -> list[Job | _SparkJob]:
     """Per view: Spark's executors, or Feast with the reason."""
-    from feast import FeatureView
-
     planned: list[Job | _SparkJob] = []
     for fv in views:
         job = Job(fv, interval(fv, start, end, incremental), end, "feast", "")
-        if writer is None:
-            job.reason = no_writer
-        elif writer.kind != "redis":
-            job.reason = (
+        reason = feast_only(fv, writer, no_writer)
+        if reason is None and writer is not None and writer.kind != "redis":
+            reason = (
                 f"the {writer.kind} online store is one local file; the Spark path writes "
                 "Redis from its executors"
             )
-        elif type(fv) is not FeatureView:
-            job.reason = f"{type(fv).__name__} views are materialised by Feast"
-        elif getattr(fv, "feature_transformation", None) or getattr(fv, "filter", None):
-            job.reason = "the view transforms or filters its source"
-        elif not fv.entity_columns:
-            job.reason = "the view has no entity (Feast's dummy entity key)"
+        if reason is not None:
+            job.reason = reason
         else:
-            view = View(
-                name=fv.name,
-                projection_name=fv.name,
-                join_keys={c.name: c.name for c in fv.entity_columns},
-                features=[f.name for f in fv.features],
-                output=[f.name for f in fv.features],
-                timestamp_field=fv.batch_source.timestamp_field,
-                created_field=fv.batch_source.created_timestamp_column or None,
-                ttl=None,
-                source=fv.batch_source,
-            )
+            view = view_of(fv)
             try:
                 sources.identify(view, Path(store.repo_path))
             except ConfigError as exc:

@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from framework.errors import ConfigError, DataError
+from framework.errors import ConfigError
+from framework.features import view_sources
 from framework.features.view_sources import View, local_files
 
 
@@ -91,16 +92,7 @@ def scan(spark: Any, scan_view: View, g: int, repo_path: Path) -> Any:
     mapping = dict(scan_view.source.field_mapping or {})
 
     def source_column(name: str) -> Any:
-        # field_mapping maps source column -> feature name; find the source column.
-        for src, dst in mapping.items():
-            if dst == name and src in available:
-                return col(src)
-        if name not in available:
-            raise DataError(
-                f"The source of feature view {scan_view.name!r} has no column {name!r} "
-                f"(it has: {', '.join(available)})."
-            )
-        return col(name)
+        return col(view_sources.source_column(scan_view.name, mapping, available, name))
 
     keys = [source_column(k).alias(f"k{g}_{j}") for j, k in enumerate(scan_view.join_keys)]
     select = [*keys, source_column(scan_view.timestamp_field).cast("timestamp").alias("__ts")]

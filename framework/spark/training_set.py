@@ -32,6 +32,7 @@ The folder appears by one rename when complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator, Sequence
@@ -55,7 +56,7 @@ from framework.features.fingerprint import (
 )
 from framework.features.join_plan import JoinPlan, join_plan, open_repo
 from framework.features.training_file import TrainingSetInfo
-from framework.features.view_sources import group_views
+from framework.features.view_sources import group_views, quote
 from framework.progress import Progress
 from framework.spark import sources
 from framework.spark.progress import watched
@@ -162,13 +163,7 @@ def write_training_set(
     """
     progress = progress or Progress()
     store = open_repo(repo)
-    out = Path(out)
-    work = Path(temp_directory or out.parent) / f".{out.name}.spark.tmp"
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    with staged(Path(out), temp_directory) as (work, tmp):
         joined = join(
             store, features, entity_df, work, full_feature_names=full_feature_names, ages=ages
         )
@@ -178,22 +173,31 @@ def write_training_set(
         measured = _ages(spark, tmp, joined.plan) if ages else None
         info = joined.info(full_feature_names, measured)
         (tmp / INFO_FILE).write_text(info.to_json())
-        replace(tmp, out)
-        return info
+    return info
+
+
+@contextlib.contextmanager
+def staged(out: Path, temp_directory: Path | None) -> Iterator[tuple[Path, Path]]:
+    """(work, tmp): a folder for the staged entity frame (in ``temp_directory``, else
+    next to ``out``), removed afterwards, and the folder the job writes, which replaces
+    ``out`` (file or folder) when the block succeeds and is removed when it fails."""
+    work = Path(temp_directory or out.parent) / f".{out.name}.spark.tmp"
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work, tmp
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        tmp.replace(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def replace(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` where ``out`` is (a file or folder there goes)."""
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
-    tmp.replace(out)
 
 
 def _stage_entities(
@@ -209,7 +213,7 @@ def _stage_entities(
             join_keys={v.name: list(v.join_keys.values()) for v in plan.views},
             request_data={o.name: list(o.get_request_data_schema()) for o in plan.odfvs},
         )
-        names = ", ".join(sources_quote(c) for c in entities.columns)
+        names = ", ".join(quote(c) for c in entities.columns)
         hasher = EntityHasher(entities.columns)
         query = f"SELECT {names} FROM entities ORDER BY {ROW}"
         for batch in con.execute(query).to_arrow_reader(BATCH_ROWS):
@@ -219,10 +223,6 @@ def _stage_entities(
         return path, entities.columns, entities.timestamp, entities.rows, hasher.hexdigest()
     finally:
         con.close()
-
-
-def sources_quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _join(

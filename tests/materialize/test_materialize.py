@@ -37,6 +37,7 @@ from framework.materialize import online_write, sqlite_writer
 from framework.materialize.freshness import freshness, status
 from framework.materialize.job import materialize
 from framework.sample.data import GenerationSummary
+from tests.support.redis_store import redis_client, redis_dump
 from tests.support.workspaces import ROOT, Served, Workspace, embedded_store, make_workspace
 
 START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -70,27 +71,6 @@ def _sqlite_rows(ws: Workspace) -> dict[str, list[tuple[Any, ...]]]:
         }
     finally:
         con.close()
-
-
-def _redis_client(address: str) -> Any:
-    import redis
-
-    host_port, _, options = address.partition(",")
-    host, port = host_port.split(":")
-    return redis.Redis(host=host, port=int(port), db=int(options.removeprefix("db=") or 0))
-
-
-def _redis_dump(address: str) -> dict[bytes, dict[bytes, bytes]]:
-    """Every Feast hash in the Redis database (parity's bookkeeping key left out)."""
-    client = _redis_client(address)
-    try:
-        return {
-            key: client.hgetall(key)
-            for key in client.scan_iter(count=1000)
-            if not key.startswith(b"parity:")
-        }
-    finally:
-        client.close()
 
 
 def _online_reads(store: Any, ws: Workspace) -> dict[str, list[Any]]:
@@ -421,11 +401,11 @@ def test_redis_hashes_equal_feasts_and_read_back_the_same(
     ws = _redis_workspace(sample_workspace, redis_address)
     with open_store(ws.repo) as store:
         _feast_materialize(store)
-        feasts = _redis_dump(redis_address)
-        _redis_client(redis_address).flushdb()
+        feasts = redis_dump(redis_address)
+        redis_client(redis_address).flushdb()
         summary = materialize(store, start=START, end=END, batch_rows=101)
         assert {v.engine for v in summary.views} == {"parity"}
-        assert _redis_dump(redis_address) == feasts
+        assert redis_dump(redis_address) == feasts
         ours = _online_reads(store, ws)
     assert len(feasts) > 200  # one hash per user and per merchant
     with open_store(feast_reference.repo) as store:  # what SQLite gives, read through Feast
@@ -467,9 +447,9 @@ def test_redis_key_ttl_and_skip_dedup_settings_are_honoured(
         assert store.config.online_store.skip_dedup
         first = materialize(store, start=START, end=END, views=["user_profile"])
         again = materialize(store, start=START, end=END, views=["user_profile"])
-    client = _redis_client(redis_address)
+    client = redis_client(redis_address)
     try:
-        ttls = [client.ttl(key) for key in _redis_dump(redis_address)]
+        ttls = [client.ttl(key) for key in redis_dump(redis_address)]
     finally:
         client.close()
     assert len(ttls) == first.views[0].entities > 0
@@ -529,7 +509,7 @@ def test_an_interrupted_run_converges_and_records_no_unfinished_interval(
         ws = _redis_workspace(sample_workspace, address)
 
         def snapshot() -> Any:
-            return _redis_dump(address)
+            return redis_dump(address)
     else:
         ws = sample_workspace
         apply(ws.repo)
@@ -544,7 +524,7 @@ def test_an_interrupted_run_converges_and_records_no_unfinished_interval(
     shutil.rmtree(ws.data / "feast")
     apply(ws.repo)
     if store_kind == "redis":
-        _redis_client(address).flushdb()
+        redis_client(address).flushdb()
 
     writer = online_write.RedisWriter if store_kind == "redis" else online_write.SqliteWriter
     real_write = writer.write
