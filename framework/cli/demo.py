@@ -63,6 +63,7 @@ from framework.models.training import default_registry, train_model
 from framework.sample.data import generate
 from framework.sample.pipeline import build_offline_sources
 from framework.sample.scenario import GenerationConfig
+from framework.spark.session import uses_spark
 
 #: The sample repository shipped with parity: the demo's own scenario, so its default.
 SAMPLE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -381,15 +382,25 @@ def _materialize_and_read(
     end = datetime.fromisoformat(data_end) + timedelta(days=1)
     # From long before the sample: static profiles (no TTL) date from sign-up.
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            store.materialize(start_date=start, end_date=end)
-    except Exception as exc:
-        raise FeatureStoreError(f"Feast materialize failed: {exc}") from exc
     online = "SQLite" if profile is Profile.EMBEDDED else "Redis"
+    engine = "Feast"
+    if uses_spark(store):  # Feast's Spark offline store reads no FileSource: parity's job
+        from framework.spark.materialize import materialize
+
+        materialize(store, start=start, end=end)
+        engine = "parity on Spark"
+    else:
+        try:
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                store.materialize(start_date=start, end_date=end)
+        except Exception as exc:
+            raise FeatureStoreError(f"Feast materialize failed: {exc}") from exc
     step(
         "materialize",
-        f"{len(store.list_feature_views())} feature views into {online} with Feast "
+        f"{len(store.list_feature_views())} feature views into {online} with {engine} "
         f"(event times up to {end:%Y-%m-%d})",
         t,
     )
@@ -428,6 +439,10 @@ def _training_set(store: Any, data: Path, end: datetime) -> Any:
         offset=-timedelta(microseconds=1),
         extra=["amount", "hour_of_day"],
     )
+    if uses_spark(store):
+        from framework.spark import training_set as spark_training_set
+
+        return spark_training_set.build_training_set(store, FEATURE_SERVICE, entities, data)
     return build_training_set(store, FEATURE_SERVICE, entities)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,18 +254,13 @@ def _training_table(
         raise DataError(f"No labelled events in the training window {window}.")
     check_labels(entities, spec.labels.column, spec.task)
     if not isinstance(source, str | os.PathLike) and uses_spark(source):
-        # The spark profile: the join runs on Spark, written as Parquet parts in the
-        # state folder (shared storage on a cluster) and read back part by part.
+        # The spark profile: joined on Spark into the state folder, read back part by part.
         from framework.spark import training_set as spark_training_set
 
-        state = data_dir(repo)
-        state.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=state, prefix=".training-set-") as tmp:
-            out = Path(tmp) / "training_set"
-            spark_training_set.write_training_set(
-                source, spec.feature_service, entities, out, ages=True
-            )
-            return spark_training_set.read_table(out), window
+        table = spark_training_set.build_training_set(
+            source, spec.feature_service, entities, data_dir(repo)
+        )
+        return table, window
     return build_training_set(source, spec.feature_service, entities), window
 
 

@@ -69,6 +69,8 @@ INFO_FILE = "_parity_training_set.json"
 AGE_PREFIX = "__parity_age_"
 BATCH_ROWS = 65_536
 ENGINE = "spark"
+#: DuckDB's memory limit while the driver stages the entity frame.
+STAGING_MEMORY = "1GB"
 
 
 @dataclass
@@ -176,6 +178,22 @@ def write_training_set(
     return info
 
 
+def build_training_set(
+    store: Any, features: str | Sequence[str] | Any, entity_df: Any, folder: Path
+) -> pa.Table:
+    """The join on Spark read back as one table, ages measured (as
+    :func:`framework.features.training_set.build_training_set` gives it): written as
+    parts in a temporary folder under ``folder`` (storage the executors write; on a
+    cluster, shared), read part by part, then removed."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".training-set-") as tmp:
+        out = Path(tmp) / "training_set"
+        write_training_set(store, features, entity_df, out, ages=True)
+        return read_table(out)
+
+
 @contextlib.contextmanager
 def staged(out: Path, temp_directory: Path | None) -> Iterator[tuple[Path, Path]]:
     """(work, tmp): a folder for the staged entity frame (in ``temp_directory``, else
@@ -205,7 +223,8 @@ def _stage_entities(
 ) -> tuple[Path, list[str], str, int, str]:
     """The entity frame normalised by the embedded path's code, with its row index, as
     Parquet in ``work``; its columns, timestamp column, rows and digest."""
-    con = connect(temp_directory=work / "duckdb")
+    # The driver only stages rows: bounded memory, DuckDB spills beyond it.
+    con = connect(memory_limit=STAGING_MEMORY, temp_directory=work / "duckdb")
     try:
         entities = register_entities(
             con,
