@@ -205,3 +205,19 @@ def test_production_profile_creates_a_missing_registry_database(
         with admin.connect() as con:
             con.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh.database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_spark_profile_without_pyspark_or_java_says_what_to_install(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spark profile needs PySpark and a Java runtime: without either, opening it
+    stops with how to get them, before Feast imports its Spark offline store."""
+    # None in sys.modules is how Python itself marks a module as not importable.
+    monkeypatch.setitem(__import__("sys").modules, "pyspark", None)
+    with pytest.raises(ConfigError, match=r"needs PySpark: pip install 'parity\[spark\]'"):
+        repository.load_store(workspace.repo, Profile.SPARK)
+    monkeypatch.undo()
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(workspace.root))  # no java on it
+    with pytest.raises(ConfigError, match="needs a Java runtime.*scripts/install-java"):
+        repository.load_store(workspace.repo, Profile.SPARK)
