@@ -31,6 +31,8 @@ REQUIRED_CONF = {
     "spark.sql.caseSensitive": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Nanosecond Parquet timestamps as longs, not an error (framework.spark.sources).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 #: parity's defaults, which a profile's ``spark_conf`` may override: progress goes to
 #: :mod:`framework.spark.progress`, not Spark's console bar.

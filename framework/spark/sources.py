@@ -31,7 +31,35 @@ def col(name: str) -> Any:
     """A column by its exact name (dots and backticks are not syntax here)."""
     from pyspark.sql import functions as F
 
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(col_sql(name))
+
+
+def col_sql(name: str) -> str:
+    """``name`` quoted for Spark SQL."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+# Spark refuses Parquet's nanosecond timestamps (PARQUET_TYPE_ILLEGAL; pandas writes
+# them, feast init's sample among others) unless told to read them as longs, which
+# parity's sessions are (spark.sql.legacy.parquet.nanosAsLong, framework.spark.session);
+# scan() turns them back into timestamps.
+
+
+def nanosecond_columns(view: View) -> frozenset[str] | None:
+    """The columns of ``view``'s local Parquet files that hold nanosecond timestamps
+    (read from the first file's schema); None for a source read by name or URI, whose
+    long-typed event and created timestamp columns are then taken as nanoseconds (a
+    Feast timestamp field is a timestamp, never a number)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    local = [f for f in view.files if os.path.exists(f)]
+    if not local:
+        return None
+    schema = pq.read_schema(local[0])
+    return frozenset(
+        f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+    )
 
 
 def identify(view: View, repo_path: Path) -> None:
@@ -90,9 +118,20 @@ def scan(spark: Any, scan_view: View, g: int, repo_path: Path) -> Any:
     raw = read(spark, scan_view, repo_path)
     available = raw.columns
     mapping = dict(scan_view.source.field_mapping or {})
+    nanos = nanosecond_columns(scan_view)
+    times = {scan_view.timestamp_field, scan_view.created_field}
 
     def source_column(name: str) -> Any:
-        return col(view_sources.source_column(scan_view.name, mapping, available, name))
+        column = view_sources.source_column(scan_view.name, mapping, available, name)
+        if (
+            (column in nanos)
+            if nanos is not None
+            else (name in times and raw.schema[column].dataType.typeName() == "long")
+        ):
+            # Read as nanoseconds since the epoch (see NANOS_AS_LONG); to microseconds
+            # truncated toward zero, as DuckDB casts TIMESTAMP_NS.
+            return F.timestamp_micros(F.expr(f"{col_sql(column)} div 1000")).alias(column)
+        return col(column)
 
     keys = [source_column(k).alias(f"k{g}_{j}") for j, k in enumerate(scan_view.join_keys)]
     select = [*keys, source_column(scan_view.timestamp_field).cast("timestamp").alias("__ts")]

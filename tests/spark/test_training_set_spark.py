@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -215,3 +216,36 @@ def test_parity_train_on_spark_records_the_embedded_dataset(
             embedded["metrics"]["holdout"][metric],
             rel_tol=1e-9,
         ), metric
+
+
+def test_nanosecond_timestamps_in_the_sources_read_as_duckdb_reads_them(
+    spark: Any, sample_workspace: Workspace, tmp_path: Path
+) -> None:
+    """pandas writes nanosecond Parquet timestamps (``feast init``'s sample has them),
+    which Spark refuses by default; the join reads them, truncated to microseconds as
+    DuckDB casts them, and equals the DuckDB path."""
+    offline = sample_workspace.data / "offline"
+    for path in offline.glob("*.parquet"):
+        table = pq.read_table(path)
+        fields = [
+            f.with_type(pa.timestamp("ns", tz=f.type.tz)) if pa.types.is_timestamp(f.type) else f
+            for f in table.schema
+        ]
+        table = table.cast(pa.schema(fields))
+        # A value below a microsecond: truncated, never rounded up past an entity row.
+        if "event_timestamp" in table.column_names:
+            ts = table.column("event_timestamp").cast(pa.int64())
+            nudged = pc.add(ts, 999).cast(pa.timestamp("ns", tz="UTC"))
+            index = table.column_names.index("event_timestamp")
+            table = table.set_column(index, "event_timestamp", nudged)
+        pq.write_table(table, path)
+    assert pq.read_schema(offline / "user_transaction_features.parquet").field(
+        "event_timestamp"
+    ).type == pa.timestamp("ns", tz="UTC")
+    repository.apply(sample_workspace.repo)
+    entity_df = sample_entity_frame(sample_workspace.data).head(2_000)
+    with repository.open_store(sample_workspace.repo) as store:
+        duck = build_training_set(store, "fraud_model_v1", entity_df)
+        ours = on_spark(store, "fraud_model_v1", entity_df, tmp_path / "ts")
+    assert_same_table(ours, duck, "Spark vs DuckDB, nanosecond sources")
+    assert ours.column("txn_count_1h").null_count < ours.num_rows
