@@ -89,7 +89,12 @@ def join_plan(
 
     provider_refs = list(refs)
     for view, feats in fvs:
-        for feat in feats:
+        # Feast groups a view's features in a set: the inputs an on-demand view adds
+        # would come in a different order in every process. The view's schema order.
+        declared = [f.name for f in view.features]
+        for feat in sorted(
+            feats, key=lambda f: (f not in declared, declared.index(f) if f in declared else 0, f)
+        ):
             ref = f"{view.projection.name_to_use()}:{feat}"
             if ref not in provider_refs:
                 provider_refs.append(ref)

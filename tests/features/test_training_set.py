@@ -596,3 +596,30 @@ def test_a_streamed_on_demand_feature_whose_type_cannot_convert_is_named() -> No
         on_demand.as_schema(part, schema)
     ints = pa.table({"driver_id": [1], "scaled": pa.array([3], pa.int64())})
     assert on_demand.as_schema(ints, schema).column("scaled").to_pylist() == [3.0]
+
+
+def test_the_inputs_an_on_demand_view_adds_come_in_the_views_order_in_every_process(
+    sample_workspace: Workspace,
+) -> None:
+    """Feast groups a view's features in a set, so the inputs an on-demand view pulls in
+    (here all of ``user_txn_7d`` for ``transaction_context:is_night``) came in another
+    order under every hash seed: a training set's columns changed from run to run.
+    They follow the view's schema, whatever the seed."""
+    repository.apply(sample_workspace.repo)
+    script = (
+        "import json, sys; from pathlib import Path; "
+        "from framework.features.join_plan import join_plan, open_repo; "
+        "plan = join_plan(open_repo(Path(sys.argv[1])), ['transaction_context:is_night'], False); "
+        "print(json.dumps([v.features for v in plan.views]))"
+    )
+    orders = set()
+    for seed in ("1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(sample_workspace.repo)],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )  # fmt: skip
+        orders.add(done.stdout.strip())
+    assert orders == {
+        json.dumps([["txn_count_7d", "amount_mean_7d", "amount_std_7d", "distinct_merchants_7d"]])
+    }
