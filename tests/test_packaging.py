@@ -24,14 +24,15 @@ SUPPORTED = ("3.11", "3.12", "3.13")
 
 
 def _packaged_sources() -> set[str]:
-    """Every module, stub and type marker under the packages, as wheel paths."""
+    """Every module, stub and type marker under the packages, and the spark profile's
+    log settings (framework/spark/log4j2.properties), as wheel paths."""
     return {
         path.relative_to(ROOT).as_posix()
         for package in PACKAGES
         for path in (ROOT / package).rglob("*")
         if path.is_file()
         and "__pycache__" not in path.parts
-        and (path.suffix in (".py", ".pyi") or path.name == "py.typed")
+        and (path.suffix in (".py", ".pyi") or path.name in ("py.typed", "log4j2.properties"))
     }
 
 

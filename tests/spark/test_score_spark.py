@@ -76,3 +76,24 @@ def test_score_and_training_set_commands_on_the_spark_profile(
 
         duck = build_training_set(store, "fraud_model_v1", entity_file)
     assert_same_table(_parts(tmp_path / "ts"), duck.replace_schema_metadata(None), "training set")
+
+
+def test_the_spark_benchmark_runs(spark_installed: None) -> None:
+    """A tiny run of ``bench/spark.py`` (every engine and job, Feast's Spark retrieval
+    included) completes and prints a line for every engine; its times are for
+    docs/benchmarks.md, not asserted."""
+    import subprocess
+    import sys
+
+    from tests.support.workspaces import ROOT
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "spark.py"), "--entities", "3k",
+         "--transactions", "3k", "--feast-entities", "1k"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| training set")]
+    rows += [line for line in run.stdout.splitlines() if line.startswith("| batch scoring")]
+    assert [r.split("|")[2].strip() for r in rows] == ["duckdb", "spark", "duckdb", "spark"]
+    assert any(line.startswith("| feast-spark |") for line in run.stdout.splitlines())
